@@ -1,0 +1,67 @@
+use burn::tensor::{Int, Tensor};
+
+/// The inputs of a causal language model forward pass.
+///
+/// # Shapes
+/// - `input_ids`: `[batch, seq]`
+/// - `attention_mask`: `[batch, seq]`, 1 for real tokens and 0 for padding
+/// - `position_ids`: `[batch, seq]`; when absent, positions count real tokens from 0 (left padding
+///   is handled)
+#[derive(Debug, Clone)]
+pub struct LmInput {
+    /// Token ids.
+    pub input_ids: Tensor<2, Int>,
+    /// Padding mask (1 = attend).
+    pub attention_mask: Option<Tensor<2, Int>>,
+    /// Explicit positions (e.g. for packed rows).
+    pub position_ids: Option<Tensor<2, Int>>,
+}
+
+impl LmInput {
+    /// Inputs with no padding and default positions.
+    pub fn new(input_ids: Tensor<2, Int>) -> Self {
+        Self {
+            input_ids,
+            attention_mask: None,
+            position_ids: None,
+        }
+    }
+
+    /// Adds a padding mask.
+    pub fn with_attention_mask(mut self, mask: Tensor<2, Int>) -> Self {
+        self.attention_mask = Some(mask);
+        self
+    }
+
+    /// Adds explicit position ids.
+    pub fn with_position_ids(mut self, position_ids: Tensor<2, Int>) -> Self {
+        self.position_ids = Some(position_ids);
+        self
+    }
+}
+
+/// A decoder-only language model, as the training and evaluation code sees it.
+///
+/// The split between [`CausalLm::forward_hidden`] and [`CausalLm::logits`] lets a loss compute the
+/// vocabulary projection only at positions that carry a label.
+pub trait CausalLm {
+    /// Vocabulary size (rows of the output projection).
+    fn vocab_size(&self) -> usize;
+
+    /// Width of the final hidden states.
+    fn hidden_size(&self) -> usize;
+
+    /// Final (normalized) hidden states, `[batch, seq, hidden]`.
+    fn forward_hidden(&self, input: &LmInput) -> Tensor<3>;
+
+    /// Projects hidden states `[n, hidden]` to logits `[n, vocab]`.
+    fn logits(&self, hidden: Tensor<2>) -> Tensor<2>;
+
+    /// Logits for every position, `[batch, seq, vocab]`.
+    fn forward(&self, input: &LmInput) -> Tensor<3> {
+        let h = self.forward_hidden(input);
+        let [b, t, d] = h.dims();
+        self.logits(h.reshape([b * t, d]))
+            .reshape([b, t, self.vocab_size()])
+    }
+}

@@ -1,0 +1,88 @@
+//! Building blocks shared by architectures: RMSNorm and rotate-half rotary embeddings.
+
+use burn::module::{Module, Param};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+/// Root-mean-square layer norm, `x / sqrt(mean(x²) + eps) · weight` (field named as in HF).
+///
+/// # Shapes
+/// `[..., d]` → `[..., d]`
+#[derive(Module, Debug)]
+pub struct RmsNorm {
+    /// Per-channel gain, `[d]`.
+    pub weight: Param<Tensor<1>>,
+    /// Added to the mean square.
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    /// A norm with unit gain.
+    pub fn new(d: usize, eps: f64, device: &Device) -> Self {
+        Self {
+            weight: Param::from_data(TensorData::new(vec![1.0f32; d], [d]), device),
+            eps,
+        }
+    }
+
+    /// Normalizes the last dimension.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let rms = x
+            .clone()
+            .square()
+            .mean_dim(D - 1)
+            .add_scalar(self.eps)
+            .sqrt();
+        (x / rms) * self.weight.val().unsqueeze::<D>()
+    }
+}
+
+/// Hugging Face's rotate-half rotary position embedding.
+///
+/// HF checkpoints pair dimension `i` with `i + head_dim/2` (not adjacent pairs as
+/// `burn::nn::RotaryEncoding` does); keeping that layout keeps q/k weights and their LoRA adapters
+/// exactly as PEFT stores them. Angles are computed from the position ids on every forward pass
+/// (once, shared by all layers), so no table bounds the context length.
+#[derive(Module, Debug)]
+pub struct RotaryEmbedding {
+    /// Inverse frequencies repeated for both halves, `[head_dim]`.
+    pub inv_freq: Tensor<1>,
+}
+
+impl RotaryEmbedding {
+    /// An embedding from inverse frequencies `[head_dim/2]`.
+    pub fn new(inv_freq: &[f64], device: &Device) -> Self {
+        let mut full: Vec<f32> = inv_freq.iter().map(|f| *f as f32).collect();
+        full.extend_from_within(..);
+        let n = full.len();
+        Self {
+            inv_freq: Tensor::from_data(TensorData::new(full, [n]), device),
+        }
+    }
+
+    /// The plain RoPE inverse frequencies `theta^(-2i/d)`.
+    pub fn default_inv_freq(theta: f64, head_dim: usize) -> Vec<f64> {
+        (0..head_dim / 2)
+            .map(|i| 1.0 / theta.powf((2 * i) as f64 / head_dim as f64))
+            .collect()
+    }
+
+    /// `(cos, sin)` for the given positions, `[batch, 1, seq, head_dim]` each, ready to broadcast
+    /// over heads.
+    pub fn tables(&self, position_ids: Tensor<2, Int>) -> (Tensor<4>, Tensor<4>) {
+        let [b, t] = position_ids.dims();
+        let hd = self.inv_freq.dims()[0];
+        let pos = position_ids.float().reshape([b, 1, t, 1]);
+        let angles = pos * self.inv_freq.clone().reshape([1, 1, 1, hd]);
+        (angles.clone().cos(), angles.sin())
+    }
+
+    /// Rotates `x: [batch, heads, seq, head_dim]`.
+    pub fn apply(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+        let hd = x.dims()[3];
+        let half = hd / 2;
+        let x1 = x.clone().narrow(3, 0, half);
+        let x2 = x.clone().narrow(3, half, half);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+        x * cos.clone() + rotated * sin.clone()
+    }
+}

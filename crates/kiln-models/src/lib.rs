@@ -1,0 +1,19 @@
+//! Language model architectures for kiln.
+//!
+//! Each architecture lives in one file with a serde config mirroring Hugging Face's
+//! `config.json`. Module field names equal checkpoint keys (`model.layers.0.self_attn.q_proj`), so
+//! loading weights and PEFT adapters needs no renaming table. Every linear projection is a
+//! [`kiln_peft::PeftLinear`], a place where adapters attach.
+//!
+//! The training crate sees models only through [`CausalLm`].
+#![warn(missing_docs)]
+
+mod causal_lm;
+mod error;
+pub mod gguf;
+pub mod layers;
+pub mod llama;
+
+pub use causal_lm::{CausalLm, LmInput};
+pub use error::{ModelError, Result};
+pub use llama::{LlamaConfig, LlamaForCausalLM};

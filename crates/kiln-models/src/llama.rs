@@ -1,0 +1,691 @@
+//! The Llama family: Llama 2/3, SmolLM/SmolLM2, Mistral and Qwen2.
+//!
+//! Grouped-query attention, rotate-half RoPE (with llama3 / linear scaling), RMSNorm, SwiGLU MLP,
+//! optional q/k/v bias (Qwen2) and optional tied embeddings. Field names equal Hugging Face
+//! checkpoint keys: `model.layers.{i}.self_attn.q_proj`, `model.norm`, `lm_head`, ...
+
+use burn::module::Module;
+use burn::nn::{Embedding, EmbeddingConfig};
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use kiln_peft::init::{HostRng, normal_param};
+use kiln_peft::{AdapterTarget, PeftLinear};
+
+use crate::layers::{RmsNorm, RotaryEmbedding};
+use crate::{CausalLm, LmInput, ModelError, Result};
+
+/// Rope scaling as written in `config.json` (`rope_scaling`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RopeScaling {
+    /// `llama3`, `linear` or `default`.
+    #[serde(alias = "type")]
+    pub rope_type: String,
+    /// Scaling factor.
+    #[serde(default = "one")]
+    pub factor: f64,
+    /// llama3: low-frequency factor.
+    #[serde(default)]
+    pub low_freq_factor: Option<f64>,
+    /// llama3: high-frequency factor.
+    #[serde(default)]
+    pub high_freq_factor: Option<f64>,
+    /// llama3: the pre-training context length.
+    #[serde(default)]
+    pub original_max_position_embeddings: Option<usize>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// A Llama-family configuration, deserialized from Hugging Face's `config.json` (unknown keys are
+/// ignored; missing keys take transformers' `LlamaConfig` defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LlamaConfig {
+    /// `llama`, `mistral`, `qwen2`, ...
+    pub model_type: String,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Model width.
+    pub hidden_size: usize,
+    /// MLP width.
+    pub intermediate_size: usize,
+    /// Number of decoder layers.
+    pub num_hidden_layers: usize,
+    /// Query heads.
+    pub num_attention_heads: usize,
+    /// Key/value heads (grouped-query attention); defaults to `num_attention_heads`.
+    pub num_key_value_heads: Option<usize>,
+    /// Per-head width; defaults to `hidden_size / num_attention_heads`.
+    pub head_dim: Option<usize>,
+    /// Context length the model was trained for.
+    pub max_position_embeddings: usize,
+    /// RMSNorm epsilon.
+    pub rms_norm_eps: f64,
+    /// RoPE base.
+    pub rope_theta: f64,
+    /// RoPE scaling.
+    pub rope_scaling: Option<RopeScaling>,
+    /// Bias on q/k/v/o (Llama's `attention_bias`). Qwen2 always has q/k/v bias.
+    pub attention_bias: bool,
+    /// Bias on the MLP projections.
+    pub mlp_bias: bool,
+    /// Share the input embedding with the output head.
+    pub tie_word_embeddings: bool,
+    /// Standard deviation of fresh weights.
+    pub initializer_range: f64,
+    /// Activation (only `silu` is supported).
+    pub hidden_act: String,
+    /// Beginning-of-sequence token.
+    pub bos_token_id: Option<u32>,
+    /// End-of-sequence token(s).
+    pub eos_token_id: Option<serde_json::Value>,
+}
+
+impl Default for LlamaConfig {
+    fn default() -> Self {
+        Self {
+            model_type: "llama".into(),
+            vocab_size: 32000,
+            hidden_size: 4096,
+            intermediate_size: 11008,
+            num_hidden_layers: 32,
+            num_attention_heads: 32,
+            num_key_value_heads: None,
+            head_dim: None,
+            max_position_embeddings: 2048,
+            rms_norm_eps: 1e-6,
+            rope_theta: 10000.0,
+            rope_scaling: None,
+            attention_bias: false,
+            mlp_bias: false,
+            tie_word_embeddings: false,
+            initializer_range: 0.02,
+            hidden_act: "silu".into(),
+            bos_token_id: Some(1),
+            eos_token_id: None,
+        }
+    }
+}
+
+impl LlamaConfig {
+    /// Parses a `config.json` text.
+    ///
+    /// # Errors
+    /// Malformed JSON or inconsistent sizes.
+    pub fn from_json_str(text: &str, path: &std::path::Path) -> Result<Self> {
+        let cfg: Self = serde_json::from_str(text).map_err(|source| ModelError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Key/value heads.
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    /// Per-head width.
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+
+    /// Whether q/k/v carry a bias.
+    pub fn qkv_bias(&self) -> bool {
+        self.attention_bias || self.model_type == "qwen2"
+    }
+
+    /// Checks that the sizes fit together.
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidConfig`] naming the field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &str, reason: String| {
+            Err(ModelError::InvalidConfig {
+                field: field.into(),
+                reason,
+            })
+        };
+        for (name, v) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+        ] {
+            if v == 0 {
+                return bad(name, "must be positive".into());
+            }
+        }
+        if self.kv_heads() == 0 || self.num_attention_heads % self.kv_heads() != 0 {
+            return bad(
+                "num_key_value_heads",
+                format!(
+                    "{} does not divide num_attention_heads {}",
+                    self.kv_heads(),
+                    self.num_attention_heads
+                ),
+            );
+        }
+        if self.head_dim() % 2 != 0 {
+            return bad(
+                "head_dim",
+                format!("{} must be even for RoPE", self.head_dim()),
+            );
+        }
+        if self.hidden_act != "silu" {
+            return bad(
+                "hidden_act",
+                format!("`{}` is not supported (silu only)", self.hidden_act),
+            );
+        }
+        if let Some(s) = &self.rope_scaling {
+            if !matches!(s.rope_type.as_str(), "llama3" | "linear" | "default") {
+                return bad(
+                    "rope_scaling.rope_type",
+                    format!(
+                        "`{}` is not supported (llama3, linear, default)",
+                        s.rope_type
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// RoPE inverse frequencies after scaling, `[head_dim / 2]`.
+    pub fn inv_freq(&self) -> Vec<f64> {
+        let base = RotaryEmbedding::default_inv_freq(self.rope_theta, self.head_dim());
+        let Some(s) = &self.rope_scaling else {
+            return base;
+        };
+        match s.rope_type.as_str() {
+            "linear" => base.iter().map(|f| f / s.factor).collect(),
+            "llama3" => {
+                let low = s.low_freq_factor.unwrap_or(1.0);
+                let high = s.high_freq_factor.unwrap_or(4.0);
+                let old = s.original_max_position_embeddings.unwrap_or(8192) as f64;
+                let low_wavelen = old / low;
+                let high_wavelen = old / high;
+                base.iter()
+                    .map(|&f| {
+                        let wavelen = 2.0 * std::f64::consts::PI / f;
+                        if wavelen < high_wavelen {
+                            f
+                        } else if wavelen > low_wavelen {
+                            f / s.factor
+                        } else {
+                            let smooth = (old / wavelen - low) / (high - low);
+                            (1.0 - smooth) * f / s.factor + smooth * f
+                        }
+                    })
+                    .collect()
+            }
+            _ => base,
+        }
+    }
+
+    /// A freshly initialized model (HF's init: `N(0, initializer_range²)` weights, unit norms).
+    pub fn init(&self, seed: u64, device: &Device) -> LlamaForCausalLM {
+        LlamaForCausalLM::new_random(self, seed, device)
+    }
+}
+
+/// Grouped-query self-attention.
+#[derive(Module, Debug)]
+pub struct LlamaAttention {
+    /// Query projection `[hidden, heads·head_dim]`.
+    pub q_proj: PeftLinear,
+    /// Key projection `[hidden, kv_heads·head_dim]`.
+    pub k_proj: PeftLinear,
+    /// Value projection `[hidden, kv_heads·head_dim]`.
+    pub v_proj: PeftLinear,
+    /// Output projection `[heads·head_dim, hidden]`.
+    pub o_proj: PeftLinear,
+    /// Query heads.
+    pub num_heads: usize,
+    /// Key/value heads.
+    pub num_kv_heads: usize,
+    /// Per-head width.
+    pub head_dim: usize,
+}
+
+impl LlamaAttention {
+    /// # Shapes
+    /// - `x`: `[batch, seq, hidden]`; `cos`/`sin`: `[batch, 1, seq, head_dim]`
+    /// - `bias`: additive attention bias `[batch, 1, seq, seq]` (0 or a large negative)
+    /// - output: `[batch, seq, hidden]`
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        cos: &Tensor<4>,
+        sin: &Tensor<4>,
+        bias: &Tensor<4>,
+    ) -> Tensor<3> {
+        let [b, t, _] = x.dims();
+        let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        // [b, t, h*hd] -> [b, h, t, hd]
+        let q = self
+            .q_proj
+            .forward(x.clone())
+            .reshape([b, t, h, hd])
+            .swap_dims(1, 2);
+        let k = self
+            .k_proj
+            .forward(x.clone())
+            .reshape([b, t, kvh, hd])
+            .swap_dims(1, 2);
+        let v = self
+            .v_proj
+            .forward(x)
+            .reshape([b, t, kvh, hd])
+            .swap_dims(1, 2);
+        let q = RotaryEmbedding::apply(q, cos, sin);
+        let k = RotaryEmbedding::apply(k, cos, sin);
+        let (k, v) = (repeat_kv(k, h / kvh), repeat_kv(v, h / kvh));
+        // [b, h, t, t]
+        let scores = q
+            .matmul(k.swap_dims(2, 3))
+            .mul_scalar(1.0 / (hd as f64).sqrt())
+            + bias.clone();
+        let probs = softmax(scores, 3);
+        // [b, h, t, hd] -> [b, t, h*hd]
+        let out = probs.matmul(v).swap_dims(1, 2).reshape([b, t, h * hd]);
+        self.o_proj.forward(out)
+    }
+}
+
+/// Expands `[b, kv_heads, t, hd]` to `[b, kv_heads·groups, t, hd]` (each kv head serves `groups`
+/// consecutive query heads, as in HF's `repeat_kv`).
+fn repeat_kv(x: Tensor<4>, groups: usize) -> Tensor<4> {
+    if groups == 1 {
+        return x;
+    }
+    let [b, kvh, t, hd] = x.dims();
+    x.unsqueeze_dim::<5>(2)
+        .expand([b, kvh, groups, t, hd])
+        .reshape([b, kvh * groups, t, hd])
+}
+
+/// SwiGLU feed-forward: `down(silu(gate(x)) · up(x))`.
+#[derive(Module, Debug)]
+pub struct LlamaMlp {
+    /// Gate projection `[hidden, intermediate]`.
+    pub gate_proj: PeftLinear,
+    /// Up projection `[hidden, intermediate]`.
+    pub up_proj: PeftLinear,
+    /// Down projection `[intermediate, hidden]`.
+    pub down_proj: PeftLinear,
+}
+
+impl LlamaMlp {
+    /// `[batch, seq, hidden]` → `[batch, seq, hidden]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let gate = silu(self.gate_proj.forward(x.clone()));
+        self.down_proj.forward(gate * self.up_proj.forward(x))
+    }
+}
+
+/// One pre-norm decoder block.
+#[derive(Module, Debug)]
+pub struct LlamaDecoderLayer {
+    /// Attention.
+    pub self_attn: LlamaAttention,
+    /// Feed-forward.
+    pub mlp: LlamaMlp,
+    /// Norm before attention.
+    pub input_layernorm: RmsNorm,
+    /// Norm before the MLP.
+    pub post_attention_layernorm: RmsNorm,
+}
+
+impl LlamaDecoderLayer {
+    /// `[batch, seq, hidden]` → `[batch, seq, hidden]`
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        cos: &Tensor<4>,
+        sin: &Tensor<4>,
+        bias: &Tensor<4>,
+    ) -> Tensor<3> {
+        let x = x.clone()
+            + self
+                .self_attn
+                .forward(self.input_layernorm.forward(x), cos, sin, bias);
+        x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
+    }
+}
+
+/// The decoder stack (`model.*` in checkpoints).
+#[derive(Module, Debug)]
+pub struct LlamaModel {
+    /// Token embedding `[vocab, hidden]`.
+    pub embed_tokens: Embedding,
+    /// Decoder blocks.
+    pub layers: Vec<LlamaDecoderLayer>,
+    /// Final norm.
+    pub norm: RmsNorm,
+    /// Rotary embedding (no weights).
+    pub rotary_emb: RotaryEmbedding,
+}
+
+/// A Llama-family causal language model (`LlamaForCausalLM` in transformers).
+#[derive(Module, Debug)]
+pub struct LlamaForCausalLM {
+    /// The decoder stack.
+    pub model: LlamaModel,
+    /// Output head `[hidden, vocab]`; `None` when tied to `model.embed_tokens`.
+    pub lm_head: Option<PeftLinear>,
+}
+
+impl LlamaForCausalLM {
+    fn new_random(cfg: &LlamaConfig, seed: u64, device: &Device) -> Self {
+        let rng = HostRng::new(seed);
+        let std = cfg.initializer_range as f32;
+        let (d, hd) = (cfg.hidden_size, cfg.head_dim());
+        let (h, kvh) = (cfg.num_attention_heads, cfg.kv_heads());
+        let lin = |name: &str, i: usize, o: usize, bias: bool| {
+            PeftLinear::init_normal(&mut rng.fork(name), i, o, bias, std, device)
+        };
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|l| {
+                let p = format!("model.layers.{l}");
+                LlamaDecoderLayer {
+                    self_attn: LlamaAttention {
+                        q_proj: lin(&format!("{p}.self_attn.q_proj"), d, h * hd, cfg.qkv_bias()),
+                        k_proj: lin(
+                            &format!("{p}.self_attn.k_proj"),
+                            d,
+                            kvh * hd,
+                            cfg.qkv_bias(),
+                        ),
+                        v_proj: lin(
+                            &format!("{p}.self_attn.v_proj"),
+                            d,
+                            kvh * hd,
+                            cfg.qkv_bias(),
+                        ),
+                        o_proj: lin(
+                            &format!("{p}.self_attn.o_proj"),
+                            h * hd,
+                            d,
+                            cfg.attention_bias,
+                        ),
+                        num_heads: h,
+                        num_kv_heads: kvh,
+                        head_dim: hd,
+                    },
+                    mlp: LlamaMlp {
+                        gate_proj: lin(
+                            &format!("{p}.mlp.gate_proj"),
+                            d,
+                            cfg.intermediate_size,
+                            cfg.mlp_bias,
+                        ),
+                        up_proj: lin(
+                            &format!("{p}.mlp.up_proj"),
+                            d,
+                            cfg.intermediate_size,
+                            cfg.mlp_bias,
+                        ),
+                        down_proj: lin(
+                            &format!("{p}.mlp.down_proj"),
+                            cfg.intermediate_size,
+                            d,
+                            cfg.mlp_bias,
+                        ),
+                    },
+                    input_layernorm: RmsNorm::new(d, cfg.rms_norm_eps, device),
+                    post_attention_layernorm: RmsNorm::new(d, cfg.rms_norm_eps, device),
+                }
+            })
+            .collect();
+        let mut embed_tokens = EmbeddingConfig::new(cfg.vocab_size, d).init(device);
+        embed_tokens.weight = normal_param(
+            &mut rng.fork("model.embed_tokens"),
+            [cfg.vocab_size, d],
+            std,
+            device,
+        );
+        let lm_head = (!cfg.tie_word_embeddings).then(|| lin("lm_head", d, cfg.vocab_size, false));
+        Self {
+            model: LlamaModel {
+                embed_tokens,
+                layers,
+                norm: RmsNorm::new(d, cfg.rms_norm_eps, device),
+                rotary_emb: RotaryEmbedding::new(&cfg.inv_freq(), device),
+            },
+            lm_head,
+        }
+    }
+}
+
+/// Default positions and the additive attention bias for a batch: causal, and masking padded keys.
+///
+/// Returns `(position_ids [b, t], bias [b, 1, t, t])`. Built once per forward pass.
+pub(crate) fn positions_and_bias(input: &LmInput, device: &Device) -> (Tensor<2, Int>, Tensor<4>) {
+    let [b, t] = input.input_ids.dims();
+    // Causal part: key j > query i is masked (`tril_mask` is true outside the lower triangle).
+    let causal = Tensor::<2, burn::tensor::Bool>::tril_mask([t, t], 0, device)
+        .float()
+        .reshape([1, 1, t, t]);
+    let (positions, masked) = match &input.attention_mask {
+        None => {
+            let pos = Tensor::<1, Int>::arange(0..t as i64, device)
+                .reshape([1, t])
+                .expand([b, t]);
+            (pos, causal.expand([b, 1, t, t]))
+        }
+        Some(mask) => {
+            // Positions count real tokens (left padding starts at 0), as HF generate does.
+            let pos = (mask.clone().cumsum(1) - 1).clamp_min(0);
+            let pad = mask.clone().equal_elem(0).float().reshape([b, 1, 1, t]);
+            let both = (causal + pad).clamp_max(1.0);
+            (pos, both)
+        }
+    };
+    let positions = input.position_ids.clone().unwrap_or(positions);
+    (positions, masked.mul_scalar(-1e9))
+}
+
+impl CausalLm for LlamaForCausalLM {
+    fn vocab_size(&self) -> usize {
+        self.model.embed_tokens.weight.shape().dims::<2>()[0]
+    }
+
+    fn hidden_size(&self) -> usize {
+        self.model.embed_tokens.weight.shape().dims::<2>()[1]
+    }
+
+    fn forward_hidden(&self, input: &LmInput) -> Tensor<3> {
+        let device = input.input_ids.device();
+        let (positions, bias) = positions_and_bias(input, &device);
+        let (cos, sin) = self.model.rotary_emb.tables(positions);
+        let mut x = self.model.embed_tokens.forward(input.input_ids.clone());
+        for layer in &self.model.layers {
+            x = layer.forward(x, &cos, &sin, &bias);
+        }
+        self.model.norm.forward(x)
+    }
+
+    fn logits(&self, hidden: Tensor<2>) -> Tensor<2> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => hidden.matmul(self.model.embed_tokens.weight.val().transpose()),
+        }
+    }
+}
+
+impl AdapterTarget for LlamaForCausalLM {
+    fn visit_linears_mut(&mut self, f: &mut dyn FnMut(&str, &mut PeftLinear)) {
+        for (i, layer) in self.model.layers.iter_mut().enumerate() {
+            let p = format!("model.layers.{i}");
+            let a = &mut layer.self_attn;
+            f(&format!("{p}.self_attn.q_proj"), &mut a.q_proj);
+            f(&format!("{p}.self_attn.k_proj"), &mut a.k_proj);
+            f(&format!("{p}.self_attn.v_proj"), &mut a.v_proj);
+            f(&format!("{p}.self_attn.o_proj"), &mut a.o_proj);
+            let m = &mut layer.mlp;
+            f(&format!("{p}.mlp.gate_proj"), &mut m.gate_proj);
+            f(&format!("{p}.mlp.up_proj"), &mut m.up_proj);
+            f(&format!("{p}.mlp.down_proj"), &mut m.down_proj);
+        }
+        if let Some(head) = &mut self.lm_head {
+            f("lm_head", head);
+        }
+    }
+
+    fn visit_linears(&self, f: &mut dyn FnMut(&str, &PeftLinear)) {
+        for (i, layer) in self.model.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            let a = &layer.self_attn;
+            f(&format!("{p}.self_attn.q_proj"), &a.q_proj);
+            f(&format!("{p}.self_attn.k_proj"), &a.k_proj);
+            f(&format!("{p}.self_attn.v_proj"), &a.v_proj);
+            f(&format!("{p}.self_attn.o_proj"), &a.o_proj);
+            let m = &layer.mlp;
+            f(&format!("{p}.mlp.gate_proj"), &m.gate_proj);
+            f(&format!("{p}.mlp.up_proj"), &m.up_proj);
+            f(&format!("{p}.mlp.down_proj"), &m.down_proj);
+        }
+        if let Some(head) = &self.lm_head {
+            f("lm_head", head);
+        }
+    }
+}
+
+/// Builds a `[batch, seq]` id tensor from rows of equal length.
+pub fn ids_tensor(rows: &[Vec<u32>], device: &Device) -> Tensor<2, Int> {
+    let b = rows.len();
+    let t = rows.first().map_or(0, Vec::len);
+    let flat: Vec<i64> = rows
+        .iter()
+        .flat_map(|r| r.iter().map(|&x| i64::from(x)))
+        .collect();
+    Tensor::from_data(TensorData::new(flat, [b, t]), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> LlamaConfig {
+        LlamaConfig {
+            // Large weights so that attention to a wrong position would show in the logits.
+            initializer_range: 0.5,
+            vocab_size: 64,
+            hidden_size: 32,
+            intermediate_size: 48,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: Some(2),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn config_from_hf_json_with_unknown_keys() {
+        let text = r#"{"architectures":["LlamaForCausalLM"],"model_type":"llama","vocab_size":49152,
+            "hidden_size":576,"intermediate_size":1536,"num_hidden_layers":30,"num_attention_heads":9,
+            "num_key_value_heads":3,"rms_norm_eps":1e-05,"rope_theta":100000.0,"tie_word_embeddings":true,
+            "torch_dtype":"bfloat16","eos_token_id":2}"#;
+        let c = LlamaConfig::from_json_str(text, std::path::Path::new("config.json")).unwrap();
+        assert_eq!(c.head_dim(), 64);
+        assert_eq!(c.kv_heads(), 3);
+        assert!(c.tie_word_embeddings);
+    }
+
+    #[test]
+    fn bad_config_names_the_field() {
+        let text = r#"{"num_attention_heads":9,"num_key_value_heads":4,"hidden_size":576}"#;
+        let err = LlamaConfig::from_json_str(text, std::path::Path::new("x/config.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("num_key_value_heads"), "{err}");
+    }
+
+    #[test]
+    fn llama3_scaling_keeps_high_and_divides_low_frequencies() {
+        let mut c = LlamaConfig {
+            rope_theta: 500000.0,
+            hidden_size: 4096,
+            num_attention_heads: 32,
+            ..Default::default()
+        };
+        let plain = c.inv_freq();
+        c.rope_scaling = Some(RopeScaling {
+            rope_type: "llama3".into(),
+            factor: 8.0,
+            low_freq_factor: Some(1.0),
+            high_freq_factor: Some(4.0),
+            original_max_position_embeddings: Some(8192),
+        });
+        let scaled = c.inv_freq();
+        assert_eq!(plain[0], scaled[0]);
+        let last = plain.len() - 1;
+        assert!((plain[last] / 8.0 - scaled[last]).abs() < 1e-15);
+    }
+
+    #[test]
+    fn causal_and_padding_invariance() {
+        let device = Device::default();
+        let model = tiny().init(3, &device);
+        // Causality: changing a later token does not change earlier logits.
+        let a = model.forward(&LmInput::new(ids_tensor(&[vec![1, 2, 3, 4]], &device)));
+        let b = model.forward(&LmInput::new(ids_tensor(&[vec![1, 2, 3, 9]], &device)));
+        let a3: Vec<f32> = a
+            .clone()
+            .narrow(1, 0, 3)
+            .into_data()
+            .iter::<f32>()
+            .collect();
+        let b3: Vec<f32> = b
+            .clone()
+            .narrow(1, 0, 3)
+            .into_data()
+            .iter::<f32>()
+            .collect();
+        for (x, y) in a3.iter().zip(&b3) {
+            assert!(
+                (x - y).abs() < 1e-5,
+                "an earlier position saw a later token"
+            );
+        }
+        // ...while the changed position itself does change.
+        let a_last: Vec<f32> = a.narrow(1, 3, 1).into_data().iter::<f32>().collect();
+        let b_last: Vec<f32> = b.narrow(1, 3, 1).into_data().iter::<f32>().collect();
+        let diff = a_last
+            .iter()
+            .zip(&b_last)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            diff > 1e-2,
+            "last position ignores its own token (max diff {diff})"
+        );
+        // Left padding: a padded row gives the same last-position logits as the unpadded one.
+        let ids = ids_tensor(&[vec![0, 0, 1, 2, 3], vec![5, 1, 2, 3, 4]], &device);
+        let mask = Tensor::<2, Int>::from_data(
+            TensorData::new(vec![0i64, 0, 1, 1, 1, 1, 1, 1, 1, 1], [2, 5]),
+            &device,
+        );
+        let padded = model.forward(&LmInput::new(ids).with_attention_mask(mask));
+        let plain = model.forward(&LmInput::new(ids_tensor(&[vec![1, 2, 3]], &device)));
+        let p: Vec<f32> = padded
+            .narrow(0, 0, 1)
+            .narrow(1, 4, 1)
+            .into_data()
+            .iter::<f32>()
+            .collect();
+        let q: Vec<f32> = plain.narrow(1, 2, 1).into_data().iter::<f32>().collect();
+        for (x, y) in p.iter().zip(&q) {
+            assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+        }
+    }
+}

@@ -1,0 +1,86 @@
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use kiln_data::TokenBatch;
+use kiln_models::{CausalLm, LmInput};
+
+use crate::{Result, TrainError};
+
+/// A batch on a device, with the flat indices of the positions whose next token is labelled.
+#[derive(Debug, Clone)]
+pub struct LossInput {
+    /// Model inputs.
+    pub input: LmInput,
+    /// Flat indices `b·seq + t` of positions `t` whose next token `t+1` carries a label, `[n]`.
+    pub positions: Tensor<1, Int>,
+    /// The label (next token id) for each of those positions, `[n]`.
+    pub targets: Tensor<1, Int>,
+    /// `n`: how many tokens carry loss.
+    pub num_targets: usize,
+}
+
+impl LossInput {
+    /// Uploads a host batch. Labels follow the Hugging Face convention: aligned with
+    /// `input_ids`, `-100` where no loss is taken, shifted by one inside the loss.
+    ///
+    /// # Errors
+    /// [`TrainError::NoLabels`] when no position carries a label.
+    pub fn from_batch(batch: &TokenBatch, device: &Device) -> Result<Self> {
+        let (b, t) = (batch.batch_size(), batch.seq_len());
+        let mut positions = Vec::new();
+        let mut targets = Vec::new();
+        for (row, labels) in batch.labels.iter().enumerate() {
+            for (i, &label) in labels.iter().enumerate().skip(1) {
+                if label >= 0 {
+                    positions.push((row * t + i - 1) as i64);
+                    targets.push(label);
+                }
+            }
+        }
+        if positions.is_empty() {
+            return Err(TrainError::NoLabels);
+        }
+        let n = positions.len();
+        let ids: Vec<i64> = batch
+            .input_ids
+            .iter()
+            .flatten()
+            .map(|&x| i64::from(x))
+            .collect();
+        let mask: Vec<i64> = batch
+            .attention_mask
+            .iter()
+            .flatten()
+            .map(|&x| i64::from(x))
+            .collect();
+        let mut input = LmInput::new(Tensor::from_data(TensorData::new(ids, [b, t]), device))
+            .with_attention_mask(Tensor::from_data(TensorData::new(mask, [b, t]), device));
+        if let Some(pos) = &batch.position_ids {
+            let pos: Vec<i64> = pos.iter().flatten().map(|&x| x as i64).collect();
+            input =
+                input.with_position_ids(Tensor::from_data(TensorData::new(pos, [b, t]), device));
+        }
+        Ok(Self {
+            input,
+            positions: Tensor::from_data(TensorData::new(positions, [n]), device),
+            targets: Tensor::from_data(TensorData::new(targets, [n]), device),
+            num_targets: n,
+        })
+    }
+}
+
+/// Mean next-token cross-entropy over the labelled positions, as a `[1]` tensor.
+///
+/// Hidden states are gathered at the labelled positions before the output projection, so the
+/// `[n, vocab]` logits exist only for tokens that carry loss.
+pub fn masked_lm_loss<M: CausalLm>(model: &M, batch: &LossInput) -> Tensor<1> {
+    let hidden = model.forward_hidden(&batch.input);
+    let [b, t, d] = hidden.dims();
+    let picked = hidden
+        .reshape([b * t, d])
+        .select(0, batch.positions.clone()); // [n, d]
+    let logp = log_softmax(model.logits(picked), 1); // [n, vocab]
+    let n = batch.num_targets;
+    let nll = logp.gather(1, batch.targets.clone().reshape([n, 1])).neg(); // [n, 1]
+    nll.mean()
+}
