@@ -1,6 +1,6 @@
 //! The `kiln` executable.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use kiln::prelude::*;
@@ -46,6 +46,7 @@ fn main() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use anyhow::Context;
     use clap::CommandFactory;
 
     #[test]

@@ -163,7 +163,7 @@ impl LlamaConfig {
                 return bad(name, "must be positive".into());
             }
         }
-        if self.kv_heads() == 0 || self.num_attention_heads % self.kv_heads() != 0 {
+        if self.kv_heads() == 0 || !self.num_attention_heads.is_multiple_of(self.kv_heads()) {
             return bad(
                 "num_key_value_heads",
                 format!(
@@ -173,7 +173,7 @@ impl LlamaConfig {
                 ),
             );
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return bad(
                 "head_dim",
                 format!("{} must be even for RoPE", self.head_dim()),
@@ -185,16 +185,16 @@ impl LlamaConfig {
                 format!("`{}` is not supported (silu only)", self.hidden_act),
             );
         }
-        if let Some(s) = &self.rope_scaling {
-            if !matches!(s.rope_type.as_str(), "llama3" | "linear" | "default") {
-                return bad(
-                    "rope_scaling.rope_type",
-                    format!(
-                        "`{}` is not supported (llama3, linear, default)",
-                        s.rope_type
-                    ),
-                );
-            }
+        if let Some(s) = &self.rope_scaling
+            && !matches!(s.rope_type.as_str(), "llama3" | "linear" | "default")
+        {
+            return bad(
+                "rope_scaling.rope_type",
+                format!(
+                    "`{}` is not supported (llama3, linear, default)",
+                    s.rope_type
+                ),
+            );
         }
         Ok(())
     }
