@@ -51,6 +51,9 @@ pub trait CausalLm {
     /// Width of the final hidden states.
     fn hidden_size(&self) -> usize;
 
+    /// The device the weights live on.
+    fn device(&self) -> burn::tensor::Device;
+
     /// Final (normalized) hidden states, `[batch, seq, hidden]`.
     fn forward_hidden(&self, input: &LmInput) -> Tensor<3>;
 
@@ -64,4 +67,23 @@ pub trait CausalLm {
         self.logits(h.reshape([b * t, d]))
             .reshape([b, t, self.vocab_size()])
     }
+}
+
+/// A causal language model that decodes incrementally with a key/value cache.
+pub trait CachedCausalLm: CausalLm {
+    /// The cache type.
+    type Cache;
+
+    /// An empty cache.
+    fn new_cache(&self) -> Self::Cache;
+
+    /// Runs `input_ids [batch, new]` after everything already in `cache`, appending to it.
+    /// `attention_mask [batch, past + new]` covers all positions (1 = real, 0 = padding).
+    /// Returns the final hidden states of the new positions, `[batch, new, hidden]`.
+    fn forward_cached(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Tensor<2, Int>,
+        cache: &mut Self::Cache,
+    ) -> Tensor<3>;
 }

@@ -38,6 +38,26 @@ pub enum ModelError {
         /// What is wrong, naming the field, key or tensor.
         message: String,
     },
+    /// A checkpoint whose tensors do not match the architecture.
+    #[error("{source_name}: tensor `{tensor}`: {reason}")]
+    Tensor {
+        /// The checkpoint (file or directory).
+        source_name: String,
+        /// The tensor, by its Hugging Face name.
+        tensor: String,
+        /// What is wrong (missing, unexpected, shape mismatch, dtype).
+        reason: String,
+    },
+    /// A checkpoint of an architecture kiln does not implement.
+    #[error("{path}: unsupported architecture `{architecture}` (supported: {supported})")]
+    UnsupportedArchitecture {
+        /// The checkpoint.
+        path: PathBuf,
+        /// What it declares.
+        architecture: String,
+        /// What kiln supports.
+        supported: String,
+    },
 }
 
 /// Result alias of the models crate.

@@ -10,10 +10,18 @@
 
 mod causal_lm;
 mod error;
+pub mod generate;
 pub mod gguf;
+pub mod gpt2;
 pub mod layers;
 pub mod llama;
+mod load;
+pub mod source;
 
-pub use causal_lm::{CausalLm, LmInput};
+pub use causal_lm::{CachedCausalLm, CausalLm, LmInput};
 pub use error::{ModelError, Result};
-pub use llama::{LlamaConfig, LlamaForCausalLM};
+pub use generate::{GenerationConfig, generate};
+pub use gpt2::{Gpt2Config, Gpt2LMHeadModel};
+pub use llama::{KvCache, LlamaConfig, LlamaForCausalLM};
+pub use load::{Checkpoint, load_llama};
+pub use source::{GgufSource, SafetensorsDir, StrictLoader, TensorSource};

@@ -13,8 +13,10 @@ use serde::{Deserialize, Serialize};
 use kiln_peft::init::{HostRng, normal_param};
 use kiln_peft::{AdapterTarget, PeftLinear};
 
+use crate::gguf::GgufFile;
 use crate::layers::{RmsNorm, RotaryEmbedding};
-use crate::{CausalLm, LmInput, ModelError, Result};
+use crate::source::{StrictLoader, TensorSource};
+use crate::{CachedCausalLm, CausalLm, LmInput, ModelError, Result};
 
 /// Rope scaling as written in `config.json` (`rope_scaling`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -231,6 +233,68 @@ impl LlamaConfig {
         }
     }
 
+    /// The configuration of a GGUF file's model from its `{arch}.*` metadata (llama.cpp keys).
+    ///
+    /// # Errors
+    /// A missing key, or an architecture outside the Llama family.
+    pub fn from_gguf(file: &GgufFile) -> Result<Self> {
+        let arch = file.get_str("general.architecture")?.to_string();
+        if !matches!(arch.as_str(), "llama" | "qwen2" | "mistral") {
+            return Err(ModelError::UnsupportedArchitecture {
+                path: file.path().to_path_buf(),
+                architecture: arch,
+                supported: "llama, qwen2, mistral (GGUF); gpt2 from HF directories".into(),
+            });
+        }
+        let key = |k: &str| format!("{arch}.{k}");
+        let u = |k: &str| file.get_u32(&key(k)).map(|v| v as usize);
+        let heads = u("attention.head_count")?;
+        let hidden = u("embedding_length")?;
+        let vocab = match u("vocab_size") {
+            Ok(v) => v,
+            Err(_) => file.get_str_array("tokenizer.ggml.tokens")?.len(),
+        };
+        let head_dim = u("attention.key_length").ok();
+        let cfg = Self {
+            model_type: if arch == "mistral" {
+                "llama".into()
+            } else {
+                arch.clone()
+            },
+            vocab_size: vocab,
+            hidden_size: hidden,
+            intermediate_size: u("feed_forward_length")?,
+            num_hidden_layers: u("block_count")?,
+            num_attention_heads: heads,
+            num_key_value_heads: Some(u("attention.head_count_kv").unwrap_or(heads)),
+            head_dim: head_dim.filter(|&d| d != hidden / heads),
+            max_position_embeddings: u("context_length").unwrap_or(2048),
+            rms_norm_eps: f64::from(
+                file.get_f32(&key("attention.layer_norm_rms_epsilon"))
+                    .unwrap_or(1e-5),
+            ),
+            rope_theta: f64::from(file.get_f32(&key("rope.freq_base")).unwrap_or(10000.0)),
+            rope_scaling: None,
+            attention_bias: false,
+            mlp_bias: false,
+            tie_word_embeddings: file.tensor_info("output.weight").is_err(),
+            initializer_range: 0.02,
+            hidden_act: "silu".into(),
+            bos_token_id: file.get_u32("tokenizer.ggml.bos_token_id").ok(),
+            eos_token_id: file
+                .get_u32("tokenizer.ggml.eos_token_id")
+                .ok()
+                .map(serde_json::Value::from),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Whether llama.cpp stored this model's q/k rows permuted (Llama and Mistral, not Qwen2).
+    pub fn gguf_permutes_qk(&self) -> bool {
+        self.model_type != "qwen2"
+    }
+
     /// A freshly initialized model (HF's init: `N(0, initializer_range²)` weights, unit norms).
     pub fn init(&self, seed: u64, device: &Device) -> LlamaForCausalLM {
         LlamaForCausalLM::new_random(self, seed, device)
@@ -261,12 +325,16 @@ impl LlamaAttention {
     /// - `x`: `[batch, seq, hidden]`; `cos`/`sin`: `[batch, 1, seq, head_dim]`
     /// - `bias`: additive attention bias `[batch, 1, seq, seq]` (0 or a large negative)
     /// - output: `[batch, seq, hidden]`
+    ///
+    /// With a `cache`, the new keys/values are appended to it and the queries attend to all
+    /// cached positions; `bias` is then `[batch, 1, seq, past + seq]`.
     pub fn forward(
         &self,
         x: Tensor<3>,
         cos: &Tensor<4>,
         sin: &Tensor<4>,
         bias: &Tensor<4>,
+        cache: Option<&mut LayerCache>,
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
@@ -288,8 +356,13 @@ impl LlamaAttention {
             .swap_dims(1, 2);
         let q = RotaryEmbedding::apply(q, cos, sin);
         let k = RotaryEmbedding::apply(k, cos, sin);
+        // [b, kvh, past + t, hd]
+        let (k, v) = match cache {
+            None => (k, v),
+            Some(c) => c.append(k, v),
+        };
         let (k, v) = (repeat_kv(k, h / kvh), repeat_kv(v, h / kvh));
-        // [b, h, t, t]
+        // [b, h, t, past + t]
         let scores = q
             .matmul(k.swap_dims(2, 3))
             .mul_scalar(1.0 / (hd as f64).sqrt())
@@ -353,11 +426,12 @@ impl LlamaDecoderLayer {
         cos: &Tensor<4>,
         sin: &Tensor<4>,
         bias: &Tensor<4>,
+        cache: Option<&mut LayerCache>,
     ) -> Tensor<3> {
         let x = x.clone()
             + self
                 .self_attn
-                .forward(self.input_layernorm.forward(x), cos, sin, bias);
+                .forward(self.input_layernorm.forward(x), cos, sin, bias, cache);
         x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
     }
 }
@@ -466,32 +540,235 @@ impl LlamaForCausalLM {
     }
 }
 
+impl LlamaForCausalLM {
+    /// Builds the model from a checkpoint's tensors (Hugging Face names), strictly: a missing or
+    /// unexpected tensor, or a shape mismatch, is an error naming the tensor.
+    ///
+    /// # Errors
+    /// See above; also unsupported element types.
+    pub fn from_source<S: TensorSource + ?Sized>(
+        cfg: &LlamaConfig,
+        source: &S,
+        device: &Device,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let mut ld = StrictLoader::new(source);
+        let (d, hd) = (cfg.hidden_size, cfg.head_dim());
+        let (h, kvh, ff) = (
+            cfg.num_attention_heads,
+            cfg.kv_heads(),
+            cfg.intermediate_size,
+        );
+        let lin = |ld: &mut StrictLoader<'_, S>,
+                   name: &str,
+                   d_in: usize,
+                   d_out: usize,
+                   bias: bool|
+         -> Result<PeftLinear> {
+            let w = ld.take(&format!("{name}.weight"), &[d_out, d_in])?;
+            let b = if bias {
+                Some(ld.take(&format!("{name}.bias"), &[d_out])?)
+            } else {
+                None
+            };
+            Ok(PeftLinear::from_torch(w, d_out, d_in, b, device))
+        };
+        let norm = |ld: &mut StrictLoader<'_, S>, name: &str| -> Result<RmsNorm> {
+            let w = ld.take(&format!("{name}.weight"), &[d])?;
+            Ok(RmsNorm {
+                weight: burn::module::Param::from_data(TensorData::new(w, [d]), device),
+                eps: cfg.rms_norm_eps,
+            })
+        };
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for l in 0..cfg.num_hidden_layers {
+            let p = format!("model.layers.{l}");
+            let qkv_bias = cfg.qkv_bias();
+            layers.push(LlamaDecoderLayer {
+                self_attn: LlamaAttention {
+                    q_proj: lin(
+                        &mut ld,
+                        &format!("{p}.self_attn.q_proj"),
+                        d,
+                        h * hd,
+                        qkv_bias,
+                    )?,
+                    k_proj: lin(
+                        &mut ld,
+                        &format!("{p}.self_attn.k_proj"),
+                        d,
+                        kvh * hd,
+                        qkv_bias,
+                    )?,
+                    v_proj: lin(
+                        &mut ld,
+                        &format!("{p}.self_attn.v_proj"),
+                        d,
+                        kvh * hd,
+                        qkv_bias,
+                    )?,
+                    o_proj: lin(
+                        &mut ld,
+                        &format!("{p}.self_attn.o_proj"),
+                        h * hd,
+                        d,
+                        cfg.attention_bias,
+                    )?,
+                    num_heads: h,
+                    num_kv_heads: kvh,
+                    head_dim: hd,
+                },
+                mlp: LlamaMlp {
+                    gate_proj: lin(&mut ld, &format!("{p}.mlp.gate_proj"), d, ff, cfg.mlp_bias)?,
+                    up_proj: lin(&mut ld, &format!("{p}.mlp.up_proj"), d, ff, cfg.mlp_bias)?,
+                    down_proj: lin(&mut ld, &format!("{p}.mlp.down_proj"), ff, d, cfg.mlp_bias)?,
+                },
+                input_layernorm: norm(&mut ld, &format!("{p}.input_layernorm"))?,
+                post_attention_layernorm: norm(&mut ld, &format!("{p}.post_attention_layernorm"))?,
+            });
+        }
+        let emb = ld.take("model.embed_tokens.weight", &[cfg.vocab_size, d])?;
+        let mut embed_tokens = EmbeddingConfig::new(1, 1).init(device);
+        embed_tokens.weight =
+            burn::module::Param::from_data(TensorData::new(emb, [cfg.vocab_size, d]), device);
+        let lm_head = if cfg.tie_word_embeddings {
+            None
+        } else {
+            Some(lin(&mut ld, "lm_head", d, cfg.vocab_size, false)?)
+        };
+        let final_norm = norm(&mut ld, "model.norm")?;
+        // llama.cpp stores llama3-style frequency factors as a tensor.
+        let mut inv_freq = cfg.inv_freq();
+        if let Some(f) = ld.take_optional("gguf:rope_freqs.weight", &[hd / 2])? {
+            for (x, k) in inv_freq.iter_mut().zip(f) {
+                *x /= f64::from(k);
+            }
+        }
+        // Buffers some checkpoints carry; recomputed here.
+        ld.finish(&|n| n.ends_with("rotary_emb.inv_freq"))?;
+        Ok(Self {
+            model: LlamaModel {
+                embed_tokens,
+                layers,
+                norm: final_norm,
+                rotary_emb: RotaryEmbedding::new(&inv_freq, device),
+            },
+            lm_head,
+        })
+    }
+}
+
 /// Default positions and the additive attention bias for a batch: causal, and masking padded keys.
 ///
 /// Returns `(position_ids [b, t], bias [b, 1, t, t])`. Built once per forward pass.
 pub(crate) fn positions_and_bias(input: &LmInput, device: &Device) -> (Tensor<2, Int>, Tensor<4>) {
-    let [b, t] = input.input_ids.dims();
-    // Causal part: key j > query i is masked (`tril_mask` is true outside the lower triangle).
-    let causal = Tensor::<2, burn::tensor::Bool>::tril_mask([t, t], 0, device)
+    let (positions, bias) =
+        positions_and_bias_cached(&input.input_ids, input.attention_mask.as_ref(), 0, device);
+    (input.position_ids.clone().unwrap_or(positions), bias)
+}
+
+/// Positions and attention bias for `t` new tokens after `past` cached ones.
+///
+/// `mask` covers all `past + t` positions (1 = real token). Positions count real tokens, so left
+/// padding starts at 0 as in Hugging Face `generate`. Returns `(positions [b, t],
+/// bias [b, 1, t, past + t])` with 0 where attention is allowed and -1e9 elsewhere.
+pub(crate) fn positions_and_bias_cached(
+    input_ids: &Tensor<2, Int>,
+    mask: Option<&Tensor<2, Int>>,
+    past: usize,
+    device: &Device,
+) -> (Tensor<2, Int>, Tensor<4>) {
+    let [b, t] = input_ids.dims();
+    let s = past + t;
+    // Query i sits at absolute position past + i; key j > past + i is masked (`tril_mask` is true
+    // outside the lower triangle shifted by `past`).
+    let causal = Tensor::<2, burn::tensor::Bool>::tril_mask([t, s], past as i64, device)
         .float()
-        .reshape([1, 1, t, t]);
-    let (positions, masked) = match &input.attention_mask {
+        .reshape([1, 1, t, s]);
+    let (positions, masked) = match mask {
         None => {
-            let pos = Tensor::<1, Int>::arange(0..t as i64, device)
+            let pos = Tensor::<1, Int>::arange(past as i64..s as i64, device)
                 .reshape([1, t])
                 .expand([b, t]);
-            (pos, causal.expand([b, 1, t, t]))
+            (pos, causal.expand([b, 1, t, s]))
         }
         Some(mask) => {
-            // Positions count real tokens (left padding starts at 0), as HF generate does.
-            let pos = (mask.clone().cumsum(1) - 1).clamp_min(0);
-            let pad = mask.clone().equal_elem(0).float().reshape([b, 1, 1, t]);
-            let both = (causal + pad).clamp_max(1.0);
-            (pos, both)
+            let pos = (mask.clone().cumsum(1) - 1).clamp_min(0).narrow(1, past, t);
+            let pad = mask.clone().equal_elem(0).float().reshape([b, 1, 1, s]);
+            (pos, (causal + pad).clamp_max(1.0))
         }
     };
-    let positions = input.position_ids.clone().unwrap_or(positions);
     (positions, masked.mul_scalar(-1e9))
+}
+
+/// Cached keys and values of one attention layer, `[batch, kv_heads, past, head_dim]` each
+/// (before the grouped-query expansion).
+#[derive(Debug, Clone, Default)]
+pub struct LayerCache {
+    kv: Option<(Tensor<4>, Tensor<4>)>,
+}
+
+impl LayerCache {
+    /// Appends new keys/values and returns everything cached so far.
+    pub fn append(&mut self, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        let (k, v) = match self.kv.take() {
+            None => (k, v),
+            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
+        };
+        self.kv = Some((k.clone(), v.clone()));
+        (k, v)
+    }
+
+    /// Cached positions.
+    pub fn len(&self) -> usize {
+        self.kv.as_ref().map_or(0, |(k, _)| k.dims()[2])
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The key/value cache of a whole model: one [`LayerCache`] per layer.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<LayerCache>,
+}
+
+impl KvCache {
+    /// Cached positions (0 for a fresh cache).
+    pub fn len(&self) -> usize {
+        self.layers.first().map_or(0, LayerCache::len)
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl LlamaForCausalLM {
+    fn run_layers(
+        &self,
+        input_ids: Tensor<2, Int>,
+        positions: Tensor<2, Int>,
+        bias: Tensor<4>,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        let (cos, sin) = self.model.rotary_emb.tables(positions);
+        let mut x = self.model.embed_tokens.forward(input_ids);
+        if let Some(c) = cache.as_deref_mut()
+            && c.layers.is_empty()
+        {
+            c.layers = vec![LayerCache::default(); self.model.layers.len()];
+        }
+        for (i, layer) in self.model.layers.iter().enumerate() {
+            let lc = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            x = layer.forward(x, &cos, &sin, &bias, lc);
+        }
+        self.model.norm.forward(x)
+    }
 }
 
 impl CausalLm for LlamaForCausalLM {
@@ -503,15 +780,14 @@ impl CausalLm for LlamaForCausalLM {
         self.model.embed_tokens.weight.shape().dims::<2>()[1]
     }
 
+    fn device(&self) -> Device {
+        self.model.embed_tokens.weight.device()
+    }
+
     fn forward_hidden(&self, input: &LmInput) -> Tensor<3> {
         let device = input.input_ids.device();
         let (positions, bias) = positions_and_bias(input, &device);
-        let (cos, sin) = self.model.rotary_emb.tables(positions);
-        let mut x = self.model.embed_tokens.forward(input.input_ids.clone());
-        for layer in &self.model.layers {
-            x = layer.forward(x, &cos, &sin, &bias);
-        }
-        self.model.norm.forward(x)
+        self.run_layers(input.input_ids.clone(), positions, bias, None)
     }
 
     fn logits(&self, hidden: Tensor<2>) -> Tensor<2> {
@@ -519,6 +795,27 @@ impl CausalLm for LlamaForCausalLM {
             Some(head) => head.forward(hidden),
             None => hidden.matmul(self.model.embed_tokens.weight.val().transpose()),
         }
+    }
+}
+
+impl CachedCausalLm for LlamaForCausalLM {
+    type Cache = KvCache;
+
+    fn new_cache(&self) -> KvCache {
+        KvCache::default()
+    }
+
+    fn forward_cached(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Tensor<2, Int>,
+        cache: &mut KvCache,
+    ) -> Tensor<3> {
+        let device = input_ids.device();
+        let past = cache.len();
+        let (positions, bias) =
+            positions_and_bias_cached(&input_ids, Some(&attention_mask), past, &device);
+        self.run_layers(input_ids, positions, bias, Some(cache))
     }
 }
 

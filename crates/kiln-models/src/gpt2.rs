@@ -1,0 +1,916 @@
+//! GPT-2 (`GPT2LMHeadModel` in transformers).
+//!
+//! Learned absolute position embeddings, pre-norm blocks with LayerNorm, fused q/k/v projection
+//! (`c_attn`), a GELU MLP and an output head tied to the token embedding. Field names equal
+//! Hugging Face checkpoint keys: `transformer.h.{i}.attn.c_attn`, `transformer.ln_f`, ...
+//!
+//! GPT-2's projections are `Conv1D` layers whose weights are stored `[in, out]` (what PEFT calls
+//! `fan_in_fan_out`); they load into [`PeftLinear`] without a transpose.
+
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, EmbeddingConfig};
+use burn::tensor::activation::{gelu, gelu_approximate, relu, sigmoid, silu, softmax};
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use kiln_peft::init::{HostRng, normal_param};
+use kiln_peft::{AdapterTarget, PeftLinear};
+
+use crate::llama::positions_and_bias;
+use crate::source::{StrictLoader, TensorSource};
+use crate::{CausalLm, LmInput, ModelError, Result};
+
+/// A GPT-2 configuration, deserialized from Hugging Face's `config.json` (unknown keys are
+/// ignored; missing keys take transformers' `GPT2Config` defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Gpt2Config {
+    /// `gpt2`.
+    pub model_type: String,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Number of learned positions (the longest sequence the model accepts).
+    pub n_positions: usize,
+    /// Model width.
+    pub n_embd: usize,
+    /// Number of blocks.
+    pub n_layer: usize,
+    /// Attention heads.
+    pub n_head: usize,
+    /// MLP width; defaults to `4 · n_embd`.
+    pub n_inner: Option<usize>,
+    /// MLP activation: `gelu_new` (tanh approximation, GPT-2's), `gelu_pytorch_tanh`,
+    /// `gelu_fast`, `gelu` (exact), `quick_gelu`, `relu`, `silu` or `swish`.
+    pub activation_function: String,
+    /// LayerNorm epsilon.
+    pub layer_norm_epsilon: f64,
+    /// Standard deviation of fresh weights.
+    pub initializer_range: f64,
+    /// Divide attention scores by `sqrt(head_dim)`.
+    pub scale_attn_weights: bool,
+    /// Also divide attention scores of block `i` by `i + 1`.
+    pub scale_attn_by_inverse_layer_idx: bool,
+    /// Compute attention scores in f32 (they are always f32 here).
+    pub reorder_and_upcast_attn: bool,
+    /// Share the token embedding with the output head (always the case for published GPT-2).
+    pub tie_word_embeddings: bool,
+    /// Cross-attention blocks (encoder-decoder use); not supported.
+    pub add_cross_attention: bool,
+    /// Residual dropout probability (training).
+    pub resid_pdrop: f64,
+    /// Embedding dropout probability (training).
+    pub embd_pdrop: f64,
+    /// Attention dropout probability (training).
+    pub attn_pdrop: f64,
+    /// Beginning-of-sequence token.
+    pub bos_token_id: Option<u32>,
+    /// End-of-sequence token(s).
+    pub eos_token_id: Option<serde_json::Value>,
+}
+
+impl Default for Gpt2Config {
+    fn default() -> Self {
+        Self {
+            model_type: "gpt2".into(),
+            vocab_size: 50257,
+            n_positions: 1024,
+            n_embd: 768,
+            n_layer: 12,
+            n_head: 12,
+            n_inner: None,
+            activation_function: "gelu_new".into(),
+            layer_norm_epsilon: 1e-5,
+            initializer_range: 0.02,
+            scale_attn_weights: true,
+            scale_attn_by_inverse_layer_idx: false,
+            reorder_and_upcast_attn: false,
+            tie_word_embeddings: true,
+            add_cross_attention: false,
+            resid_pdrop: 0.1,
+            embd_pdrop: 0.1,
+            attn_pdrop: 0.1,
+            bos_token_id: Some(50256),
+            eos_token_id: Some(serde_json::Value::from(50256)),
+        }
+    }
+}
+
+/// The MLP nonlinearity of a GPT-2 model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gpt2Activation {
+    /// `0.5·x·(1 + tanh(sqrt(2/π)·(x + 0.044715·x³)))` (`gelu_new`, `gelu_pytorch_tanh`,
+    /// `gelu_fast`).
+    GeluTanh,
+    /// `x·Φ(x)` with the exact normal CDF (`gelu`).
+    Gelu,
+    /// `x·σ(1.702·x)` (`quick_gelu`).
+    QuickGelu,
+    /// `max(x, 0)` (`relu`).
+    Relu,
+    /// `x·σ(x)` (`silu`, `swish`).
+    Silu,
+}
+
+impl Gpt2Activation {
+    /// The activation named by `activation_function`, if supported.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Self::GeluTanh,
+            "gelu" => Self::Gelu,
+            "quick_gelu" => Self::QuickGelu,
+            "relu" => Self::Relu,
+            "silu" | "swish" => Self::Silu,
+            _ => return None,
+        })
+    }
+
+    /// Applies the activation element-wise.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            Self::GeluTanh => gelu_approximate(x),
+            Self::Gelu => gelu(x),
+            Self::QuickGelu => x.clone() * sigmoid(x.mul_scalar(1.702)),
+            Self::Relu => relu(x),
+            Self::Silu => silu(x),
+        }
+    }
+}
+
+impl Gpt2Config {
+    /// Parses a `config.json` text.
+    ///
+    /// # Errors
+    /// Malformed JSON or an invalid configuration (see [`Gpt2Config::validate`]).
+    pub fn from_json_str(text: &str, path: &std::path::Path) -> Result<Self> {
+        let cfg: Self = serde_json::from_str(text).map_err(|source| ModelError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// MLP width.
+    pub fn inner_size(&self) -> usize {
+        self.n_inner.unwrap_or(4 * self.n_embd)
+    }
+
+    /// Per-head width.
+    pub fn head_dim(&self) -> usize {
+        self.n_embd / self.n_head.max(1)
+    }
+
+    /// The MLP activation.
+    ///
+    /// # Errors
+    /// An unsupported `activation_function`.
+    pub fn activation(&self) -> Result<Gpt2Activation> {
+        Gpt2Activation::from_name(&self.activation_function).ok_or_else(|| {
+            ModelError::InvalidConfig {
+                field: "activation_function".into(),
+                reason: format!(
+                    "`{}` is not supported (gelu_new, gelu_pytorch_tanh, gelu_fast, gelu, \
+                     quick_gelu, relu, silu, swish)",
+                    self.activation_function
+                ),
+            }
+        })
+    }
+
+    /// The factor attention scores of block `layer` are multiplied by.
+    pub fn attn_scale(&self, layer: usize) -> f64 {
+        let mut s = 1.0;
+        if self.scale_attn_weights {
+            s /= (self.head_dim() as f64).sqrt();
+        }
+        if self.scale_attn_by_inverse_layer_idx {
+            s /= (layer + 1) as f64;
+        }
+        s
+    }
+
+    /// Checks that the sizes fit together and that the model is one kiln implements.
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidConfig`] naming the field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &str, reason: String| {
+            Err(ModelError::InvalidConfig {
+                field: field.into(),
+                reason,
+            })
+        };
+        for (name, v) in [
+            ("vocab_size", self.vocab_size),
+            ("n_positions", self.n_positions),
+            ("n_embd", self.n_embd),
+            ("n_layer", self.n_layer),
+            ("n_head", self.n_head),
+            ("n_inner", self.inner_size()),
+        ] {
+            if v == 0 {
+                return bad(name, "must be positive".into());
+            }
+        }
+        if !self.n_embd.is_multiple_of(self.n_head) {
+            return bad(
+                "n_head",
+                format!("{} does not divide n_embd {}", self.n_head, self.n_embd),
+            );
+        }
+        if self.layer_norm_epsilon.is_nan() || self.layer_norm_epsilon <= 0.0 {
+            return bad(
+                "layer_norm_epsilon",
+                format!("{} must be positive", self.layer_norm_epsilon),
+            );
+        }
+        if self.add_cross_attention {
+            return bad(
+                "add_cross_attention",
+                "cross-attention blocks are not supported".into(),
+            );
+        }
+        self.activation()?;
+        Ok(())
+    }
+
+    /// A freshly initialized model (HF's init: `N(0, initializer_range²)` weights, with the
+    /// output projections `attn.c_proj` and `mlp.c_proj` scaled by `1/sqrt(2·n_layer)`, zero
+    /// biases and unit LayerNorms).
+    ///
+    /// # Panics
+    /// If the configuration is invalid (see [`Gpt2Config::validate`]).
+    pub fn init(&self, seed: u64, device: &Device) -> Gpt2LMHeadModel {
+        if let Err(e) = self.validate() {
+            panic!("{e}");
+        }
+        Gpt2LMHeadModel::new_random(self, seed, device)
+    }
+}
+
+/// Layer normalization over the last dimension, `(x - mean) / sqrt(var + eps) · weight + bias`
+/// (biased variance, fields named as in Hugging Face checkpoints).
+///
+/// # Shapes
+/// `[..., d]` → `[..., d]`
+#[derive(Module, Debug)]
+pub struct LayerNorm {
+    /// Per-channel gain, `[d]`.
+    pub weight: Param<Tensor<1>>,
+    /// Per-channel shift, `[d]`.
+    pub bias: Param<Tensor<1>>,
+    /// Added to the variance.
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    /// A norm with unit gain and zero shift.
+    pub fn new(d: usize, eps: f64, device: &Device) -> Self {
+        Self::from_values(vec![1.0; d], vec![0.0; d], eps, device)
+    }
+
+    /// A norm from gain and shift values (each of length `d`).
+    pub fn from_values(weight: Vec<f32>, bias: Vec<f32>, eps: f64, device: &Device) -> Self {
+        let (dw, db) = (weight.len(), bias.len());
+        Self {
+            weight: Param::from_data(TensorData::new(weight, [dw]), device),
+            bias: Param::from_data(TensorData::new(bias, [db]), device),
+            eps,
+        }
+    }
+
+    /// Normalizes the last dimension.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let mean = x.clone().mean_dim(D - 1);
+        let centered = x - mean;
+        let var = centered.clone().square().mean_dim(D - 1);
+        let normed = centered / var.add_scalar(self.eps).sqrt();
+        normed * self.weight.val().unsqueeze::<D>() + self.bias.val().unsqueeze::<D>()
+    }
+}
+
+/// Causal self-attention with a fused q/k/v projection.
+#[derive(Module, Debug)]
+pub struct Gpt2Attention {
+    /// Fused q/k/v projection `[n_embd, 3·n_embd]` (outputs ordered q, k, v).
+    pub c_attn: PeftLinear,
+    /// Output projection `[n_embd, n_embd]`.
+    pub c_proj: PeftLinear,
+    /// Heads.
+    pub num_heads: usize,
+    /// Per-head width.
+    pub head_dim: usize,
+    /// Factor applied to the attention scores.
+    pub scale: f64,
+}
+
+impl Gpt2Attention {
+    /// # Shapes
+    /// - `x`: `[batch, seq, n_embd]`
+    /// - `bias`: additive attention bias `[batch, 1, seq, seq]` (0 or a large negative)
+    /// - output: `[batch, seq, n_embd]`
+    pub fn forward(&self, x: Tensor<3>, bias: &Tensor<4>) -> Tensor<3> {
+        let [b, t, _] = x.dims();
+        let (h, hd) = (self.num_heads, self.head_dim);
+        let d = h * hd;
+        let qkv = self.c_attn.forward(x);
+        // [b, t, d] -> [b, h, t, hd]
+        let split = |i: usize| {
+            qkv.clone()
+                .narrow(2, i * d, d)
+                .reshape([b, t, h, hd])
+                .swap_dims(1, 2)
+        };
+        let (q, k, v) = (split(0), split(1), split(2));
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(self.scale) + bias.clone();
+        let probs = softmax(scores, 3);
+        let out = probs.matmul(v).swap_dims(1, 2).reshape([b, t, d]);
+        self.c_proj.forward(out)
+    }
+}
+
+/// Feed-forward: `c_proj(act(c_fc(x)))`.
+#[derive(Module, Debug)]
+pub struct Gpt2Mlp {
+    /// Up projection `[n_embd, n_inner]`.
+    pub c_fc: PeftLinear,
+    /// Down projection `[n_inner, n_embd]`.
+    pub c_proj: PeftLinear,
+    /// Nonlinearity.
+    #[module(skip)]
+    pub act: Gpt2Activation,
+}
+
+impl Gpt2Mlp {
+    /// `[batch, seq, n_embd]` → `[batch, seq, n_embd]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.c_proj.forward(self.act.forward(self.c_fc.forward(x)))
+    }
+}
+
+/// One pre-norm block.
+#[derive(Module, Debug)]
+pub struct Gpt2Block {
+    /// Norm before attention.
+    pub ln_1: LayerNorm,
+    /// Attention.
+    pub attn: Gpt2Attention,
+    /// Norm before the MLP.
+    pub ln_2: LayerNorm,
+    /// Feed-forward.
+    pub mlp: Gpt2Mlp,
+}
+
+impl Gpt2Block {
+    /// `[batch, seq, n_embd]` → `[batch, seq, n_embd]`
+    pub fn forward(&self, x: Tensor<3>, bias: &Tensor<4>) -> Tensor<3> {
+        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), bias);
+        x.clone() + self.mlp.forward(self.ln_2.forward(x))
+    }
+}
+
+/// The transformer stack (`transformer.*` in checkpoints).
+#[derive(Module, Debug)]
+pub struct Gpt2Model {
+    /// Token embedding `[vocab, n_embd]`.
+    pub wte: Embedding,
+    /// Position embedding `[n_positions, n_embd]`.
+    pub wpe: Embedding,
+    /// Blocks.
+    pub h: Vec<Gpt2Block>,
+    /// Final norm.
+    pub ln_f: LayerNorm,
+}
+
+/// A GPT-2 causal language model (`GPT2LMHeadModel` in transformers).
+#[derive(Module, Debug)]
+pub struct Gpt2LMHeadModel {
+    /// The transformer stack.
+    pub transformer: Gpt2Model,
+    /// Output head `[n_embd, vocab]`; `None` when tied to `transformer.wte` (published GPT-2).
+    pub lm_head: Option<PeftLinear>,
+}
+
+fn embedding(values: Param<Tensor<2>>, device: &Device) -> Embedding {
+    let mut e = EmbeddingConfig::new(1, 1).init(device);
+    e.weight = values;
+    e
+}
+
+impl Gpt2LMHeadModel {
+    fn new_random(cfg: &Gpt2Config, seed: u64, device: &Device) -> Self {
+        let rng = HostRng::new(seed);
+        let std = cfg.initializer_range as f32;
+        let proj_std = std / (2.0 * cfg.n_layer as f32).sqrt();
+        let (d, ff) = (cfg.n_embd, cfg.inner_size());
+        let act = cfg.activation().expect("the configuration was validated");
+        let lin = |name: &str, i: usize, o: usize, std: f32| {
+            PeftLinear::init_normal(&mut rng.fork(name), i, o, true, std, device)
+        };
+        let ln = || LayerNorm::new(d, cfg.layer_norm_epsilon, device);
+        let h = (0..cfg.n_layer)
+            .map(|l| {
+                let p = format!("transformer.h.{l}");
+                Gpt2Block {
+                    ln_1: ln(),
+                    attn: Gpt2Attention {
+                        c_attn: lin(&format!("{p}.attn.c_attn"), d, 3 * d, std),
+                        c_proj: lin(&format!("{p}.attn.c_proj"), d, d, proj_std),
+                        num_heads: cfg.n_head,
+                        head_dim: cfg.head_dim(),
+                        scale: cfg.attn_scale(l),
+                    },
+                    ln_2: ln(),
+                    mlp: Gpt2Mlp {
+                        c_fc: lin(&format!("{p}.mlp.c_fc"), d, ff, std),
+                        c_proj: lin(&format!("{p}.mlp.c_proj"), ff, d, proj_std),
+                        act,
+                    },
+                }
+            })
+            .collect();
+        let wte = normal_param(
+            &mut rng.fork("transformer.wte"),
+            [cfg.vocab_size, d],
+            std,
+            device,
+        );
+        let wpe = normal_param(
+            &mut rng.fork("transformer.wpe"),
+            [cfg.n_positions, d],
+            std,
+            device,
+        );
+        let lm_head = (!cfg.tie_word_embeddings).then(|| {
+            PeftLinear::init_normal(
+                &mut rng.fork("lm_head"),
+                d,
+                cfg.vocab_size,
+                false,
+                std,
+                device,
+            )
+        });
+        Self {
+            transformer: Gpt2Model {
+                wte: embedding(wte, device),
+                wpe: embedding(wpe, device),
+                h,
+                ln_f: ln(),
+            },
+            lm_head,
+        }
+    }
+
+    /// Builds the model from a checkpoint's tensors (Hugging Face names, with or without the
+    /// `transformer.` prefix), strictly: a missing or unexpected tensor, or a shape mismatch, is
+    /// an error naming the tensor. The attention-mask buffers some checkpoints carry
+    /// (`attn.bias`, `attn.masked_bias`) are ignored. With tied embeddings, an `lm_head.weight`
+    /// in the checkpoint must equal the token embedding.
+    ///
+    /// # Errors
+    /// See above; also an invalid configuration and unsupported element types.
+    pub fn from_source<S: TensorSource + ?Sized>(
+        cfg: &Gpt2Config,
+        source: &S,
+        device: &Device,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let act = cfg.activation()?;
+        let mut ld = StrictLoader::new(source);
+        let prefix = if !ld.has("transformer.wte.weight") && ld.has("wte.weight") {
+            ""
+        } else {
+            "transformer."
+        };
+        let (d, ff, eps) = (cfg.n_embd, cfg.inner_size(), cfg.layer_norm_epsilon);
+        let lin = |ld: &mut StrictLoader<'_, S>,
+                   name: &str,
+                   d_in: usize,
+                   d_out: usize|
+         -> Result<PeftLinear> {
+            let w = ld.take(&format!("{prefix}{name}.weight"), &[d_in, d_out])?;
+            let b = ld.take(&format!("{prefix}{name}.bias"), &[d_out])?;
+            Ok(PeftLinear::from_in_out(w, d_in, d_out, Some(b), device))
+        };
+        let norm = |ld: &mut StrictLoader<'_, S>, name: &str| -> Result<LayerNorm> {
+            let w = ld.take(&format!("{prefix}{name}.weight"), &[d])?;
+            let b = ld.take(&format!("{prefix}{name}.bias"), &[d])?;
+            Ok(LayerNorm::from_values(w, b, eps, device))
+        };
+        let emb = |ld: &mut StrictLoader<'_, S>, name: &str, rows: usize| -> Result<Vec<f32>> {
+            ld.take(&format!("{prefix}{name}.weight"), &[rows, d])
+        };
+
+        let wte = emb(&mut ld, "wte", cfg.vocab_size)?;
+        let wpe = emb(&mut ld, "wpe", cfg.n_positions)?;
+        let mut h = Vec::with_capacity(cfg.n_layer);
+        for l in 0..cfg.n_layer {
+            let p = format!("h.{l}");
+            h.push(Gpt2Block {
+                ln_1: norm(&mut ld, &format!("{p}.ln_1"))?,
+                attn: Gpt2Attention {
+                    c_attn: lin(&mut ld, &format!("{p}.attn.c_attn"), d, 3 * d)?,
+                    c_proj: lin(&mut ld, &format!("{p}.attn.c_proj"), d, d)?,
+                    num_heads: cfg.n_head,
+                    head_dim: cfg.head_dim(),
+                    scale: cfg.attn_scale(l),
+                },
+                ln_2: norm(&mut ld, &format!("{p}.ln_2"))?,
+                mlp: Gpt2Mlp {
+                    c_fc: lin(&mut ld, &format!("{p}.mlp.c_fc"), d, ff)?,
+                    c_proj: lin(&mut ld, &format!("{p}.mlp.c_proj"), ff, d)?,
+                    act,
+                },
+            });
+        }
+        let ln_f = norm(&mut ld, "ln_f")?;
+
+        let head_shape = [cfg.vocab_size, d];
+        let lm_head = if cfg.tie_word_embeddings {
+            if let Some(head) = ld.take_optional("lm_head.weight", &head_shape)? {
+                let max_diff = head
+                    .iter()
+                    .zip(&wte)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                if max_diff > 0.0 {
+                    return Err(ModelError::Tensor {
+                        source_name: source.source_name(),
+                        tensor: "lm_head.weight".into(),
+                        reason: format!(
+                            "differs from {prefix}wte.weight (max abs difference {max_diff}) \
+                             while tie_word_embeddings is true"
+                        ),
+                    });
+                }
+            }
+            None
+        } else {
+            let w = ld.take("lm_head.weight", &head_shape)?;
+            Some(PeftLinear::from_torch(w, cfg.vocab_size, d, None, device))
+        };
+        // Causal-mask buffers of older checkpoints; the mask is rebuilt on every forward pass.
+        ld.finish(&|n| n.ends_with(".attn.bias") || n.ends_with(".attn.masked_bias"))?;
+
+        let param = |values: Vec<f32>, rows: usize| {
+            Param::from_data(TensorData::new(values, [rows, d]), device)
+        };
+        Ok(Self {
+            transformer: Gpt2Model {
+                wte: embedding(param(wte, cfg.vocab_size), device),
+                wpe: embedding(param(wpe, cfg.n_positions), device),
+                h,
+                ln_f,
+            },
+            lm_head,
+        })
+    }
+
+    /// The longest sequence the position embedding covers.
+    pub fn max_positions(&self) -> usize {
+        self.transformer.wpe.weight.shape().dims::<2>()[0]
+    }
+}
+
+impl CausalLm for Gpt2LMHeadModel {
+    fn device(&self) -> Device {
+        self.transformer.wte.weight.device()
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.transformer.wte.weight.shape().dims::<2>()[0]
+    }
+
+    fn hidden_size(&self) -> usize {
+        self.transformer.wte.weight.shape().dims::<2>()[1]
+    }
+
+    /// # Panics
+    /// If the sequence is longer than the position embedding ([`Gpt2LMHeadModel::max_positions`]).
+    fn forward_hidden(&self, input: &LmInput) -> Tensor<3> {
+        let [_, t] = input.input_ids.dims();
+        assert!(
+            t <= self.max_positions(),
+            "sequence length {t} exceeds GPT-2's {} learned positions",
+            self.max_positions()
+        );
+        let device = input.input_ids.device();
+        let (positions, bias) = positions_and_bias(input, &device);
+        let m = &self.transformer;
+        let mut x = m.wte.forward(input.input_ids.clone()) + m.wpe.forward(positions);
+        for block in &m.h {
+            x = block.forward(x, &bias);
+        }
+        m.ln_f.forward(x)
+    }
+
+    fn logits(&self, hidden: Tensor<2>) -> Tensor<2> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => hidden.matmul(self.transformer.wte.weight.val().transpose()),
+        }
+    }
+}
+
+impl AdapterTarget for Gpt2LMHeadModel {
+    fn visit_linears_mut(&mut self, f: &mut dyn FnMut(&str, &mut PeftLinear)) {
+        for (i, block) in self.transformer.h.iter_mut().enumerate() {
+            let p = format!("transformer.h.{i}");
+            f(&format!("{p}.attn.c_attn"), &mut block.attn.c_attn);
+            f(&format!("{p}.attn.c_proj"), &mut block.attn.c_proj);
+            f(&format!("{p}.mlp.c_fc"), &mut block.mlp.c_fc);
+            f(&format!("{p}.mlp.c_proj"), &mut block.mlp.c_proj);
+        }
+        if let Some(head) = &mut self.lm_head {
+            f("lm_head", head);
+        }
+    }
+
+    fn visit_linears(&self, f: &mut dyn FnMut(&str, &PeftLinear)) {
+        for (i, block) in self.transformer.h.iter().enumerate() {
+            let p = format!("transformer.h.{i}");
+            f(&format!("{p}.attn.c_attn"), &block.attn.c_attn);
+            f(&format!("{p}.attn.c_proj"), &block.attn.c_proj);
+            f(&format!("{p}.mlp.c_fc"), &block.mlp.c_fc);
+            f(&format!("{p}.mlp.c_proj"), &block.mlp.c_proj);
+        }
+        if let Some(head) = &self.lm_head {
+            f("lm_head", head);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use burn::tensor::Int;
+
+    use super::*;
+    use crate::llama::ids_tensor;
+
+    fn tiny() -> Gpt2Config {
+        Gpt2Config {
+            vocab_size: 40,
+            n_positions: 16,
+            n_embd: 16,
+            n_layer: 2,
+            n_head: 2,
+            initializer_range: 0.3,
+            ..Default::default()
+        }
+    }
+
+    /// An in-memory checkpoint.
+    struct MapSource(BTreeMap<String, (Vec<usize>, Vec<f32>)>);
+
+    impl TensorSource for MapSource {
+        fn source_name(&self) -> String {
+            "memory".into()
+        }
+        fn names(&self) -> Vec<String> {
+            self.0.keys().cloned().collect()
+        }
+        fn shape(&self, name: &str) -> Option<Vec<usize>> {
+            self.0.get(name).map(|(s, _)| s.clone())
+        }
+        fn load(&self, name: &str) -> Result<Vec<f32>> {
+            Ok(self.0[name].1.clone())
+        }
+    }
+
+    /// Every tensor a checkpoint of `cfg` holds, as `(name, shape)`, with the given prefix.
+    fn expected(cfg: &Gpt2Config, prefix: &str) -> Vec<(String, Vec<usize>)> {
+        let (d, ff) = (cfg.n_embd, cfg.inner_size());
+        let mut out = vec![
+            (format!("{prefix}wte.weight"), vec![cfg.vocab_size, d]),
+            (format!("{prefix}wpe.weight"), vec![cfg.n_positions, d]),
+            (format!("{prefix}ln_f.weight"), vec![d]),
+            (format!("{prefix}ln_f.bias"), vec![d]),
+        ];
+        for l in 0..cfg.n_layer {
+            let p = format!("{prefix}h.{l}");
+            for (m, i, o) in [
+                ("attn.c_attn", d, 3 * d),
+                ("attn.c_proj", d, d),
+                ("mlp.c_fc", d, ff),
+                ("mlp.c_proj", ff, d),
+            ] {
+                out.push((format!("{p}.{m}.weight"), vec![i, o]));
+                out.push((format!("{p}.{m}.bias"), vec![o]));
+            }
+            for n in ["ln_1", "ln_2"] {
+                out.push((format!("{p}.{n}.weight"), vec![d]));
+                out.push((format!("{p}.{n}.bias"), vec![d]));
+            }
+        }
+        out
+    }
+
+    fn source(cfg: &Gpt2Config, prefix: &str) -> MapSource {
+        let mut rng = HostRng::new(7);
+        MapSource(
+            expected(cfg, prefix)
+                .into_iter()
+                .map(|(n, s)| {
+                    let len = s.iter().product();
+                    (n, (s, rng.normal(len, 0.3)))
+                })
+                .collect(),
+        )
+    }
+
+    fn values(x: Tensor<3>) -> Vec<f32> {
+        x.into_data().iter::<f32>().collect()
+    }
+
+    #[test]
+    fn config_from_hf_json_with_unknown_keys() {
+        let text = r#"{"activation_function":"gelu_new","architectures":["GPT2LMHeadModel"],
+            "attn_pdrop":0.1,"bos_token_id":50256,"embd_pdrop":0.1,"eos_token_id":50256,
+            "initializer_range":0.02,"layer_norm_epsilon":1e-05,"model_type":"gpt2","n_ctx":1024,
+            "n_embd":768,"n_head":12,"n_layer":12,"n_positions":1024,"resid_pdrop":0.1,
+            "summary_activation":null,"summary_type":"cls_index","task_specific_params":
+            {"text-generation":{"do_sample":true,"max_length":50}},"vocab_size":50257}"#;
+        let c = Gpt2Config::from_json_str(text, std::path::Path::new("config.json")).unwrap();
+        assert_eq!(c.head_dim(), 64);
+        assert_eq!(c.inner_size(), 3072);
+        assert_eq!(c.activation().unwrap(), Gpt2Activation::GeluTanh);
+        assert!(c.tie_word_embeddings);
+        assert!((c.attn_scale(3) - 0.125).abs() < 1e-12);
+    }
+
+    #[test]
+    fn bad_config_names_the_field() {
+        let check = |text: &str, field: &str| {
+            let err = Gpt2Config::from_json_str(text, std::path::Path::new("x/config.json"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field), "{err}");
+        };
+        check(r#"{"n_embd":30,"n_head":4}"#, "n_head");
+        check(
+            r#"{"activation_function":"gelu_10"}"#,
+            "activation_function",
+        );
+        check(r#"{"n_layer":0}"#, "n_layer");
+        check(r#"{"add_cross_attention":true}"#, "add_cross_attention");
+    }
+
+    #[test]
+    fn layer_norm_matches_definition() {
+        let device = Device::default();
+        let ln = LayerNorm::from_values(
+            vec![2.0, 1.0, 1.0, 1.0],
+            vec![0.0, 0.0, 0.0, 1.0],
+            0.0,
+            &device,
+        );
+        let x = Tensor::<2>::from_data(
+            TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [1, 4]),
+            &device,
+        );
+        let y: Vec<f32> = ln.forward(x).into_data().iter::<f32>().collect();
+        // mean 2.5, variance 1.25
+        let s = 1.25f32.sqrt();
+        let want = [2.0 * -1.5 / s, -0.5 / s, 0.5 / s, 1.5 / s + 1.0];
+        for (a, b) in y.iter().zip(want) {
+            assert!((a - b).abs() < 1e-5, "{y:?} vs {want:?}");
+        }
+    }
+
+    #[test]
+    fn loads_with_and_without_prefix_and_ignores_mask_buffers() {
+        let device = Device::default();
+        let cfg = tiny();
+        let ids = || ids_tensor(&[vec![3, 1, 4, 1, 5]], &device);
+        let mut with = source(&cfg, "transformer.");
+        for l in 0..cfg.n_layer {
+            with.0.insert(
+                format!("transformer.h.{l}.attn.bias"),
+                (vec![1, 1, 16, 16], vec![0.0; 256]),
+            );
+            with.0.insert(
+                format!("transformer.h.{l}.attn.masked_bias"),
+                (vec![], vec![-1e4]),
+            );
+        }
+        let a = Gpt2LMHeadModel::from_source(&cfg, &with, &device).unwrap();
+        let bare = MapSource(
+            source(&cfg, "transformer.")
+                .0
+                .into_iter()
+                .map(|(k, v)| (k.strip_prefix("transformer.").unwrap().to_string(), v))
+                .collect(),
+        );
+        let b = Gpt2LMHeadModel::from_source(&cfg, &bare, &device).unwrap();
+        let (la, lb) = (
+            values(a.forward(&LmInput::new(ids()))),
+            values(b.forward(&LmInput::new(ids()))),
+        );
+        assert_eq!(la, lb);
+        assert!(la.iter().all(|x| x.is_finite()));
+    }
+
+    #[test]
+    fn wrong_shape_missing_and_unexpected_tensors_are_named() {
+        let device = Device::default();
+        let cfg = tiny();
+        let err_of = |src: &MapSource| {
+            Gpt2LMHeadModel::from_source(&cfg, src, &device)
+                .unwrap_err()
+                .to_string()
+        };
+
+        let mut src = source(&cfg, "transformer.");
+        let name = "transformer.h.1.mlp.c_fc.weight";
+        // PyTorch nn.Linear layout [out, in] instead of Conv1D's [in, out].
+        src.0.get_mut(name).unwrap().0 = vec![cfg.inner_size(), cfg.n_embd];
+        let err = err_of(&src);
+        assert!(err.contains(name) && err.contains("shape"), "{err}");
+
+        let mut src = source(&cfg, "transformer.");
+        src.0.remove("transformer.h.0.ln_2.bias");
+        let err = err_of(&src);
+        assert!(
+            err.contains("transformer.h.0.ln_2.bias") && err.contains("missing"),
+            "{err}"
+        );
+
+        let mut src = source(&cfg, "transformer.");
+        src.0.insert(
+            "transformer.h.2.attn.c_attn.weight".into(),
+            (vec![1], vec![0.0]),
+        );
+        let err = err_of(&src);
+        assert!(
+            err.contains("transformer.h.2.attn.c_attn.weight") && err.contains("unexpected"),
+            "{err}"
+        );
+
+        let mut src = source(&cfg, "transformer.");
+        let (shape, mut wte) = src.0["transformer.wte.weight"].clone();
+        wte[5] += 1.0;
+        src.0.insert("lm_head.weight".into(), (shape.clone(), wte));
+        let err = err_of(&src);
+        assert!(err.contains("lm_head.weight"), "{err}");
+        // An identical copy of the tied embedding is accepted.
+        let wte = src.0["transformer.wte.weight"].1.clone();
+        src.0.insert("lm_head.weight".into(), (shape, wte));
+        assert!(Gpt2LMHeadModel::from_source(&cfg, &src, &device).is_ok());
+    }
+
+    #[test]
+    fn causal_and_padding_invariance() {
+        let device = Device::default();
+        let model = tiny().init(3, &device);
+        let a = model.forward(&LmInput::new(ids_tensor(&[vec![1, 2, 3, 4]], &device)));
+        let b = model.forward(&LmInput::new(ids_tensor(&[vec![1, 2, 3, 9]], &device)));
+        let (a3, b3) = (
+            values(a.clone().narrow(1, 0, 3)),
+            values(b.clone().narrow(1, 0, 3)),
+        );
+        for (x, y) in a3.iter().zip(&b3) {
+            assert!(
+                (x - y).abs() < 1e-5,
+                "an earlier position saw a later token"
+            );
+        }
+        let diff = values(a.narrow(1, 3, 1))
+            .iter()
+            .zip(&values(b.narrow(1, 3, 1)))
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            diff > 1e-3,
+            "last position ignores its own token (max diff {diff})"
+        );
+
+        let ids = ids_tensor(&[vec![0, 0, 1, 2, 3], vec![5, 1, 2, 3, 4]], &device);
+        let mask = Tensor::<2, Int>::from_data(
+            TensorData::new(vec![0i64, 0, 1, 1, 1, 1, 1, 1, 1, 1], [2, 5]),
+            &device,
+        );
+        let padded = model.forward(&LmInput::new(ids).with_attention_mask(mask));
+        let plain = model.forward(&LmInput::new(ids_tensor(&[vec![1, 2, 3]], &device)));
+        let p = values(padded.narrow(0, 0, 1).narrow(1, 2, 3));
+        let q = values(plain);
+        for (x, y) in p.iter().zip(&q) {
+            assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn adapter_paths_follow_checkpoint_keys() {
+        let device = Device::default();
+        let model = tiny().init(1, &device);
+        let mut paths = Vec::new();
+        model.visit_linears(&mut |p, lin| paths.push((p.to_string(), lin.d_in(), lin.d_out())));
+        assert_eq!(paths.len(), 8);
+        assert_eq!(paths[0], ("transformer.h.0.attn.c_attn".into(), 16, 48));
+        assert_eq!(paths[1], ("transformer.h.0.attn.c_proj".into(), 16, 16));
+        assert_eq!(paths[2], ("transformer.h.0.mlp.c_fc".into(), 16, 64));
+        assert_eq!(paths[7], ("transformer.h.1.mlp.c_proj".into(), 64, 16));
+    }
+}

@@ -1,0 +1,416 @@
+//! Where weights come from: Hugging Face safetensors directories and GGUF files, behind one
+//! trait that speaks Hugging Face tensor names and PyTorch shapes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use half::{bf16, f16};
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::gguf::GgufFile;
+use crate::{ModelError, Result};
+
+/// A checkpoint's tensors by Hugging Face name, dequantized or converted to `f32` on demand.
+pub trait TensorSource {
+    /// What to call the checkpoint in errors (its path).
+    fn source_name(&self) -> String;
+
+    /// All tensor names (Hugging Face naming).
+    fn names(&self) -> Vec<String>;
+
+    /// The PyTorch (row-major, outermost first) shape of a tensor, if present.
+    fn shape(&self, name: &str) -> Option<Vec<usize>>;
+
+    /// The values of a tensor in row-major order, as `f32`.
+    ///
+    /// # Errors
+    /// A missing tensor or an unsupported element type, naming the tensor.
+    fn load(&self, name: &str) -> Result<Vec<f32>>;
+}
+
+/// Reads the tensors an architecture expects, checking names and shapes strictly.
+#[derive(Debug)]
+pub struct StrictLoader<'a, S: TensorSource + ?Sized> {
+    source: &'a S,
+    used: BTreeSet<String>,
+}
+
+impl<'a, S: TensorSource + ?Sized> StrictLoader<'a, S> {
+    /// A loader over a source.
+    pub fn new(source: &'a S) -> Self {
+        Self {
+            source,
+            used: BTreeSet::new(),
+        }
+    }
+
+    fn err(&self, tensor: &str, reason: String) -> ModelError {
+        ModelError::Tensor {
+            source_name: self.source.source_name(),
+            tensor: tensor.into(),
+            reason,
+        }
+    }
+
+    /// Whether the checkpoint has a tensor.
+    pub fn has(&self, name: &str) -> bool {
+        self.source.shape(name).is_some()
+    }
+
+    /// Loads a tensor that must have exactly `shape`.
+    ///
+    /// # Errors
+    /// A missing tensor or a shape mismatch, naming the tensor.
+    pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let got = self
+            .source
+            .shape(name)
+            .ok_or_else(|| self.err(name, "missing from the checkpoint".into()))?;
+        if got != shape {
+            return Err(self.err(
+                name,
+                format!("shape {got:?} does not match the expected {shape:?}"),
+            ));
+        }
+        let values = self.source.load(name)?;
+        self.used.insert(name.to_string());
+        Ok(values)
+    }
+
+    /// Loads a tensor when present.
+    ///
+    /// # Errors
+    /// A shape mismatch.
+    pub fn take_optional(&mut self, name: &str, shape: &[usize]) -> Result<Option<Vec<f32>>> {
+        if self.has(name) {
+            self.take(name, shape).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Fails on tensors the architecture did not consume, except those matching `ignore`.
+    ///
+    /// # Errors
+    /// The first unexpected tensor (with a count of the others).
+    pub fn finish(self, ignore: &dyn Fn(&str) -> bool) -> Result<()> {
+        let unused: Vec<String> = self
+            .source
+            .names()
+            .into_iter()
+            .filter(|n| !self.used.contains(n) && !ignore(n))
+            .collect();
+        if let Some(first) = unused.first() {
+            let more = if unused.len() > 1 {
+                format!(" (and {} more)", unused.len() - 1)
+            } else {
+                String::new()
+            };
+            return Err(self.err(
+                first,
+                format!("unexpected tensor for this architecture{more}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A Hugging Face model directory: `model.safetensors` or sharded
+/// `model.safetensors.index.json`, with f32, f16 or bf16 tensors. Files are memory-mapped.
+#[derive(Debug)]
+pub struct SafetensorsDir {
+    dir: PathBuf,
+    files: Vec<(PathBuf, Mmap, usize)>,
+    index: BTreeMap<String, (usize, safetensors::tensor::TensorInfo)>,
+}
+
+#[allow(unsafe_code)]
+fn map_file(path: &Path) -> Result<Mmap> {
+    let file = File::open(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // SAFETY: the file is opened read-only and only read through the map; checkpoints must not be
+    // modified while a model is loading from them.
+    unsafe { Mmap::map(&file) }.map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl SafetensorsDir {
+    /// Opens the weights of a model directory.
+    ///
+    /// # Errors
+    /// No weights file, an unreadable index, or a malformed safetensors header.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        let single = dir.join("model.safetensors");
+        let index_path = dir.join("model.safetensors.index.json");
+        let shard_names: Vec<String> = if single.exists() {
+            vec!["model.safetensors".into()]
+        } else if index_path.exists() {
+            let text = std::fs::read_to_string(&index_path).map_err(|source| ModelError::Io {
+                path: index_path.clone(),
+                source,
+            })?;
+            let json: serde_json::Value =
+                serde_json::from_str(&text).map_err(|source| ModelError::Json {
+                    path: index_path.clone(),
+                    source,
+                })?;
+            let map = json
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| ModelError::InvalidConfig {
+                    field: format!("{}: weight_map", index_path.display()),
+                    reason: "missing or not an object".into(),
+                })?;
+            let set: BTreeSet<String> = map
+                .values()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect();
+            set.into_iter().collect()
+        } else {
+            return Err(ModelError::Io {
+                path: single,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no model.safetensors or model.safetensors.index.json in the directory",
+                ),
+            });
+        };
+        let mut files = Vec::new();
+        let mut index = BTreeMap::new();
+        for (i, name) in shard_names.iter().enumerate() {
+            let path = dir.join(name);
+            let map = map_file(&path)?;
+            let (header, meta) =
+                SafeTensors::read_metadata(&map).map_err(|e| ModelError::Tensor {
+                    source_name: path.display().to_string(),
+                    tensor: "<header>".into(),
+                    reason: e.to_string(),
+                })?;
+            for (tname, info) in meta.tensors() {
+                index.insert(tname, (i, info.clone()));
+            }
+            files.push((path, map, 8 + header));
+        }
+        Ok(Self { dir, files, index })
+    }
+}
+
+impl TensorSource for SafetensorsDir {
+    fn source_name(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.index.keys().cloned().collect()
+    }
+
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.index.get(name).map(|(_, info)| info.shape.clone())
+    }
+
+    fn load(&self, name: &str) -> Result<Vec<f32>> {
+        let (file, info) = self.index.get(name).ok_or_else(|| ModelError::Tensor {
+            source_name: self.source_name(),
+            tensor: name.into(),
+            reason: "missing from the checkpoint".into(),
+        })?;
+        let (path, map, start) = &self.files[*file];
+        let (a, b) = info.data_offsets;
+        let bytes = map
+            .get(start + a..start + b)
+            .ok_or_else(|| ModelError::Tensor {
+                source_name: path.display().to_string(),
+                tensor: name.into(),
+                reason: "data lies past the end of the file (truncated?)".into(),
+            })?;
+        let pairs = bytes.chunks_exact(2);
+        Ok(match info.dtype {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => pairs
+                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => pairs
+                .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(ModelError::Tensor {
+                    source_name: path.display().to_string(),
+                    tensor: name.into(),
+                    reason: format!("dtype {other:?} is not supported (f32, f16, bf16)"),
+                });
+            }
+        })
+    }
+}
+
+/// A GGUF file seen through Hugging Face tensor names (`blk.0.attn_q.weight` →
+/// `model.layers.0.self_attn.q_proj.weight`), with llama.cpp's q/k row permutation undone for the
+/// Llama architecture so weights (and LoRA adapters) are in the Hugging Face layout.
+#[derive(Debug)]
+pub struct GgufSource {
+    file: GgufFile,
+    /// HF name → GGUF name.
+    names: BTreeMap<String, String>,
+    /// HF names of q/k weights that need the reverse permutation, with their head count.
+    permute: HashMap<String, usize>,
+}
+
+impl GgufSource {
+    /// Wraps a GGUF file; `heads`/`kv_heads` drive the q/k permutation when `permute_qk`.
+    pub fn new(file: GgufFile, heads: usize, kv_heads: usize, permute_qk: bool) -> Self {
+        let mut names = BTreeMap::new();
+        let mut permute = HashMap::new();
+        for info in file.tensors() {
+            let g = info.name();
+            let Some(hf) = gguf_to_hf_name(g) else {
+                names.insert(format!("gguf:{g}"), g.to_string());
+                continue;
+            };
+            if permute_qk && hf.ends_with("self_attn.q_proj.weight") {
+                permute.insert(hf.clone(), heads);
+            } else if permute_qk && hf.ends_with("self_attn.k_proj.weight") {
+                permute.insert(hf.clone(), kv_heads);
+            }
+            names.insert(hf, g.to_string());
+        }
+        Self {
+            file,
+            names,
+            permute,
+        }
+    }
+
+    /// The underlying file (for metadata).
+    pub fn file(&self) -> &GgufFile {
+        &self.file
+    }
+}
+
+/// Maps a llama.cpp tensor name to its Hugging Face name.
+pub fn gguf_to_hf_name(name: &str) -> Option<String> {
+    let fixed = match name {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.to_string());
+    }
+    let rest = name.strip_prefix("blk.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (module, kind) = rest.rsplit_once('.')?;
+    let hf = match module {
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        "attn_norm" => "input_layernorm",
+        "ffn_norm" => "post_attention_layernorm",
+        _ => return None,
+    };
+    Some(format!("model.layers.{layer}.{hf}.{kind}"))
+}
+
+/// Undoes llama.cpp's q/k permutation of a `[rows, cols]` weight: GGUF rows are ordered
+/// `[head, half, 2]`, Hugging Face rows `[head, 2, half]`.
+pub fn reverse_permute_rows(values: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
+    let half = rows / heads / 2;
+    let mut out = vec![0.0f32; values.len()];
+    for h in 0..heads {
+        for j in 0..2 {
+            for d in 0..half {
+                let dst = (h * 2 * half + j * half + d) * cols;
+                let src = (h * half * 2 + d * 2 + j) * cols;
+                out[dst..dst + cols].copy_from_slice(&values[src..src + cols]);
+            }
+        }
+    }
+    out
+}
+
+impl TensorSource for GgufSource {
+    fn source_name(&self) -> String {
+        self.file.path().display().to_string()
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.names.keys().cloned().collect()
+    }
+
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        let g = self.names.get(name)?;
+        self.file.tensor_info(g).ok().map(|i| i.shape())
+    }
+
+    fn load(&self, name: &str) -> Result<Vec<f32>> {
+        let g = self.names.get(name).ok_or_else(|| ModelError::Tensor {
+            source_name: self.source_name(),
+            tensor: name.into(),
+            reason: "missing from the checkpoint".into(),
+        })?;
+        let (values, shape) = self.file.tensor_f32(g)?;
+        match self.permute.get(name) {
+            Some(&heads) if shape.len() == 2 => {
+                Ok(reverse_permute_rows(&values, shape[0], shape[1], heads))
+            }
+            _ => Ok(values),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_to_hf() {
+        assert_eq!(
+            gguf_to_hf_name("blk.12.attn_q.weight").as_deref(),
+            Some("model.layers.12.self_attn.q_proj.weight")
+        );
+        assert_eq!(
+            gguf_to_hf_name("blk.0.ffn_norm.weight").as_deref(),
+            Some("model.layers.0.post_attention_layernorm.weight")
+        );
+        assert_eq!(
+            gguf_to_hf_name("blk.0.attn_k.bias").as_deref(),
+            Some("model.layers.0.self_attn.k_proj.bias")
+        );
+        assert_eq!(gguf_to_hf_name("rope_freqs.weight"), None);
+    }
+
+    #[test]
+    fn reverse_permutation_matches_transformers() {
+        // transformers: w.reshape(heads, half, 2, cols).swapaxes(2, 1).reshape(rows, cols)
+        let (heads, half, cols) = (2, 3, 2);
+        let rows = heads * half * 2;
+        let values: Vec<f32> = (0..rows * cols).map(|x| x as f32).collect();
+        let out = reverse_permute_rows(&values, rows, cols, heads);
+        for h in 0..heads {
+            for j in 0..2 {
+                for d in 0..half {
+                    for c in 0..cols {
+                        let src = ((h * half + d) * 2 + j) * cols + c;
+                        let dst = ((h * 2 + j) * half + d) * cols + c;
+                        assert_eq!(out[dst], values[src]);
+                    }
+                }
+            }
+        }
+    }
+}
