@@ -15,6 +15,12 @@ pub struct LmInput {
     pub attention_mask: Option<Tensor<2, Int>>,
     /// Explicit positions (e.g. for packed rows).
     pub position_ids: Option<Tensor<2, Int>>,
+    /// Virtual-token embeddings prepended to the token embeddings, `[batch, n_virtual, hidden]`
+    /// (prompt tuning). Hidden states are returned for the real tokens only.
+    pub soft_prompt: Option<Tensor<3>>,
+    /// Per-layer key/value prefixes, `[batch, kv_heads, n_prefix, head_dim]` each (prefix
+    /// tuning). Every query may attend to them; real tokens take positions `n_prefix..`.
+    pub prefix: Option<Vec<(Tensor<4>, Tensor<4>)>>,
 }
 
 impl LmInput {
@@ -24,12 +30,26 @@ impl LmInput {
             input_ids,
             attention_mask: None,
             position_ids: None,
+            soft_prompt: None,
+            prefix: None,
         }
     }
 
     /// Adds a padding mask.
     pub fn with_attention_mask(mut self, mask: Tensor<2, Int>) -> Self {
         self.attention_mask = Some(mask);
+        self
+    }
+
+    /// Prepends virtual-token embeddings `[batch, n_virtual, hidden]`.
+    pub fn with_soft_prompt(mut self, embeddings: Tensor<3>) -> Self {
+        self.soft_prompt = Some(embeddings);
+        self
+    }
+
+    /// Adds per-layer key/value prefixes.
+    pub fn with_prefix(mut self, prefix: Vec<(Tensor<4>, Tensor<4>)>) -> Self {
+        self.prefix = Some(prefix);
         self
     }
 

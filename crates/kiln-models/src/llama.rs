@@ -662,8 +662,12 @@ impl LlamaForCausalLM {
 ///
 /// Returns `(position_ids [b, t], bias [b, 1, t, t])`. Built once per forward pass.
 pub(crate) fn positions_and_bias(input: &LmInput, device: &Device) -> (Tensor<2, Int>, Tensor<4>) {
-    let (positions, bias) =
-        positions_and_bias_cached(&input.input_ids, input.attention_mask.as_ref(), 0, device);
+    let (positions, bias) = positions_and_bias_cached(
+        input.input_ids.dims(),
+        input.attention_mask.as_ref(),
+        0,
+        device,
+    );
     (input.position_ids.clone().unwrap_or(positions), bias)
 }
 
@@ -673,12 +677,11 @@ pub(crate) fn positions_and_bias(input: &LmInput, device: &Device) -> (Tensor<2,
 /// padding starts at 0 as in Hugging Face `generate`. Returns `(positions [b, t],
 /// bias [b, 1, t, past + t])` with 0 where attention is allowed and -1e9 elsewhere.
 pub(crate) fn positions_and_bias_cached(
-    input_ids: &Tensor<2, Int>,
+    [b, t]: [usize; 2],
     mask: Option<&Tensor<2, Int>>,
     past: usize,
     device: &Device,
 ) -> (Tensor<2, Int>, Tensor<4>) {
-    let [b, t] = input_ids.dims();
     let s = past + t;
     // Query i sits at absolute position past + i; key j > past + i is masked (`tril_mask` is true
     // outside the lower triangle shifted by `past`).
@@ -746,18 +749,23 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The cached keys/values per layer, `[batch, kv_heads, len, head_dim]` each: usable as an
+    /// [`LmInput::prefix`] (a reusable prompt cache).
+    pub fn into_prefix(self) -> Vec<(Tensor<4>, Tensor<4>)> {
+        self.layers.into_iter().filter_map(|l| l.kv).collect()
+    }
 }
 
 impl LlamaForCausalLM {
     fn run_layers(
         &self,
-        input_ids: Tensor<2, Int>,
+        mut x: Tensor<3>,
         positions: Tensor<2, Int>,
         bias: Tensor<4>,
         mut cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
         let (cos, sin) = self.model.rotary_emb.tables(positions);
-        let mut x = self.model.embed_tokens.forward(input_ids);
         if let Some(c) = cache.as_deref_mut()
             && c.layers.is_empty()
         {
@@ -786,8 +794,41 @@ impl CausalLm for LlamaForCausalLM {
 
     fn forward_hidden(&self, input: &LmInput) -> Tensor<3> {
         let device = input.input_ids.device();
-        let (positions, bias) = positions_and_bias(input, &device);
-        self.run_layers(input.input_ids.clone(), positions, bias, None)
+        let x = self.model.embed_tokens.forward(input.input_ids.clone());
+        if input.prefix.is_none() && input.soft_prompt.is_none() {
+            let (positions, bias) = positions_and_bias(input, &device);
+            return self.run_layers(x, positions, bias, None);
+        }
+        // Prompt tuning prepends virtual-token embeddings; prefix tuning supplies per-layer
+        // key/value prefixes, which behave exactly like an already-filled cache.
+        let [b, t] = input.input_ids.dims();
+        let n_soft = input.soft_prompt.as_ref().map_or(0, |p| p.dims()[1]);
+        let x = match &input.soft_prompt {
+            Some(p) => Tensor::cat(vec![p.clone(), x], 1),
+            None => x,
+        };
+        let mut cache = KvCache::default();
+        if let Some(prefix) = &input.prefix {
+            cache.layers = prefix
+                .iter()
+                .map(|(k, v)| LayerCache {
+                    kv: Some((k.clone(), v.clone())),
+                })
+                .collect();
+        }
+        let past = cache.len();
+        let real = input
+            .attention_mask
+            .clone()
+            .unwrap_or_else(|| Tensor::<2, Int>::ones([b, t], &device));
+        let mask = Tensor::cat(
+            vec![Tensor::<2, Int>::ones([b, past + n_soft], &device), real],
+            1,
+        );
+        let (positions, bias) =
+            positions_and_bias_cached([b, n_soft + t], Some(&mask), past, &device);
+        let h = self.run_layers(x, positions, bias, (past > 0).then_some(&mut cache));
+        h.narrow(1, n_soft, t)
     }
 
     fn logits(&self, hidden: Tensor<2>) -> Tensor<2> {
@@ -814,8 +855,9 @@ impl CachedCausalLm for LlamaForCausalLM {
         let device = input_ids.device();
         let past = cache.len();
         let (positions, bias) =
-            positions_and_bias_cached(&input_ids, Some(&attention_mask), past, &device);
-        self.run_layers(input_ids, positions, bias, Some(cache))
+            positions_and_bias_cached(input_ids.dims(), Some(&attention_mask), past, &device);
+        let x = self.model.embed_tokens.forward(input_ids);
+        self.run_layers(x, positions, bias, Some(cache))
     }
 }
 
@@ -927,6 +969,46 @@ mod tests {
         assert_eq!(plain[0], scaled[0]);
         let last = plain.len() - 1;
         assert!((plain[last] / 8.0 - scaled[last]).abs() < 1e-15);
+    }
+
+    fn max_diff(a: Tensor<3>, b: Tensor<3>) -> f32 {
+        (a - b).abs().max().into_scalar::<f32>()
+    }
+
+    #[test]
+    fn soft_prompt_equals_prepended_tokens() {
+        let device = Device::default();
+        let model = tiny().init(5, &device);
+        let prompt = ids_tensor(&[vec![7, 8, 9]], &device);
+        let soft = model.model.embed_tokens.forward(prompt);
+        let with_soft = model.forward_hidden(
+            &LmInput::new(ids_tensor(&[vec![1, 2, 3, 4]], &device)).with_soft_prompt(soft),
+        );
+        let full = model.forward_hidden(&LmInput::new(ids_tensor(
+            &[vec![7, 8, 9, 1, 2, 3, 4]],
+            &device,
+        )));
+        assert_eq!(with_soft.dims(), [1, 4, 32]);
+        assert!(max_diff(with_soft, full.narrow(1, 3, 4)) < 1e-5);
+    }
+
+    #[test]
+    fn prefix_equals_cached_prompt() {
+        let device = Device::default();
+        let model = tiny().init(6, &device);
+        let mut cache = model.new_cache();
+        let ones = Tensor::<2, Int>::ones([1, 3], &device);
+        let _ = model.forward_cached(ids_tensor(&[vec![7, 8, 9]], &device), ones, &mut cache);
+        let prefix = cache.into_prefix();
+        assert_eq!(prefix.len(), 2);
+        let with_prefix = model.forward_hidden(
+            &LmInput::new(ids_tensor(&[vec![1, 2, 3, 4]], &device)).with_prefix(prefix),
+        );
+        let full = model.forward_hidden(&LmInput::new(ids_tensor(
+            &[vec![7, 8, 9, 1, 2, 3, 4]],
+            &device,
+        )));
+        assert!(max_diff(with_prefix, full.narrow(1, 3, 4)) < 1e-5);
     }
 
     #[test]

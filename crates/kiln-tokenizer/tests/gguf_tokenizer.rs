@@ -4,7 +4,10 @@
 //! * the byte-level BPE tokenizer of `assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf` (skipped
 //!   when the asset is absent; `scripts/fetch-assets.sh` fetches it);
 //! * the SentencePiece tokenizer of the metadata-only `tests/fixtures/tiny_spm.gguf`, from the
-//!   GGUF and from the `transformers`-saved directory `tests/fixtures/tiny_spm_hf/`;
+//!   GGUF and from the `transformers`-saved directory `tests/fixtures/tiny_spm_hf/`, and its
+//!   Phi-3 (`tiny_phi3.gguf`) and Gemma (`tiny_gemma.gguf`) variants;
+//! * a byte-level BPE with a Llama-3 split regex, user-defined tokens and a BOS and EOS added
+//!   (`tiny_bpe.gguf`);
 //! * the WordPiece tokenizer directory `assets/all-MiniLM-L6-v2/` (skipped when absent);
 //! * chat templates rendered by `transformers`' `render_jinja_template`.
 
@@ -229,14 +232,35 @@ fn smollm2_gguf_tokenizer_matches_transformers() {
     report.finish("smollm2 (GGUF)");
 }
 
-#[test]
-fn tiny_spm_gguf_tokenizer_matches_transformers() {
-    let reference = read_json(&fixture("tiny_spm_ref.json"));
-    let tk = Tokenizer::from_gguf_spec(&spec_from_gguf(&fixture("tiny_spm.gguf"))).unwrap();
+/// A metadata-only GGUF fixture against its `<name>_ref.json`.
+fn check_tiny_gguf(name: &str) {
+    let reference = read_json(&fixture(&format!("{name}_ref.json")));
+    let spec = spec_from_gguf(&fixture(&format!("{name}.gguf")));
+    let tk = Tokenizer::from_gguf_spec(&spec).unwrap();
     let mut report = Report::default();
     check_structure(&mut report, &tk, &reference, false);
     check_reference(&mut report, &tk, &reference);
-    report.finish("tiny SentencePiece (GGUF)");
+    report.finish(name);
+}
+
+#[test]
+fn tiny_sentencepiece_gguf_matches_transformers() {
+    check_tiny_gguf("tiny_spm");
+}
+
+#[test]
+fn tiny_phi3_gguf_matches_transformers() {
+    check_tiny_gguf("tiny_phi3");
+}
+
+#[test]
+fn tiny_gemma_gguf_matches_transformers() {
+    check_tiny_gguf("tiny_gemma");
+}
+
+#[test]
+fn tiny_byte_level_bpe_gguf_matches_transformers() {
+    check_tiny_gguf("tiny_bpe");
 }
 
 #[test]
