@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{CachedCausalLm, ModelError, Result};
 
+/// Turns generated token ids into text (for stop strings).
+pub type Decoder<'a> = dyn Fn(&[u32]) -> String + 'a;
+
 /// How to pick tokens. The defaults decode greedily for 128 tokens.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -88,7 +91,7 @@ impl GenerationConfig {
         if self.top_k == Some(0) {
             return bad("top_k", "must be at least 1".into());
         }
-        if !(self.repetition_penalty > 0.0) {
+        if self.repetition_penalty.is_nan() || self.repetition_penalty <= 0.0 {
             return bad(
                 "repetition_penalty",
                 format!("{} must be positive", self.repetition_penalty),
@@ -176,7 +179,7 @@ pub fn generate<M: CachedCausalLm>(
     prompts: &[Vec<u32>],
     pad_id: u32,
     config: &GenerationConfig,
-    decode: Option<&dyn Fn(&[u32]) -> String>,
+    decode: Option<&Decoder<'_>>,
     on_token: &mut dyn FnMut(usize, u32),
 ) -> Result<Vec<Generation>> {
     config.validate()?;

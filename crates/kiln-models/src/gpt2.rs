@@ -10,15 +10,15 @@
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig};
 use burn::tensor::activation::{gelu, gelu_approximate, relu, sigmoid, silu, softmax};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use kiln_peft::init::{HostRng, normal_param};
 use kiln_peft::{AdapterTarget, PeftLinear};
 
-use crate::llama::positions_and_bias;
+use crate::llama::{KvCache, LayerCache, positions_and_bias, positions_and_bias_cached};
 use crate::source::{StrictLoader, TensorSource};
-use crate::{CausalLm, LmInput, ModelError, Result};
+use crate::{CachedCausalLm, CausalLm, LmInput, ModelError, Result};
 
 /// A GPT-2 configuration, deserialized from Hugging Face's `config.json` (unknown keys are
 /// ignored; missing keys take transformers' `GPT2Config` defaults).
@@ -309,7 +309,14 @@ impl Gpt2Attention {
     /// - `x`: `[batch, seq, n_embd]`
     /// - `bias`: additive attention bias `[batch, 1, seq, seq]` (0 or a large negative)
     /// - output: `[batch, seq, n_embd]`
-    pub fn forward(&self, x: Tensor<3>, bias: &Tensor<4>) -> Tensor<3> {
+    ///
+    /// With a `cache`, new keys/values are appended and `bias` is `[batch, 1, seq, past + seq]`.
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        bias: &Tensor<4>,
+        cache: Option<&mut LayerCache>,
+    ) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let (h, hd) = (self.num_heads, self.head_dim);
         let d = h * hd;
@@ -322,6 +329,10 @@ impl Gpt2Attention {
                 .swap_dims(1, 2)
         };
         let (q, k, v) = (split(0), split(1), split(2));
+        let (k, v) = match cache {
+            None => (k, v),
+            Some(c) => c.append(k, v),
+        };
         let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(self.scale) + bias.clone();
         let probs = softmax(scores, 3);
         let out = probs.matmul(v).swap_dims(1, 2).reshape([b, t, d]);
@@ -363,8 +374,13 @@ pub struct Gpt2Block {
 
 impl Gpt2Block {
     /// `[batch, seq, n_embd]` → `[batch, seq, n_embd]`
-    pub fn forward(&self, x: Tensor<3>, bias: &Tensor<4>) -> Tensor<3> {
-        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), bias);
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        bias: &Tensor<4>,
+        cache: Option<&mut LayerCache>,
+    ) -> Tensor<3> {
+        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), bias, cache);
         x.clone() + self.mlp.forward(self.ln_2.forward(x))
     }
 }
@@ -600,7 +616,7 @@ impl CausalLm for Gpt2LMHeadModel {
         let m = &self.transformer;
         let mut x = m.wte.forward(input.input_ids.clone()) + m.wpe.forward(positions);
         for block in &m.h {
-            x = block.forward(x, &bias);
+            x = block.forward(x, &bias, None);
         }
         m.ln_f.forward(x)
     }
@@ -610,6 +626,41 @@ impl CausalLm for Gpt2LMHeadModel {
             Some(head) => head.forward(hidden),
             None => hidden.matmul(self.transformer.wte.weight.val().transpose()),
         }
+    }
+}
+
+impl CachedCausalLm for Gpt2LMHeadModel {
+    type Cache = KvCache;
+
+    fn new_cache(&self) -> KvCache {
+        KvCache::default()
+    }
+
+    /// # Panics
+    /// If the total length exceeds the learned positions.
+    fn forward_cached(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Tensor<2, Int>,
+        cache: &mut KvCache,
+    ) -> Tensor<3> {
+        let device = input_ids.device();
+        let past = cache.len();
+        let total = attention_mask.dims()[1];
+        assert!(
+            total <= self.max_positions(),
+            "sequence length {total} exceeds GPT-2's {} learned positions",
+            self.max_positions()
+        );
+        let (positions, bias) =
+            positions_and_bias_cached(input_ids.dims(), Some(&attention_mask), past, &device);
+        let m = &self.transformer;
+        let mut x = m.wte.forward(input_ids) + m.wpe.forward(positions);
+        let layers = cache.layers_mut(m.h.len());
+        for (block, lc) in m.h.iter().zip(layers.iter_mut()) {
+            x = block.forward(x, &bias, Some(lc));
+        }
+        m.ln_f.forward(x)
     }
 }
 

@@ -750,6 +750,14 @@ impl KvCache {
         self.len() == 0
     }
 
+    /// The per-layer caches, created empty on first use for a model of `n` layers.
+    pub(crate) fn layers_mut(&mut self, n: usize) -> &mut [LayerCache] {
+        if self.layers.is_empty() {
+            self.layers = vec![LayerCache::default(); n];
+        }
+        &mut self.layers
+    }
+
     /// The cached keys/values per layer, `[batch, kv_heads, len, head_dim]` each: usable as an
     /// [`LmInput::prefix`] (a reusable prompt cache).
     pub fn into_prefix(self) -> Vec<(Tensor<4>, Tensor<4>)> {

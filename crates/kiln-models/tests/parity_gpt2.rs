@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use kiln_models::source::SafetensorsDir;
-use kiln_models::{CausalLm, Gpt2Config, Gpt2LMHeadModel, LmInput};
+use kiln_models::{CausalLm, GenerationConfig, Gpt2Config, Gpt2LMHeadModel, LmInput, generate};
 use serde_json::Value;
 
 fn fixture_dir() -> PathBuf {
@@ -118,4 +118,25 @@ fn greedy_continuation_matches_transformers() {
         seq.push(next);
     }
     assert_eq!(seq, want);
+
+    // The same continuation through the key/value cache.
+    let prompt: Vec<u32> = as_ids(&greedy["prompt_ids"])
+        .iter()
+        .map(|&x| x as u32)
+        .collect();
+    let cfg = GenerationConfig {
+        max_new_tokens: want.len() - prompt.len(),
+        ..Default::default()
+    };
+    let out = generate(
+        &model,
+        std::slice::from_ref(&prompt),
+        0,
+        &cfg,
+        None,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let cached: Vec<i64> = out[0].tokens.iter().map(|&x| i64::from(x)).collect();
+    assert_eq!(cached, want[prompt.len()..]);
 }

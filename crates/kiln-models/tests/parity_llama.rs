@@ -82,7 +82,15 @@ fn check(name: &str) {
         max_new_tokens: full.len() - prompt.len(),
         ..Default::default()
     };
-    let out = generate(&model, &[prompt.clone()], 0, &cfg, None, &mut |_, _| {}).unwrap();
+    let out = generate(
+        &model,
+        std::slice::from_ref(&prompt),
+        0,
+        &cfg,
+        None,
+        &mut |_, _| {},
+    )
+    .unwrap();
     assert_eq!(
         out[0].tokens,
         full[prompt.len()..],
@@ -116,7 +124,15 @@ fn batched_generation_equals_one_by_one() {
     };
     let batched = generate(&model, &prompts, 0, &cfg, None, &mut |_, _| {}).unwrap();
     for (p, g) in prompts.iter().zip(&batched) {
-        let single = generate(&model, &[p.clone()], 0, &cfg, None, &mut |_, _| {}).unwrap();
+        let single = generate(
+            &model,
+            std::slice::from_ref(p),
+            0,
+            &cfg,
+            None,
+            &mut |_, _| {},
+        )
+        .unwrap();
         assert_eq!(single[0].tokens, g.tokens, "prompt {p:?}");
     }
 }
