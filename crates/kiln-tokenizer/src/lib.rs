@@ -11,17 +11,17 @@
 //! use kiln_tokenizer::{ChatMessage, ChatTemplate, GgufTokenizerSpec, Tokenizer};
 //!
 //! // A byte-level BPE vocabulary; `Ġ` spells the space byte.
-//! let tokens = ["<|im_start|>", "<|im_end|>", "h", "i", "hi", "user", "Ġ"];
+//! let tokens = ["<|im_start|>", "<|im_end|>", "h", "i", "hi", "Ġ"];
 //! let spec = GgufTokenizerSpec {
-//!     token_types: Some(vec![3, 3, 1, 1, 1, 1, 1]),
+//!     token_types: Some(vec![3, 3, 1, 1, 1, 1]),
 //!     merges: Some(vec!["h i".into()]),
 //!     eos_token_id: Some(1),
 //!     chat_template: Some(kiln_tokenizer::CHATML_TEMPLATE.into()),
 //!     ..GgufTokenizerSpec::new("gpt2", tokens.map(String::from).to_vec())
 //! };
 //! let tokenizer = Tokenizer::from_gguf_spec(&spec).unwrap();
-//! let ids = tokenizer.encode("<|im_start|>user hi<|im_end|>", false).unwrap();
-//! assert_eq!(ids, [0, 5, 6, 4, 1]);
+//! let ids = tokenizer.encode("<|im_start|>hi hi<|im_end|>", false).unwrap();
+//! assert_eq!(ids, [0, 4, 5, 4, 1]);
 //! assert_eq!(tokenizer.eos_token_id(), Some(1));
 //!
 //! let prompt = tokenizer.apply_chat_template(&[ChatMessage::user("hi")], true).unwrap();
