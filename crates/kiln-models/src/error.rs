@@ -58,6 +58,15 @@ pub enum ModelError {
         /// What kiln supports.
         supported: String,
     },
+    /// The tokenizer of a checkpoint could not be built.
+    #[error("{path}: tokenizer: {source}")]
+    Tokenizer {
+        /// The checkpoint.
+        path: PathBuf,
+        /// The tokenizer error.
+        #[source]
+        source: kiln_tokenizer::TokenizerError,
+    },
 }
 
 /// Result alias of the models crate.

@@ -16,6 +16,7 @@ pub mod gpt2;
 pub mod layers;
 pub mod llama;
 mod load;
+mod pretrained;
 pub mod source;
 
 pub use causal_lm::{CachedCausalLm, CausalLm, LmInput};
@@ -24,4 +25,5 @@ pub use generate::{GenerationConfig, generate};
 pub use gpt2::{Gpt2Config, Gpt2LMHeadModel};
 pub use llama::{KvCache, LlamaConfig, LlamaForCausalLM};
 pub use load::{Checkpoint, load_llama};
+pub use pretrained::{AnyCausalLm, AnyConfig, Pretrained, load_pretrained, tokenizer_spec};
 pub use source::{GgufSource, SafetensorsDir, StrictLoader, TensorSource};

@@ -117,3 +117,52 @@ fn smollm2_gguf_matches_transformers() {
         r["output_text"]
     );
 }
+
+#[test]
+fn smollm2_load_pretrained_chat_and_tokenizer() {
+    use kiln_models::load_pretrained;
+    use kiln_tokenizer::ChatMessage;
+    let Some(path) = asset() else { return };
+    let device = Device::default();
+    let p = load_pretrained(&path, &device).unwrap();
+    assert_eq!(p.config.model_type(), "llama");
+    let r = reference("smollm2_reference.json");
+
+    // Tokenization of a few strings equals the transformers tokenizer.
+    for item in r["tokenization"].as_array().unwrap() {
+        let text = item["text"].as_str().unwrap();
+        assert_eq!(
+            p.tokenizer.encode(text, false).unwrap(),
+            ids(&item["ids"]),
+            "{text:?}"
+        );
+    }
+
+    // The chat template renders the same prompt, which encodes to the same ids.
+    let messages = [ChatMessage::user("What is the capital of France?")];
+    let prompt = p.tokenizer.apply_chat_template(&messages, true).unwrap();
+    assert_eq!(prompt, r["prompt_text"].as_str().unwrap());
+    let prompt_ids = p.tokenizer.encode(&prompt, false).unwrap();
+    assert_eq!(prompt_ids, ids(&r["prompt_ids"]));
+
+    // Generation stops at the tokenizer's EOS and decodes to the reference text.
+    let eos = p.tokenizer.eos_token_id().unwrap();
+    let cfg = GenerationConfig {
+        max_new_tokens: 32,
+        eos_token_ids: vec![eos],
+        ..Default::default()
+    };
+    let decode = |t: &[u32]| p.tokenizer.decode(t, false).unwrap();
+    let mut streamed = Vec::new();
+    let out = generate(
+        &p.model,
+        &[prompt_ids],
+        eos,
+        &cfg,
+        Some(&decode),
+        &mut |_, t| streamed.push(t),
+    )
+    .unwrap();
+    assert_eq!(streamed, out[0].tokens);
+    assert_eq!(decode(&out[0].tokens), r["output_text"].as_str().unwrap());
+}

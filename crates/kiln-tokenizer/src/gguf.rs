@@ -623,6 +623,21 @@ impl Tokenizer {
             _ => spec.add_bos_token.unwrap_or(true),
         };
         let add_eos = spec.add_eos_token.unwrap_or(false);
+        for (field, token, added) in [
+            ("tokenizer.ggml.bos_token_id", &special.bos_token, add_bos),
+            ("tokenizer.ggml.eos_token_id", &special.eos_token, add_eos),
+        ] {
+            if let Some(token) = token.as_deref().filter(|_| added)
+                && token.contains([' ', ':'])
+            {
+                return Err(spec_error(
+                    field,
+                    format!(
+                        "{token:?} cannot be added around encodings (it contains a space or ':')"
+                    ),
+                ));
+            }
+        }
         let post = bos_eos_post_processor(
             &tk,
             special.bos_token.as_deref().filter(|_| add_bos),
@@ -731,6 +746,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("tokenizer.ggml.scores"), "{err}");
+
+        let colon_bos = GgufTokenizerSpec {
+            scores: Some(vec![0.0, 0.0]),
+            bos_token_id: Some(1),
+            ..GgufTokenizerSpec::new("llama", strings(&["<unk>", "<s:>"]))
+        };
+        let err = Tokenizer::from_gguf_spec(&colon_bos)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tokenizer.ggml.bos_token_id"), "{err}");
 
         let template = GgufTokenizerSpec {
             merges: Some(vec![]),

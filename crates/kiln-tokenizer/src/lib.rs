@@ -8,7 +8,7 @@
 //! ([`Tokenizer::apply_chat_template`], see [`chat`]).
 //!
 //! ```
-//! use kiln_tokenizer::{ChatMessage, ChatTemplate, GgufTokenizerSpec, Tokenizer};
+//! use kiln_tokenizer::{ChatMessage, GgufTokenizerSpec, Tokenizer};
 //!
 //! // A byte-level BPE vocabulary; `Ġ` spells the space byte.
 //! let tokens = ["<|im_start|>", "<|im_end|>", "h", "i", "hi", "Ġ"];
@@ -26,7 +26,6 @@
 //!
 //! let prompt = tokenizer.apply_chat_template(&[ChatMessage::user("hi")], true).unwrap();
 //! assert_eq!(prompt, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
-//! # let _ = ChatTemplate::chatml();
 //! ```
 #![warn(missing_docs)]
 
@@ -236,6 +235,33 @@ impl Tokenizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokenizer_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Tokenizer>();
+        check::<ChatTemplate>();
+    }
+
+    #[test]
+    fn no_chat_template_is_an_error() {
+        let tk = Tokenizer::from_gguf_spec(&GgufTokenizerSpec {
+            merges: Some(vec![]),
+            ..GgufTokenizerSpec::new("gpt2", vec!["a".into()])
+        })
+        .unwrap();
+        let err = tk.apply_chat_template(&[ChatMessage::user("a")], false);
+        assert!(
+            matches!(err, Err(TokenizerError::NoChatTemplate)),
+            "{err:?}"
+        );
+        let tk = tk.with_chat_template(ChatTemplate::chatml());
+        assert_eq!(
+            tk.apply_chat_template(&[ChatMessage::user("a")], false)
+                .unwrap(),
+            "<|im_start|>user\na<|im_end|>\n"
+        );
+    }
 
     #[test]
     fn missing_file_names_the_path() {

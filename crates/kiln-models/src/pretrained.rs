@@ -1,0 +1,245 @@
+//! One call from a checkpoint path to a ready model and its tokenizer.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::tensor::{Device, Int, Tensor};
+use kiln_peft::{AdapterTarget, PeftLinear};
+use kiln_tokenizer::{GgufTokenizerSpec, Tokenizer};
+
+use crate::gguf::{GgufFile, GgufValue};
+use crate::load::Checkpoint;
+use crate::source::{GgufSource, SafetensorsDir};
+use crate::{
+    CachedCausalLm, CausalLm, Gpt2Config, Gpt2LMHeadModel, KvCache, LlamaConfig, LlamaForCausalLM,
+    LmInput, ModelError, Result,
+};
+
+/// Any decoder architecture kiln implements, behind the common traits.
+#[derive(Module, Debug)]
+pub enum AnyCausalLm {
+    /// Llama, SmolLM, Mistral, Qwen2.
+    Llama(LlamaForCausalLM),
+    /// GPT-2.
+    Gpt2(Gpt2LMHeadModel),
+}
+
+/// The configuration of an [`AnyCausalLm`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum AnyConfig {
+    /// Llama family.
+    Llama(LlamaConfig),
+    /// GPT-2.
+    Gpt2(Gpt2Config),
+}
+
+impl AnyConfig {
+    /// The Hugging Face `model_type`.
+    pub fn model_type(&self) -> &str {
+        match self {
+            Self::Llama(c) => &c.model_type,
+            Self::Gpt2(_) => "gpt2",
+        }
+    }
+}
+
+/// A loaded checkpoint: configuration, model and tokenizer.
+#[derive(Debug)]
+pub struct Pretrained {
+    /// Where it came from.
+    pub path: PathBuf,
+    /// The architecture's configuration.
+    pub config: AnyConfig,
+    /// The model (weights in `f32`).
+    pub model: AnyCausalLm,
+    /// The tokenizer (with chat template and special tokens when the checkpoint has them).
+    pub tokenizer: Tokenizer,
+}
+
+/// Loads model and tokenizer from a Hugging Face directory (`config.json`, safetensors,
+/// `tokenizer.json`) or a GGUF file (weights dequantized, tokenizer built from its metadata).
+///
+/// # Errors
+/// Unreadable files, unsupported architectures or quantizations, tensors that do not fit, or a
+/// tokenizer that cannot be built; each error names the file and tensor or field.
+pub fn load_pretrained(path: impl AsRef<Path>, device: &Device) -> Result<Pretrained> {
+    let path = path.as_ref().to_path_buf();
+    let tok_err = |source| ModelError::Tokenizer {
+        path: path.clone(),
+        source,
+    };
+    match Checkpoint::detect(&path)? {
+        Checkpoint::HfDir(dir) => {
+            let cfg_path = dir.join("config.json");
+            let text = std::fs::read_to_string(&cfg_path).map_err(|source| ModelError::Io {
+                path: cfg_path.clone(),
+                source,
+            })?;
+            let json: serde_json::Value =
+                serde_json::from_str(&text).map_err(|source| ModelError::Json {
+                    path: cfg_path.clone(),
+                    source,
+                })?;
+            let model_type = json
+                .get("model_type")
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string();
+            let source = SafetensorsDir::open(&dir)?;
+            let (config, model) = match model_type.as_str() {
+                "llama" | "mistral" | "qwen2" => {
+                    let cfg = LlamaConfig::from_json_str(&text, &cfg_path)?;
+                    let m = LlamaForCausalLM::from_source(&cfg, &source, device)?;
+                    (AnyConfig::Llama(cfg), AnyCausalLm::Llama(m))
+                }
+                "gpt2" => {
+                    let cfg = Gpt2Config::from_json_str(&text, &cfg_path)?;
+                    let m = Gpt2LMHeadModel::from_source(&cfg, &source, device)?;
+                    (AnyConfig::Gpt2(cfg), AnyCausalLm::Gpt2(m))
+                }
+                other => {
+                    return Err(ModelError::UnsupportedArchitecture {
+                        path: cfg_path,
+                        architecture: other.into(),
+                        supported: "llama, mistral, qwen2, gpt2".into(),
+                    });
+                }
+            };
+            let tokenizer = Tokenizer::from_hf_dir(&dir).map_err(tok_err)?;
+            Ok(Pretrained {
+                path,
+                config,
+                model,
+                tokenizer,
+            })
+        }
+        Checkpoint::Gguf(file_path) => {
+            let file = GgufFile::open(&file_path)?;
+            let spec = tokenizer_spec(&file)?;
+            let tokenizer = Tokenizer::from_gguf_spec(&spec).map_err(tok_err)?;
+            let cfg = LlamaConfig::from_gguf(&file)?;
+            let source = GgufSource::new(
+                file,
+                cfg.num_attention_heads,
+                cfg.kv_heads(),
+                cfg.gguf_permutes_qk(),
+            );
+            let model = LlamaForCausalLM::from_source(&cfg, &source, device)?;
+            Ok(Pretrained {
+                path,
+                config: AnyConfig::Llama(cfg),
+                model: AnyCausalLm::Llama(model),
+                tokenizer,
+            })
+        }
+    }
+}
+
+/// Reads the `tokenizer.*` metadata of a GGUF file.
+///
+/// # Errors
+/// A missing vocabulary or model kind, or a key of the wrong type.
+pub fn tokenizer_spec(file: &GgufFile) -> Result<GgufTokenizerSpec> {
+    let opt_u32 = |k: &str| file.get(k).map(|_| file.get_u32(k)).transpose();
+    let opt_bool = |k: &str| file.get(k).map(|_| file.get_bool(k)).transpose();
+    let opt_str = |k: &str| -> Result<Option<String>> {
+        file.get(k)
+            .map(|_| file.get_str(k).map(String::from))
+            .transpose()
+    };
+    Ok(GgufTokenizerSpec {
+        model: file.get_str("tokenizer.ggml.model")?.to_string(),
+        pre: opt_str("tokenizer.ggml.pre")?,
+        tokens: file.get_str_array("tokenizer.ggml.tokens")?.to_vec(),
+        token_types: file
+            .get("tokenizer.ggml.token_type")
+            .map(|_| {
+                file.get_i32_array("tokenizer.ggml.token_type")
+                    .map(<[i32]>::to_vec)
+            })
+            .transpose()?,
+        merges: file
+            .get("tokenizer.ggml.merges")
+            .map(|_| {
+                file.get_str_array("tokenizer.ggml.merges")
+                    .map(<[String]>::to_vec)
+            })
+            .transpose()?,
+        scores: file
+            .get("tokenizer.ggml.scores")
+            .map(|_| {
+                file.get_f32_array("tokenizer.ggml.scores")
+                    .map(<[f32]>::to_vec)
+            })
+            .transpose()?,
+        bos_token_id: opt_u32("tokenizer.ggml.bos_token_id")?,
+        eos_token_id: opt_u32("tokenizer.ggml.eos_token_id")?,
+        unknown_token_id: opt_u32("tokenizer.ggml.unknown_token_id")?,
+        padding_token_id: opt_u32("tokenizer.ggml.padding_token_id")?,
+        add_bos_token: opt_bool("tokenizer.ggml.add_bos_token")?,
+        add_eos_token: opt_bool("tokenizer.ggml.add_eos_token")?,
+        chat_template: match file.get("tokenizer.chat_template") {
+            Some(GgufValue::String(s)) => Some(s.clone()),
+            _ => None,
+        },
+        architecture: opt_str("general.architecture")?,
+    })
+}
+
+macro_rules! delegate {
+    ($self:ident, $m:ident => $e:expr) => {
+        match $self {
+            AnyCausalLm::Llama($m) => $e,
+            AnyCausalLm::Gpt2($m) => $e,
+        }
+    };
+}
+
+impl CausalLm for AnyCausalLm {
+    fn vocab_size(&self) -> usize {
+        delegate!(self, m => m.vocab_size())
+    }
+
+    fn hidden_size(&self) -> usize {
+        delegate!(self, m => m.hidden_size())
+    }
+
+    fn device(&self) -> Device {
+        delegate!(self, m => m.device())
+    }
+
+    fn forward_hidden(&self, input: &LmInput) -> Tensor<3> {
+        delegate!(self, m => m.forward_hidden(input))
+    }
+
+    fn logits(&self, hidden: Tensor<2>) -> Tensor<2> {
+        delegate!(self, m => m.logits(hidden))
+    }
+}
+
+impl CachedCausalLm for AnyCausalLm {
+    type Cache = KvCache;
+
+    fn new_cache(&self) -> KvCache {
+        KvCache::default()
+    }
+
+    fn forward_cached(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Tensor<2, Int>,
+        cache: &mut KvCache,
+    ) -> Tensor<3> {
+        delegate!(self, m => m.forward_cached(input_ids, attention_mask, cache))
+    }
+}
+
+impl AdapterTarget for AnyCausalLm {
+    fn visit_linears_mut(&mut self, f: &mut dyn FnMut(&str, &mut PeftLinear)) {
+        delegate!(self, m => m.visit_linears_mut(f))
+    }
+
+    fn visit_linears(&self, f: &mut dyn FnMut(&str, &PeftLinear)) {
+        delegate!(self, m => m.visit_linears(f))
+    }
+}
