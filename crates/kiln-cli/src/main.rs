@@ -1,9 +1,14 @@
 //! The `kiln` executable.
 
-use anyhow::Result;
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+use kiln::models::{CausalLm, GenerationConfig, generate, load_pretrained};
 use kiln::prelude::*;
+use kiln::tokenizer::ChatMessage;
 
 /// Customize small language models to a domain.
 #[derive(Debug, Parser)]
@@ -22,6 +27,49 @@ enum Command {
     ///
     /// Example: `kiln --device wgpu:cpu devices`
     Devices,
+    /// Generate text with a model (a Hugging Face directory or a .gguf file).
+    ///
+    /// Prints only the generated text on stdout (streamed); logs go to stderr.
+    ///
+    /// Examples:
+    ///   kiln generate --model assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --chat --prompt "What does P0300 mean?"
+    ///   kiln generate --model ./my-model --file prompts.txt --temperature 0.7 --top-p 0.9 --seed 1
+    #[command(verbatim_doc_comment)]
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct GenerateArgs {
+    /// Model path: a Hugging Face directory or a .gguf file.
+    #[arg(long)]
+    model: PathBuf,
+    /// The prompt.
+    #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+    prompt: Option<String>,
+    /// A file with one prompt per line (decoded together as a batch).
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Wrap each prompt as a user message in the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 128)]
+    max_new_tokens: usize,
+    /// Sampling temperature; 0 decodes greedily.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Keep only the K most likely tokens.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Nucleus sampling mass.
+    #[arg(long)]
+    top_p: Option<f32>,
+    /// Penalty for repeating tokens (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    /// Sampler seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 fn main() -> Result<()> {
@@ -39,14 +87,104 @@ fn main() -> Result<()> {
             );
             println!("{}: ok ({device:?})", cli.device);
         }
+        Command::Generate(args) => run_generate(&cli.device, &args)?,
     }
+    Ok(())
+}
+
+fn run_generate(device: &str, args: &GenerateArgs) -> Result<()> {
+    let device = parse_device(device)?;
+    let prompts: Vec<String> = match (&args.prompt, &args.file) {
+        (Some(p), _) => vec![p.clone()],
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading {}", f.display()))?
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(String::from)
+            .collect(),
+        (None, None) => bail!("give --prompt or --file"),
+    };
+    if prompts.is_empty() {
+        bail!("no prompt to generate from");
+    }
+    let start = std::time::Instant::now();
+    let p = load_pretrained(&args.model, &device)
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    eprintln!(
+        "loaded {} ({}, vocab {}) in {:.1?}",
+        args.model.display(),
+        p.config.model_type(),
+        p.model.vocab_size(),
+        start.elapsed()
+    );
+    let mut batch = Vec::with_capacity(prompts.len());
+    for prompt in &prompts {
+        let text = if args.chat {
+            p.tokenizer
+                .apply_chat_template(&[ChatMessage::user(prompt.as_str())], true)
+                .context("--chat")?
+        } else {
+            prompt.clone()
+        };
+        let ids = p.tokenizer.encode(&text, !args.chat)?;
+        if ids.is_empty() {
+            bail!("prompt {prompt:?} encodes to no token");
+        }
+        batch.push(ids);
+    }
+    let eos: Vec<u32> = p.tokenizer.eos_token_id().into_iter().collect();
+    let pad = p
+        .tokenizer
+        .pad_token_id()
+        .or(p.tokenizer.eos_token_id())
+        .unwrap_or(0);
+    let config = GenerationConfig {
+        max_new_tokens: args.max_new_tokens,
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        repetition_penalty: args.repetition_penalty,
+        seed: args.seed,
+        eos_token_ids: eos.clone(),
+        stop_strings: Vec::new(),
+    };
+    let start = std::time::Instant::now();
+    let single = batch.len() == 1;
+    let mut printed = String::new();
+    let mut so_far: Vec<u32> = Vec::new();
+    let mut stdout = std::io::stdout();
+    let out = generate(&p.model, &batch, pad, &config, None, &mut |_, tok| {
+        // Stream the single-prompt case; batches are printed at the end, one line each.
+        if single && !eos.contains(&tok) {
+            so_far.push(tok);
+            if let Ok(text) = p.tokenizer.decode(&so_far, true)
+                && let Some(new) = text.get(printed.len()..)
+            {
+                let _ = write!(stdout, "{new}");
+                let _ = stdout.flush();
+                printed = text;
+            }
+        }
+    })?;
+    let n: usize = out.iter().map(|g| g.tokens.len()).sum();
+    if single {
+        println!();
+    } else {
+        for g in &out {
+            println!(
+                "{}",
+                p.tokenizer.decode(&g.tokens, true)?.replace('\n', " ")
+            );
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!("{n} tokens in {secs:.1}s ({:.1} tokens/s)", n as f64 / secs);
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use anyhow::Context;
     use clap::CommandFactory;
 
     #[test]
@@ -58,5 +196,11 @@ mod tests {
     fn bad_device_is_reported() {
         let err = parse_device("tpu").context("--device").unwrap_err();
         assert!(format!("{err:#}").contains("unknown device"));
+    }
+
+    #[test]
+    fn generate_needs_a_prompt() {
+        let err = Cli::try_parse_from(["kiln", "generate", "--model", "m.gguf"]).unwrap_err();
+        assert!(err.to_string().contains("--prompt"), "{err}");
     }
 }
