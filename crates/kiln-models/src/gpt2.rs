@@ -624,7 +624,14 @@ impl CausalLm for Gpt2LMHeadModel {
     fn logits(&self, hidden: Tensor<2>) -> Tensor<2> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),
-            None => hidden.matmul(self.transformer.wte.weight.val().transpose()),
+            // `E·hᵀ` reads the `[vocab, hidden]` table in its stored order.
+            None => self
+                .transformer
+                .wte
+                .weight
+                .val()
+                .matmul(hidden.transpose())
+                .transpose(),
         }
     }
 }

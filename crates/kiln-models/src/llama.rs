@@ -842,7 +842,14 @@ impl CausalLm for LlamaForCausalLM {
     fn logits(&self, hidden: Tensor<2>) -> Tensor<2> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),
-            None => hidden.matmul(self.model.embed_tokens.weight.val().transpose()),
+            // `E·hᵀ` reads the `[vocab, hidden]` table in its stored order.
+            None => self
+                .model
+                .embed_tokens
+                .weight
+                .val()
+                .matmul(hidden.transpose())
+                .transpose(),
         }
     }
 }
