@@ -16,6 +16,8 @@ use crate::{
 };
 
 /// Any decoder architecture kiln implements, behind the common traits.
+// One value per loaded model: the size difference between variants costs nothing worth boxing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum AnyCausalLm {
     /// Llama, SmolLM, Mistral, Qwen2.
