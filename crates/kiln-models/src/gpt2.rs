@@ -14,9 +14,12 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use kiln_peft::init::{HostRng, normal_param};
-use kiln_peft::{AdapterTarget, PeftLinear};
+use kiln_peft::{AdapterTarget, ModelGeometry, PeftLinear, PromptEncoder};
 
-use crate::llama::{KvCache, LayerCache, positions_and_bias, positions_and_bias_cached};
+use crate::llama::{
+    KvCache, LayerCache, positions_and_bias, positions_and_bias_cached, prompt_on_cache,
+    virtual_tokens, with_prompt_encoder,
+};
 use crate::source::{StrictLoader, TensorSource};
 use crate::{CachedCausalLm, CausalLm, LmInput, ModelError, Result};
 
@@ -405,6 +408,10 @@ pub struct Gpt2LMHeadModel {
     pub transformer: Gpt2Model,
     /// Output head `[n_embd, vocab]`; `None` when tied to `transformer.wte` (published GPT-2).
     pub lm_head: Option<PeftLinear>,
+    /// Prompt or prefix tuning, applied in every forward pass (PEFT's `prompt_encoder`).
+    pub prompt_encoder: Option<PromptEncoder>,
+    /// The prompt encoder is bypassed (adapters disabled).
+    pub prompt_disabled: bool,
 }
 
 fn embedding(values: Param<Tensor<2>>, device: &Device) -> Embedding {
@@ -475,6 +482,8 @@ impl Gpt2LMHeadModel {
                 ln_f: ln(),
             },
             lm_head,
+            prompt_encoder: None,
+            prompt_disabled: false,
         }
     }
 
@@ -580,6 +589,8 @@ impl Gpt2LMHeadModel {
                 ln_f,
             },
             lm_head,
+            prompt_encoder: None,
+            prompt_disabled: false,
         })
     }
 
@@ -605,20 +616,44 @@ impl CausalLm for Gpt2LMHeadModel {
     /// # Panics
     /// If the sequence is longer than the position embedding ([`Gpt2LMHeadModel::max_positions`]).
     fn forward_hidden(&self, input: &LmInput) -> Tensor<3> {
-        let [_, t] = input.input_ids.dims();
+        let prompted = with_prompt_encoder(self.active_prompt(), input);
+        let input = prompted.as_ref().unwrap_or(input);
+        let [b, t] = input.input_ids.dims();
+        let device = input.input_ids.device();
+        let m = &self.transformer;
+        let x = m.wte.forward(input.input_ids.clone());
+        let (x, positions, bias, mut cache, n_soft) =
+            if input.prefix.is_none() && input.soft_prompt.is_none() {
+                let (positions, bias) = positions_and_bias(input, &device);
+                (x, positions, bias, None, 0)
+            } else {
+                let (x, mask, cache, n_soft) = virtual_tokens(input, x);
+                let past = cache.len();
+                let (positions, bias) =
+                    positions_and_bias_cached([b, n_soft + t], Some(&mask), past, &device);
+                (x, positions, bias, (past > 0).then_some(cache), n_soft)
+            };
+        let total = cache.as_ref().map_or(0, KvCache::len) + n_soft + t;
         assert!(
-            t <= self.max_positions(),
-            "sequence length {t} exceeds GPT-2's {} learned positions",
+            total <= self.max_positions(),
+            "sequence length {total} exceeds GPT-2's {} learned positions",
             self.max_positions()
         );
-        let device = input.input_ids.device();
-        let (positions, bias) = positions_and_bias(input, &device);
-        let m = &self.transformer;
-        let mut x = m.wte.forward(input.input_ids.clone()) + m.wpe.forward(positions);
-        for block in &m.h {
-            x = block.forward(x, &bias, None);
+        let mut x = x + m.wpe.forward(positions);
+        match cache.as_mut() {
+            None => {
+                for block in &m.h {
+                    x = block.forward(x, &bias, None);
+                }
+            }
+            Some(cache) => {
+                let layers = cache.layers_mut(m.h.len());
+                for (block, lc) in m.h.iter().zip(layers.iter_mut()) {
+                    x = block.forward(x, &bias, Some(lc));
+                }
+            }
         }
-        m.ln_f.forward(x)
+        m.ln_f.forward(x).narrow(1, n_soft, t)
     }
 
     fn logits(&self, hidden: Tensor<2>) -> Tensor<2> {
@@ -652,22 +687,24 @@ impl CachedCausalLm for Gpt2LMHeadModel {
         cache: &mut KvCache,
     ) -> Tensor<3> {
         let device = input_ids.device();
+        let m = &self.transformer;
+        let x = m.wte.forward(input_ids);
+        let (x, mask, n_soft) = prompt_on_cache(self.active_prompt(), x, attention_mask, cache);
         let past = cache.len();
-        let total = attention_mask.dims()[1];
+        let [b, t, _] = x.dims();
+        let total = mask.dims()[1];
         assert!(
             total <= self.max_positions(),
             "sequence length {total} exceeds GPT-2's {} learned positions",
             self.max_positions()
         );
-        let (positions, bias) =
-            positions_and_bias_cached(input_ids.dims(), Some(&attention_mask), past, &device);
-        let m = &self.transformer;
-        let mut x = m.wte.forward(input_ids) + m.wpe.forward(positions);
+        let (positions, bias) = positions_and_bias_cached([b, t], Some(&mask), past, &device);
+        let mut x = x + m.wpe.forward(positions);
         let layers = cache.layers_mut(m.h.len());
         for (block, lc) in m.h.iter().zip(layers.iter_mut()) {
             x = block.forward(x, &bias, Some(lc));
         }
-        m.ln_f.forward(x)
+        m.ln_f.forward(x).narrow(1, n_soft, t - n_soft)
     }
 }
 
@@ -696,6 +733,46 @@ impl AdapterTarget for Gpt2LMHeadModel {
         if let Some(head) = &self.lm_head {
             f("lm_head", head);
         }
+    }
+
+    fn geometry(&self) -> ModelGeometry {
+        let attn = &self.transformer.h[0].attn;
+        ModelGeometry {
+            hidden_size: self.hidden_size(),
+            num_layers: self.transformer.h.len(),
+            num_kv_heads: attn.num_heads,
+            head_dim: attn.head_dim,
+            vocab_size: self.vocab_size(),
+        }
+    }
+
+    fn token_embeddings(&self) -> Tensor<2> {
+        self.transformer.wte.weight.val()
+    }
+
+    fn prompt_encoder(&self) -> Option<&PromptEncoder> {
+        self.prompt_encoder.as_ref()
+    }
+
+    fn set_prompt_encoder(&mut self, encoder: Option<PromptEncoder>) {
+        self.prompt_encoder = encoder;
+    }
+
+    fn set_adapters_enabled(&mut self, enabled: bool) {
+        self.visit_linears_mut(&mut |_, l| l.set_adapters_enabled(enabled));
+        self.prompt_disabled = !enabled;
+    }
+
+    fn has_other_biases(&self) -> bool {
+        true
+    }
+}
+
+impl Gpt2LMHeadModel {
+    fn active_prompt(&self) -> Option<&PromptEncoder> {
+        self.prompt_encoder
+            .as_ref()
+            .filter(|_| !self.prompt_disabled)
     }
 }
 

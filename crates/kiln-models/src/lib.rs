@@ -25,5 +25,7 @@ pub use generate::{GenerationConfig, generate};
 pub use gpt2::{Gpt2Config, Gpt2LMHeadModel};
 pub use llama::{KvCache, LlamaConfig, LlamaForCausalLM};
 pub use load::{Checkpoint, load_llama};
-pub use pretrained::{AnyCausalLm, AnyConfig, Pretrained, load_pretrained, tokenizer_spec};
+pub use pretrained::{
+    AnyCausalLm, AnyConfig, Pretrained, load_model, load_pretrained, tokenizer_spec,
+};
 pub use source::{GgufSource, SafetensorsDir, StrictLoader, TensorSource};

@@ -11,7 +11,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use kiln_peft::init::{HostRng, normal_param};
-use kiln_peft::{AdapterTarget, PeftLinear};
+use kiln_peft::{AdapterTarget, ModelGeometry, PeftLinear, PromptEncoder};
 
 use crate::gguf::GgufFile;
 use crate::layers::{RmsNorm, RotaryEmbedding};
@@ -456,6 +456,10 @@ pub struct LlamaForCausalLM {
     pub model: LlamaModel,
     /// Output head `[hidden, vocab]`; `None` when tied to `model.embed_tokens`.
     pub lm_head: Option<PeftLinear>,
+    /// Prompt or prefix tuning, applied in every forward pass (PEFT's `prompt_encoder`).
+    pub prompt_encoder: Option<PromptEncoder>,
+    /// The prompt encoder is bypassed (adapters disabled).
+    pub prompt_disabled: bool,
 }
 
 impl LlamaForCausalLM {
@@ -536,6 +540,8 @@ impl LlamaForCausalLM {
                 rotary_emb: RotaryEmbedding::new(&cfg.inv_freq(), device),
             },
             lm_head,
+            prompt_encoder: None,
+            prompt_disabled: false,
         }
     }
 }
@@ -654,6 +660,8 @@ impl LlamaForCausalLM {
                 rotary_emb: RotaryEmbedding::new(&inv_freq, device),
             },
             lm_head,
+            prompt_encoder: None,
+            prompt_disabled: false,
         })
     }
 }
@@ -803,36 +811,17 @@ impl CausalLm for LlamaForCausalLM {
     fn forward_hidden(&self, input: &LmInput) -> Tensor<3> {
         let device = input.input_ids.device();
         let x = self.model.embed_tokens.forward(input.input_ids.clone());
+        let prompted = with_prompt_encoder(self.active_prompt(), input);
+        let input = prompted.as_ref().unwrap_or(input);
         if input.prefix.is_none() && input.soft_prompt.is_none() {
             let (positions, bias) = positions_and_bias(input, &device);
             return self.run_layers(x, positions, bias, None);
         }
         // Prompt tuning prepends virtual-token embeddings; prefix tuning supplies per-layer
         // key/value prefixes, which behave exactly like an already-filled cache.
+        let (x, mask, mut cache, n_soft) = virtual_tokens(input, x);
         let [b, t] = input.input_ids.dims();
-        let n_soft = input.soft_prompt.as_ref().map_or(0, |p| p.dims()[1]);
-        let x = match &input.soft_prompt {
-            Some(p) => Tensor::cat(vec![p.clone(), x], 1),
-            None => x,
-        };
-        let mut cache = KvCache::default();
-        if let Some(prefix) = &input.prefix {
-            cache.layers = prefix
-                .iter()
-                .map(|(k, v)| LayerCache {
-                    kv: Some((k.clone(), v.clone())),
-                })
-                .collect();
-        }
         let past = cache.len();
-        let real = input
-            .attention_mask
-            .clone()
-            .unwrap_or_else(|| Tensor::<2, Int>::ones([b, t], &device));
-        let mask = Tensor::cat(
-            vec![Tensor::<2, Int>::ones([b, past + n_soft], &device), real],
-            1,
-        );
         let (positions, bias) =
             positions_and_bias_cached([b, n_soft + t], Some(&mask), past, &device);
         let h = self.run_layers(x, positions, bias, (past > 0).then_some(&mut cache));
@@ -868,11 +857,13 @@ impl CachedCausalLm for LlamaForCausalLM {
         cache: &mut KvCache,
     ) -> Tensor<3> {
         let device = input_ids.device();
-        let past = cache.len();
-        let (positions, bias) =
-            positions_and_bias_cached(input_ids.dims(), Some(&attention_mask), past, &device);
         let x = self.model.embed_tokens.forward(input_ids);
-        self.run_layers(x, positions, bias, Some(cache))
+        let (x, mask, n_soft) = prompt_on_cache(self.active_prompt(), x, attention_mask, cache);
+        let past = cache.len();
+        let [b, t, _] = x.dims();
+        let (positions, bias) = positions_and_bias_cached([b, t], Some(&mask), past, &device);
+        let h = self.run_layers(x, positions, bias, Some(cache));
+        h.narrow(1, n_soft, t - n_soft)
     }
 }
 
@@ -911,6 +902,120 @@ impl AdapterTarget for LlamaForCausalLM {
         if let Some(head) = &self.lm_head {
             f("lm_head", head);
         }
+    }
+
+    fn geometry(&self) -> ModelGeometry {
+        let attn = &self.model.layers[0].self_attn;
+        ModelGeometry {
+            hidden_size: self.hidden_size(),
+            num_layers: self.model.layers.len(),
+            num_kv_heads: attn.num_kv_heads,
+            head_dim: attn.head_dim,
+            vocab_size: self.vocab_size(),
+        }
+    }
+
+    fn token_embeddings(&self) -> Tensor<2> {
+        self.model.embed_tokens.weight.val()
+    }
+
+    fn prompt_encoder(&self) -> Option<&PromptEncoder> {
+        self.prompt_encoder.as_ref()
+    }
+
+    fn set_prompt_encoder(&mut self, encoder: Option<PromptEncoder>) {
+        self.prompt_encoder = encoder;
+    }
+
+    fn set_adapters_enabled(&mut self, enabled: bool) {
+        self.visit_linears_mut(&mut |_, l| l.set_adapters_enabled(enabled));
+        self.prompt_disabled = !enabled;
+    }
+}
+
+impl LlamaForCausalLM {
+    fn active_prompt(&self) -> Option<&PromptEncoder> {
+        self.prompt_encoder
+            .as_ref()
+            .filter(|_| !self.prompt_disabled)
+    }
+}
+
+/// `input` with the prompt encoder's soft prompt or prefix filled in (`None`: no encoder).
+pub(crate) fn with_prompt_encoder(enc: Option<&PromptEncoder>, input: &LmInput) -> Option<LmInput> {
+    let enc = enc?;
+    let b = input.input_ids.dims()[0];
+    let mut out = input.clone();
+    match enc {
+        PromptEncoder::Prompt(p) => out.soft_prompt = Some(p.forward(b)),
+        PromptEncoder::Prefix(p) => out.prefix = Some(p.past(b)),
+    }
+    Some(out)
+}
+
+/// Prepends the soft prompt to the embeddings `x` and builds the cache from the prefix.
+/// Returns `(embeddings [b, n_soft + t, d], mask [b, past + n_soft + t], cache, n_soft)`.
+pub(crate) fn virtual_tokens(
+    input: &LmInput,
+    x: Tensor<3>,
+) -> (Tensor<3>, Tensor<2, Int>, KvCache, usize) {
+    let device = x.device();
+    let [b, t] = input.input_ids.dims();
+    let n_soft = input.soft_prompt.as_ref().map_or(0, |p| p.dims()[1]);
+    let x = match &input.soft_prompt {
+        Some(p) => Tensor::cat(vec![p.clone(), x], 1),
+        None => x,
+    };
+    let mut cache = KvCache::default();
+    if let Some(prefix) = &input.prefix {
+        cache.layers = prefix
+            .iter()
+            .map(|(k, v)| LayerCache {
+                kv: Some((k.clone(), v.clone())),
+            })
+            .collect();
+    }
+    let past = cache.len();
+    let real = input
+        .attention_mask
+        .clone()
+        .unwrap_or_else(|| Tensor::<2, Int>::ones([b, t], &device));
+    let mask = Tensor::cat(
+        vec![Tensor::<2, Int>::ones([b, past + n_soft], &device), real],
+        1,
+    );
+    (x, mask, cache, n_soft)
+}
+
+/// Cached generation with a prompt encoder: on the first call (empty cache) the prefix fills the
+/// cache or the soft prompt is prepended to `x`; on every call the mask (which covers real
+/// tokens only) gains the virtual tokens. Returns `(x, mask, n_soft)`.
+pub(crate) fn prompt_on_cache(
+    enc: Option<&PromptEncoder>,
+    x: Tensor<3>,
+    mask: Tensor<2, Int>,
+    cache: &mut KvCache,
+) -> (Tensor<3>, Tensor<2, Int>, usize) {
+    let Some(enc) = enc else {
+        return (x, mask, 0);
+    };
+    let device = x.device();
+    let [b, _, _] = x.dims();
+    let n = enc.num_virtual_tokens();
+    let mask = Tensor::cat(vec![Tensor::<2, Int>::ones([b, n], &device), mask], 1);
+    if !cache.is_empty() {
+        return (x, mask, 0);
+    }
+    match enc {
+        PromptEncoder::Prefix(p) => {
+            cache.layers = p
+                .past(b)
+                .into_iter()
+                .map(|kv| LayerCache { kv: Some(kv) })
+                .collect();
+            (x, mask, 0)
+        }
+        PromptEncoder::Prompt(p) => (Tensor::cat(vec![p.forward(b), x], 1), mask, n),
     }
 }
 

@@ -4,9 +4,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 
-use crate::gguf::GgufFile;
-use crate::source::{GgufSource, SafetensorsDir};
-use crate::{LlamaConfig, LlamaForCausalLM, ModelError, Result};
+use crate::{AnyCausalLm, AnyConfig, LlamaConfig, LlamaForCausalLM, ModelError, Result};
 
 /// What a checkpoint path is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,36 +58,13 @@ pub fn load_llama(
     path: impl AsRef<Path>,
     device: &Device,
 ) -> Result<(LlamaConfig, LlamaForCausalLM)> {
-    match Checkpoint::detect(path)? {
-        Checkpoint::HfDir(dir) => {
-            let cfg_path = dir.join("config.json");
-            let text = std::fs::read_to_string(&cfg_path).map_err(|source| ModelError::Io {
-                path: cfg_path.clone(),
-                source,
-            })?;
-            let cfg = LlamaConfig::from_json_str(&text, &cfg_path)?;
-            if !matches!(cfg.model_type.as_str(), "llama" | "mistral" | "qwen2") {
-                return Err(ModelError::UnsupportedArchitecture {
-                    path: cfg_path,
-                    architecture: cfg.model_type,
-                    supported: "llama, mistral, qwen2".into(),
-                });
-            }
-            let source = SafetensorsDir::open(&dir)?;
-            let model = LlamaForCausalLM::from_source(&cfg, &source, device)?;
-            Ok((cfg, model))
-        }
-        Checkpoint::Gguf(file) => {
-            let file = GgufFile::open(file)?;
-            let cfg = LlamaConfig::from_gguf(&file)?;
-            let source = GgufSource::new(
-                file,
-                cfg.num_attention_heads,
-                cfg.kv_heads(),
-                cfg.gguf_permutes_qk(),
-            );
-            let model = LlamaForCausalLM::from_source(&cfg, &source, device)?;
-            Ok((cfg, model))
-        }
+    let path = path.as_ref();
+    match crate::pretrained::load_model(path, device)? {
+        (AnyConfig::Llama(cfg), AnyCausalLm::Llama(model)) => Ok((cfg, model)),
+        (config, _) => Err(ModelError::UnsupportedArchitecture {
+            path: path.to_path_buf(),
+            architecture: config.model_type().into(),
+            supported: "llama, mistral, qwen2".into(),
+        }),
     }
 }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor};
-use kiln_peft::{AdapterTarget, PeftLinear};
+use kiln_peft::{AdapterTarget, ModelGeometry, PeftLinear, PromptEncoder};
 use kiln_tokenizer::{GgufTokenizerSpec, Tokenizer};
 
 use crate::gguf::{GgufFile, GgufValue};
@@ -66,11 +66,32 @@ pub struct Pretrained {
 /// tokenizer that cannot be built; each error names the file and tensor or field.
 pub fn load_pretrained(path: impl AsRef<Path>, device: &Device) -> Result<Pretrained> {
     let path = path.as_ref().to_path_buf();
+    let (config, model) = load_model(&path, device)?;
     let tok_err = |source| ModelError::Tokenizer {
         path: path.clone(),
         source,
     };
-    match Checkpoint::detect(&path)? {
+    let tokenizer = match Checkpoint::detect(&path)? {
+        Checkpoint::HfDir(dir) => Tokenizer::from_hf_dir(&dir).map_err(tok_err)?,
+        Checkpoint::Gguf(file_path) => {
+            let spec = tokenizer_spec(&GgufFile::open(&file_path)?)?;
+            Tokenizer::from_gguf_spec(&spec).map_err(tok_err)?
+        }
+    };
+    Ok(Pretrained {
+        path,
+        config,
+        model,
+        tokenizer,
+    })
+}
+
+/// Loads only the model (no tokenizer) from a Hugging Face directory or a GGUF file.
+///
+/// # Errors
+/// As [`load_pretrained`], without the tokenizer's.
+pub fn load_model(path: impl AsRef<Path>, device: &Device) -> Result<(AnyConfig, AnyCausalLm)> {
+    match Checkpoint::detect(path.as_ref())? {
         Checkpoint::HfDir(dir) => {
             let cfg_path = dir.join("config.json");
             let text = std::fs::read_to_string(&cfg_path).map_err(|source| ModelError::Io {
@@ -88,37 +109,26 @@ pub fn load_pretrained(path: impl AsRef<Path>, device: &Device) -> Result<Pretra
                 .unwrap_or("")
                 .to_string();
             let source = SafetensorsDir::open(&dir)?;
-            let (config, model) = match model_type.as_str() {
+            match model_type.as_str() {
                 "llama" | "mistral" | "qwen2" => {
                     let cfg = LlamaConfig::from_json_str(&text, &cfg_path)?;
                     let m = LlamaForCausalLM::from_source(&cfg, &source, device)?;
-                    (AnyConfig::Llama(cfg), AnyCausalLm::Llama(m))
+                    Ok((AnyConfig::Llama(cfg), AnyCausalLm::Llama(m)))
                 }
                 "gpt2" => {
                     let cfg = Gpt2Config::from_json_str(&text, &cfg_path)?;
                     let m = Gpt2LMHeadModel::from_source(&cfg, &source, device)?;
-                    (AnyConfig::Gpt2(cfg), AnyCausalLm::Gpt2(m))
+                    Ok((AnyConfig::Gpt2(cfg), AnyCausalLm::Gpt2(m)))
                 }
-                other => {
-                    return Err(ModelError::UnsupportedArchitecture {
-                        path: cfg_path,
-                        architecture: other.into(),
-                        supported: "llama, mistral, qwen2, gpt2".into(),
-                    });
-                }
-            };
-            let tokenizer = Tokenizer::from_hf_dir(&dir).map_err(tok_err)?;
-            Ok(Pretrained {
-                path,
-                config,
-                model,
-                tokenizer,
-            })
+                other => Err(ModelError::UnsupportedArchitecture {
+                    path: cfg_path,
+                    architecture: other.into(),
+                    supported: "llama, mistral, qwen2, gpt2".into(),
+                }),
+            }
         }
         Checkpoint::Gguf(file_path) => {
             let file = GgufFile::open(&file_path)?;
-            let spec = tokenizer_spec(&file)?;
-            let tokenizer = Tokenizer::from_gguf_spec(&spec).map_err(tok_err)?;
             let cfg = LlamaConfig::from_gguf(&file)?;
             let source = GgufSource::new(
                 file,
@@ -127,12 +137,7 @@ pub fn load_pretrained(path: impl AsRef<Path>, device: &Device) -> Result<Pretra
                 cfg.gguf_permutes_qk(),
             );
             let model = LlamaForCausalLM::from_source(&cfg, &source, device)?;
-            Ok(Pretrained {
-                path,
-                config: AnyConfig::Llama(cfg),
-                model: AnyCausalLm::Llama(model),
-                tokenizer,
-            })
+            Ok((AnyConfig::Llama(cfg), AnyCausalLm::Llama(model)))
         }
     }
 }
@@ -243,5 +248,29 @@ impl AdapterTarget for AnyCausalLm {
 
     fn visit_linears(&self, f: &mut dyn FnMut(&str, &PeftLinear)) {
         delegate!(self, m => m.visit_linears(f))
+    }
+
+    fn geometry(&self) -> ModelGeometry {
+        delegate!(self, m => m.geometry())
+    }
+
+    fn token_embeddings(&self) -> Tensor<2> {
+        delegate!(self, m => m.token_embeddings())
+    }
+
+    fn prompt_encoder(&self) -> Option<&PromptEncoder> {
+        delegate!(self, m => m.prompt_encoder())
+    }
+
+    fn set_prompt_encoder(&mut self, encoder: Option<PromptEncoder>) {
+        delegate!(self, m => m.set_prompt_encoder(encoder))
+    }
+
+    fn set_adapters_enabled(&mut self, enabled: bool) {
+        delegate!(self, m => m.set_adapters_enabled(enabled))
+    }
+
+    fn has_other_biases(&self) -> bool {
+        delegate!(self, m => m.has_other_biases())
     }
 }

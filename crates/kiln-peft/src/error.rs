@@ -30,6 +30,55 @@ pub enum PeftError {
         #[source]
         source: regex::Error,
     },
+    /// A projection already holds an adapter of another method.
+    #[error("`{path}` already holds a LoRA or IA3 adapter; remove it before attaching another")]
+    AdapterConflict {
+        /// The projection.
+        path: String,
+    },
+    /// An adapter tensor has the wrong shape for the model.
+    #[error("adapter tensor `{key}`: expected shape {expected:?}, found {got:?}")]
+    Shape {
+        /// The tensor key.
+        key: String,
+        /// The shape the model needs.
+        expected: Vec<usize>,
+        /// The shape found.
+        got: Vec<usize>,
+    },
+    /// An adapter file lacks a tensor the configuration implies.
+    #[error("{path}: missing tensor `{key}` (is the adapter made for another architecture?)")]
+    MissingTensor {
+        /// The file.
+        path: PathBuf,
+        /// The missing key.
+        key: String,
+    },
+    /// An adapter file has a tensor the model has no place for.
+    #[error(
+        "{path}: unexpected tensor `{key}`: no such adapter parameter in this model \
+         (is the adapter made for another architecture?)"
+    )]
+    UnexpectedTensor {
+        /// The file.
+        path: PathBuf,
+        /// The unexpected key.
+        key: String,
+    },
+    /// A safetensors file could not be read or written.
+    #[error("{path}: {reason}")]
+    Safetensors {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Merging or unmerging is impossible.
+    #[error("cannot merge/unmerge: {0}")]
+    Merge(String),
+    /// The model does not support this operation.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
     /// An I/O error with the file it happened on.
     #[error("{path}: {source}")]
     Io {
@@ -48,6 +97,15 @@ pub enum PeftError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+impl PeftError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
 }
 
 /// Result alias of the PEFT crate.

@@ -2,6 +2,9 @@ use burn::module::{Module, Param};
 use burn::tensor::module::linear;
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::Result;
+use crate::bottleneck::BottleneckLayer;
+use crate::ia3::Ia3Layer;
 use crate::init::{HostRng, normal_param};
 use crate::lora::LoraLayer;
 
@@ -9,6 +12,11 @@ use crate::lora::LoraLayer;
 ///
 /// The base weight is stored `[d_in, d_out]` so the forward pass is a plain `x·W`; checkpoints in
 /// PyTorch's `[out, in]` layout are transposed once when loaded (see [`PeftLinear::from_torch`]).
+///
+/// Adapters compose in a fixed order: IA3 scales the input (feed-forward layers) or the output,
+/// LoRA/DoRA adds its update, and a bottleneck adapter transforms the result (`y + f(y)`).
+/// [`merge`](Self::merge) folds LoRA, DoRA and IA3 into the base weight; a bottleneck adapter has
+/// no linear form and stays active.
 ///
 /// # Shapes
 /// - input: `[..., d_in]`
@@ -19,11 +27,38 @@ pub struct PeftLinear {
     pub weight: Param<Tensor<2>>,
     /// Optional base bias, `[d_out]`.
     pub bias: Option<Param<Tensor<1>>>,
-    /// Optional LoRA adapter, added to the base output.
+    /// Optional LoRA (or DoRA) adapter, added to the base output.
     pub lora: Option<LoraLayer>,
+    /// Optional IA3 scaling vector.
+    pub ia3: Option<Ia3Layer>,
+    /// Optional bottleneck adapter applied to the output.
+    pub bottleneck: Option<BottleneckLayer>,
+    /// The checkpoint stores this weight `[in, out]` (GPT-2's `Conv1D`; PEFT's `fan_in_fan_out`).
+    pub fan_in_fan_out: bool,
+    /// LoRA/DoRA/IA3 are folded into `weight` (see [`merge`](Self::merge)).
+    pub merged: bool,
+    /// Adapters are bypassed (see [`set_adapters_enabled`](Self::set_adapters_enabled)).
+    pub disabled: bool,
+    /// DoRA's column norms at merge time, needed to unmerge.
+    #[module(skip)]
+    dora_norm: Option<Tensor<1>>,
 }
 
 impl PeftLinear {
+    fn from_parts(weight: Param<Tensor<2>>, bias: Option<Param<Tensor<1>>>) -> Self {
+        Self {
+            weight,
+            bias,
+            lora: None,
+            ia3: None,
+            bottleneck: None,
+            fan_in_fan_out: false,
+            merged: false,
+            disabled: false,
+            dora_norm: None,
+        }
+    }
+
     /// A projection initialized with `N(0, std²)` weights (and zero bias when `bias`), the
     /// initialization Hugging Face uses for fresh Llama/GPT-2 models (`initializer_range`).
     pub fn init_normal(
@@ -36,11 +71,7 @@ impl PeftLinear {
     ) -> Self {
         let weight = normal_param(rng, [d_in, d_out], std, device);
         let bias = bias.then(|| Param::from_data(TensorData::zeros::<f32, _>([d_out]), device));
-        Self {
-            weight,
-            bias,
-            lora: None,
-        }
+        Self::from_parts(weight, bias)
     }
 
     /// A projection from a PyTorch `nn.Linear` weight stored `[d_out, d_in]` (row-major values).
@@ -51,13 +82,8 @@ impl PeftLinear {
         bias: Option<Vec<f32>>,
         device: &Device,
     ) -> Self {
-        let mut t = vec![0.0f32; weight.len()];
-        for o in 0..d_out {
-            for i in 0..d_in {
-                t[i * d_out + o] = weight[o * d_in + i];
-            }
-        }
-        Self::from_in_out(t, d_in, d_out, bias, device)
+        let t = transpose(&weight, d_out, d_in);
+        Self::from_in_out(t, d_in, d_out, bias, device).with_fan_in_fan_out(false)
     }
 
     /// A projection from a weight already stored `[d_in, d_out]` (GPT-2's `Conv1D` layout).
@@ -68,11 +94,15 @@ impl PeftLinear {
         bias: Option<Vec<f32>>,
         device: &Device,
     ) -> Self {
-        Self {
-            weight: Param::from_data(TensorData::new(weight, [d_in, d_out]), device),
-            bias: bias.map(|b| Param::from_data(TensorData::new(b, [d_out]), device)),
-            lora: None,
-        }
+        let weight = Param::from_data(TensorData::new(weight, [d_in, d_out]), device);
+        let bias = bias.map(|b| Param::from_data(TensorData::new(b, [d_out]), device));
+        Self::from_parts(weight, bias).with_fan_in_fan_out(true)
+    }
+
+    /// Sets whether the checkpoint layout of this weight is `[in, out]`.
+    pub fn with_fan_in_fan_out(mut self, fan_in_fan_out: bool) -> Self {
+        self.fan_in_fan_out = fan_in_fan_out;
+        self
     }
 
     /// Input features.
@@ -85,14 +115,121 @@ impl PeftLinear {
         self.weight.shape().dims::<2>()[1]
     }
 
-    /// Applies the projection and any active adapter.
-    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        match &self.lora {
-            None => linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val())),
-            Some(lora) => {
-                let delta = lora.forward(x.clone());
-                linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val())) + delta
-            }
+    /// Whether any adapter is attached.
+    pub fn has_adapter(&self) -> bool {
+        self.lora.is_some() || self.ia3.is_some() || self.bottleneck.is_some()
+    }
+
+    /// Turns adapters on or off without removing them (PEFT's `disable_adapter()` context).
+    pub fn set_adapters_enabled(&mut self, enabled: bool) {
+        self.disabled = !enabled;
+    }
+
+    /// Removes every adapter (unmerging first), leaving the base projection.
+    pub fn remove_adapters(&mut self) -> Result<()> {
+        self.unmerge()?;
+        self.lora = None;
+        self.ia3 = None;
+        self.bottleneck = None;
+        Ok(())
+    }
+
+    /// The weight in its checkpoint layout (`[out, in]`, or `[in, out]` with `fan_in_fan_out`),
+    /// with its shape.
+    pub fn checkpoint_weight(&self) -> (Vec<f32>, [usize; 2]) {
+        let [d_in, d_out] = self.weight.shape().dims::<2>();
+        let w: Vec<f32> = self.weight.val().into_data().iter::<f32>().collect();
+        if self.fan_in_fan_out {
+            (w, [d_in, d_out])
+        } else {
+            (transpose(&w, d_in, d_out), [d_out, d_in])
         }
     }
+
+    /// Applies the projection and any active adapter.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let bias = self.bias.as_ref().map(|b| b.val());
+        if self.disabled || (!self.has_adapter()) {
+            return linear(x, self.weight.val(), bias);
+        }
+        let folded = self.merged;
+        let mut y = match (&self.ia3, &self.lora) {
+            (Some(ia3), _) if !folded => ia3.apply(x.clone(), &self.weight, bias),
+            (_, Some(lora)) if !folded => {
+                // DoRA needs the base output without bias.
+                let y0 = linear(x.clone(), self.weight.val(), None);
+                let delta = lora.delta(x, &y0, &self.weight);
+                let y = y0 + delta;
+                match bias {
+                    Some(b) => y + b.unsqueeze::<D>(),
+                    None => y,
+                }
+            }
+            _ => linear(x, self.weight.val(), bias),
+        };
+        if let Some(bn) = &self.bottleneck {
+            y = bn.forward(y);
+        }
+        y
+    }
+
+    /// Folds LoRA/DoRA and IA3 into the base weight (PEFT's `merge`). The output is unchanged up
+    /// to rounding; the forward pass then costs what the bare projection costs. A no-op when
+    /// already merged or when there is nothing to merge.
+    ///
+    /// # Errors
+    /// Never for the supported adapters; kept fallible for symmetry with [`unmerge`](Self::unmerge).
+    pub fn merge(&mut self) -> Result<()> {
+        if self.merged {
+            return Ok(());
+        }
+        if let Some(lora) = &self.lora {
+            let (w, norm) = lora.merged_weight(self.weight.val());
+            self.weight = self.weight.clone().map(|_| w);
+            self.dora_norm = norm;
+        }
+        if let Some(ia3) = &self.ia3 {
+            let (w, b) = ia3.merge(self.weight.val(), self.bias.as_ref().map(|b| b.val()));
+            self.weight = self.weight.clone().map(|_| w);
+            if let (Some(p), Some(b)) = (self.bias.clone(), b) {
+                self.bias = Some(p.map(|_| b));
+            }
+        }
+        self.merged = self.lora.is_some() || self.ia3.is_some();
+        Ok(())
+    }
+
+    /// Restores the base weight after [`merge`](Self::merge).
+    ///
+    /// # Errors
+    /// [`PeftError::Merge`] when an IA3 vector has a zero entry (the scaling cannot be undone).
+    pub fn unmerge(&mut self) -> Result<()> {
+        if !self.merged {
+            return Ok(());
+        }
+        if let Some(ia3) = &self.ia3 {
+            let (w, b) = ia3.unmerge(self.weight.val(), self.bias.as_ref().map(|b| b.val()))?;
+            self.weight = self.weight.clone().map(|_| w);
+            if let (Some(p), Some(b)) = (self.bias.clone(), b) {
+                self.bias = Some(p.map(|_| b));
+            }
+        }
+        if let Some(lora) = &self.lora {
+            let w = lora.unmerged_weight(self.weight.val(), self.dora_norm.take());
+            self.weight = self.weight.clone().map(|_| w);
+        }
+        self.merged = false;
+        Ok(())
+    }
+}
+
+/// Transposes a row-major `[rows, cols]` matrix.
+pub(crate) fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0.0f32; m.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = m[r * cols + c];
+        }
+    }
+    t
 }

@@ -3,7 +3,24 @@ use std::fmt;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 
-use crate::PeftLinear;
+use crate::lora::TargetMatcher;
+use crate::prompt::PromptEncoder;
+use crate::{PeftError, PeftLinear, Result};
+
+/// The sizes prompt-learning methods need from a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelGeometry {
+    /// Width of the token embeddings.
+    pub hidden_size: usize,
+    /// Decoder (or encoder) layers.
+    pub num_layers: usize,
+    /// Key/value heads per layer.
+    pub num_kv_heads: usize,
+    /// Width of one attention head.
+    pub head_dim: usize,
+    /// Rows of the token-embedding table.
+    pub vocab_size: usize,
+}
 
 /// What a model exposes so PEFT methods can attach to it.
 ///
@@ -15,6 +32,136 @@ pub trait AdapterTarget {
 
     /// Calls `f` on every linear projection, in checkpoint order, with its path.
     fn visit_linears(&self, f: &mut dyn FnMut(&str, &PeftLinear));
+
+    /// Sizes of the model, for prompt and prefix tuning.
+    fn geometry(&self) -> ModelGeometry;
+
+    /// The token-embedding table `[vocab, hidden]` (prompt-tuning initialization from text or
+    /// sampled vocabulary).
+    fn token_embeddings(&self) -> Tensor<2>;
+
+    /// The attached prompt-learning module (prompt or prefix tuning), if any.
+    fn prompt_encoder(&self) -> Option<&PromptEncoder>;
+
+    /// Attaches or removes a prompt-learning module; the model's forward pass then uses it.
+    fn set_prompt_encoder(&mut self, encoder: Option<PromptEncoder>);
+
+    /// Whether the model has biases outside its linear projections (e.g. LayerNorm biases),
+    /// which LoRA's `bias = "all"` would train in PEFT.
+    fn has_other_biases(&self) -> bool {
+        false
+    }
+
+    /// The paths of all projections, in checkpoint order.
+    fn linear_paths(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.visit_linears(&mut |p, _| out.push(p.to_string()));
+        out
+    }
+
+    /// Merges LoRA/DoRA/IA3 into the base weights of every projection.
+    ///
+    /// # Errors
+    /// See [`PeftLinear::merge`].
+    fn merge_adapters(&mut self) -> Result<()> {
+        let mut res = Ok(());
+        self.visit_linears_mut(&mut |_, l| {
+            if res.is_ok() {
+                res = l.merge();
+            }
+        });
+        res
+    }
+
+    /// Undoes [`merge_adapters`](Self::merge_adapters).
+    ///
+    /// # Errors
+    /// See [`PeftLinear::unmerge`].
+    fn unmerge_adapters(&mut self) -> Result<()> {
+        let mut res = Ok(());
+        self.visit_linears_mut(&mut |_, l| {
+            if res.is_ok() {
+                res = l.unmerge();
+            }
+        });
+        res
+    }
+
+    /// Turns every adapter on or off (base-model outputs while off); prompt encoders are kept
+    /// but only applied while enabled by the model's forward pass.
+    fn set_adapters_enabled(&mut self, enabled: bool) {
+        self.visit_linears_mut(&mut |_, l| l.set_adapters_enabled(enabled));
+    }
+
+    /// Removes every adapter and prompt encoder, giving back the base model.
+    ///
+    /// # Errors
+    /// See [`PeftLinear::unmerge`].
+    fn remove_adapters(&mut self) -> Result<()> {
+        let mut res = Ok(());
+        self.visit_linears_mut(&mut |_, l| {
+            if res.is_ok() {
+                res = l.remove_adapters();
+            }
+        });
+        self.set_prompt_encoder(None);
+        res
+    }
+}
+
+/// Freezes every parameter of a model (the base of a PEFT run).
+pub(crate) fn freeze_base<M: Module>(model: M) -> M {
+    model.no_grad()
+}
+
+/// The layer index in a projection path (`model.layers.3.mlp.up_proj` → 3,
+/// `transformer.h.1.attn.c_attn` → 1): the first purely numeric path component.
+pub fn layer_index(path: &str) -> Option<usize> {
+    path.split('.').find_map(|c| c.parse().ok())
+}
+
+/// Makes the projections named in `modules_to_save` fully trainable (weight and bias).
+///
+/// # Errors
+/// [`PeftError::NoTargetMatched`] when a name matches no projection (e.g. `lm_head` of a model
+/// whose head is tied to the embeddings).
+pub(crate) fn train_modules_to_save<M: AdapterTarget>(
+    mut model: M,
+    modules: Option<&[String]>,
+) -> Result<M> {
+    let Some(modules) = modules.filter(|m| !m.is_empty()) else {
+        return Ok(model);
+    };
+    for name in modules {
+        let matcher = TargetMatcher::new(std::slice::from_ref(name))?;
+        let mut hit = false;
+        model.visit_linears_mut(&mut |path, l| {
+            if matcher.matches_any(path) {
+                hit = true;
+                l.weight = l.weight.clone().set_require_grad(true);
+                l.bias = l.bias.take().map(|b| b.set_require_grad(true));
+            }
+        });
+        if !hit {
+            return Err(PeftError::NoTargetMatched {
+                targets: vec![name.clone()],
+                available: format!(
+                    "{} (modules_to_save; a tied lm_head has no separate weight)",
+                    model.linear_paths().join(", ")
+                ),
+            });
+        }
+    }
+    Ok(model)
+}
+
+/// Whether `path` is one of `modules_to_save`.
+pub(crate) fn is_module_to_save(path: &str, modules: Option<&[String]>) -> Result<bool> {
+    match modules {
+        None => Ok(false),
+        Some(m) if m.is_empty() => Ok(false),
+        Some(m) => Ok(TargetMatcher::new(m)?.matches_any(path)),
+    }
 }
 
 /// Counts of trainable and total parameters.

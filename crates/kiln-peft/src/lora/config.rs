@@ -1,16 +1,51 @@
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 
-use super::LoraLayer;
+use super::{LoraInit, LoraLayer};
+use crate::config::PeftCommon;
 use crate::init::HostRng;
 use crate::{PeftError, Result};
 
-/// LoRA hyper-parameters, named as in Hugging Face PEFT's `LoraConfig`.
+/// Which biases a LoRA run trains (PEFT's `bias`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoraBias {
+    /// No bias is trained.
+    #[default]
+    None,
+    /// Every bias of the adapted model is trained.
+    All,
+    /// Only the biases of the LoRA-adapted projections are trained.
+    LoraOnly,
+}
+
+/// PEFT's `init_lora_weights`: `true` (kaiming-uniform A, zero B), `"gaussian"`, or `false`
+/// (both factors random, so a fresh adapter already changes the output; for tests).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum InitLoraWeights {
+    /// `true` or `false`.
+    Flag(bool),
+    /// A named scheme; kiln supports `"gaussian"`.
+    Named(String),
+}
+
+impl Default for InitLoraWeights {
+    fn default() -> Self {
+        Self::Flag(true)
+    }
+}
+
+/// LoRA hyper-parameters, named as in Hugging Face PEFT's `LoraConfig` (the same JSON reads and
+/// writes `adapter_config.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LoraConfig {
+    /// Fields every PEFT config has (task type, base model).
+    #[serde(flatten)]
+    pub common: PeftCommon,
     /// Rank of the update.
     pub r: usize,
     /// Scaling numerator.
@@ -18,10 +53,26 @@ pub struct LoraConfig {
     /// Dropout probability applied to the adapter's input.
     pub lora_dropout: f64,
     /// Which projections to adapt: module names (`q_proj`, matched against the last path
-    /// component), a single regex matched against the full path, or `all-linear`.
+    /// component), a single regex matched against the full path, or `all-linear`. Empty: the
+    /// architecture's default, as in PEFT (Llama family `q_proj, v_proj`; GPT-2 `c_attn`; BERT
+    /// `query, value`). In JSON a string is a regex and a list holds names, as in PEFT.
+    #[serde(with = "crate::config::targets_serde")]
     pub target_modules: Vec<String>,
     /// rsLoRA: scale by `lora_alpha / sqrt(r)` instead of `lora_alpha / r`.
     pub use_rslora: bool,
+    /// DoRA: learn a per-output magnitude on top of the low-rank direction update.
+    pub use_dora: bool,
+    /// Which biases are trained.
+    pub bias: LoraBias,
+    /// Only adapt these layer indices (`None`: all layers).
+    pub layers_to_transform: Option<Vec<usize>>,
+    /// Projections trained fully and saved whole (e.g. `lm_head`).
+    pub modules_to_save: Option<Vec<String>>,
+    /// Initialization of the factors.
+    pub init_lora_weights: InitLoraWeights,
+    /// Written for PEFT: whether the targets store weights `[in, out]` (GPT-2). kiln knows each
+    /// projection's layout and sets this when saving.
+    pub fan_in_fan_out: bool,
 }
 
 impl Default for LoraConfig {
@@ -30,8 +81,15 @@ impl Default for LoraConfig {
             r: 8,
             lora_alpha: 8.0,
             lora_dropout: 0.0,
-            target_modules: vec!["q_proj".into(), "v_proj".into()],
+            target_modules: Vec::new(),
             use_rslora: false,
+            use_dora: false,
+            bias: LoraBias::None,
+            layers_to_transform: None,
+            modules_to_save: None,
+            init_lora_weights: InitLoraWeights::default(),
+            fan_in_fan_out: false,
+            common: PeftCommon::default(),
         }
     }
 }
@@ -45,6 +103,12 @@ pub(crate) enum TargetMatcher {
 }
 
 impl TargetMatcher {
+    /// Like [`matches`](Self::matches), but `all-linear` also selects the output head (for
+    /// `modules_to_save`).
+    pub(crate) fn matches_any(&self, path: &str) -> bool {
+        matches!(self, Self::AllLinear) || self.matches(path)
+    }
+
     pub(crate) fn matches(&self, path: &str) -> bool {
         match self {
             // The output head is never a target of `all-linear`, as in PEFT.
@@ -96,15 +160,48 @@ impl LoraConfig {
                 format!("{} must be positive", self.lora_alpha),
             );
         }
-        if self.target_modules.is_empty() {
-            return bad("target_modules", "must name at least one module".into());
-        }
+        self.init()?;
         Ok(())
     }
 
-    pub(crate) fn matcher(&self) -> Result<TargetMatcher> {
-        if self.target_modules.len() == 1 {
-            let t = &self.target_modules[0];
+    /// The initialization scheme.
+    ///
+    /// # Errors
+    /// [`PeftError::InvalidConfig`] for schemes kiln does not implement (PiSSA, OLoRA, LoftQ, ...).
+    pub fn init(&self) -> Result<Option<LoraInit>> {
+        match &self.init_lora_weights {
+            InitLoraWeights::Flag(true) => Ok(Some(LoraInit::Kaiming)),
+            InitLoraWeights::Flag(false) => Ok(None),
+            InitLoraWeights::Named(n) if n == "gaussian" => Ok(Some(LoraInit::Gaussian)),
+            InitLoraWeights::Named(n) => Err(PeftError::InvalidConfig {
+                field: "init_lora_weights".into(),
+                reason: format!("`{n}` is not supported (use true, false or \"gaussian\")"),
+            }),
+        }
+    }
+
+    /// The targets for a model with these projection paths: `target_modules`, or the
+    /// architecture's default when empty.
+    pub fn resolved_targets(&self, paths: &[String]) -> Vec<String> {
+        if !self.target_modules.is_empty() {
+            return self.target_modules.clone();
+        }
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        if paths.iter().any(|p| p.ends_with(".attn.c_attn")) {
+            s(&["c_attn"])
+        } else if paths.iter().any(|p| p.ends_with(".attention.self.query")) {
+            s(&["query", "value"])
+        } else {
+            s(&["q_proj", "v_proj"])
+        }
+    }
+}
+
+impl TargetMatcher {
+    /// A matcher for PEFT-style `target_modules`.
+    pub(crate) fn new(target_modules: &[String]) -> Result<Self> {
+        if target_modules.len() == 1 {
+            let t = &target_modules[0];
             if t == "all-linear" {
                 return Ok(TargetMatcher::AllLinear);
             }
@@ -116,27 +213,41 @@ impl LoraConfig {
                 return Ok(TargetMatcher::Regex(re));
             }
         }
-        Ok(TargetMatcher::Names(self.target_modules.clone()))
+        Ok(TargetMatcher::Names(target_modules.to_vec()))
     }
+}
 
+impl LoraConfig {
     /// A fresh adapter for a `d_in -> d_out` projection: `A` kaiming-uniform (a = sqrt(5), the
     /// PyTorch `nn.Linear` default PEFT keeps), `B` zero.
+    ///
+    /// With `use_dora`, `base` (the projection's weight `[d_in, d_out]`) gives the initial
+    /// magnitude. With `init_lora_weights = false` both factors are random.
     pub fn init_layer(
         &self,
         rng: &mut HostRng,
         d_in: usize,
         d_out: usize,
+        base: Option<Tensor<2>>,
         device: &Device,
     ) -> LoraLayer {
-        LoraLayer::new_kaiming(
+        let init = self.init().ok().flatten();
+        let mut layer = LoraLayer::new(
             rng,
+            init.unwrap_or(LoraInit::Kaiming),
             d_in,
             d_out,
             self.r,
             self.scaling(),
             self.lora_dropout,
+            if self.use_dora { base } else { None },
             device,
-        )
+        );
+        if init.is_none() {
+            let bound = 1.0 / (self.r as f32).sqrt();
+            layer.lora_b = crate::init::uniform_param(rng, [self.r, d_out], bound, device);
+        }
+        layer
     }
 }
 
@@ -148,6 +259,12 @@ mod tests {
         LoraConfig {
             target_modules: targets.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
+        }
+    }
+
+    impl LoraConfig {
+        fn matcher(&self) -> Result<TargetMatcher> {
+            TargetMatcher::new(&self.target_modules)
         }
     }
 

@@ -1,4 +1,4 @@
-//! LoRA: Low-Rank Adaptation (Hu et al., 2021), with rsLoRA scaling.
+//! LoRA: Low-Rank Adaptation (Hu et al., 2021), with rsLoRA scaling and DoRA.
 //!
 //! `y = x·W + (dropout(x)·A·B)·s` where `A: [d_in, r]`, `B: [r, d_out]` and
 //! `s = lora_alpha / r` (or `lora_alpha / sqrt(r)` with rsLoRA). `B` starts at zero, so a fresh
@@ -7,21 +7,26 @@
 mod config;
 mod layer;
 
-pub use config::LoraConfig;
-pub use layer::LoraLayer;
+pub use config::{InitLoraWeights, LoraBias, LoraConfig};
+pub use layer::{LoraInit, LoraLayer};
+
+pub(crate) use config::TargetMatcher;
 
 use burn::module::Module;
 use burn::tensor::Device;
 
 use crate::init::HostRng;
-use crate::target::AdapterTarget;
+use crate::target::{AdapterTarget, freeze_base, layer_index, train_modules_to_save};
 use crate::{PeftError, Result};
 
 /// Freezes the model's base weights and attaches a fresh LoRA adapter to every projection that
-/// `config.target_modules` selects. Returns the model and the names of the adapted projections.
+/// `config.target_modules` (and `layers_to_transform`) selects. Biases and `modules_to_save` are
+/// made trainable as the config says. Returns the model and the paths of the adapted projections.
 ///
 /// # Errors
-/// An invalid configuration, or targets that match no projection of the model.
+/// An invalid configuration, targets that match no projection of the model, a projection that
+/// already holds another adapter, or `bias = "all"` on a model with biases outside its
+/// projections (GPT-2's LayerNorms).
 pub fn attach_lora<M: AdapterTarget + Module>(
     model: M,
     config: &LoraConfig,
@@ -29,25 +34,50 @@ pub fn attach_lora<M: AdapterTarget + Module>(
     device: &Device,
 ) -> Result<(M, Vec<String>)> {
     config.validate()?;
-    let matcher = config.matcher()?;
-    let mut model = model.no_grad();
+    let targets = config.resolved_targets(&model.linear_paths());
+    let matcher = TargetMatcher::new(&targets)?;
+    if config.bias == LoraBias::All && model.has_other_biases() {
+        return Err(PeftError::InvalidConfig {
+            field: "bias".into(),
+            reason: "\"all\" would also train normalization biases, which kiln keeps frozen; \
+                     use \"lora_only\" or \"none\""
+                .into(),
+        });
+    }
+    let mut model = freeze_base(model);
     let root = HostRng::new(seed);
     let mut adapted = Vec::new();
     let mut seen = Vec::new();
+    let mut conflict = None;
+    let layers = config.layers_to_transform.as_deref();
     model.visit_linears_mut(&mut |path, linear| {
         seen.push(path.to_string());
-        if matcher.matches(path) {
+        let in_layers = layers.is_none_or(|ls| layer_index(path).is_some_and(|i| ls.contains(&i)));
+        if matcher.matches(path) && in_layers {
+            if linear.ia3.is_some() || linear.lora.is_some() {
+                conflict.get_or_insert_with(|| path.to_string());
+                return;
+            }
             let mut rng = root.fork(path);
-            linear.lora = Some(config.init_layer(&mut rng, linear.d_in(), linear.d_out(), device));
+            let base = config.use_dora.then(|| linear.weight.val());
+            linear.lora =
+                Some(config.init_layer(&mut rng, linear.d_in(), linear.d_out(), base, device));
+            if config.bias == LoraBias::LoraOnly {
+                linear.bias = linear.bias.take().map(|b| b.set_require_grad(true));
+            }
             adapted.push(path.to_string());
         }
+        if config.bias == LoraBias::All {
+            linear.bias = linear.bias.take().map(|b| b.set_require_grad(true));
+        }
     });
+    if let Some(path) = conflict {
+        return Err(PeftError::AdapterConflict { path });
+    }
     if adapted.is_empty() {
         let available = seen.iter().take(8).cloned().collect::<Vec<_>>().join(", ");
-        return Err(PeftError::NoTargetMatched {
-            targets: config.target_modules.clone(),
-            available,
-        });
+        return Err(PeftError::NoTargetMatched { targets, available });
     }
+    let model = train_modules_to_save(model, config.modules_to_save.as_deref())?;
     Ok((model, adapted))
 }

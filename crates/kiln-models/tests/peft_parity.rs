@@ -1,0 +1,467 @@
+//! PEFT adapters against Hugging Face PEFT, and the invariants every method must keep.
+//!
+//! The fixtures (`tests/fixtures/peft/<arch>-<method>/`) are written by
+//! `scripts/fixtures/gen_peft_fixtures.py`: Python `peft` attaches each method to the tiny random
+//! Llama (GQA) or GPT-2 checkpoint, randomizes every adapter parameter and saves the adapter
+//! with `save_pretrained`, plus the logits of the adapted (and merged) model.
+//!
+//! With `KILN_PEFT_EXPORT=DIR`, `kiln_saved_adapters_for_python` also writes every adapter as
+//! kiln saves it, with kiln's logits, for `gen_peft_fixtures.py --check DIR` (the reverse
+//! direction: PEFT loads kiln's files).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use kiln_models::{AnyCausalLm, CausalLm, GenerationConfig, LmInput, generate, load_model};
+use kiln_peft::io::{adapter_state, read_safetensors};
+use kiln_peft::{
+    AdapterConfig, AdapterTarget, BottleneckConfig, Ia3Config, LoraConfig, PeftError,
+    PrefixTuningConfig, PromptTuningConfig, TrainableReport, attach_adapter, load_adapter,
+    save_adapter,
+};
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn cases() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(fixtures().join("peft"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("reference.json").exists())
+        .collect();
+    v.sort();
+    assert!(
+        v.len() >= 10,
+        "expected the PEFT fixtures, found {}",
+        v.len()
+    );
+    v
+}
+
+fn floats(v: &Value, out: &mut Vec<f32>) {
+    match v {
+        Value::Array(a) => a.iter().for_each(|x| floats(x, out)),
+        Value::Number(n) => out.push(n.as_f64().unwrap() as f32),
+        other => panic!("unexpected {other}"),
+    }
+}
+
+fn ids_of(v: &Value) -> Vec<Vec<u32>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect()
+        })
+        .collect()
+}
+
+fn ids_tensor(rows: &[Vec<u32>], device: &Device) -> Tensor<2, Int> {
+    let flat: Vec<i64> = rows.iter().flatten().map(|&x| i64::from(x)).collect();
+    Tensor::from_data(TensorData::new(flat, [rows.len(), rows[0].len()]), device)
+}
+
+fn logits(model: &AnyCausalLm, ids: &[Vec<u32>]) -> Vec<f32> {
+    let device = model.device();
+    model
+        .forward(&LmInput::new(ids_tensor(ids, &device)))
+        .into_data()
+        .iter::<f32>()
+        .collect()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn base(name: &str, device: &Device) -> AnyCausalLm {
+    load_model(fixtures().join(name), device).unwrap().1
+}
+
+const IDS: [[u32; 7]; 2] = [[5, 17, 42, 8, 77, 3, 61], [90, 12, 33, 1, 49, 26, 70]];
+
+fn ids() -> Vec<Vec<u32>> {
+    IDS.iter().map(|r| r.to_vec()).collect()
+}
+
+/// Every PEFT-written adapter loads and gives PEFT's logits; merged logits equal PEFT's merged
+/// ones and the unmerged ones; unmerging restores them; saving writes the same tensors back.
+#[test]
+fn peft_adapters_match_python_peft() {
+    let device = Device::default();
+    let tmp = tempfile::tempdir().unwrap();
+    for dir in cases() {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let reference: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+                .unwrap();
+        let ids = ids_of(&reference["input_ids"]);
+        let model = base(reference["base"].as_str().unwrap(), &device);
+        let (mut model, config) = load_adapter(model, &dir, &device).unwrap();
+        let mut want = Vec::new();
+        floats(&reference["logits"], &mut want);
+        let got = logits(&model, &ids);
+        let d = max_diff(&got, &want);
+        println!("{name}: {} max |kiln - peft| = {d:.2e}", config.peft_type());
+        assert!(d < 1e-4, "{name}: logits differ from PEFT by {d}");
+
+        if !reference["merged_logits"].is_null() {
+            let mut want_merged = Vec::new();
+            floats(&reference["merged_logits"], &mut want_merged);
+            model.merge_adapters().unwrap();
+            let merged = logits(&model, &ids);
+            let dm = max_diff(&merged, &want_merged);
+            let du = max_diff(&merged, &got);
+            println!("{name}: merged vs peft merged {dm:.2e}, merged vs unmerged {du:.2e}");
+            assert!(dm < 1e-4, "{name}: merged logits differ from PEFT by {dm}");
+            assert!(
+                du < 1e-4,
+                "{name}: merged logits differ from unmerged by {du}"
+            );
+            model.unmerge_adapters().unwrap();
+            let back = logits(&model, &ids);
+            assert!(
+                max_diff(&back, &got) < 1e-4,
+                "{name}: unmerge did not restore"
+            );
+        }
+
+        // Round trip: kiln writes exactly the tensors it read, under the same keys.
+        let out = tmp.path().join(&name);
+        save_adapter(&model, &config, &out).unwrap();
+        let original = read_safetensors(&dir.join("adapter_model.safetensors")).unwrap();
+        let saved = read_safetensors(&out.join("adapter_model.safetensors")).unwrap();
+        assert_eq!(
+            original, saved,
+            "{name}: save/load round trip changed tensors"
+        );
+        let cfg_back = kiln_peft::read_adapter_config(&out).unwrap();
+        assert_eq!(cfg_back.peft_type(), config.peft_type());
+    }
+}
+
+/// Greedy generation with the KV cache equals generation without it for adapted models
+/// (prompt and prefix tuning change how the cache starts).
+#[test]
+fn cached_generation_with_prompt_methods() {
+    let device = Device::default();
+    for case in [
+        "llama-prompt",
+        "llama-prefix",
+        "gpt2-prompt",
+        "gpt2-prefix",
+        "llama-dora",
+    ] {
+        let dir = fixtures().join("peft").join(case);
+        let reference: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+                .unwrap();
+        let model = base(reference["base"].as_str().unwrap(), &device);
+        let (model, _) = load_adapter(model, &dir, &device).unwrap();
+        let prompt = vec![5u32, 17, 42, 8];
+        let cfg = GenerationConfig {
+            max_new_tokens: 6,
+            ..GenerationConfig::default()
+        };
+        let out = generate(
+            &model,
+            std::slice::from_ref(&prompt),
+            0,
+            &cfg,
+            None,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        // Uncached greedy: full forward each step.
+        let mut seq = prompt.clone();
+        for _ in 0..6 {
+            let l = logits(&model, std::slice::from_ref(&seq));
+            let v = model.vocab_size();
+            let last = &l[(seq.len() - 1) * v..seq.len() * v];
+            let next = (0..v).max_by(|&a, &b| last[a].total_cmp(&last[b])).unwrap() as u32;
+            seq.push(next);
+        }
+        assert_eq!(out[0].tokens, seq[prompt.len()..], "{case}");
+    }
+}
+
+fn method_configs() -> Vec<(&'static str, AdapterConfig)> {
+    vec![
+        ("lora", AdapterConfig::Lora(LoraConfig::default())),
+        (
+            "rslora-all-linear",
+            AdapterConfig::Lora(LoraConfig {
+                r: 4,
+                lora_alpha: 16.0,
+                use_rslora: true,
+                target_modules: vec!["all-linear".into()],
+                ..Default::default()
+            }),
+        ),
+        (
+            "dora",
+            AdapterConfig::Lora(LoraConfig {
+                use_dora: true,
+                target_modules: vec!["all-linear".into()],
+                ..Default::default()
+            }),
+        ),
+        ("ia3", AdapterConfig::Ia3(Ia3Config::default())),
+        (
+            "houlsby",
+            AdapterConfig::Bottleneck(BottleneckConfig::default()),
+        ),
+        (
+            "prompt",
+            AdapterConfig::PromptTuning(PromptTuningConfig {
+                num_virtual_tokens: 4,
+                ..Default::default()
+            }),
+        ),
+        (
+            "prefix-projection",
+            AdapterConfig::PrefixTuning(PrefixTuningConfig {
+                num_virtual_tokens: 4,
+                prefix_projection: true,
+                encoder_hidden_size: 16,
+                ..Default::default()
+            }),
+        ),
+    ]
+}
+
+/// Sets every trainable adapter parameter to non-trivial values so merges and saves are tested
+/// on more than zeros and ones.
+fn perturb<M: AdapterTarget>(model: &mut M, config: &AdapterConfig, device: &Device) {
+    let mut state = adapter_state(model, config).unwrap();
+    let mut k = 0u32;
+    for t in state.values_mut() {
+        for v in &mut t.data {
+            k = k.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            *v += ((k >> 16) % 1000) as f32 / 1000.0 * 0.2 - 0.1;
+        }
+    }
+    kiln_peft::io::set_adapter_state(model, config, state, Path::new("perturbed"), device).unwrap();
+}
+
+/// The method x architecture matrix of invariants.
+#[test]
+fn invariants_for_every_method_and_architecture() {
+    let device = Device::default();
+    let ad = device.clone().autodiff();
+    let tmp = tempfile::tempdir().unwrap();
+    for arch in ["tiny-llama", "tiny-gpt2"] {
+        let base_logits = logits(&base(arch, &device), &ids());
+        for (name, config) in method_configs() {
+            let case = format!("{arch}/{name}");
+            let (fresh, config) =
+                attach_adapter(base(arch, &device), &config, None, 7, &device).unwrap();
+            let zero_init = !matches!(
+                config,
+                AdapterConfig::PromptTuning(_) | AdapterConfig::PrefixTuning(_)
+            );
+            let fresh_logits = logits(&fresh, &ids());
+            if zero_init {
+                let d = max_diff(&fresh_logits, &base_logits);
+                assert!(
+                    d < 1e-5,
+                    "{case}: a fresh adapter changed the logits by {d}"
+                );
+            }
+
+            // Only adapter parameters receive gradients.
+            let (model_ad, _) = attach_adapter(base(arch, &ad), &config, None, 7, &ad).unwrap();
+            let report = TrainableReport::of(&model_ad);
+            let adapter_params: usize = adapter_state(&model_ad, &config)
+                .unwrap()
+                .values()
+                .map(|t| t.data.len())
+                .sum();
+            let expected_trainable = match &config {
+                // The reparameterization MLP trains; the saved table is its output.
+                AdapterConfig::PrefixTuning(_) => report.trainable,
+                _ => adapter_params,
+            };
+            assert!(report.trainable > 0, "{case}: nothing trainable");
+            assert_eq!(
+                report.trainable, expected_trainable,
+                "{case}: trainable count"
+            );
+            let out = model_ad.forward(&LmInput::new(ids_tensor(&ids(), &ad)));
+            let grads = out.powi_scalar(2).mean().backward();
+            let mut with_grad = 0usize;
+            struct Count<'a> {
+                grads: &'a burn::tensor::Gradients,
+                with_grad: &'a mut usize,
+                frozen_with_grad: usize,
+            }
+            impl burn::module::ModuleVisitor for Count<'_> {
+                fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
+                    let g = p.val().grad(self.grads);
+                    if g.is_some() {
+                        if p.is_require_grad() {
+                            *self.with_grad += p.shape().num_elements();
+                        } else {
+                            self.frozen_with_grad += 1;
+                        }
+                    }
+                }
+            }
+            let mut c = Count {
+                grads: &grads,
+                with_grad: &mut with_grad,
+                frozen_with_grad: 0,
+            };
+            model_ad.visit(&mut c);
+            assert_eq!(
+                c.frozen_with_grad, 0,
+                "{case}: a frozen parameter got a gradient"
+            );
+            assert_eq!(
+                with_grad, report.trainable,
+                "{case}: some trainable parameter got no gradient"
+            );
+            let _ = model_ad.valid();
+
+            // Merged == unmerged, disabling gives the base model, save/load is exact.
+            let mut model = fresh;
+            perturb(&mut model, &config, &device);
+            let adapted = logits(&model, &ids());
+            if zero_init {
+                assert!(
+                    max_diff(&adapted, &base_logits) > 1e-4,
+                    "{case}: perturbation had no effect"
+                );
+            }
+            if matches!(config, AdapterConfig::Lora(_) | AdapterConfig::Ia3(_)) {
+                model.merge_adapters().unwrap();
+                let d = max_diff(&logits(&model, &ids()), &adapted);
+                assert!(d < 1e-5, "{case}: merged differs from unmerged by {d}");
+                model.unmerge_adapters().unwrap();
+            }
+            model.set_adapters_enabled(false);
+            let d = max_diff(&logits(&model, &ids()), &base_logits);
+            assert!(
+                d < 1e-5,
+                "{case}: disabled adapters still change logits by {d}"
+            );
+            model.set_adapters_enabled(true);
+
+            let dir = tmp.path().join(arch).join(name);
+            save_adapter(&model, &config, &dir).unwrap();
+            let (loaded, _) = load_adapter(base(arch, &device), &dir, &device).unwrap();
+            let saved = adapter_state(&model, &config).unwrap();
+            let reread = adapter_state(&loaded, &config).unwrap();
+            assert_eq!(saved, reread, "{case}: save/load round trip");
+            let d = max_diff(&logits(&loaded, &ids()), &adapted);
+            assert!(
+                d < 1e-6,
+                "{case}: reloaded adapter gives other logits ({d})"
+            );
+
+            let mut removed = loaded;
+            removed.remove_adapters().unwrap();
+            assert!(max_diff(&logits(&removed, &ids()), &base_logits) < 1e-6);
+        }
+    }
+}
+
+/// Loading is strict: an adapter for another architecture, a missing tensor, an unexpected one or
+/// a wrong shape is an error naming the key.
+#[test]
+fn strict_loading_names_the_key() {
+    let device = Device::default();
+    let llama_lora = fixtures().join("peft/llama-lora");
+    // Llama adapter on GPT-2.
+    let err = load_adapter(base("tiny-gpt2", &device), &llama_lora, &device).unwrap_err();
+    assert!(matches!(err, PeftError::NoTargetMatched { .. }), "{err}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = |tensors: &BTreeMap<String, kiln_peft::io::HostTensor>| {
+        let d = tmp.path().join(format!("c{}", tensors.len()));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::copy(
+            llama_lora.join("adapter_config.json"),
+            d.join("adapter_config.json"),
+        )
+        .unwrap();
+        kiln_peft::io::write_safetensors(&d.join("adapter_model.safetensors"), tensors).unwrap();
+        d
+    };
+    let original = read_safetensors(&llama_lora.join("adapter_model.safetensors")).unwrap();
+    let key = "base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight";
+
+    let mut missing = original.clone();
+    missing.remove(key);
+    let err = load_adapter(base("tiny-llama", &device), &copy(&missing), &device).unwrap_err();
+    assert!(
+        matches!(err, PeftError::MissingTensor { .. }) && err.to_string().contains(key),
+        "{err}"
+    );
+
+    let mut extra = original.clone();
+    let stray = "base_model.model.model.layers.0.mlp.up_proj.lora_A.weight";
+    extra.insert(stray.into(), original[key].clone());
+    let err = load_adapter(base("tiny-llama", &device), &copy(&extra), &device).unwrap_err();
+    assert!(
+        matches!(err, PeftError::UnexpectedTensor { .. }) && err.to_string().contains(stray),
+        "{err}"
+    );
+
+    let mut wrong = original.clone();
+    let t = wrong.get_mut(key).unwrap();
+    t.shape = vec![t.shape[1], t.shape[0]];
+    let err = load_adapter(base("tiny-llama", &device), &copy(&wrong), &device);
+    // A transposed [out, r] -> [r, out] factor only differs in shape.
+    let err = err.unwrap_err();
+    assert!(
+        matches!(err, PeftError::Shape { .. }) && err.to_string().contains(key),
+        "{err}"
+    );
+}
+
+/// The reverse direction: with `KILN_PEFT_EXPORT=DIR`, write adapters made and saved by kiln (with
+/// kiln's logits) for `scripts/fixtures/gen_peft_fixtures.py --check DIR`.
+#[test]
+fn kiln_saved_adapters_for_python() {
+    let Some(out) = std::env::var_os("KILN_PEFT_EXPORT") else {
+        eprintln!("skipping export: set KILN_PEFT_EXPORT=DIR to write kiln adapters for PEFT");
+        return;
+    };
+    let device = Device::default();
+    for arch in ["tiny-llama", "tiny-gpt2"] {
+        for (name, config) in method_configs() {
+            if matches!(config, AdapterConfig::Bottleneck(_)) {
+                continue; // PEFT has no bottleneck adapters
+            }
+            let (mut model, config) =
+                attach_adapter(base(arch, &device), &config, None, 11, &device).unwrap();
+            perturb(&mut model, &config, &device);
+            let dir = Path::new(&out).join(format!("{arch}-{name}"));
+            save_adapter(&model, &config, &dir).unwrap();
+            let l: Vec<f32> = logits(&model, &ids());
+            let v = model.vocab_size();
+            let rows: Vec<Vec<Vec<f32>>> = (0..2)
+                .map(|b| {
+                    (0..7)
+                        .map(|t| l[(b * 7 + t) * v..(b * 7 + t + 1) * v].to_vec())
+                        .collect()
+                })
+                .collect();
+            let json = serde_json::json!({"base": arch, "input_ids": ids(), "logits": rows});
+            std::fs::write(dir.join("kiln_logits.json"), json.to_string()).unwrap();
+        }
+    }
+}

@@ -1,0 +1,535 @@
+//! The Hugging Face PEFT on-disk format: `adapter_config.json` + `adapter_model.safetensors`.
+//!
+//! Keys are PEFT's: `base_model.model.<projection path>.lora_A.weight` (`[r, in]`),
+//! `lora_B.weight` (`[out, r]`), `lora_magnitude_vector` (`[out]`, DoRA), `ia3_l` (`[out, 1]`, or
+//! `[1, in]` for feed-forward targets), `base_layer.bias` (trained biases of adapted projections),
+//! `<path>.weight` / `<path>.bias` (`modules_to_save`, in the checkpoint's layout) and
+//! `prompt_embeddings` (prompt and prefix tuning). Loading is strict: the configuration applied
+//! to the model defines exactly which tensors must be present, with which shapes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use burn::module::{Module, Param};
+use burn::tensor::{Device, Tensor, TensorData};
+use safetensors::{Dtype, SafeTensors};
+
+use crate::bottleneck::attach_bottleneck;
+use crate::config::AdapterConfig;
+use crate::ia3::attach_ia3;
+use crate::linear::transpose;
+use crate::lora::{LoraBias, attach_lora};
+use crate::prefix::attach_prefix_tuning;
+use crate::prompt::{PromptEncoder, PromptTuningInit, attach_prompt_tuning};
+use crate::target::{AdapterTarget, is_module_to_save};
+use crate::{PeftError, PeftLinear, Result};
+
+/// The adapter configuration file PEFT reads.
+pub const CONFIG_FILE: &str = "adapter_config.json";
+/// The adapter weights file PEFT reads.
+pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
+const KEY_PREFIX: &str = "base_model.model.";
+const PROMPT_KEY: &str = "prompt_embeddings";
+
+/// A tensor on the host, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    /// Dimensions.
+    pub shape: Vec<usize>,
+    /// Values.
+    pub data: Vec<f32>,
+}
+
+impl HostTensor {
+    fn of<const D: usize>(t: Tensor<D>) -> Self {
+        Self {
+            shape: t.dims().to_vec(),
+            data: t.into_data().convert::<f32>().iter::<f32>().collect(),
+        }
+    }
+
+    fn tensor<const D: usize>(&self, device: &Device) -> Tensor<D> {
+        let shape: [usize; D] = self.shape.clone().try_into().unwrap_or([0; D]);
+        Tensor::from_data(TensorData::new(self.data.clone(), shape), device)
+    }
+}
+
+/// One adapter parameter of a projection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    LoraA,
+    LoraB,
+    Magnitude,
+    Bias,
+    Ia3,
+    DownWeight,
+    DownBias,
+    UpWeight,
+    UpBias,
+    SavedWeight,
+}
+
+/// The adapter parameters a projection carries under `config`, with their PEFT key suffixes.
+fn slots(path: &str, l: &PeftLinear, config: &AdapterConfig) -> Result<Vec<(String, Slot)>> {
+    let mut out = Vec::new();
+    let k = |s: &str| format!("{KEY_PREFIX}{path}.{s}");
+    if l.lora.is_some() {
+        out.push((k("lora_A.weight"), Slot::LoraA));
+        out.push((k("lora_B.weight"), Slot::LoraB));
+        if l.lora.as_ref().is_some_and(|x| x.is_dora()) {
+            out.push((k("lora_magnitude_vector"), Slot::Magnitude));
+        }
+    }
+    if let AdapterConfig::Lora(c) = config
+        && l.bias.is_some()
+    {
+        match (c.bias, l.lora.is_some()) {
+            (LoraBias::LoraOnly | LoraBias::All, true) => {
+                out.push((k("base_layer.bias"), Slot::Bias));
+            }
+            (LoraBias::All, false) => out.push((k("bias"), Slot::Bias)),
+            _ => {}
+        }
+    }
+    if l.ia3.is_some() {
+        out.push((k("ia3_l"), Slot::Ia3));
+    }
+    if l.bottleneck.is_some() {
+        out.push((k("adapter_down.weight"), Slot::DownWeight));
+        out.push((k("adapter_down.bias"), Slot::DownBias));
+        out.push((k("adapter_up.weight"), Slot::UpWeight));
+        out.push((k("adapter_up.bias"), Slot::UpBias));
+    }
+    if is_module_to_save(path, config.modules_to_save())? && !l.has_adapter() {
+        out.push((k("weight"), Slot::SavedWeight));
+        if l.bias.is_some() {
+            out.push((k("bias"), Slot::Bias));
+        }
+    }
+    Ok(out)
+}
+
+fn get(l: &PeftLinear, slot: Slot) -> HostTensor {
+    let lora = || l.lora.as_ref().expect("slot implies LoRA");
+    let bn = || {
+        l.bottleneck
+            .as_ref()
+            .expect("slot implies a bottleneck adapter")
+    };
+    let torch = |t: Tensor<2>| {
+        let h = HostTensor::of(t);
+        let (r, c) = (h.shape[0], h.shape[1]);
+        HostTensor {
+            shape: vec![c, r],
+            data: transpose(&h.data, r, c),
+        }
+    };
+    match slot {
+        Slot::LoraA => torch(lora().lora_a.val()),
+        Slot::LoraB => torch(lora().lora_b.val()),
+        Slot::Magnitude => {
+            HostTensor::of(lora().magnitude.as_ref().expect("slot implies DoRA").val())
+        }
+        Slot::Bias => HostTensor::of(l.bias.as_ref().expect("slot implies a bias").val()),
+        Slot::Ia3 => {
+            let ia3 = l.ia3.as_ref().expect("slot implies IA3");
+            let mut h = HostTensor::of(ia3.ia3_l.val());
+            let n = h.shape[0];
+            h.shape = if ia3.feedforward {
+                vec![1, n]
+            } else {
+                vec![n, 1]
+            };
+            h
+        }
+        Slot::DownWeight => torch(bn().adapter_down.val()),
+        Slot::DownBias => HostTensor::of(bn().adapter_down_bias.val()),
+        Slot::UpWeight => torch(bn().adapter_up.val()),
+        Slot::UpBias => HostTensor::of(bn().adapter_up_bias.val()),
+        Slot::SavedWeight => {
+            let (data, shape) = l.checkpoint_weight();
+            HostTensor {
+                shape: shape.to_vec(),
+                data,
+            }
+        }
+    }
+}
+
+fn replace<const D: usize>(p: &mut Param<Tensor<D>>, t: Tensor<D>) {
+    *p = p.clone().map(|_| t);
+}
+
+fn set(l: &mut PeftLinear, slot: Slot, h: &HostTensor, device: &Device) {
+    // `[r, c]` in PyTorch layout -> `[c, r]`.
+    let from_torch = |h: &HostTensor| -> Tensor<2> {
+        let (r, c) = (h.shape[0], h.shape[1]);
+        HostTensor {
+            shape: vec![c, r],
+            data: transpose(&h.data, r, c),
+        }
+        .tensor(device)
+    };
+    let flat = |h: &HostTensor| -> Tensor<1> {
+        HostTensor {
+            shape: vec![h.data.len()],
+            data: h.data.clone(),
+        }
+        .tensor(device)
+    };
+    match slot {
+        Slot::LoraA => replace(&mut l.lora.as_mut().expect("LoRA").lora_a, from_torch(h)),
+        Slot::LoraB => replace(&mut l.lora.as_mut().expect("LoRA").lora_b, from_torch(h)),
+        Slot::Magnitude => replace(
+            l.lora
+                .as_mut()
+                .and_then(|x| x.magnitude.as_mut())
+                .expect("DoRA"),
+            flat(h),
+        ),
+        Slot::Bias => replace(l.bias.as_mut().expect("bias"), flat(h)),
+        Slot::Ia3 => replace(&mut l.ia3.as_mut().expect("IA3").ia3_l, flat(h)),
+        Slot::DownWeight => replace(
+            &mut l.bottleneck.as_mut().expect("bottleneck").adapter_down,
+            from_torch(h),
+        ),
+        Slot::DownBias => replace(
+            &mut l.bottleneck.as_mut().expect("bottleneck").adapter_down_bias,
+            flat(h),
+        ),
+        Slot::UpWeight => replace(
+            &mut l.bottleneck.as_mut().expect("bottleneck").adapter_up,
+            from_torch(h),
+        ),
+        Slot::UpBias => replace(
+            &mut l.bottleneck.as_mut().expect("bottleneck").adapter_up_bias,
+            flat(h),
+        ),
+        Slot::SavedWeight => {
+            let w = if l.fan_in_fan_out {
+                h.tensor(device)
+            } else {
+                from_torch(h)
+            };
+            replace(&mut l.weight, w);
+        }
+    }
+}
+
+/// The adapter's tensors under PEFT's key names, in PEFT's layouts.
+///
+/// # Errors
+/// An invalid `modules_to_save` pattern.
+pub fn adapter_state<M: AdapterTarget>(
+    model: &M,
+    config: &AdapterConfig,
+) -> Result<BTreeMap<String, HostTensor>> {
+    let mut out = BTreeMap::new();
+    let mut err = None;
+    model.visit_linears(&mut |path, l| match slots(path, l, config) {
+        Ok(s) => {
+            for (key, slot) in s {
+                out.insert(key, get(l, slot));
+            }
+        }
+        Err(e) => {
+            err.get_or_insert(e);
+        }
+    });
+    if let Some(e) = err {
+        return Err(e);
+    }
+    if let Some(enc) = model.prompt_encoder() {
+        out.insert(
+            PROMPT_KEY.to_string(),
+            HostTensor::of(enc.prompt_embeddings()),
+        );
+    }
+    Ok(out)
+}
+
+/// Writes the tensors into the model, strictly: every adapter parameter the model carries must
+/// be in `tensors` with its exact shape, and nothing else may be.
+///
+/// # Errors
+/// [`PeftError::MissingTensor`], [`PeftError::UnexpectedTensor`] or [`PeftError::Shape`], naming
+/// the key; `file` is the file named in the error.
+pub fn set_adapter_state<M: AdapterTarget>(
+    model: &mut M,
+    config: &AdapterConfig,
+    mut tensors: BTreeMap<String, HostTensor>,
+    file: &Path,
+    device: &Device,
+) -> Result<()> {
+    let expected = adapter_state(model, config)?;
+    for (key, want) in &expected {
+        let Some(got) = tensors.get(key) else {
+            return Err(PeftError::MissingTensor {
+                path: file.to_path_buf(),
+                key: key.clone(),
+            });
+        };
+        if got.shape != want.shape {
+            return Err(PeftError::Shape {
+                key: key.clone(),
+                expected: want.shape.clone(),
+                got: got.shape.clone(),
+            });
+        }
+    }
+    if let Some(key) = tensors.keys().find(|k| !expected.contains_key(*k)) {
+        return Err(PeftError::UnexpectedTensor {
+            path: file.to_path_buf(),
+            key: key.clone(),
+        });
+    }
+    let mut err = None;
+    model.visit_linears_mut(&mut |path, l| match slots(path, l, config) {
+        Ok(s) => {
+            for (key, slot) in s {
+                if let Some(h) = tensors.remove(&key) {
+                    set(l, slot, &h, device);
+                }
+            }
+        }
+        Err(e) => {
+            err.get_or_insert(e);
+        }
+    });
+    if let Some(e) = err {
+        return Err(e);
+    }
+    if let Some(h) = tensors.remove(PROMPT_KEY) {
+        let table: Tensor<2> = h.tensor(device);
+        let enc = match model.prompt_encoder() {
+            Some(PromptEncoder::Prompt(_)) => {
+                PromptEncoder::Prompt(crate::prompt::PromptEmbedding {
+                    embedding: Param::from_tensor(table),
+                })
+            }
+            Some(PromptEncoder::Prefix(p)) => PromptEncoder::Prefix(crate::prefix::PrefixEncoder {
+                embedding: Param::from_tensor(table),
+                transform: None,
+                num_layers: p.num_layers,
+                num_kv_heads: p.num_kv_heads,
+                head_dim: p.head_dim,
+            }),
+            None => unreachable!("prompt_embeddings is expected only with a prompt encoder"),
+        };
+        model.set_prompt_encoder(Some(enc));
+    }
+    Ok(())
+}
+
+/// Attaches a fresh adapter of any method (dispatching on the config). `init_ids` are the token
+/// ids of a prompt-tuning init text. Returns the model and the config as it will be saved (model
+/// sizes filled in for prompt methods).
+///
+/// # Errors
+/// Those of the method's attach function.
+pub fn attach_adapter<M: AdapterTarget + Module>(
+    model: M,
+    config: &AdapterConfig,
+    init_ids: Option<&[u32]>,
+    seed: u64,
+    device: &Device,
+) -> Result<(M, AdapterConfig)> {
+    Ok(match config {
+        AdapterConfig::Lora(c) => {
+            let mut c = c.clone();
+            c.target_modules = c.resolved_targets(&model.linear_paths());
+            (
+                attach_lora(model, &c, seed, device)?.0,
+                AdapterConfig::Lora(c),
+            )
+        }
+        AdapterConfig::Ia3(c) => (attach_ia3(model, c, device)?.0, config.clone()),
+        AdapterConfig::Bottleneck(c) => {
+            (attach_bottleneck(model, c, seed, device)?.0, config.clone())
+        }
+        AdapterConfig::PromptTuning(c) => {
+            let (m, c) = attach_prompt_tuning(model, c, init_ids, seed, device)?;
+            (m, AdapterConfig::PromptTuning(c))
+        }
+        AdapterConfig::PrefixTuning(c) => {
+            let (m, c) = attach_prefix_tuning(model, c, seed, device)?;
+            (m, AdapterConfig::PrefixTuning(c))
+        }
+    })
+}
+
+/// Reads `adapter_config.json` from an adapter folder.
+///
+/// # Errors
+/// I/O or JSON errors naming the file.
+pub fn read_adapter_config(dir: &Path) -> Result<AdapterConfig> {
+    let path = dir.join(CONFIG_FILE);
+    let text = fs::read_to_string(&path).map_err(|e| PeftError::io(&path, e))?;
+    serde_json::from_str(&text).map_err(|source| PeftError::Json { path, source })
+}
+
+/// Loads a PEFT adapter folder into a model: reads the config, attaches the method, and fills
+/// its parameters strictly from `adapter_model.safetensors`.
+///
+/// # Errors
+/// I/O, JSON and safetensors errors naming the file; a missing/unexpected tensor or a shape
+/// mismatch naming the key (typically an adapter made for another architecture).
+pub fn load_adapter<M: AdapterTarget + Module>(
+    model: M,
+    dir: &Path,
+    device: &Device,
+) -> Result<(M, AdapterConfig)> {
+    let mut config = read_adapter_config(dir)?;
+    if let AdapterConfig::PromptTuning(c) = &mut config {
+        // The saved table replaces whatever initialization the config names.
+        c.prompt_tuning_init = PromptTuningInit::Random;
+    }
+    let (mut model, _) = attach_adapter(model, &config, None, 0, device)?;
+    let file = dir.join(WEIGHTS_FILE);
+    let tensors = read_safetensors(&file)?;
+    set_adapter_state(&mut model, &config, tensors, &file, device)?;
+    Ok((model, read_adapter_config(dir)?))
+}
+
+/// Saves the model's adapter as a PEFT folder (created if needed). Each file is written to a
+/// temporary name and renamed, so an interrupted save never leaves a half-written file under
+/// the final name.
+///
+/// # Errors
+/// I/O errors naming the file.
+pub fn save_adapter<M: AdapterTarget>(model: &M, config: &AdapterConfig, dir: &Path) -> Result<()> {
+    let tensors = adapter_state(model, config)?;
+    let mut config = config.clone();
+    config.common_mut().inference_mode = true;
+    let mut fan_in_fan_out = false;
+    model.visit_linears(&mut |_, l| {
+        fan_in_fan_out |= l.fan_in_fan_out && (l.lora.is_some() || l.ia3.is_some());
+    });
+    // PEFT resolves `all-linear` only for `nn.Linear` models; the adapted module names are
+    // portable to every architecture.
+    let mut names: Vec<String> = Vec::new();
+    model.visit_linears(&mut |path, l| {
+        let last = path.rsplit('.').next().unwrap_or(path).to_string();
+        if l.lora.is_some() && !names.contains(&last) {
+            names.push(last);
+        }
+    });
+    match &mut config {
+        AdapterConfig::Lora(c) => {
+            c.fan_in_fan_out = fan_in_fan_out;
+            if c.target_modules.iter().any(|t| t == "all-linear") {
+                c.target_modules = names;
+            }
+        }
+        AdapterConfig::Ia3(c) => c.fan_in_fan_out = fan_in_fan_out,
+        _ => {}
+    }
+    fs::create_dir_all(dir).map_err(|e| PeftError::io(dir, e))?;
+    let mut json = serde_json::to_value(&config).map_err(|source| PeftError::Json {
+        path: dir.join(CONFIG_FILE),
+        source,
+    })?;
+    if let Some(obj) = json.as_object_mut() {
+        obj.insert(
+            "peft_version".into(),
+            serde_json::Value::String("0.21.2".into()),
+        );
+    }
+    let text = serde_json::to_string_pretty(&json).map_err(|source| PeftError::Json {
+        path: dir.join(CONFIG_FILE),
+        source,
+    })?;
+    write_atomic(&dir.join(CONFIG_FILE), text.as_bytes())?;
+    write_safetensors(&dir.join(WEIGHTS_FILE), &tensors)
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
+///
+/// # Errors
+/// I/O errors naming the file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp: PathBuf = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    fs::write(&tmp, bytes).map_err(|e| PeftError::io(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| PeftError::io(path, e))
+}
+
+/// Writes f32 tensors as a safetensors file (atomically), with PEFT's `{"format": "pt"}`
+/// metadata.
+///
+/// # Errors
+/// I/O or serialization errors naming the file.
+pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, HostTensor>) -> Result<()> {
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+        .iter()
+        .map(|(k, t)| {
+            let b = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (k.clone(), b, t.shape.clone())
+        })
+        .collect();
+    let mut views = Vec::with_capacity(bytes.len());
+    for (k, b, shape) in &bytes {
+        let view =
+            safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), b).map_err(|e| {
+                PeftError::Safetensors {
+                    path: path.to_path_buf(),
+                    reason: format!("tensor `{k}`: {e}"),
+                }
+            })?;
+        views.push((k.clone(), view));
+    }
+    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let data = safetensors::serialize(views, Some(meta)).map_err(|e| PeftError::Safetensors {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    write_atomic(path, &data)
+}
+
+/// Reads every tensor of a safetensors file as f32 (F32, F16 and BF16 are accepted).
+///
+/// # Errors
+/// I/O errors, a malformed file or another dtype, naming the file and tensor.
+pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
+    let bytes = fs::read(path).map_err(|e| PeftError::io(path, e))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| PeftError::Safetensors {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let raw = view.data();
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 => raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => raw
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => raw
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(PeftError::Safetensors {
+                    path: path.to_path_buf(),
+                    reason: format!("tensor `{name}` has unsupported dtype {other:?}"),
+                });
+            }
+        };
+        out.insert(
+            name,
+            HostTensor {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
+    }
+    Ok(out)
+}
