@@ -108,15 +108,16 @@ pub fn load_model(path: impl AsRef<Path>, device: &Device) -> Result<(AnyConfig,
                 .and_then(|v| v.as_str())
                 .unwrap_or("")
                 .to_string();
-            let source = SafetensorsDir::open(&dir)?;
             match model_type.as_str() {
                 "llama" | "mistral" | "qwen2" => {
                     let cfg = LlamaConfig::from_json_str(&text, &cfg_path)?;
+                    let source = SafetensorsDir::open(&dir)?;
                     let m = LlamaForCausalLM::from_source(&cfg, &source, device)?;
                     Ok((AnyConfig::Llama(cfg), AnyCausalLm::Llama(m)))
                 }
                 "gpt2" => {
                     let cfg = Gpt2Config::from_json_str(&text, &cfg_path)?;
+                    let source = SafetensorsDir::open(&dir)?;
                     let m = Gpt2LMHeadModel::from_source(&cfg, &source, device)?;
                     Ok((AnyConfig::Gpt2(cfg), AnyCausalLm::Gpt2(m)))
                 }

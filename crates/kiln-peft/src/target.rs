@@ -159,7 +159,7 @@ pub(crate) fn train_modules_to_save<M: AdapterTarget>(
 pub(crate) fn is_module_to_save(path: &str, modules: Option<&[String]>) -> Result<bool> {
     match modules {
         None => Ok(false),
-        Some(m) if m.is_empty() => Ok(false),
+        Some([]) => Ok(false),
         Some(m) => Ok(TargetMatcher::new(m)?.matches_any(path)),
     }
 }

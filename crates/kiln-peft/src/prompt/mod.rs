@@ -88,6 +88,7 @@ impl PromptEmbedding {
 
 /// The prompt-learning module a model holds and applies in its forward pass.
 #[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)] // one value per model
 pub enum PromptEncoder {
     /// Prompt tuning: virtual tokens prepended to the input embeddings.
     Prompt(PromptEmbedding),
