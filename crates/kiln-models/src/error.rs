@@ -67,6 +67,9 @@ pub enum ModelError {
         #[source]
         source: kiln_tokenizer::TokenizerError,
     },
+    /// An adapter operation failed.
+    #[error(transparent)]
+    Peft(#[from] kiln_peft::PeftError),
 }
 
 /// Result alias of the models crate.

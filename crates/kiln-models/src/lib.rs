@@ -10,6 +10,7 @@
 
 mod causal_lm;
 mod error;
+mod export;
 pub mod generate;
 pub mod gguf;
 pub mod gpt2;
@@ -21,6 +22,7 @@ pub mod source;
 
 pub use causal_lm::{CachedCausalLm, CausalLm, LmInput};
 pub use error::{ModelError, Result};
+pub use export::{save_pretrained, save_tokenizer};
 pub use generate::{GenerationConfig, generate};
 pub use gpt2::{Gpt2Config, Gpt2LMHeadModel};
 pub use llama::{KvCache, LlamaConfig, LlamaForCausalLM};

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use kiln_models::{AnyCausalLm, CausalLm, GenerationConfig, LmInput, generate, load_model};
+use kiln_models::{
+    AnyCausalLm, CausalLm, GenerationConfig, LmInput, generate, load_model, save_pretrained,
+};
 use kiln_peft::io::{adapter_state, read_safetensors};
 use kiln_peft::{
     AdapterConfig, AdapterTarget, BottleneckConfig, Ia3Config, LoraConfig, PeftError,
@@ -462,6 +464,56 @@ fn kiln_saved_adapters_for_python() {
                 .collect();
             let json = serde_json::json!({"base": arch, "input_ids": ids(), "logits": rows});
             std::fs::write(dir.join("kiln_logits.json"), json.to_string()).unwrap();
+        }
+    }
+}
+
+/// A model with merged adapters saves as an HF directory that loads back with the same logits
+/// (and, with `KILN_PEFT_EXPORT`, is written for the Python check too).
+#[test]
+fn merged_models_export_as_hf_directories() {
+    let device = Device::default();
+    let tmp = tempfile::tempdir().unwrap();
+    let export = std::env::var_os("KILN_PEFT_EXPORT").map(PathBuf::from);
+    for case in [
+        "llama-dora",
+        "llama-rslora-all",
+        "gpt2-lora-bias",
+        "gpt2-ia3",
+    ] {
+        let dir = fixtures().join("peft").join(case);
+        let reference: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+                .unwrap();
+        let base_name = reference["base"].as_str().unwrap();
+        let (config, model) = load_model(fixtures().join(base_name), &device).unwrap();
+        let (mut model, _) = load_adapter(model, &dir, &device).unwrap();
+        let err = save_pretrained(&model, &config, None, tmp.path()).unwrap_err();
+        assert!(err.to_string().contains("merge"), "{err}");
+        model.merge_adapters().unwrap();
+        let out = export.as_ref().map_or_else(
+            || tmp.path().join(case),
+            |e| e.join(format!("merged-{case}")),
+        );
+        save_pretrained(&model, &config, None, &out).unwrap();
+        let (_, reloaded) = load_model(&out, &device).unwrap();
+        let want = logits(&model, &ids());
+        let got = logits(&reloaded, &ids());
+        assert!(
+            max_diff(&got, &want) < 1e-6,
+            "{case}: exported model differs"
+        );
+        if export.is_some() {
+            let v = model.vocab_size();
+            let rows: Vec<Vec<Vec<f32>>> = (0..2)
+                .map(|b| {
+                    (0..7)
+                        .map(|t| want[(b * 7 + t) * v..(b * 7 + t + 1) * v].to_vec())
+                        .collect()
+                })
+                .collect();
+            let json = serde_json::json!({"base": base_name, "input_ids": ids(), "logits": rows});
+            std::fs::write(out.join("kiln_logits.json"), json.to_string()).unwrap();
         }
     }
 }
