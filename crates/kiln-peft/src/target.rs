@@ -200,6 +200,57 @@ impl TrainableReport {
         }
     }
 
+    /// Trainable parameters per module: `(module path, trainable, total)` for every module that
+    /// owns a trainable parameter, in visiting order. Paths follow the module fields
+    /// (`model.layers.0.self_attn.q_proj.lora.lora_a` belongs to
+    /// `model.layers.0.self_attn.q_proj.lora`; a trained bias to its projection).
+    pub fn by_module<M: Module>(module: &M) -> Vec<(String, usize, usize)> {
+        struct Walker {
+            path: Vec<String>,
+            rows: Vec<(String, usize, usize)>,
+        }
+        impl ModuleVisitor for Walker {
+            fn enter_module(&mut self, name: &str, container_type: &str) {
+                // Enum variants (e.g. a model wrapper) are not part of checkpoint paths.
+                let skip = container_type.starts_with("Enum:");
+                self.path.push(if skip {
+                    String::new()
+                } else {
+                    name.to_string()
+                });
+            }
+            fn exit_module(&mut self, _name: &str, _container_type: &str) {
+                self.path.pop();
+            }
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                // The path ends with the parameter's own name; its module is the parent.
+                let parts: Vec<&str> = self
+                    .path
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|p| !p.is_empty())
+                    .collect();
+                let module = parts[..parts.len().saturating_sub(1)].join(".");
+                let n = param.shape().num_elements();
+                let t = if param.is_require_grad() { n } else { 0 };
+                match self.rows.last_mut() {
+                    Some(row) if row.0 == module => {
+                        row.1 += t;
+                        row.2 += n;
+                    }
+                    _ => self.rows.push((module, t, n)),
+                }
+            }
+        }
+        let mut w = Walker {
+            path: Vec::new(),
+            rows: Vec::new(),
+        };
+        module.visit(&mut w);
+        w.rows.retain(|r| r.1 > 0);
+        w.rows
+    }
+
     /// Trainable share in percent.
     pub fn percent(&self) -> f64 {
         if self.total == 0 {
