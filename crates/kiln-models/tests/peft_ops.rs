@@ -213,3 +213,43 @@ fn peft_json_configs_parse() {
     let err = lc.validate().unwrap_err().to_string();
     assert!(err.contains("init_lora_weights"), "{err}");
 }
+
+#[test]
+fn full_fine_tuning_and_prompt_init_from_text() {
+    let device = Device::default().autodiff();
+    let model = base("tiny-llama", &device);
+    let frozen = kiln_peft::attach_lora(model, &LoraConfig::default(), 0, &device)
+        .unwrap()
+        .0;
+    let lora_only = TrainableReport::of(&frozen);
+    let full = TrainableReport::of(&kiln_peft::full_fine_tuning(frozen));
+    assert!(lora_only.trainable < full.trainable);
+    assert_eq!(full.trainable, full.total);
+
+    // TEXT initialization copies the embedding rows of the text's ids (repeated to length).
+    let cfg = kiln_peft::PromptTuningConfig {
+        num_virtual_tokens: 5,
+        prompt_tuning_init: kiln_peft::prompt::PromptTuningInit::Text,
+        ..Default::default()
+    };
+    let device = Device::default();
+    let m = base("tiny-llama", &device);
+    let table: Vec<f32> = m.token_embeddings().into_data().iter::<f32>().collect();
+    let (m, filled) = kiln_peft::attach_prompt_tuning(m, &cfg, Some(&[7, 9]), 0, &device).unwrap();
+    assert_eq!(filled.token_dim, 32);
+    let got: Vec<f32> = m
+        .prompt_encoder()
+        .unwrap()
+        .prompt_embeddings()
+        .into_data()
+        .iter::<f32>()
+        .collect();
+    let want: Vec<f32> = [7usize, 9, 7, 9, 7]
+        .iter()
+        .flat_map(|&i| table[i * 32..(i + 1) * 32].to_vec())
+        .collect();
+    assert_eq!(got, want);
+    let err = kiln_peft::attach_prompt_tuning(base("tiny-llama", &device), &cfg, None, 0, &device)
+        .unwrap_err();
+    assert!(err.to_string().contains("prompt_tuning_init_text"), "{err}");
+}

@@ -42,4 +42,4 @@ pub use lora::{LoraConfig, LoraLayer, attach_lora};
 pub use multi::{AdapterSet, Combination, combine_lora};
 pub use prefix::{PrefixTuningConfig, attach_prefix_tuning};
 pub use prompt::{PromptEncoder, PromptTuningConfig, attach_prompt_tuning};
-pub use target::{AdapterTarget, ModelGeometry, TrainableReport, layer_index};
+pub use target::{AdapterTarget, ModelGeometry, TrainableReport, full_fine_tuning, layer_index};

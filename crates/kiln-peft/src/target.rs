@@ -1,6 +1,6 @@
 use std::fmt;
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 
 use crate::lora::TargetMatcher;
@@ -271,4 +271,16 @@ impl fmt::Display for TrainableReport {
             self.percent()
         )
     }
+}
+
+/// Full fine-tuning, the baseline of every PEFT comparison: makes every float parameter of the
+/// model trainable (including any attached adapter).
+pub fn full_fine_tuning<M: Module>(model: M) -> M {
+    struct Unfreeze;
+    impl ModuleMapper for Unfreeze {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            param.set_require_grad(true)
+        }
+    }
+    model.map(&mut Unfreeze)
 }
