@@ -16,8 +16,15 @@ pub mod prelude {
     pub use crate::device::{DeviceError, compiled_backends, parse_device};
     pub use burn::tensor::{Device, Int, Tensor, TensorData};
     pub use kiln_data::{IGNORE_INDEX, TokenBatch, TokenizedExample};
-    pub use kiln_models::{CausalLm, LlamaConfig, LlamaForCausalLM, LmInput};
-    pub use kiln_peft::{AdapterTarget, LoraConfig, PeftLinear, TrainableReport, attach_lora};
+    pub use kiln_models::{
+        AnyCausalLm, CausalLm, GenerationConfig, LlamaConfig, LlamaForCausalLM, LmInput,
+        generate, load_model, load_pretrained, save_pretrained,
+    };
+    pub use kiln_peft::{
+        AdapterConfig, AdapterSet, AdapterTarget, BottleneckConfig, Ia3Config, LoraConfig,
+        PeftLinear, PrefixTuningConfig, PromptTuningConfig, TrainableReport, attach_adapter,
+        attach_lora, full_fine_tuning, load_adapter, save_adapter,
+    };
     pub use kiln_tokenizer::Tokenizer;
     pub use kiln_train::{OptimizerConfig, Schedule, Trainer, masked_lm_loss};
 }
