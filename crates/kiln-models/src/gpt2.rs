@@ -414,7 +414,7 @@ pub struct Gpt2LMHeadModel {
     pub prompt_disabled: bool,
 }
 
-fn embedding(values: Param<Tensor<2>>, device: &Device) -> Embedding {
+pub(crate) fn embedding(values: Param<Tensor<2>>, device: &Device) -> Embedding {
     let mut e = EmbeddingConfig::new(1, 1).init(device);
     e.weight = values;
     e

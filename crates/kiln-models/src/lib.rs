@@ -8,6 +8,7 @@
 //! The training crate sees models only through [`CausalLm`].
 #![warn(missing_docs)]
 
+pub mod bert;
 mod causal_lm;
 mod error;
 mod export;
@@ -20,6 +21,7 @@ mod load;
 mod pretrained;
 pub mod source;
 
+pub use bert::{BertConfig, BertForSequenceClassification, BertModel};
 pub use causal_lm::{CachedCausalLm, CausalLm, LmInput};
 pub use error::{ModelError, Result};
 pub use export::{save_pretrained, save_tokenizer};

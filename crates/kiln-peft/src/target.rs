@@ -132,9 +132,11 @@ pub(crate) fn train_modules_to_save<M: AdapterTarget>(
     let Some(modules) = modules.filter(|m| !m.is_empty()) else {
         return Ok(model);
     };
+    // As in PEFT, names that match nothing are skipped (PEFT's SEQ_CLS task lists both
+    // `classifier` and `score`), but at least one must match.
+    let mut hit = false;
     for name in modules {
         let matcher = TargetMatcher::new(std::slice::from_ref(name))?;
-        let mut hit = false;
         model.visit_linears_mut(&mut |path, l| {
             if matcher.matches_any(path) {
                 hit = true;
@@ -142,15 +144,15 @@ pub(crate) fn train_modules_to_save<M: AdapterTarget>(
                 l.bias = l.bias.take().map(|b| b.set_require_grad(true));
             }
         });
-        if !hit {
-            return Err(PeftError::NoTargetMatched {
-                targets: vec![name.clone()],
-                available: format!(
-                    "{} (modules_to_save; a tied lm_head has no separate weight)",
-                    model.linear_paths().join(", ")
-                ),
-            });
-        }
+    }
+    if !hit {
+        return Err(PeftError::NoTargetMatched {
+            targets: modules.to_vec(),
+            available: format!(
+                "{} (modules_to_save; a tied lm_head has no separate weight)",
+                model.linear_paths().join(", ")
+            ),
+        });
     }
     Ok(model)
 }

@@ -17,8 +17,8 @@ pub mod prelude {
     pub use burn::tensor::{Device, Int, Tensor, TensorData};
     pub use kiln_data::{IGNORE_INDEX, TokenBatch, TokenizedExample};
     pub use kiln_models::{
-        AnyCausalLm, CausalLm, GenerationConfig, LlamaConfig, LlamaForCausalLM, LmInput,
-        generate, load_model, load_pretrained, save_pretrained,
+        AnyCausalLm, CausalLm, GenerationConfig, LlamaConfig, LlamaForCausalLM, LmInput, generate,
+        load_model, load_pretrained, save_pretrained,
     };
     pub use kiln_peft::{
         AdapterConfig, AdapterSet, AdapterTarget, BottleneckConfig, Ia3Config, LoraConfig,
