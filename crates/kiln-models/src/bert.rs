@@ -571,6 +571,59 @@ impl BertForSequenceClassification {
     }
 }
 
+/// Reads `config.json` of a BERT directory.
+fn read_config(dir: &std::path::Path) -> Result<BertConfig> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    BertConfig::from_json_str(&text, &path)
+}
+
+/// Loads a BERT encoder (e.g. all-MiniLM-L6-v2) from a Hugging Face directory.
+///
+/// # Errors
+/// Unreadable files, an unsupported configuration, or tensors that do not fit, naming them.
+pub fn load_bert(
+    dir: impl AsRef<std::path::Path>,
+    device: &Device,
+) -> Result<(BertConfig, BertModel)> {
+    let dir = dir.as_ref();
+    let cfg = read_config(dir)?;
+    let source = crate::SafetensorsDir::open(dir)?;
+    let model = BertModel::from_source(&cfg, &source, device)?;
+    Ok((cfg, model))
+}
+
+/// Loads a BERT classifier from a Hugging Face directory. With `labels`, the head has those
+/// classes: a checkpoint without a `classifier` gets a fresh one; a checkpoint head of another
+/// size is an error naming the tensor.
+///
+/// # Errors
+/// As [`load_bert`].
+pub fn load_bert_classifier(
+    dir: impl AsRef<std::path::Path>,
+    labels: Option<&[String]>,
+    seed: u64,
+    device: &Device,
+) -> Result<(BertConfig, BertForSequenceClassification)> {
+    let dir = dir.as_ref();
+    let mut cfg = read_config(dir)?;
+    if let Some(labels) = labels {
+        cfg.id2label = Some(
+            labels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (i.to_string(), l.clone()))
+                .collect(),
+        );
+    }
+    let source = crate::SafetensorsDir::open(dir)?;
+    let model = BertForSequenceClassification::from_source(&cfg, &source, seed, device)?;
+    Ok((cfg, model))
+}
+
 impl AdapterTarget for BertModel {
     fn visit_linears_mut(&mut self, f: &mut dyn FnMut(&str, &mut PeftLinear)) {
         self.visit_mut("", f);

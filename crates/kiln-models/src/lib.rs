@@ -19,9 +19,12 @@ pub mod layers;
 pub mod llama;
 mod load;
 mod pretrained;
+pub mod retrieval;
 pub mod source;
 
-pub use bert::{BertConfig, BertForSequenceClassification, BertModel};
+pub use bert::{
+    BertConfig, BertForSequenceClassification, BertModel, load_bert, load_bert_classifier,
+};
 pub use causal_lm::{CachedCausalLm, CausalLm, LmInput};
 pub use error::{ModelError, Result};
 pub use export::{save_pretrained, save_tokenizer};
@@ -32,4 +35,5 @@ pub use load::{Checkpoint, load_llama};
 pub use pretrained::{
     AnyCausalLm, AnyConfig, Pretrained, load_model, load_pretrained, tokenizer_spec,
 };
+pub use retrieval::{CosineIndex, Hit};
 pub use source::{GgufSource, SafetensorsDir, StrictLoader, TensorSource};

@@ -165,3 +165,56 @@ fn minilm_embeddings_match_sentence_transformers() {
         );
     }
 }
+
+/// PEFT methods on the encoder: a fresh adapter keeps the logits, saving and loading is exact.
+#[test]
+fn encoder_adapters_round_trip() {
+    use kiln_peft::{AdapterConfig, AdapterTarget, BottleneckConfig, Ia3Config, LoraConfig};
+    let device = Device::default();
+    let dir = fixtures().join("tiny-bert-cls");
+    let reference = read(&dir.join("reference.json"));
+    let input = LmInput::new(int_tensor(&reference["input_ids"], &device))
+        .with_attention_mask(int_tensor(&reference["attention_mask"], &device));
+    let base: Vec<f32> = load_cls(&dir, &device)
+        .1
+        .forward(&input)
+        .into_data()
+        .iter::<f32>()
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, cfg) in [
+        (
+            "lora",
+            AdapterConfig::Lora(LoraConfig {
+                modules_to_save: Some(vec!["classifier".into()]),
+                ..Default::default()
+            }),
+        ),
+        ("ia3", AdapterConfig::Ia3(Ia3Config::default())),
+        (
+            "pfeiffer",
+            AdapterConfig::Bottleneck(BottleneckConfig {
+                placement: kiln_peft::bottleneck::BottleneckPlacement::Pfeiffer,
+                reduction_factor: 4,
+                ..Default::default()
+            }),
+        ),
+    ] {
+        let (model, cfg) =
+            kiln_peft::attach_adapter(load_cls(&dir, &device).1, &cfg, None, 3, &device).unwrap();
+        let mut targets = 0;
+        model.visit_linears(&mut |_, l| targets += usize::from(l.has_adapter()));
+        assert!(targets >= 2, "{name}: {targets} adapted projections");
+        let fresh: Vec<f32> = model.forward(&input).into_data().iter::<f32>().collect();
+        assert!(
+            max_diff(&fresh, &base) < 1e-5,
+            "{name}: fresh adapter changed the logits"
+        );
+        let out = tmp.path().join(name);
+        kiln_peft::save_adapter(&model, &cfg, &out).unwrap();
+        let (loaded, _) = load_adapter(load_cls(&dir, &device).1, &out, &device).unwrap();
+        let a = kiln_peft::io::adapter_state(&model, &cfg).unwrap();
+        let b = kiln_peft::io::adapter_state(&loaded, &cfg).unwrap();
+        assert_eq!(a, b, "{name}: round trip");
+    }
+}

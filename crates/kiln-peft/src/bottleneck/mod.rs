@@ -94,11 +94,15 @@ impl BottleneckConfig {
         }
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         let gpt2 = paths.iter().any(|p| p.ends_with(".attn.c_attn"));
-        match (self.placement, gpt2) {
-            (BottleneckPlacement::Houlsby, true) => s(&["attn.c_proj", "mlp.c_proj"]),
-            (BottleneckPlacement::Pfeiffer, true) => s(&["mlp.c_proj"]),
-            (BottleneckPlacement::Houlsby, false) => s(&["o_proj", "down_proj"]),
-            (BottleneckPlacement::Pfeiffer, false) => s(&["down_proj"]),
+        let bert = paths.iter().any(|p| p.ends_with(".attention.self.query"));
+        match (self.placement, gpt2, bert) {
+            (BottleneckPlacement::Houlsby, true, _) => s(&["attn.c_proj", "mlp.c_proj"]),
+            (BottleneckPlacement::Pfeiffer, true, _) => s(&["mlp.c_proj"]),
+            // `output.dense` ends both the attention and the feed-forward sub-layer.
+            (BottleneckPlacement::Houlsby, _, true) => s(&["output.dense"]),
+            (BottleneckPlacement::Pfeiffer, _, true) => s(&[r".*\.layer\.\d+\.output\.dense"]),
+            (BottleneckPlacement::Houlsby, ..) => s(&["o_proj", "down_proj"]),
+            (BottleneckPlacement::Pfeiffer, ..) => s(&["down_proj"]),
         }
     }
 }
