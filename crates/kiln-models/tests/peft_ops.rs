@@ -205,7 +205,7 @@ fn peft_json_configs_parse() {
     assert_eq!(back["target_modules"], serde_json::json!(r".*\.(q|v)_proj"));
     assert_eq!(back["peft_type"], "LORA");
 
-    let bad = r#"{"peft_type": "LORA", "init_lora_weights": "pissa"}"#;
+    let bad = r#"{"peft_type": "LORA", "init_lora_weights": "olora"}"#;
     let cfg: AdapterConfig = serde_json::from_str(bad).unwrap();
     let AdapterConfig::Lora(lc) = cfg else {
         panic!()

@@ -126,8 +126,16 @@ fn get(l: &PeftLinear, slot: Slot) -> HostTensor {
         }
     };
     match slot {
-        Slot::LoraA => torch(lora().lora_a.val()),
-        Slot::LoraB => torch(lora().lora_b.val()),
+        // PiSSA saves the difference to its initialization as a rank-2r LoRA on the original
+        // weight, as PEFT's `path_initial_model_for_weight_conversion`: [A; A0] and [B, −B0].
+        Slot::LoraA => match &lora().pissa_init {
+            Some((a0, _)) => torch(Tensor::cat(vec![lora().lora_a.val(), a0.clone()], 1)),
+            None => torch(lora().lora_a.val()),
+        },
+        Slot::LoraB => match &lora().pissa_init {
+            Some((_, b0)) => torch(Tensor::cat(vec![lora().lora_b.val(), b0.clone().neg()], 0)),
+            None => torch(lora().lora_b.val()),
+        },
         Slot::Magnitude => {
             HostTensor::of(lora().magnitude.as_ref().expect("slot implies DoRA").val())
         }
@@ -158,7 +166,7 @@ fn get(l: &PeftLinear, slot: Slot) -> HostTensor {
 }
 
 fn replace<const D: usize>(p: &mut Param<Tensor<D>>, t: Tensor<D>) {
-    *p = p.clone().map(|_| t);
+    crate::init::replace_value(p, t);
 }
 
 fn set(l: &mut PeftLinear, slot: Slot, h: &HostTensor, device: &Device) {
@@ -179,7 +187,16 @@ fn set(l: &mut PeftLinear, slot: Slot, h: &HostTensor, device: &Device) {
         .tensor(device)
     };
     match slot {
-        Slot::LoraA => replace(&mut l.lora.as_mut().expect("LoRA").lora_a, from_torch(h)),
+        Slot::LoraA => {
+            // Setting a PiSSA layer from its saved (converted, rank-2r) form turns it into that
+            // plain LoRA on the original weight.
+            let lora = l.lora.as_mut().expect("LoRA");
+            if let Some((a0, b0)) = lora.pissa_init.take() {
+                let w = l.weight.val() + a0.matmul(b0).mul_scalar(lora.scaling);
+                replace(&mut l.weight, w);
+            }
+            replace(&mut l.lora.as_mut().expect("LoRA").lora_a, from_torch(h));
+        }
         Slot::LoraB => replace(&mut l.lora.as_mut().expect("LoRA").lora_b, from_torch(h)),
         Slot::Magnitude => replace(
             l.lora
@@ -400,7 +417,7 @@ pub fn load_adapter<M: AdapterTarget + Module>(
 /// I/O errors naming the file.
 pub fn save_adapter<M: AdapterTarget>(model: &M, config: &AdapterConfig, dir: &Path) -> Result<()> {
     let tensors = adapter_state(model, config)?;
-    let mut config = config.clone();
+    let mut config = saved_config(model, config);
     config.common_mut().inference_mode = true;
     let mut fan_in_fan_out = false;
     model.visit_linears(&mut |_, l| {
@@ -442,6 +459,39 @@ pub fn save_adapter<M: AdapterTarget>(model: &M, config: &AdapterConfig, dir: &P
     })?;
     write_atomic(&dir.join(CONFIG_FILE), text.as_bytes())?;
     write_safetensors(&dir.join(WEIGHTS_FILE), &tensors)
+}
+
+/// The configuration that describes [`adapter_state`]'s tensors. A PiSSA adapter is saved as
+/// the plain LoRA of twice the rank that PEFT's conversion writes (on the original weight), so
+/// rank, alpha and `init_lora_weights` follow what the layers hold.
+pub fn saved_config<M: AdapterTarget>(model: &M, config: &AdapterConfig) -> AdapterConfig {
+    let mut config = config.clone();
+    let AdapterConfig::Lora(c) = &mut config else {
+        return config;
+    };
+    let mut found = None;
+    model.visit_linears(&mut |_, l| {
+        if let Some(lora) = &l.lora
+            && found.is_none()
+        {
+            let rank = lora.rank() * if lora.pissa_init.is_some() { 2 } else { 1 };
+            found = Some((rank, lora.scaling));
+        }
+    });
+    if matches!(c.init(), Ok(Some(crate::lora::LoraInit::Pissa { .. }))) {
+        c.init_lora_weights = crate::lora::InitLoraWeights::Flag(true);
+    }
+    if let Some((rank, scaling)) = found
+        && rank != c.r
+    {
+        c.r = rank;
+        c.lora_alpha = if c.use_rslora {
+            scaling * (rank as f64).sqrt()
+        } else {
+            scaling * rank as f64
+        };
+    }
+    config
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename.

@@ -30,6 +30,7 @@ pub mod lora;
 mod multi;
 pub mod prefix;
 pub mod prompt;
+mod svd;
 mod target;
 
 pub use bottleneck::{BottleneckConfig, attach_bottleneck};

@@ -121,6 +121,8 @@ impl PeftLinear {
     }
 
     /// Turns adapters on or off without removing them (PEFT's `disable_adapter()` context).
+    /// With PiSSA the base weight is the residual, so disabled output is the residual model's,
+    /// as in PEFT; [`remove_adapters`](Self::remove_adapters) restores the original weight.
     pub fn set_adapters_enabled(&mut self, enabled: bool) {
         self.disabled = !enabled;
     }
@@ -128,6 +130,13 @@ impl PeftLinear {
     /// Removes every adapter (unmerging first), leaving the base projection.
     pub fn remove_adapters(&mut self) -> Result<()> {
         self.unmerge()?;
+        // PiSSA moved its initial update out of the base weight: put it back.
+        if let Some(lora) = &self.lora
+            && let Some((a0, b0)) = &lora.pissa_init
+        {
+            let w = self.weight.val() + a0.clone().matmul(b0.clone()).mul_scalar(lora.scaling);
+            crate::init::replace_value(&mut self.weight, w);
+        }
         self.lora = None;
         self.ia3 = None;
         self.bottleneck = None;
@@ -185,14 +194,14 @@ impl PeftLinear {
         }
         if let Some(lora) = &self.lora {
             let (w, norm) = lora.merged_weight(self.weight.val());
-            self.weight = self.weight.clone().map(|_| w);
+            crate::init::replace_value(&mut self.weight, w);
             self.dora_norm = norm;
         }
         if let Some(ia3) = &self.ia3 {
             let (w, b) = ia3.merge(self.weight.val(), self.bias.as_ref().map(|b| b.val()));
-            self.weight = self.weight.clone().map(|_| w);
-            if let (Some(p), Some(b)) = (self.bias.clone(), b) {
-                self.bias = Some(p.map(|_| b));
+            crate::init::replace_value(&mut self.weight, w);
+            if let (Some(p), Some(b)) = (self.bias.as_mut(), b) {
+                crate::init::replace_value(p, b);
             }
         }
         self.merged = self.lora.is_some() || self.ia3.is_some();
@@ -209,14 +218,14 @@ impl PeftLinear {
         }
         if let Some(ia3) = &self.ia3 {
             let (w, b) = ia3.unmerge(self.weight.val(), self.bias.as_ref().map(|b| b.val()))?;
-            self.weight = self.weight.clone().map(|_| w);
-            if let (Some(p), Some(b)) = (self.bias.clone(), b) {
-                self.bias = Some(p.map(|_| b));
+            crate::init::replace_value(&mut self.weight, w);
+            if let (Some(p), Some(b)) = (self.bias.as_mut(), b) {
+                crate::init::replace_value(p, b);
             }
         }
         if let Some(lora) = &self.lora {
             let w = lora.unmerged_weight(self.weight.val(), self.dora_norm.take());
-            self.weight = self.weight.clone().map(|_| w);
+            crate::init::replace_value(&mut self.weight, w);
         }
         self.merged = false;
         Ok(())

@@ -69,7 +69,7 @@ impl AdapterSet {
         config: &AdapterConfig,
     ) -> Result<()> {
         let tensors = adapter_state(model, config)?;
-        self.add(name, config.clone(), tensors);
+        self.add(name, crate::io::saved_config(model, config), tensors);
         Ok(())
     }
 

@@ -160,7 +160,12 @@ impl LoraConfig {
                 format!("{} must be positive", self.lora_alpha),
             );
         }
-        self.init()?;
+        if matches!(self.init()?, Some(LoraInit::Pissa { .. })) && self.use_dora {
+            return bad(
+                "init_lora_weights",
+                "PiSSA cannot be combined with DoRA".into(),
+            );
+        }
         Ok(())
     }
 
@@ -173,9 +178,20 @@ impl LoraConfig {
             InitLoraWeights::Flag(true) => Ok(Some(LoraInit::Kaiming)),
             InitLoraWeights::Flag(false) => Ok(None),
             InitLoraWeights::Named(n) if n == "gaussian" => Ok(Some(LoraInit::Gaussian)),
+            InitLoraWeights::Named(n) if n == "pissa" => Ok(Some(LoraInit::Pissa { niter: None })),
+            InitLoraWeights::Named(n)
+                if n.strip_prefix("pissa_niter_")
+                    .is_some_and(|k| k.parse::<usize>().is_ok()) =>
+            {
+                let k = n.trim_start_matches("pissa_niter_").parse().unwrap_or(4);
+                Ok(Some(LoraInit::Pissa { niter: Some(k) }))
+            }
             InitLoraWeights::Named(n) => Err(PeftError::InvalidConfig {
                 field: "init_lora_weights".into(),
-                reason: format!("`{n}` is not supported (use true, false or \"gaussian\")"),
+                reason: format!(
+                    "`{n}` is not supported (use true, false, \"gaussian\", \"pissa\" or \
+                     \"pissa_niter_N\")"
+                ),
             }),
         }
     }

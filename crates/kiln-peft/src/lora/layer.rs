@@ -27,6 +27,10 @@ pub struct LoraLayer {
     pub dropout: Dropout,
     /// The factor applied to the update.
     pub scaling: f64,
+    /// PiSSA's initial factors `(A0, B0)`: saving subtracts them so the adapter applies to the
+    /// original (not the residual) base weight.
+    #[module(skip)]
+    pub pissa_init: Option<(Tensor<2>, Tensor<2>)>,
 }
 
 /// How `A` and `B` start (PEFT's `init_lora_weights`).
@@ -36,6 +40,12 @@ pub enum LoraInit {
     Kaiming,
     /// `A ~ N(0, 1/r²)`, `B = 0` (PEFT's `"gaussian"`).
     Gaussian,
+    /// PiSSA: `A`, `B` from the weight's top-`r` singular triplets, and the base weight replaced
+    /// by the residual `W − s·BA` (exact SVD, or `niter` randomized power iterations).
+    Pissa {
+        /// `None`: exact SVD (`"pissa"`); `Some(n)`: `"pissa_niter_{n}"`.
+        niter: Option<usize>,
+    },
 }
 
 impl LoraLayer {
@@ -54,7 +64,9 @@ impl LoraLayer {
         device: &Device,
     ) -> Self {
         let lora_a = match init {
-            LoraInit::Kaiming => uniform_param(rng, [d_in, r], 1.0 / (d_in as f32).sqrt(), device),
+            LoraInit::Kaiming | LoraInit::Pissa { .. } => {
+                uniform_param(rng, [d_in, r], 1.0 / (d_in as f32).sqrt(), device)
+            }
             LoraInit::Gaussian => normal_param(rng, [d_in, r], 1.0 / r as f32, device),
         };
         let magnitude = dora_base.map(|w| {
@@ -66,6 +78,7 @@ impl LoraLayer {
             magnitude,
             dropout: DropoutConfig::new(dropout).init(),
             scaling,
+            pissa_init: None,
         }
     }
 

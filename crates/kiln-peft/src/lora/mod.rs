@@ -12,6 +12,47 @@ pub use layer::{LoraInit, LoraLayer};
 
 pub(crate) use config::TargetMatcher;
 
+use burn::tensor::{Tensor, TensorData};
+
+use crate::PeftLinear;
+
+/// PiSSA: `A = √(S_r/s)·Uh_r`, `B = V_r·√(S_r/s)` from `W = V·S·Uh` (PyTorch `[out, in]`
+/// layout), and the base weight becomes the residual `W − s·BA`.
+fn pissa(
+    linear: &mut PeftLinear,
+    layer: &mut LoraLayer,
+    r: usize,
+    niter: Option<usize>,
+    seed: u64,
+    device: &Device,
+) {
+    let (d_in, d_out) = (linear.d_in(), linear.d_out());
+    let ours: Vec<f32> = linear.weight.val().into_data().iter::<f32>().collect();
+    // [in, out] -> [out, in]
+    let w = crate::linear::transpose(&ours, d_in, d_out);
+    let (left, sigma, right) = crate::svd::top_singular(&w, d_out, d_in, r, niter, seed);
+    let r = sigma.len();
+    let root: Vec<f64> = sigma.iter().map(|s| (s / layer.scaling).sqrt()).collect();
+    // ours: lora_a [in, r] = (√S·Uh)ᵀ, lora_b [r, out] = (V·√S)ᵀ
+    let mut a = vec![0.0f32; d_in * r];
+    let mut b = vec![0.0f32; r * d_out];
+    for k in 0..r {
+        for i in 0..d_in {
+            a[i * r + k] = (root[k] * right[k * d_in + i]) as f32;
+        }
+        for o in 0..d_out {
+            b[k * d_out + o] = (left[o * r + k] * root[k]) as f32;
+        }
+    }
+    let a = Tensor::<2>::from_data(TensorData::new(a, [d_in, r]), device);
+    let b = Tensor::<2>::from_data(TensorData::new(b, [r, d_out]), device);
+    let residual = linear.weight.val() - a.clone().matmul(b.clone()).mul_scalar(layer.scaling);
+    crate::init::replace_value(&mut linear.weight, residual);
+    crate::init::replace_value(&mut layer.lora_a, a.clone());
+    crate::init::replace_value(&mut layer.lora_b, b.clone());
+    layer.pissa_init = Some((a, b));
+}
+
 use burn::module::Module;
 use burn::tensor::Device;
 
@@ -60,8 +101,12 @@ pub fn attach_lora<M: AdapterTarget + Module>(
             }
             let mut rng = root.fork(path);
             let base = config.use_dora.then(|| linear.weight.val());
-            linear.lora =
-                Some(config.init_layer(&mut rng, linear.d_in(), linear.d_out(), base, device));
+            let mut layer =
+                config.init_layer(&mut rng, linear.d_in(), linear.d_out(), base, device);
+            if let Ok(Some(LoraInit::Pissa { niter })) = config.init() {
+                pissa(linear, &mut layer, config.r, niter, seed, device);
+            }
+            linear.lora = Some(layer);
             if config.bias == LoraBias::LoraOnly {
                 linear.bias = linear.bias.take().map(|b| b.set_require_grad(true));
             }
