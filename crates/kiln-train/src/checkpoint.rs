@@ -5,6 +5,7 @@
 //! - `trainable.bpk`: the parameters that require gradients (burnpack, with their paths and
 //!   parameter ids),
 //! - `optimizer.bpk`: the AdamW state, keyed by those parameter ids,
+//! - `best_trainable.bpk` (with keep-best): the trainable parameters of the best evaluation,
 //! - `trainer_state.json`: step, schedule, optimizer settings, data order, early-stopping state,
 //! - whatever an [`AdapterExporter`] writes (e.g. a Hugging Face PEFT adapter).
 //!
@@ -25,6 +26,8 @@ use crate::{OptimizerConfig, Result, Schedule, TrainError, Trainer};
 
 /// File of the trainable parameters inside a checkpoint.
 pub const PARAMS_FILE: &str = "trainable.bpk";
+/// File of the parameters of the best evaluation so far (written with keep-best).
+pub const BEST_PARAMS_FILE: &str = "best_trainable.bpk";
 /// File of the optimizer state inside a checkpoint.
 pub const OPTIMIZER_FILE: &str = "optimizer.bpk";
 /// File of the [`TrainerState`] inside a checkpoint; written last.
@@ -178,9 +181,9 @@ impl CheckpointManager {
         Ok(self.checkpoints()?.pop().map(|(_, p)| p))
     }
 
-    /// Writes a checkpoint of `model`'s trainable parameters, `trainer`'s optimizer and `state`,
-    /// then applies `save_total_limit` (never deleting the checkpoint of step `keep`).
-    /// Returns the published directory.
+    /// Writes a checkpoint of `model`'s trainable parameters, `trainer`'s optimizer, `state` and
+    /// (when given) the best parameters so far, then applies `save_total_limit` (never deleting
+    /// the checkpoint of the best step). Returns the published directory.
     ///
     /// # Errors
     /// An I/O or record error, or a failing exporter; what was published before is untouched.
@@ -190,7 +193,7 @@ impl CheckpointManager {
         trainer: &Trainer,
         state: &TrainerState,
         exporter: Option<&dyn AdapterExporter<M>>,
-        keep: Option<usize>,
+        best_params: Option<&ModuleRecord>,
     ) -> Result<PathBuf> {
         let step = state.step;
         let tmp = self.dir.join(format!("{TMP_PREFIX}{step}"));
@@ -213,6 +216,13 @@ impl CheckpointManager {
         let optim = tmp.join(OPTIMIZER_FILE);
         trainer.save_optimizer(&optim)?;
         sync_file(&optim)?;
+        if let Some(best) = best_params {
+            let path = tmp.join(BEST_PARAMS_FILE);
+            best.clone()
+                .save(&path)
+                .map_err(TrainError::record(&path))?;
+            sync_file(&path)?;
+        }
         if let Some(exporter) = exporter {
             exporter
                 .export(model, &tmp)
@@ -234,7 +244,7 @@ impl CheckpointManager {
             fs::rename(&tmp, &published).map_err(TrainError::io(&tmp))?;
         }
         sync_dir(&self.dir)?;
-        self.rotate(keep)?;
+        self.rotate(state.best.map(|b| b.step))?;
         Ok(published)
     }
 

@@ -11,7 +11,7 @@ use kiln_models::CausalLm;
 
 use crate::callback::{Callback, EarlyStopping, EvalLog, StepLog};
 use crate::checkpoint::{
-    AdapterExporter, BestMetric, CheckpointManager, DataLayout, PARAMS_FILE, TrainerState,
+    AdapterExporter, BEST_PARAMS_FILE, BestMetric, CheckpointManager, DataLayout, TrainerState,
     write_json,
 };
 use crate::data::{DataOrder, mix};
@@ -332,15 +332,10 @@ where
             }
             let (m, saved) = CheckpointManager::restore(&latest, model, trainer)?;
             model = m;
-            if cfg.keep_best
-                && let Some(best) = saved.best
-                && let Some((_, dir)) = ckpt
-                    .checkpoints()?
-                    .into_iter()
-                    .find(|(s, _)| *s == best.step)
-            {
-                let path = dir.join(PARAMS_FILE);
-                best_record = Some(ModuleRecord::load(&path).map_err(TrainError::record(&path))?);
+            let best_path = latest.join(BEST_PARAMS_FILE);
+            if cfg.keep_best && saved.best.is_some() && best_path.is_file() {
+                best_record =
+                    Some(ModuleRecord::load(&best_path).map_err(TrainError::record(&best_path))?);
             }
             state = saved;
             resumed_from = Some(latest);
@@ -483,8 +478,12 @@ where
             if let (Some(ckpt), Some(every)) = (&ckpt, cfg.checkpoint_every)
                 && (state.step.is_multiple_of(every) || last || stop)
             {
-                let keep = state.best.map(|b| b.step);
-                let dir = ckpt.save(&model, trainer, &state, self.exporter, keep)?;
+                let best = if cfg.keep_best {
+                    best_record.as_ref()
+                } else {
+                    None
+                };
+                let dir = ckpt.save(&model, trainer, &state, self.exporter, best)?;
                 for cb in &mut self.callbacks {
                     cb.on_checkpoint(state.step, &dir);
                 }

@@ -143,11 +143,18 @@ impl Callback for StopAt {
 fn resume_continues_the_exact_loss_curve() {
     let _rng = rng_lock();
     let train = counting(3..17);
+    // Counting *down* from seen prompts: training makes it worse, so the best evaluation comes
+    // before the interruption and keep-best must bring it back from the checkpoint.
+    let val: Vec<TokenizedExample> = (5..8)
+        .map(|x| TokenizedExample::prompt_completion(&[1, x], &[x - 1, x - 2, 2]))
+        .collect();
     let config = |dir: &Path| FitConfig {
         batch_size: 3,
         grad_accum_steps: 2,
         epochs: 4,
         checkpoint_every: Some(3),
+        eval_every: Some(2),
+        keep_best: true,
         output_dir: Some(dir.into()),
         progress: false,
         plot: false,
@@ -162,13 +169,17 @@ fn resume_continues_the_exact_loss_curve() {
     let c = config(straight_dir.path());
     assert_eq!(c.total_steps(train.len()), 12);
     let mut t = trainer(&c, train.len(), opt.clone());
-    let straight = Fit::new(c, &train).run(model(0.1), &mut t).unwrap();
+    let straight = Fit::new(c, &train)
+        .validation(&val)
+        .run(model(0.1), &mut t)
+        .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let c = config(dir.path());
     let mut t = trainer(&c, train.len(), opt.clone());
     let mut stop = StopAt(6);
     let first = Fit::new(c.clone(), &train)
+        .validation(&val)
         .callback(&mut stop)
         .run(model(0.1), &mut t)
         .unwrap();
@@ -177,6 +188,7 @@ fn resume_continues_the_exact_loss_curve() {
 
     let mut t = trainer(&c, train.len(), opt);
     let second = Fit::new(FitConfig { resume: true, ..c }, &train)
+        .validation(&val)
         .run(model(0.1), &mut t)
         .unwrap();
     assert!(
@@ -204,9 +216,18 @@ fn resume_continues_the_exact_loss_curve() {
             "step {i}: straight {a} vs resumed {b}"
         );
     }
-    // The metrics log of the resumed run holds each step once.
+    // The metrics log of the resumed run holds each step and evaluation once.
     let text = std::fs::read_to_string(dir.path().join(files::METRICS)).unwrap();
-    assert_eq!(text.lines().count(), 12);
+    assert_eq!(text.lines().count(), 12 + 6, "{text}");
+    // Keep-best carries over the resume: same best step, same returned parameters.
+    assert_eq!(second.summary.best, straight.summary.best);
+    assert!(second.summary.restored_best);
+    let a = evaluate(&straight.model, &val, 4, 0).unwrap();
+    let b = evaluate(&second.model, &val, 4, 0).unwrap();
+    assert!((a.loss - b.loss).abs() < 1e-6, "{a:?} vs {b:?}");
+    let best = straight.summary.best.unwrap();
+    assert!(best.step <= 6, "best after the interruption: {best:?}");
+    assert!((a.loss - best.value).abs() < 1e-5);
     println!(
         "straight {:?}\nresumed  {resumed:?}",
         straight.summary.losses
