@@ -112,7 +112,11 @@ pub(crate) fn progress_bar(total: usize, start: usize, enabled: bool) -> Progres
 }
 
 /// Draws the training loss (per step) and validation loss (per evaluation) against the step
-/// into a PNG file: training in blue, validation in red with dots.
+/// into an 800×500 PNG file: training in blue, validation in red with dots.
+///
+/// The image has no text (no font engine is compiled in): horizontal grid lines mark round loss
+/// values (a 1, 2 or 5 × 10ᵏ spacing, with a darker line at every integer when the spacing is
+/// below 1), and the x axis spans step 0 to the last step. The numbers are in the JSONL log.
 ///
 /// # Errors
 /// Nothing to draw, or the image cannot be written.
@@ -152,11 +156,27 @@ pub fn plot_curves(path: &Path, records: &[LogRecord]) -> Result<()> {
         .margin(20)
         .build_cartesian_2d(0.0..x_max, (y_min - pad)..(y_max + pad))
         .map_err(|e| err(e.to_string()))?;
+    let (lo, hi) = (y_min - pad, y_max + pad);
+    let spacing = grid_spacing(hi - lo);
+    let mut k = (lo / spacing).ceil();
+    while k * spacing <= hi {
+        let y = k * spacing;
+        let integer = spacing < 1.0 && (y - y.round()).abs() < spacing * 1e-3;
+        let colour = if integer {
+            RGBColor(150, 150, 150)
+        } else {
+            RGBColor(220, 220, 220)
+        };
+        chart
+            .draw_series(LineSeries::new([(0.0, y), (x_max, y)], colour))
+            .map_err(|e| err(e.to_string()))?;
+        k += 1.0;
+    }
     chart
-        .configure_mesh()
-        .x_labels(0)
-        .y_labels(0)
-        .draw()
+        .draw_series(LineSeries::new(
+            [(0.0, hi), (0.0, lo), (x_max, lo)],
+            BLACK.stroke_width(2),
+        ))
         .map_err(|e| err(e.to_string()))?;
     chart
         .draw_series(LineSeries::new(train, &BLUE))
@@ -169,4 +189,79 @@ pub fn plot_curves(path: &Path, records: &[LogRecord]) -> Result<()> {
         .map_err(|e| err(e.to_string()))?;
     root.present().map_err(|e| err(e.to_string()))?;
     Ok(())
+}
+
+/// A 1, 2 or 5 × 10ᵏ spacing giving about 5 to 10 grid lines over `range`.
+fn grid_spacing(range: f64) -> f64 {
+    let raw = (range / 6.0).max(1e-9);
+    let magnitude = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * magnitude)
+        .find(|&s| s >= raw)
+        .unwrap_or(10.0 * magnitude)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records() -> Vec<LogRecord> {
+        let mut out = Vec::new();
+        for step in 1..=40usize {
+            out.push(LogRecord::Step(StepLog {
+                step,
+                epoch: 0,
+                loss: 3.0 / (step as f32).sqrt(),
+                lr: 1e-3,
+                grad_norm: 1.0,
+                loss_tokens: 10,
+                tokens_per_sec: 100.0,
+                elapsed_secs: step as f64,
+            }));
+            if step % 10 == 0 {
+                out.push(LogRecord::Eval(EvalLog {
+                    step,
+                    val_loss: 3.2 / (step as f64).sqrt(),
+                    val_perplexity: (3.2 / (step as f64).sqrt()).exp(),
+                    val_tokens: 5,
+                    is_best: true,
+                }));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn curve_is_a_png_and_log_round_trips() {
+        let dir = std::env::temp_dir().join(format!("kiln-train-logs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let png = dir.join("curve.png");
+        plot_curves(&png, &records()).unwrap();
+        let bytes = std::fs::read(&png).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        // IHDR: width and height, big-endian, right after the chunk header.
+        assert_eq!(u32::from_be_bytes(bytes[16..20].try_into().unwrap()), 800);
+        assert_eq!(u32::from_be_bytes(bytes[20..24].try_into().unwrap()), 500);
+        assert!(plot_curves(&png, &[]).is_err());
+        assert_eq!(grid_spacing(3.0), 0.5);
+        assert_eq!(grid_spacing(0.06), 0.01);
+
+        // A resumed run keeps the records up to its checkpoint step and drops the rest.
+        let path = dir.join("metrics.jsonl");
+        let (mut log, kept) = MetricsLog::open(&path, None).unwrap();
+        assert!(kept.is_empty());
+        for r in records() {
+            log.write(&r).unwrap();
+        }
+        drop(log);
+        let (_, kept) = MetricsLog::open(&path, Some(20)).unwrap();
+        assert_eq!(kept.len(), 22);
+        let steps = |r: &[LogRecord]| r.iter().map(LogRecord::step).collect::<Vec<_>>();
+        assert_eq!(steps(&kept), steps(&records()[..22]));
+        assert!(matches!(kept[21], LogRecord::Eval(_)));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 22);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
