@@ -72,6 +72,12 @@ pub enum TrainError {
         /// What went wrong.
         message: String,
     },
+    /// Generation failed.
+    #[error(transparent)]
+    Model(#[from] kiln_models::ModelError),
+    /// Scoring failed.
+    #[error(transparent)]
+    Metrics(#[from] kiln_metrics::MetricsError),
     /// Batching the data failed.
     #[error(transparent)]
     Data(#[from] kiln_data::DataError),

@@ -10,6 +10,9 @@
 //!   early stopping and keep-best, atomic checkpoints with rotation and exact resume
 //!   ([`CheckpointManager`]), a progress bar, a JSONL metrics log, a loss-curve PNG, a
 //!   [`RunSummary`] and [`Callback`]s.
+//! - [`harness`]: generate answers with a base and a tuned model, score them with
+//!   `kiln-metrics`, check forgetting (general-text perplexity before and after) and write a
+//!   Markdown + JSON report side by side.
 //!
 //! ```no_run
 //! use kiln_data::TokenizedExample;
@@ -44,6 +47,7 @@ mod data;
 mod error;
 mod eval;
 mod fit;
+pub mod harness;
 mod logs;
 mod loss;
 mod schedule;

@@ -5,8 +5,9 @@ use std::path::Path;
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
 use kiln_data::{TokenBatch, TokenizedExample};
-use kiln_models::{LlamaConfig, LlamaForCausalLM};
+use kiln_models::{GenerationConfig, LlamaConfig, LlamaForCausalLM};
 use kiln_peft::{AdapterTarget, LoraConfig, attach_lora};
+use kiln_train::harness::{EvalCase, HarnessConfig, compare_models};
 use kiln_train::{
     AdapterExporter, Callback, CheckpointManager, EarlyStopping, Fit, FitConfig, LogRecord,
     OptimizerConfig, Schedule, StopReason, Trainer, evaluate, files,
@@ -128,6 +129,54 @@ fn lora_learns_the_counting_task_and_writes_logs() {
         "losses {:?}\nval {:?}, {:.0} tokens/s",
         s.losses, eval, s.tokens_per_sec
     );
+
+    // Evaluation harness: the tuned model answers the task, the base model (same LoRA init,
+    // B = 0, so the untouched base) does not; forgetting is measured on other sequences.
+    let cases: Vec<EvalCase> = (3..27)
+        .step_by(3)
+        .map(|x| EvalCase {
+            prompt: vec![1, x],
+            prompt_text: format!("1 {x}"),
+            reference: format!("{} {} {}", x + 1, x + 2, x + 3),
+        })
+        .collect();
+    let general: Vec<TokenizedExample> = (0..4)
+        .map(|i| TokenizedExample::full(&[1, 30 - i, 20 + i, 9, 4 + i, 2]))
+        .collect();
+    let harness = HarnessConfig {
+        generation: GenerationConfig {
+            max_new_tokens: 4,
+            eos_token_ids: vec![2],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let decode = |ids: &[u32]| ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ");
+    let report = compare_models(
+        &model(0.0),
+        &out.model,
+        &cases,
+        Some(&general),
+        &harness,
+        &decode,
+    )
+    .unwrap();
+    println!("{}", report.to_markdown());
+    assert!(
+        report.tuned.scores.exact_match >= 0.75,
+        "{:?}",
+        report.tuned
+    );
+    assert!(report.base.scores.exact_match < report.tuned.scores.exact_match);
+    assert!(report.forgetting.is_some());
+    let (md, json) = report.write(&dir.path().join("report")).unwrap();
+    assert!(
+        std::fs::read_to_string(md)
+            .unwrap()
+            .contains("| exact match |")
+    );
+    let back: serde_json::Value = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
+    assert_eq!(back["cases"].as_array().unwrap().len(), cases.len());
 }
 
 /// Stops the run after a given step, like a killed process.
