@@ -13,6 +13,7 @@
 //! - [`harness`]: generate answers with a base and a tuned model, score them with
 //!   `kiln-metrics`, check forgetting (general-text perplexity before and after) and write a
 //!   Markdown + JSON report side by side.
+//! - [`search`]: random and TPE hyper-parameter search with median pruning of bad trials.
 //!
 //! ```no_run
 //! use kiln_data::TokenizedExample;
@@ -51,6 +52,7 @@ pub mod harness;
 mod logs;
 mod loss;
 mod schedule;
+pub mod search;
 mod trainer;
 
 pub use callback::{Callback, Direction, EarlyStopping, EvalLog, EvalMetric, StepLog};
