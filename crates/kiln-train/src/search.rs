@@ -484,9 +484,7 @@ impl SearchReport {
                 let _ = write!(
                     md,
                     " {} |",
-                    t.params
-                        .get(*n)
-                        .map_or(String::new(), |v| format!("{v:.4e}"))
+                    t.params.get(*n).map_or(String::new(), |v| number(*v))
                 );
             }
             let status = if let Some(e) = &t.error {
@@ -502,6 +500,15 @@ impl SearchReport {
             let _ = writeln!(md, " {value} | {status} |");
         }
         md
+    }
+}
+
+/// Whole numbers as such, others in scientific notation.
+fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e6 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.4e}")
     }
 }
 

@@ -604,3 +604,89 @@ fn loraplus_scales_the_learning_rate_of_b() {
     assert!((plain - 1e-2).abs() < 1e-4, "{plain}");
     assert!((plus - 4e-2).abs() < 4e-4, "{plus}");
 }
+
+#[test]
+fn search_tunes_lora_runs_and_prunes_bad_trials() {
+    use kiln_train::search::{MedianPruner, Param, Sampler, SearchConfig, SearchSpace, search};
+    let _rng = rng_lock();
+    let train = counting(3..15);
+    let val = counting(3..6);
+    let mut space = SearchSpace::new();
+    space.insert(
+        "lr".into(),
+        Param::LogUniform {
+            low: 1e-4,
+            high: 1e-1,
+        },
+    );
+    space.insert(
+        "r".into(),
+        Param::Choice {
+            values: vec![2.0, 8.0],
+        },
+    );
+    let config = SearchConfig {
+        trials: 6,
+        seed: 1,
+        sampler: Sampler::Tpe {
+            startup_trials: 3,
+            gamma: 0.34,
+            candidates: 16,
+        },
+        direction: kiln_train::Direction::Minimize,
+        pruner: Some(MedianPruner {
+            warmup_evals: 1,
+            min_trials: 2,
+        }),
+        metric: kiln_train::EvalMetric::ValLoss,
+    };
+    let report = search(&space, &config, |p, pruner| {
+        let device = device();
+        let base = LlamaConfig {
+            vocab_size: 32,
+            hidden_size: 32,
+            intermediate_size: 64,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: Some(2),
+            tie_word_embeddings: false,
+            ..Default::default()
+        }
+        .init(11, &device);
+        let lora = LoraConfig {
+            r: p["r"] as usize,
+            lora_alpha: 2.0 * p["r"],
+            target_modules: vec!["q_proj".into(), "v_proj".into(), "lm_head".into()],
+            ..Default::default()
+        };
+        let (m, _) = attach_lora(base, &lora, 5, &device).unwrap();
+        let fit = FitConfig {
+            batch_size: 4,
+            epochs: 4,
+            eval_every: Some(3),
+            progress: false,
+            ..Default::default()
+        };
+        let mut t = trainer(&fit, train.len(), lr(p["lr"]));
+        let out = Fit::new(fit, &train)
+            .validation(&val)
+            .callback(pruner)
+            .run(m, &mut t)?;
+        Ok(out.summary.last_eval.map_or(f64::NAN, |e| e.loss))
+    })
+    .unwrap();
+    println!("{}", report.to_markdown());
+    assert_eq!(report.trials.len(), 6);
+    assert!(report.trials.iter().all(|t| t.error.is_none()));
+    // The pruner, passed to Fit as a callback, stopped the trials behind the median.
+    assert!(report.trials.iter().any(|t| t.pruned));
+    let best = report.best_trial().unwrap();
+    assert!(!best.pruned);
+    let finished: Vec<f64> = report
+        .trials
+        .iter()
+        .filter(|t| !t.pruned)
+        .map(|t| t.value.unwrap())
+        .collect();
+    assert!(finished.iter().all(|v| *v >= best.value.unwrap()));
+}
