@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,9 @@ pub struct EvalLog {
     pub val_tokens: usize,
     /// Whether this evaluation is the best so far.
     pub is_best: bool,
+    /// Further metrics from the evaluation hook (e.g. generation-based scores on a sample).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, f64>,
 }
 
 /// Hooks into a [`crate::Fit`] run. Every method has a do-nothing default.
@@ -53,7 +57,7 @@ pub trait Callback {
 }
 
 /// Which evaluation value early stopping and keep-best watch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum EvalMetric {
     /// Validation loss.
@@ -61,6 +65,8 @@ pub enum EvalMetric {
     ValLoss,
     /// Validation perplexity.
     ValPerplexity,
+    /// A metric of the evaluation hook, by name (see [`crate::Fit::eval_hook`]).
+    Extra(String),
 }
 
 impl EvalMetric {
@@ -69,6 +75,7 @@ impl EvalMetric {
         match self {
             EvalMetric::ValLoss => log.val_loss,
             EvalMetric::ValPerplexity => log.val_perplexity,
+            EvalMetric::Extra(name) => log.extra.get(name).copied().unwrap_or(f64::NAN),
         }
     }
 }
@@ -86,7 +93,7 @@ pub enum Direction {
 
 /// Stop when the watched metric has not improved by more than `min_delta` for `patience`
 /// evaluations in a row.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EarlyStopping {
     /// Evaluations without improvement before stopping.

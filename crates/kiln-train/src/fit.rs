@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -222,7 +223,12 @@ pub struct Fit<'a, M> {
     val: Option<&'a [TokenizedExample]>,
     callbacks: Vec<&'a mut dyn Callback>,
     exporter: Option<&'a dyn AdapterExporter<M>>,
+    eval_hook: Option<&'a mut EvalHook<'a, M>>,
 }
+
+/// Extra metrics computed on the model at every evaluation (e.g.
+/// [`crate::harness::generation_metrics`] on a sample of prompts).
+pub type EvalHook<'a, M> = dyn FnMut(&M) -> Result<BTreeMap<String, f64>> + 'a;
 
 impl<M> std::fmt::Debug for Fit<'_, M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -247,6 +253,7 @@ where
             val: None,
             callbacks: Vec::new(),
             exporter: None,
+            eval_hook: None,
         }
     }
 
@@ -259,6 +266,13 @@ where
     /// Adds a callback.
     pub fn callback(mut self, callback: &'a mut dyn Callback) -> Self {
         self.callbacks.push(callback);
+        self
+    }
+
+    /// Computes extra metrics at every evaluation; they are logged in [`EvalLog::extra`] and can
+    /// be watched with [`crate::EvalMetric::Extra`].
+    pub fn eval_hook(mut self, hook: &'a mut EvalHook<'a, M>) -> Self {
+        self.eval_hook = Some(hook);
         self
     }
 
@@ -290,7 +304,7 @@ where
             grad_accum_steps: cfg.grad_accum_steps,
             shuffle: cfg.shuffle,
         };
-        let watch = cfg.early_stopping.unwrap_or_default();
+        let watch = cfg.early_stopping.clone().unwrap_or_default();
         let device = trainer.device().clone();
 
         let ckpt = match &cfg.output_dir {
@@ -422,6 +436,10 @@ where
                     val_perplexity: result.perplexity,
                     val_tokens: result.tokens,
                     is_best: false,
+                    extra: match &mut self.eval_hook {
+                        Some(hook) => hook(&model)?,
+                        None => BTreeMap::new(),
+                    },
                 };
                 let value = watch.metric.of(&eval_log);
                 if watch.improves(value, state.best.map(|b| b.value)) {

@@ -1,6 +1,7 @@
 //! Evaluation harness: generate answers with a base and a tuned model, score them against
 //! references with `kiln-metrics`, measure forgetting, and write a side-by-side report.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -151,6 +152,30 @@ where
         }
     }
     Ok((answers, lengths))
+}
+
+/// An evaluation hook for [`crate::Fit::eval_hook`]: answers `cases` with the model being trained
+/// and returns `exact_match`, `token_f1`, `bleu`, `rouge1` and `rouge_l`.
+pub fn generation_metrics<'c, M>(
+    cases: &'c [EvalCase],
+    config: &'c HarnessConfig,
+    decode: &'c dyn Fn(&[u32]) -> String,
+) -> impl FnMut(&M) -> Result<BTreeMap<String, f64>> + 'c
+where
+    M: CachedCausalLm + Module,
+{
+    move |model: &M| {
+        let (answers, _) = generate_answers(model, cases, config, decode)?;
+        let references: Vec<String> = cases.iter().map(|c| c.reference.clone()).collect();
+        let s = score_answers(&answers, &references, config.rouge_stemmer)?;
+        Ok(BTreeMap::from([
+            ("exact_match".to_string(), s.exact_match),
+            ("token_f1".to_string(), s.token_f1),
+            ("bleu".to_string(), s.bleu),
+            ("rouge1".to_string(), s.rouge1),
+            ("rouge_l".to_string(), s.rouge_l),
+        ]))
+    }
 }
 
 /// Scores answers against references with the `kiln-metrics` implementations.

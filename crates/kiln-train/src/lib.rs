@@ -60,7 +60,7 @@ pub use checkpoint::{AdapterExporter, BestMetric, CheckpointManager, TrainerStat
 pub use data::DataOrder;
 pub use error::{Result, TrainError};
 pub use eval::{EvalResult, evaluate};
-pub use fit::{Fit, FitConfig, FitOutput, RunSummary, StopReason, files};
+pub use fit::{EvalHook, Fit, FitConfig, FitOutput, RunSummary, StopReason, files};
 pub use logs::{LogRecord, MetricsLog, plot_curves};
 pub use loss::{LossInput, masked_lm_loss, masked_lm_loss_sum};
 pub use schedule::Schedule;

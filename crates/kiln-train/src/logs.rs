@@ -226,6 +226,7 @@ mod tests {
                     val_perplexity: (3.2 / (step as f64).sqrt()).exp(),
                     val_tokens: 5,
                     is_best: true,
+                    extra: Default::default(),
                 }));
             }
         }

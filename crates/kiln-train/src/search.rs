@@ -300,7 +300,7 @@ where
         let params = sample(space, config, &trials, &mut rng);
         let mut pruner = TrialPruner {
             pruner: config.pruner,
-            metric: config.metric,
+            metric: config.metric.clone(),
             direction: config.direction,
             history: &histories,
             own: Vec::new(),

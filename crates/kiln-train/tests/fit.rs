@@ -7,7 +7,7 @@ use burn::tensor::{Device, Tensor};
 use kiln_data::{TokenBatch, TokenizedExample};
 use kiln_models::{GenerationConfig, LlamaConfig, LlamaForCausalLM};
 use kiln_peft::{AdapterTarget, LoraConfig, attach_lora};
-use kiln_train::harness::{EvalCase, HarnessConfig, compare_models};
+use kiln_train::harness::{EvalCase, HarnessConfig, compare_models, generation_metrics};
 use kiln_train::{
     AdapterExporter, Callback, CheckpointManager, EarlyStopping, Fit, FitConfig, LogRecord,
     OptimizerConfig, Schedule, StopReason, Trainer, evaluate, files,
@@ -88,50 +88,7 @@ fn lora_learns_the_counting_task_and_writes_logs() {
         progress: false,
         ..Default::default()
     };
-    let mut t = trainer(&config, train.len(), lr(3e-2));
-    let out = Fit::new(config, &train)
-        .validation(&val)
-        .run(model(0.0), &mut t)
-        .unwrap();
-    let s = &out.summary;
-    assert_eq!(s.steps, 120);
-    assert_eq!(s.stop_reason, StopReason::Completed);
-    // Random init over 32 tokens starts near ln 32 = 3.47; the task is learnable well below 0.2.
-    assert!(s.losses[0] > 2.5, "first loss {}", s.losses[0]);
-    let last = s.final_loss.unwrap();
-    assert!(last < 0.2, "final training loss {last}: {:?}", s.losses);
-    let eval = s.last_eval.unwrap();
-    assert!(eval.loss < 0.2, "validation loss {}", eval.loss);
-    assert!((eval.perplexity - eval.loss.exp()).abs() < 1e-9);
-    assert_eq!(eval.tokens, 2 * 4);
-
-    // One JSONL line per step and per evaluation (steps 30, 60, 90, 120).
-    let text = std::fs::read_to_string(dir.path().join(files::METRICS)).unwrap();
-    let records: Vec<LogRecord> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let evals: Vec<usize> = records
-        .iter()
-        .filter_map(|r| match r {
-            LogRecord::Eval(e) => Some(e.step),
-            LogRecord::Step(_) => None,
-        })
-        .collect();
-    assert_eq!(records.len(), 124);
-    assert_eq!(evals, vec![30, 60, 90, 120]);
-    let png = std::fs::read(dir.path().join(files::CURVES)).unwrap();
-    assert_eq!(&png[..4], b"\x89PNG");
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join(files::SUMMARY)).unwrap()).unwrap();
-    assert_eq!(summary["steps"], 120);
-    println!(
-        "losses {:?}\nval {:?}, {:.0} tokens/s",
-        s.losses, eval, s.tokens_per_sec
-    );
-
-    // Evaluation harness: the tuned model answers the task, the base model (same LoRA init,
-    // B = 0, so the untouched base) does not; forgetting is measured on other sequences.
+    // Test prompts for the evaluation harness (and, on a sample, during training).
     let cases: Vec<EvalCase> = (3..27)
         .step_by(3)
         .map(|x| EvalCase {
@@ -152,6 +109,59 @@ fn lora_learns_the_counting_task_and_writes_logs() {
         ..Default::default()
     };
     let decode = |ids: &[u32]| ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ");
+    let sample = &cases[..3];
+    let mut hook = generation_metrics(sample, &harness, &decode);
+    let mut t = trainer(&config, train.len(), lr(3e-2));
+    let out = Fit::new(config, &train)
+        .validation(&val)
+        .eval_hook(&mut hook)
+        .run(model(0.0), &mut t)
+        .unwrap();
+    let s = &out.summary;
+    assert_eq!(s.steps, 120);
+    assert_eq!(s.stop_reason, StopReason::Completed);
+    // Random init over 32 tokens starts near ln 32 = 3.47; the task is learnable well below 0.2.
+    assert!(s.losses[0] > 2.5, "first loss {}", s.losses[0]);
+    let last = s.final_loss.unwrap();
+    assert!(last < 0.2, "final training loss {last}: {:?}", s.losses);
+    let eval = s.last_eval.unwrap();
+    assert!(eval.loss < 0.2, "validation loss {}", eval.loss);
+    assert!((eval.perplexity - eval.loss.exp()).abs() < 1e-9);
+    assert_eq!(eval.tokens, 2 * 4);
+
+    // One JSONL line per step and per evaluation (steps 30, 60, 90, 120).
+    let text = std::fs::read_to_string(dir.path().join(files::METRICS)).unwrap();
+    let records: Vec<LogRecord> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let evals: Vec<&kiln_train::EvalLog> = records
+        .iter()
+        .filter_map(|r| match r {
+            LogRecord::Eval(e) => Some(e),
+            LogRecord::Step(_) => None,
+        })
+        .collect();
+    // Generation-based metrics on the sample, logged with each evaluation: they improve to
+    // every answer right.
+    let em: Vec<f64> = evals.iter().map(|e| e.extra["exact_match"]).collect();
+    assert!(em[0] < em[3], "{em:?}");
+    assert_eq!(em[3], 1.0, "{em:?}");
+    let evals: Vec<usize> = evals.iter().map(|e| e.step).collect();
+    assert_eq!(records.len(), 124);
+    assert_eq!(evals, vec![30, 60, 90, 120]);
+    let png = std::fs::read(dir.path().join(files::CURVES)).unwrap();
+    assert_eq!(&png[..4], b"\x89PNG");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join(files::SUMMARY)).unwrap()).unwrap();
+    assert_eq!(summary["steps"], 120);
+    println!(
+        "losses {:?}\nval {:?}, {:.0} tokens/s",
+        s.losses, eval, s.tokens_per_sec
+    );
+
+    // Evaluation harness: the tuned model answers the task, the base model (same LoRA init,
+    // B = 0, so the untouched base) does not; forgetting is measured on other sequences.
     let report = compare_models(
         &model(0.0),
         &out.model,
