@@ -377,8 +377,16 @@ where
         let mut last_checkpoint = None;
         let mut stop_reason = StopReason::Completed;
         let eval_bs = cfg.eval_batch_size.unwrap_or(cfg.batch_size);
+        // A run that had already stopped early stays stopped when resumed.
+        let stopped_before = cfg
+            .early_stopping
+            .as_ref()
+            .is_some_and(|es| state.evals_without_improvement >= es.patience.max(1));
+        if stopped_before {
+            stop_reason = StopReason::EarlyStopped;
+        }
 
-        while state.step < total {
+        while state.step < total && !stopped_before {
             let (epoch, batches) = order.step_batches(state.step);
             let micro = batches
                 .iter()

@@ -298,7 +298,11 @@ fn early_stopping_triggers_and_keep_best_restores_the_best_parameters() {
     let _rng = rng_lock();
     let train = counting(3..15);
     let val = counting(15..18);
+    let dir = tempfile::tempdir().unwrap();
     let config = FitConfig {
+        output_dir: Some(dir.path().into()),
+        checkpoint_every: Some(1000),
+        plot: false,
         batch_size: 4,
         epochs: 10,
         eval_every: Some(1),
@@ -336,6 +340,24 @@ fn early_stopping_triggers_and_keep_best_restores_the_best_parameters() {
         again.loss,
         best.value
     );
+
+    // The checkpoint written when it stopped resumes as stopped: no further step.
+    let mut t = trainer(&config, train.len(), lr(0.3));
+    let resumed = Fit::new(
+        FitConfig {
+            resume: true,
+            ..config
+        },
+        &train,
+    )
+    .validation(&val)
+    .run(model(0.0), &mut t)
+    .unwrap();
+    assert_eq!(resumed.summary.stop_reason, StopReason::EarlyStopped);
+    assert_eq!(resumed.summary.steps, s.steps);
+    assert!(resumed.summary.losses.is_empty());
+    let again = evaluate(&resumed.model, &val, 4, 0).unwrap();
+    assert!((again.loss - best.value).abs() < 1e-5);
 }
 
 #[derive(Default)]
