@@ -289,7 +289,7 @@ impl CheckpointManager {
         trainer: &mut Trainer,
     ) -> Result<(M, TrainerState)> {
         let state = Self::read_state(checkpoint)?;
-        if &state.optimizer != trainer.config() {
+        if !same_settings(&state.optimizer, trainer.config()) {
             return Err(TrainError::ResumeMismatch {
                 path: checkpoint.into(),
                 reason: "optimizer settings differ".into(),
@@ -317,6 +317,30 @@ impl CheckpointManager {
     }
 }
 
+/// Optimizer settings equal up to a JSON round trip (serde_json may parse a float one unit in
+/// the last place off).
+fn same_settings(a: &OptimizerConfig, b: &OptimizerConfig) -> bool {
+    let close = |x: f64, y: f64| (x - y).abs() <= 1e-12 * x.abs().max(y.abs());
+    let close32 = |x: f32, y: f32| {
+        close(f64::from(x), f64::from(y)) || (x - y).abs() <= f32::EPSILON * x.abs().max(y.abs())
+    };
+    close(a.lr, b.lr)
+        && close32(a.beta1, b.beta1)
+        && close32(a.beta2, b.beta2)
+        && close32(a.eps, b.eps)
+        && close32(a.weight_decay, b.weight_decay)
+        && match (a.max_grad_norm, b.max_grad_norm) {
+            (Some(x), Some(y)) => close(x, y),
+            (None, None) => true,
+            _ => false,
+        }
+        && a.lr_groups.len() == b.lr_groups.len()
+        && a.lr_groups
+            .iter()
+            .zip(&b.lr_groups)
+            .all(|(x, y)| x.pattern == y.pattern && close(x.scale, y.scale))
+}
+
 pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(TrainError::json(path))?;
     let mut f = fs::File::create(path).map_err(TrainError::io(path))?;
@@ -338,4 +362,29 @@ fn sync_dir(path: &Path) -> Result<()> {
             .map_err(TrainError::io(path))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_compare_up_to_rounding_only() {
+        let a = OptimizerConfig {
+            lr: 3e-4,
+            max_grad_norm: Some(1.0),
+            ..OptimizerConfig::default().with_loraplus(16.0)
+        };
+        let mut b = a.clone();
+        b.lr = f64::from_bits(a.lr.to_bits() + 1);
+        assert!(same_settings(&a, &b));
+        b.lr = 3.1e-4;
+        assert!(!same_settings(&a, &b));
+        let mut c = a.clone();
+        c.lr_groups[0].pattern = "lora_a".into();
+        assert!(!same_settings(&a, &c));
+        let mut d = a.clone();
+        d.max_grad_norm = None;
+        assert!(!same_settings(&a, &d));
+    }
 }
