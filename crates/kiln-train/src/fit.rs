@@ -47,7 +47,9 @@ pub struct FitConfig {
     pub epochs: usize,
     /// Total optimizer steps; overrides `epochs`.
     pub max_steps: Option<usize>,
-    /// Seed of the data order and of the per-step device RNG (dropout).
+    /// Seed of the data order and of the per-step device RNG (dropout). The device RNG is
+    /// reseeded from `(seed, step)` before every step, so dropout masks survive a resume; it is
+    /// process-wide, so two runs in one process at the same time share it.
     pub seed: u64,
     /// Shuffle the examples every epoch.
     pub shuffle: bool,
