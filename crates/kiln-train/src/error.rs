@@ -1,3 +1,5 @@
+use std::path::PathBuf;
+
 /// Errors of the training crate.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -20,6 +22,90 @@ pub enum TrainError {
         /// The value.
         value: f32,
     },
+    /// Reading or writing a file failed.
+    #[error("I/O error on `{path}`: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A parameter or optimizer record could not be written, read or applied.
+    #[error("record error on `{path}`: {message}")]
+    Record {
+        /// The record file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A JSON state file could not be written or parsed.
+    #[error("JSON error on `{path}`: {source}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A checkpoint does not belong to the run that tries to resume from it.
+    #[error("cannot resume from `{path}`: {reason}")]
+    ResumeMismatch {
+        /// The checkpoint directory.
+        path: PathBuf,
+        /// What differs.
+        reason: String,
+    },
+    /// A user hook (adapter export) failed.
+    #[error("adapter export into `{path}` failed: {message}")]
+    Export {
+        /// The checkpoint directory being written.
+        path: PathBuf,
+        /// The hook's error message.
+        message: String,
+    },
+    /// Drawing the loss curve failed.
+    #[error("plotting `{path}` failed: {message}")]
+    Plot {
+        /// The image file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// Generation failed.
+    #[error(transparent)]
+    Model(#[from] kiln_models::ModelError),
+    /// Scoring failed.
+    #[error(transparent)]
+    Metrics(#[from] kiln_metrics::MetricsError),
+    /// Batching the data failed.
+    #[error(transparent)]
+    Data(#[from] kiln_data::DataError),
+}
+
+impl TrainError {
+    /// Wraps an I/O error with the path it concerns.
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Self::Io { path, source }
+    }
+
+    /// Wraps a record error with the path it concerns.
+    pub(crate) fn record(
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(burn::store::RecordError) -> Self {
+        let path = path.into();
+        move |e| Self::Record {
+            path,
+            message: e.to_string(),
+        }
+    }
+
+    /// Wraps a JSON error with the path it concerns.
+    pub(crate) fn json(path: impl Into<PathBuf>) -> impl FnOnce(serde_json::Error) -> Self {
+        let path = path.into();
+        move |source| Self::Json { path, source }
+    }
 }
 
 /// Result alias of the training crate.

@@ -2,15 +2,66 @@
 //!
 //! - [`masked_lm_loss`]: next-token cross-entropy computed only at labelled positions: hidden
 //!   states are gathered *before* the vocabulary projection, so prompt tokens cost no logits.
-//! - [`Trainer`]: AdamW with PyTorch's defaults set explicitly, learning-rate schedules, generic over any [`kiln_models::CausalLm`] on any backend.
+//! - [`Trainer`]: AdamW with PyTorch's defaults set explicitly, learning-rate schedules,
+//!   per-group learning rates (LoRA+), gradient accumulation weighted by labelled tokens and
+//!   global-norm clipping; generic over any [`kiln_models::CausalLm`] on any backend.
+//! - [`Fit`]: a whole run around a [`Trainer`]: seeded data order over epochs or a step budget,
+//!   evaluation every N steps ([`evaluate`]: token-weighted validation loss and perplexity),
+//!   early stopping and keep-best, atomic checkpoints with rotation and exact resume
+//!   ([`CheckpointManager`]), a progress bar, a JSONL metrics log, a loss-curve PNG, a
+//!   [`RunSummary`] and [`Callback`]s.
+//! - [`harness`]: generate answers with a base and a tuned model, score them with
+//!   `kiln-metrics`, check forgetting (general-text perplexity before and after) and write a
+//!   Markdown + JSON report side by side.
+//! - [`search`]: random and TPE hyper-parameter search with median pruning of bad trials.
+//!
+//! ```no_run
+//! use kiln_data::TokenizedExample;
+//! use kiln_models::LlamaConfig;
+//! use kiln_peft::{LoraConfig, attach_lora};
+//! use kiln_train::{Fit, FitConfig, OptimizerConfig, Schedule, Trainer};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let device = burn::tensor::Device::default().autodiff();
+//! let model = LlamaConfig::default().init(0, &device);
+//! let (model, _) = attach_lora(model, &LoraConfig::default(), 0, &device)?;
+//! let train = vec![TokenizedExample::prompt_completion(&[1, 5], &[6, 2])];
+//! let config = FitConfig {
+//!     batch_size: 1,
+//!     epochs: 3,
+//!     output_dir: Some("runs/demo".into()),
+//!     checkpoint_every: Some(10),
+//!     ..Default::default()
+//! };
+//! let schedule = Schedule::Cosine { warmup_steps: 1, total_steps: config.total_steps(train.len()) };
+//! let mut trainer = Trainer::new(OptimizerConfig::default().with_loraplus(16.0), schedule, &device)?;
+//! let out = Fit::new(config, &train).run(model, &mut trainer)?;
+//! println!("{:?}", out.summary.final_loss);
+//! # Ok(())
+//! # }
+//! ```
 #![warn(missing_docs)]
 
+mod callback;
+pub mod checkpoint;
+mod data;
 mod error;
+mod eval;
+mod fit;
+pub mod harness;
+mod logs;
 mod loss;
 mod schedule;
+pub mod search;
 mod trainer;
 
+pub use callback::{Callback, Direction, EarlyStopping, EvalLog, EvalMetric, StepLog};
+pub use checkpoint::{AdapterExporter, BestMetric, CheckpointManager, TrainerState};
+pub use data::DataOrder;
 pub use error::{Result, TrainError};
-pub use loss::{LossInput, masked_lm_loss};
+pub use eval::{EvalResult, evaluate};
+pub use fit::{EvalHook, Fit, FitConfig, FitOutput, RunSummary, StopReason, files};
+pub use logs::{LogRecord, MetricsLog, plot_curves};
+pub use loss::{LossInput, masked_lm_loss, masked_lm_loss_sum};
 pub use schedule::Schedule;
-pub use trainer::{OptimizerConfig, Trainer};
+pub use trainer::{LrGroup, OptimizerConfig, StepStats, Trainer, clip_grad_norm, trainable_params};

@@ -74,6 +74,15 @@ impl LossInput {
 /// Hidden states are gathered at the labelled positions before the output projection, so the
 /// `[n, vocab]` logits exist only for tokens that carry loss.
 pub fn masked_lm_loss<M: CausalLm>(model: &M, batch: &LossInput) -> Tensor<1> {
+    masked_lm_loss_sum(model, batch).div_scalar(batch.num_targets as f32)
+}
+
+/// Summed next-token cross-entropy over the labelled positions, as a `[1]` tensor.
+///
+/// Gradient accumulation and evaluation divide sums by the token count of the whole optimizer
+/// step (or validation set), so every labelled token weighs the same however the tokens are
+/// split into batches.
+pub fn masked_lm_loss_sum<M: CausalLm>(model: &M, batch: &LossInput) -> Tensor<1> {
     let hidden = model.forward_hidden(&batch.input);
     let [b, t, d] = hidden.dims();
     let picked = hidden
@@ -82,5 +91,5 @@ pub fn masked_lm_loss<M: CausalLm>(model: &M, batch: &LossInput) -> Tensor<1> {
     let logp = log_softmax(model.logits(picked), 1); // [n, vocab]
     let n = batch.num_targets;
     let nll = logp.gather(1, batch.targets.clone().reshape([n, 1])).neg(); // [n, 1]
-    nll.mean()
+    nll.sum()
 }

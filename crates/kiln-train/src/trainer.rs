@@ -1,13 +1,29 @@
-use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
-use burn::tensor::Device;
+use std::path::Path;
+
+use burn::module::{Module, ModuleVisitor, Param, ParamGroup, ParamId};
+use burn::optim::lr_scheduler::module_lr_scheduler::{ModuleLearningRate, ModuleLrScheduler};
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use kiln_data::TokenBatch;
 use kiln_models::CausalLm;
 
-use crate::loss::{LossInput, masked_lm_loss};
+use crate::loss::{LossInput, masked_lm_loss_sum};
 use crate::{Result, Schedule, TrainError};
+
+/// A learning-rate multiplier for the parameters whose path contains `pattern`.
+///
+/// Paths are Burn module paths such as `model.layers.0.self_attn.q_proj.lora.lora_b`. When several
+/// groups match a parameter, the last one wins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LrGroup {
+    /// Substring of the parameter path.
+    pub pattern: String,
+    /// Multiplier of the scheduled learning rate.
+    pub scale: f64,
+}
 
 /// AdamW settings. Defaults are PyTorch's `torch.optim.AdamW` (Burn's own defaults differ:
 /// eps 1e-5 and weight decay 1e-4), so runs compare with PyTorch + PEFT.
@@ -24,6 +40,10 @@ pub struct OptimizerConfig {
     pub eps: f32,
     /// Decoupled weight decay.
     pub weight_decay: f32,
+    /// Global-norm gradient clipping (`torch.nn.utils.clip_grad_norm_`); `None` disables it.
+    pub max_grad_norm: Option<f64>,
+    /// Per-parameter-group learning-rate multipliers (see [`OptimizerConfig::with_loraplus`]).
+    pub lr_groups: Vec<LrGroup>,
 }
 
 impl Default for OptimizerConfig {
@@ -34,12 +54,27 @@ impl Default for OptimizerConfig {
             beta2: 0.999,
             eps: 1e-8,
             weight_decay: 0.01,
+            max_grad_norm: None,
+            lr_groups: Vec::new(),
         }
     }
 }
 
 impl OptimizerConfig {
-    fn validate(&self) -> Result<()> {
+    /// LoRA+ (Hayou et al., 2024): the `B` matrices learn `ratio` times faster than the rest.
+    pub fn with_loraplus(mut self, ratio: f64) -> Self {
+        self.lr_groups.push(LrGroup {
+            pattern: "lora_b".into(),
+            scale: ratio,
+        });
+        self
+    }
+
+    /// Checks value ranges.
+    ///
+    /// # Errors
+    /// [`TrainError::InvalidConfig`] naming the field.
+    pub fn validate(&self) -> Result<()> {
         let bad = |field: &str, reason: String| {
             Err(TrainError::InvalidConfig {
                 field: field.into(),
@@ -54,6 +89,31 @@ impl OptimizerConfig {
                 return bad(name, format!("{b} is not in [0, 1)"));
             }
         }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return bad("eps", format!("{} must be positive", self.eps));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(
+                "weight_decay",
+                format!("{} must be non-negative", self.weight_decay),
+            );
+        }
+        if let Some(n) = self.max_grad_norm
+            && !(n.is_finite() && n > 0.0)
+        {
+            return bad("max_grad_norm", format!("{n} must be positive"));
+        }
+        for g in &self.lr_groups {
+            if !(g.scale.is_finite() && g.scale > 0.0) {
+                return bad(
+                    "lr_groups",
+                    format!("scale {} of `{}` must be positive", g.scale, g.pattern),
+                );
+            }
+            if g.pattern.is_empty() {
+                return bad("lr_groups", "a pattern is empty".into());
+            }
+        }
         Ok(())
     }
 
@@ -65,6 +125,23 @@ impl OptimizerConfig {
             .with_weight_decay(self.weight_decay)
             .init()
     }
+}
+
+/// What one optimizer step did.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StepStats {
+    /// Token-weighted mean loss over all micro-batches of the step.
+    pub loss: f32,
+    /// Global L2 norm of the gradients before clipping.
+    pub grad_norm: f64,
+    /// The base learning rate used (before group multipliers).
+    pub lr: f64,
+    /// Labelled tokens (the loss denominator).
+    pub loss_tokens: usize,
+    /// Real (non-padding) input tokens processed.
+    pub input_tokens: usize,
+    /// Micro-batches that carried at least one label.
+    pub micro_batches: usize,
 }
 
 /// Steps a model with AdamW on labelled batches.
@@ -110,6 +187,21 @@ impl Trainer {
         self.step
     }
 
+    /// The optimizer settings.
+    pub fn config(&self) -> &OptimizerConfig {
+        &self.config
+    }
+
+    /// The learning-rate schedule.
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    /// The autodiff device batches are uploaded to.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// The learning rate the next step uses.
     pub fn current_lr(&self) -> f64 {
         self.config.lr * self.schedule.factor(self.step)
@@ -124,19 +216,181 @@ impl Trainer {
     where
         M: CausalLm + Module,
     {
-        let input = LossInput::from_batch(batch, &self.device)?;
-        let loss = masked_lm_loss(&model, &input);
-        let value: f32 = loss.clone().into_scalar::<f32>();
-        if !value.is_finite() {
-            return Err(TrainError::NonFiniteLoss {
-                step: self.step,
-                value,
+        let (model, stats) = self.train_step_accum(model, std::slice::from_ref(batch))?;
+        Ok((model, stats.loss))
+    }
+
+    /// One optimizer step over several micro-batches (gradient accumulation).
+    ///
+    /// Each micro-batch's summed loss is divided by the labelled-token count of the *whole*
+    /// step, so the accumulated gradient equals the gradient of one batch holding every
+    /// micro-batch. Micro-batches without labels are skipped. The global gradient norm is
+    /// measured (and clipped, when [`OptimizerConfig::max_grad_norm`] is set) before AdamW.
+    ///
+    /// # Errors
+    /// No labelled token in any micro-batch, or a non-finite loss.
+    pub fn train_step_accum<M>(&mut self, model: M, micro: &[TokenBatch]) -> Result<(M, StepStats)>
+    where
+        M: CausalLm + Module,
+    {
+        let mut inputs = Vec::with_capacity(micro.len());
+        let mut input_tokens = 0usize;
+        for batch in micro {
+            input_tokens += batch
+                .attention_mask
+                .iter()
+                .flatten()
+                .filter(|&&m| m != 0)
+                .count();
+            match LossInput::from_batch(batch, &self.device) {
+                Ok(input) => inputs.push(input),
+                Err(TrainError::NoLabels) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let total: usize = inputs.iter().map(|i| i.num_targets).sum();
+        if total == 0 {
+            return Err(TrainError::NoLabels);
+        }
+        let mut accum = GradientsAccumulator::<M>::new();
+        let mut loss_sum = 0.0f64;
+        for input in &inputs {
+            let loss = masked_lm_loss_sum(&model, input).div_scalar(total as f32);
+            let value: f32 = loss.clone().into_scalar::<f32>();
+            if !value.is_finite() {
+                return Err(TrainError::NonFiniteLoss {
+                    step: self.step,
+                    value,
+                });
+            }
+            loss_sum += f64::from(value);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            accum.accumulate(&model, grads);
+        }
+        let mut grads = accum.grads();
+        let grad_norm = clip_grad_norm(&model, &mut grads, self.config.max_grad_norm);
+        let lr = self.current_lr();
+        let model = self.optim.step(self.lr_policy(lr), model, grads);
+        self.step += 1;
+        Ok((
+            model,
+            StepStats {
+                loss: loss_sum as f32,
+                grad_norm,
+                lr,
+                loss_tokens: total,
+                input_tokens,
+                micro_batches: inputs.len(),
+            },
+        ))
+    }
+
+    fn lr_policy(&self, lr: f64) -> ModuleLearningRate {
+        if self.config.lr_groups.is_empty() {
+            return lr.into();
+        }
+        let mut scheduler = ModuleLrScheduler::new(lr);
+        for g in &self.config.lr_groups {
+            scheduler =
+                scheduler.with_group(ParamGroup::from_predicate(g.pattern.clone()), lr * g.scale);
+        }
+        scheduler.step()
+    }
+
+    /// Writes the optimizer state (AdamW moments and step counts) to a burnpack file.
+    ///
+    /// # Errors
+    /// [`TrainError::Record`] when the file cannot be written.
+    pub fn save_optimizer(&self, path: &Path) -> Result<()> {
+        self.optim.save(path).map_err(TrainError::record(path))
+    }
+
+    /// Restores the optimizer state written by [`Trainer::save_optimizer`] and the step counter.
+    ///
+    /// The state is keyed by parameter id: load the model's trainable parameters from the same
+    /// checkpoint (which restores their ids) before stepping.
+    ///
+    /// # Errors
+    /// [`TrainError::Record`] when the file cannot be read.
+    pub fn load_optimizer(&mut self, path: &Path, step: usize) -> Result<()> {
+        let optim = self
+            .config
+            .build()
+            .load(path)
+            .map_err(TrainError::record(path))?;
+        self.optim = optim;
+        self.step = step;
+        Ok(())
+    }
+}
+
+/// Ids and paths of the parameters that require gradients.
+pub fn trainable_params<M: Module>(model: &M) -> Vec<(ParamId, String)> {
+    #[derive(Default)]
+    struct Collect {
+        path: Vec<String>,
+        out: Vec<(ParamId, String)>,
+    }
+    impl ModuleVisitor for Collect {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if param.is_require_grad() {
+                self.out.push((param.id, self.path.join(".")));
+            }
+        }
+    }
+    let mut c = Collect::default();
+    model.visit(&mut c);
+    c.out
+}
+
+/// Global L2 norm of the gradients of `model`'s parameters, scaled in place to at most
+/// `max_norm` when given, with `torch.nn.utils.clip_grad_norm_` semantics: the factor is
+/// `max_norm / (norm + 1e-6)`, applied only when below 1. Returns the norm before clipping.
+pub fn clip_grad_norm<M: Module>(
+    model: &M,
+    grads: &mut GradientsParams,
+    max_norm: Option<f64>,
+) -> f64 {
+    struct SumSquares<'a> {
+        grads: &'a GradientsParams,
+        total: f64,
+    }
+    impl ModuleVisitor for SumSquares<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(g) = self.grads.get::<D>(param.id) {
+                let sq: f32 = g.square().sum().into_scalar::<f32>();
+                self.total += f64::from(sq);
+            }
+        }
+    }
+    struct Scale<'a> {
+        grads: &'a mut GradientsParams,
+        factor: f32,
+    }
+    impl ModuleVisitor for Scale<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(g) = self.grads.remove::<D>(param.id) {
+                self.grads.register(param.id, g.mul_scalar(self.factor));
+            }
+        }
+    }
+    let mut sum = SumSquares { grads, total: 0.0 };
+    model.visit(&mut sum);
+    let norm = sum.total.sqrt();
+    if let Some(max) = max_norm {
+        let coef = max / (norm + 1e-6);
+        if coef < 1.0 {
+            model.visit(&mut Scale {
+                grads,
+                factor: coef as f32,
             });
         }
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        let lr = self.current_lr();
-        let model = self.optim.step(lr, model, grads);
-        self.step += 1;
-        Ok((model, value))
     }
+    norm
 }

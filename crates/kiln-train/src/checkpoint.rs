@@ -1,0 +1,390 @@
+//! Atomic training checkpoints.
+//!
+//! A checkpoint is a directory `checkpoint-<step>` holding
+//!
+//! - `trainable.bpk`: the parameters that require gradients (burnpack, with their paths and
+//!   parameter ids),
+//! - `optimizer.bpk`: the AdamW state, keyed by those parameter ids,
+//! - `best_trainable.bpk` (with keep-best): the trainable parameters of the best evaluation,
+//! - `trainer_state.json`: step, schedule, optimizer settings, data order, early-stopping state,
+//! - whatever an [`AdapterExporter`] writes (e.g. a Hugging Face PEFT adapter).
+//!
+//! Everything is written into a hidden `.tmp-checkpoint-<step>` directory, flushed to disk and
+//! then renamed: a run killed mid-write leaves at most a temporary directory, which resume
+//! ignores and the next [`CheckpointManager::new`] removes.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::module::{Module, ParamGroup};
+use burn::store::ModuleRecord;
+use serde::{Deserialize, Serialize};
+
+use crate::trainer::trainable_params;
+use crate::{OptimizerConfig, Result, Schedule, TrainError, Trainer};
+
+/// File of the trainable parameters inside a checkpoint.
+pub const PARAMS_FILE: &str = "trainable.bpk";
+/// File of the parameters of the best evaluation so far (written with keep-best).
+pub const BEST_PARAMS_FILE: &str = "best_trainable.bpk";
+/// File of the optimizer state inside a checkpoint.
+pub const OPTIMIZER_FILE: &str = "optimizer.bpk";
+/// File of the [`TrainerState`] inside a checkpoint; written last.
+pub const STATE_FILE: &str = "trainer_state.json";
+
+const PREFIX: &str = "checkpoint-";
+const TMP_PREFIX: &str = ".tmp-checkpoint-";
+const OLD_PREFIX: &str = ".old-checkpoint-";
+
+/// Writes the adapter part of a model in another format (e.g. Hugging Face PEFT's
+/// `adapter_model.safetensors` + `adapter_config.json`) into a checkpoint directory before it is
+/// made visible.
+pub trait AdapterExporter<M> {
+    /// Writes files into `dir` (the checkpoint's temporary directory).
+    ///
+    /// # Errors
+    /// Any error; the checkpoint is then not published.
+    fn export(
+        &self,
+        model: &M,
+        dir: &Path,
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// The best evaluation so far.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BestMetric {
+    /// Metric value.
+    pub value: f64,
+    /// Optimizer step it was measured at.
+    pub step: usize,
+}
+
+/// How the data was batched: a resumed run must batch the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataLayout {
+    /// Training examples.
+    pub num_examples: usize,
+    /// Examples per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum_steps: usize,
+    /// Whether epochs are shuffled.
+    pub shuffle: bool,
+}
+
+/// Everything besides tensors that a resumed run needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Optimizer steps taken.
+    pub step: usize,
+    /// Epoch of the next step.
+    pub epoch: usize,
+    /// Seed of the data order and of the per-step device RNG.
+    pub seed: u64,
+    /// Optimizer settings of the run.
+    pub optimizer: OptimizerConfig,
+    /// Learning-rate schedule of the run (its position is `step`).
+    pub schedule: Schedule,
+    /// Batching of the run (the data position is a function of `step`).
+    pub data: DataLayout,
+    /// Best evaluation so far.
+    pub best: Option<BestMetric>,
+    /// Evaluations since the last improvement (early stopping).
+    pub evals_without_improvement: usize,
+    /// Labelled tokens trained on.
+    pub loss_tokens_seen: u64,
+    /// Input tokens processed.
+    pub input_tokens_seen: u64,
+    /// Training wall time so far, in seconds.
+    pub elapsed_secs: f64,
+    /// Loss of the last step.
+    pub last_loss: Option<f32>,
+}
+
+/// Writes, lists, rotates and restores checkpoints in one directory.
+#[derive(Debug, Clone)]
+pub struct CheckpointManager {
+    dir: PathBuf,
+    save_total_limit: Option<usize>,
+}
+
+impl CheckpointManager {
+    /// Opens (creating) `dir`, removes temporary directories left by an interrupted write and
+    /// restores a checkpoint left half-replaced.
+    ///
+    /// `save_total_limit` keeps only that many newest checkpoints (the best one is kept too).
+    ///
+    /// # Errors
+    /// A limit of 0, or an I/O error.
+    pub fn new(dir: impl Into<PathBuf>, save_total_limit: Option<usize>) -> Result<Self> {
+        let dir = dir.into();
+        if save_total_limit == Some(0) {
+            return Err(TrainError::InvalidConfig {
+                field: "save_total_limit".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        fs::create_dir_all(&dir).map_err(TrainError::io(&dir))?;
+        for entry in fs::read_dir(&dir).map_err(TrainError::io(&dir))? {
+            let entry = entry.map_err(TrainError::io(&dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            if name.starts_with(TMP_PREFIX) {
+                fs::remove_dir_all(&path).map_err(TrainError::io(&path))?;
+            } else if let Some(step) = name.strip_prefix(OLD_PREFIX) {
+                let published = dir.join(format!("{PREFIX}{step}"));
+                if published.exists() {
+                    fs::remove_dir_all(&path).map_err(TrainError::io(&path))?;
+                } else {
+                    fs::rename(&path, &published).map_err(TrainError::io(&path))?;
+                }
+            }
+        }
+        Ok(Self {
+            dir,
+            save_total_limit,
+        })
+    }
+
+    /// The directory holding the checkpoints.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Published checkpoints, oldest first, as `(step, directory)`.
+    ///
+    /// # Errors
+    /// The directory cannot be read.
+    pub fn checkpoints(&self) -> Result<Vec<(usize, PathBuf)>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(TrainError::io(&self.dir))? {
+            let entry = entry.map_err(TrainError::io(&self.dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(step) = name.strip_prefix(PREFIX).and_then(|s| s.parse().ok()) {
+                let path = entry.path();
+                if path.join(STATE_FILE).is_file() {
+                    out.push((step, path));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// The newest published checkpoint.
+    ///
+    /// # Errors
+    /// The directory cannot be read.
+    pub fn latest(&self) -> Result<Option<PathBuf>> {
+        Ok(self.checkpoints()?.pop().map(|(_, p)| p))
+    }
+
+    /// Writes a checkpoint of `model`'s trainable parameters, `trainer`'s optimizer, `state` and
+    /// (when given) the best parameters so far, then applies `save_total_limit` (never deleting
+    /// the checkpoint of the best step). Returns the published directory.
+    ///
+    /// # Errors
+    /// An I/O or record error, or a failing exporter; what was published before is untouched.
+    pub fn save<M: Module + Clone>(
+        &self,
+        model: &M,
+        trainer: &Trainer,
+        state: &TrainerState,
+        exporter: Option<&dyn AdapterExporter<M>>,
+        best_params: Option<&ModuleRecord>,
+    ) -> Result<PathBuf> {
+        let step = state.step;
+        let tmp = self.dir.join(format!("{TMP_PREFIX}{step}"));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(TrainError::io(&tmp))?;
+        }
+        fs::create_dir_all(&tmp).map_err(TrainError::io(&tmp))?;
+
+        let ids = trainable_params(model)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let params = tmp.join(PARAMS_FILE);
+        model
+            .clone()
+            .into_record_group(ParamGroup::from_ids(ids))
+            .save(&params)
+            .map_err(TrainError::record(&params))?;
+        sync_file(&params)?;
+        let optim = tmp.join(OPTIMIZER_FILE);
+        trainer.save_optimizer(&optim)?;
+        sync_file(&optim)?;
+        if let Some(best) = best_params {
+            let path = tmp.join(BEST_PARAMS_FILE);
+            best.clone()
+                .save(&path)
+                .map_err(TrainError::record(&path))?;
+            sync_file(&path)?;
+        }
+        if let Some(exporter) = exporter {
+            exporter
+                .export(model, &tmp)
+                .map_err(|e| TrainError::Export {
+                    path: tmp.clone(),
+                    message: e.to_string(),
+                })?;
+        }
+        write_json(&tmp.join(STATE_FILE), state)?;
+        sync_dir(&tmp)?;
+
+        let published = self.dir.join(format!("{PREFIX}{step}"));
+        if published.exists() {
+            let old = self.dir.join(format!("{OLD_PREFIX}{step}"));
+            fs::rename(&published, &old).map_err(TrainError::io(&published))?;
+            fs::rename(&tmp, &published).map_err(TrainError::io(&tmp))?;
+            fs::remove_dir_all(&old).map_err(TrainError::io(&old))?;
+        } else {
+            fs::rename(&tmp, &published).map_err(TrainError::io(&tmp))?;
+        }
+        sync_dir(&self.dir)?;
+        self.rotate(state.best.map(|b| b.step))?;
+        Ok(published)
+    }
+
+    fn rotate(&self, keep: Option<usize>) -> Result<()> {
+        let Some(limit) = self.save_total_limit else {
+            return Ok(());
+        };
+        let all = self.checkpoints()?;
+        let mut excess = all.len().saturating_sub(limit);
+        for (step, path) in all {
+            if excess == 0 {
+                break;
+            }
+            if Some(step) == keep {
+                continue;
+            }
+            fs::remove_dir_all(&path).map_err(TrainError::io(&path))?;
+            excess -= 1;
+        }
+        Ok(())
+    }
+
+    /// Reads a checkpoint's [`TrainerState`].
+    ///
+    /// # Errors
+    /// The file is missing or not a trainer state.
+    pub fn read_state(checkpoint: &Path) -> Result<TrainerState> {
+        let path = checkpoint.join(STATE_FILE);
+        let text = fs::read_to_string(&path).map_err(TrainError::io(&path))?;
+        serde_json::from_str(&text).map_err(TrainError::json(&path))
+    }
+
+    /// Restores a checkpoint: loads the trainable parameters into `model` (restoring their ids)
+    /// and the optimizer state and step into `trainer`.
+    ///
+    /// # Errors
+    /// Missing or unreadable files, parameters that do not fit the model, or a trainer whose
+    /// optimizer settings or schedule differ from the checkpoint's.
+    pub fn restore<M: Module>(
+        checkpoint: &Path,
+        model: M,
+        trainer: &mut Trainer,
+    ) -> Result<(M, TrainerState)> {
+        let state = Self::read_state(checkpoint)?;
+        if !same_settings(&state.optimizer, trainer.config()) {
+            return Err(TrainError::ResumeMismatch {
+                path: checkpoint.into(),
+                reason: "optimizer settings differ".into(),
+            });
+        }
+        if &state.schedule != trainer.schedule() {
+            return Err(TrainError::ResumeMismatch {
+                path: checkpoint.into(),
+                reason: format!(
+                    "schedule differs: checkpoint {:?}, run {:?}",
+                    state.schedule,
+                    trainer.schedule()
+                ),
+            });
+        }
+        let params = checkpoint.join(PARAMS_FILE);
+        let record = ModuleRecord::load(&params)
+            .map_err(TrainError::record(&params))?
+            .allow_partial(true);
+        let model = model
+            .try_load_record(record)
+            .map_err(TrainError::record(&params))?;
+        trainer.load_optimizer(&checkpoint.join(OPTIMIZER_FILE), state.step)?;
+        Ok((model, state))
+    }
+}
+
+/// Optimizer settings equal up to a JSON round trip (serde_json may parse a float one unit in
+/// the last place off).
+fn same_settings(a: &OptimizerConfig, b: &OptimizerConfig) -> bool {
+    let close = |x: f64, y: f64| (x - y).abs() <= 1e-12 * x.abs().max(y.abs());
+    let close32 = |x: f32, y: f32| {
+        close(f64::from(x), f64::from(y)) || (x - y).abs() <= f32::EPSILON * x.abs().max(y.abs())
+    };
+    close(a.lr, b.lr)
+        && close32(a.beta1, b.beta1)
+        && close32(a.beta2, b.beta2)
+        && close32(a.eps, b.eps)
+        && close32(a.weight_decay, b.weight_decay)
+        && match (a.max_grad_norm, b.max_grad_norm) {
+            (Some(x), Some(y)) => close(x, y),
+            (None, None) => true,
+            _ => false,
+        }
+        && a.lr_groups.len() == b.lr_groups.len()
+        && a.lr_groups
+            .iter()
+            .zip(&b.lr_groups)
+            .all(|(x, y)| x.pattern == y.pattern && close(x.scale, y.scale))
+}
+
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(TrainError::json(path))?;
+    let mut f = fs::File::create(path).map_err(TrainError::io(path))?;
+    f.write_all(text.as_bytes()).map_err(TrainError::io(path))?;
+    f.sync_all().map_err(TrainError::io(path))
+}
+
+fn sync_file(path: &Path) -> Result<()> {
+    fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(TrainError::io(path))
+}
+
+fn sync_dir(path: &Path) -> Result<()> {
+    // Directories can be opened and synced on Unix; elsewhere the rename is what matters.
+    if cfg!(unix) {
+        fs::File::open(path)
+            .and_then(|f| f.sync_all())
+            .map_err(TrainError::io(path))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_compare_up_to_rounding_only() {
+        let a = OptimizerConfig {
+            lr: 3e-4,
+            max_grad_norm: Some(1.0),
+            ..OptimizerConfig::default().with_loraplus(16.0)
+        };
+        let mut b = a.clone();
+        b.lr = f64::from_bits(a.lr.to_bits() + 1);
+        assert!(same_settings(&a, &b));
+        b.lr = 3.1e-4;
+        assert!(!same_settings(&a, &b));
+        let mut c = a.clone();
+        c.lr_groups[0].pattern = "lora_a".into();
+        assert!(!same_settings(&a, &c));
+        let mut d = a.clone();
+        d.max_grad_norm = None;
+        assert!(!same_settings(&a, &d));
+    }
+}

@@ -1,0 +1,565 @@
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::module::{Module, ParamGroup};
+use burn::store::ModuleRecord;
+use serde::{Deserialize, Serialize};
+
+use kiln_data::{TokenBatch, TokenizedExample};
+use kiln_models::CausalLm;
+
+use crate::callback::{Callback, EarlyStopping, EvalLog, StepLog};
+use crate::checkpoint::{
+    AdapterExporter, BEST_PARAMS_FILE, BestMetric, CheckpointManager, DataLayout, TrainerState,
+    write_json,
+};
+use crate::data::{DataOrder, mix};
+use crate::eval::{EvalResult, evaluate};
+use crate::logs::{LogRecord, MetricsLog, plot_curves, progress_bar};
+use crate::trainer::trainable_params;
+use crate::{Result, TrainError, Trainer};
+
+/// File names written into [`FitConfig::output_dir`].
+pub mod files {
+    /// JSONL metrics log, one [`crate::LogRecord`] per line.
+    pub const METRICS: &str = "metrics.jsonl";
+    /// Loss curves.
+    pub const CURVES: &str = "loss_curve.png";
+    /// The [`crate::RunSummary`] as JSON.
+    pub const SUMMARY: &str = "run_summary.json";
+    /// Directory of the checkpoints.
+    pub const CHECKPOINTS: &str = "checkpoints";
+}
+
+/// How a [`Fit`] run batches, evaluates, stops, logs and checkpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FitConfig {
+    /// Examples per micro-batch.
+    pub batch_size: usize,
+    /// Examples per evaluation batch (defaults to `batch_size`).
+    pub eval_batch_size: Option<usize>,
+    /// Micro-batches per optimizer step.
+    pub grad_accum_steps: usize,
+    /// Passes over the training data (ignored when `max_steps` is set).
+    pub epochs: usize,
+    /// Total optimizer steps; overrides `epochs`.
+    pub max_steps: Option<usize>,
+    /// Seed of the data order and of the per-step device RNG (dropout). The device RNG is
+    /// reseeded from `(seed, step)` before every step, so dropout masks survive a resume; it is
+    /// process-wide, so two runs in one process at the same time share it.
+    pub seed: u64,
+    /// Shuffle the examples every epoch.
+    pub shuffle: bool,
+    /// Padding token id.
+    pub pad_id: u32,
+    /// Evaluate every this many optimizer steps (and after the last one) when validation data
+    /// is given.
+    pub eval_every: Option<usize>,
+    /// Stop when the validation metric stops improving.
+    pub early_stopping: Option<EarlyStopping>,
+    /// Return the parameters of the best evaluation instead of the last step.
+    pub keep_best: bool,
+    /// Where the metrics log, curve, summary and checkpoints go; nothing is written without it.
+    pub output_dir: Option<PathBuf>,
+    /// Write a checkpoint every this many optimizer steps (and at the end of the run).
+    pub checkpoint_every: Option<usize>,
+    /// Keep at most this many checkpoints (the best one is always kept).
+    pub save_total_limit: Option<usize>,
+    /// Continue from the newest checkpoint in `output_dir`, if there is one.
+    pub resume: bool,
+    /// Show a progress bar on stderr (only when it is a terminal).
+    pub progress: bool,
+    /// Draw the loss curve PNG at the end.
+    pub plot: bool,
+}
+
+impl Default for FitConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 8,
+            eval_batch_size: None,
+            grad_accum_steps: 1,
+            epochs: 1,
+            max_steps: None,
+            seed: 42,
+            shuffle: true,
+            pad_id: 0,
+            eval_every: None,
+            early_stopping: None,
+            keep_best: false,
+            output_dir: None,
+            checkpoint_every: None,
+            save_total_limit: None,
+            resume: false,
+            progress: true,
+            plot: true,
+        }
+    }
+}
+
+impl FitConfig {
+    /// Optimizer steps a run over `num_examples` training examples takes (what a decaying
+    /// [`crate::Schedule`] needs as `total_steps`).
+    pub fn total_steps(&self, num_examples: usize) -> usize {
+        self.max_steps
+            .unwrap_or_else(|| self.epochs * self.order(num_examples).steps_per_epoch())
+    }
+
+    fn order(&self, num_examples: usize) -> DataOrder {
+        DataOrder {
+            num_examples,
+            batch_size: self.batch_size,
+            grad_accum_steps: self.grad_accum_steps,
+            shuffle: self.shuffle,
+            seed: self.seed,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |field: &str, reason: &str| {
+            Err(TrainError::InvalidConfig {
+                field: field.into(),
+                reason: reason.into(),
+            })
+        };
+        if self.batch_size == 0 {
+            return bad("batch_size", "must be at least 1");
+        }
+        if self.eval_batch_size == Some(0) {
+            return bad("eval_batch_size", "must be at least 1");
+        }
+        if self.grad_accum_steps == 0 {
+            return bad("grad_accum_steps", "must be at least 1");
+        }
+        if self.max_steps.is_none() && self.epochs == 0 {
+            return bad("epochs", "must be at least 1 when max_steps is not set");
+        }
+        if self.eval_every == Some(0) {
+            return bad("eval_every", "must be at least 1");
+        }
+        if self.checkpoint_every == Some(0) {
+            return bad("checkpoint_every", "must be at least 1");
+        }
+        if self.checkpoint_every.is_some() && self.output_dir.is_none() {
+            return bad("checkpoint_every", "needs output_dir");
+        }
+        if self.resume && self.output_dir.is_none() {
+            return bad("resume", "needs output_dir");
+        }
+        if let Some(es) = &self.early_stopping
+            && !(es.min_delta.is_finite() && es.min_delta >= 0.0)
+        {
+            return bad(
+                "early_stopping.min_delta",
+                "must be finite and non-negative",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// All planned steps ran.
+    Completed,
+    /// Early stopping triggered.
+    EarlyStopped,
+    /// A callback asked to stop.
+    Callback,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// Optimizer steps taken in total (including those before a resume).
+    pub steps: usize,
+    /// Planned optimizer steps.
+    pub total_steps: usize,
+    /// Epochs covered, fractional.
+    pub epochs: f64,
+    /// Labelled tokens trained on.
+    pub loss_tokens: u64,
+    /// Input tokens processed.
+    pub input_tokens: u64,
+    /// Training wall time in seconds (including before a resume).
+    pub elapsed_secs: f64,
+    /// Input tokens per second.
+    pub tokens_per_sec: f64,
+    /// Loss of the last step.
+    pub final_loss: Option<f32>,
+    /// Losses of the steps run by this call, in order.
+    pub losses: Vec<f32>,
+    /// The last evaluation.
+    pub last_eval: Option<EvalResult>,
+    /// Best evaluation of the watched metric.
+    pub best: Option<BestMetric>,
+    /// Whether the returned model carries the best evaluation's parameters.
+    pub restored_best: bool,
+    /// Why the run ended.
+    pub stop_reason: StopReason,
+    /// The checkpoint the run resumed from.
+    pub resumed_from: Option<PathBuf>,
+    /// The newest checkpoint written.
+    pub last_checkpoint: Option<PathBuf>,
+}
+
+/// The trained model and what the run did.
+#[derive(Debug)]
+pub struct FitOutput<M> {
+    /// The model after the run (or at its best evaluation with `keep_best`).
+    pub model: M,
+    /// The run summary.
+    pub summary: RunSummary,
+}
+
+/// A training run: data, evaluation, early stopping, checkpoints, logs and callbacks around a
+/// [`Trainer`].
+pub struct Fit<'a, M> {
+    config: FitConfig,
+    train: &'a [TokenizedExample],
+    val: Option<&'a [TokenizedExample]>,
+    callbacks: Vec<&'a mut dyn Callback>,
+    exporter: Option<&'a dyn AdapterExporter<M>>,
+    eval_hook: Option<&'a mut EvalHook<'a, M>>,
+}
+
+/// Extra metrics computed on the model at every evaluation (e.g.
+/// [`crate::harness::generation_metrics`] on a sample of prompts).
+pub type EvalHook<'a, M> = dyn FnMut(&M) -> Result<BTreeMap<String, f64>> + 'a;
+
+impl<M> std::fmt::Debug for Fit<'_, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fit")
+            .field("config", &self.config)
+            .field("train", &self.train.len())
+            .field("val", &self.val.map(<[_]>::len))
+            .field("callbacks", &self.callbacks.len())
+            .finish()
+    }
+}
+
+impl<'a, M> Fit<'a, M>
+where
+    M: CausalLm + Module + Clone,
+{
+    /// A run over `train` with `config`.
+    pub fn new(config: FitConfig, train: &'a [TokenizedExample]) -> Self {
+        Self {
+            config,
+            train,
+            val: None,
+            callbacks: Vec::new(),
+            exporter: None,
+            eval_hook: None,
+        }
+    }
+
+    /// Validation examples for evaluation, early stopping and keep-best.
+    pub fn validation(mut self, val: &'a [TokenizedExample]) -> Self {
+        self.val = Some(val);
+        self
+    }
+
+    /// Adds a callback.
+    pub fn callback(mut self, callback: &'a mut dyn Callback) -> Self {
+        self.callbacks.push(callback);
+        self
+    }
+
+    /// Computes extra metrics at every evaluation; they are logged in [`EvalLog::extra`] and can
+    /// be watched with [`crate::EvalMetric::Extra`].
+    pub fn eval_hook(mut self, hook: &'a mut EvalHook<'a, M>) -> Self {
+        self.eval_hook = Some(hook);
+        self
+    }
+
+    /// Also writes the adapter with `exporter` into every checkpoint.
+    pub fn exporter(mut self, exporter: &'a dyn AdapterExporter<M>) -> Self {
+        self.exporter = Some(exporter);
+        self
+    }
+
+    /// Trains `model` (on an autodiff device) with `trainer`.
+    ///
+    /// # Errors
+    /// Invalid configuration, empty training data, a batch without labels, a non-finite loss,
+    /// I/O errors and checkpoints that do not match the run.
+    pub fn run(mut self, model: M, trainer: &mut Trainer) -> Result<FitOutput<M>> {
+        let cfg = self.config.clone();
+        cfg.validate()?;
+        if self.train.is_empty() {
+            return Err(TrainError::InvalidConfig {
+                field: "train".into(),
+                reason: "no training example".into(),
+            });
+        }
+        let order = cfg.order(self.train.len());
+        let total = cfg.total_steps(self.train.len());
+        let layout = DataLayout {
+            num_examples: self.train.len(),
+            batch_size: cfg.batch_size,
+            grad_accum_steps: cfg.grad_accum_steps,
+            shuffle: cfg.shuffle,
+        };
+        let watch = cfg.early_stopping.clone().unwrap_or_default();
+        let device = trainer.device().clone();
+
+        let ckpt = match &cfg.output_dir {
+            Some(dir) if cfg.checkpoint_every.is_some() || cfg.resume => Some(
+                CheckpointManager::new(dir.join(files::CHECKPOINTS), cfg.save_total_limit)?,
+            ),
+            _ => None,
+        };
+        let mut model = model;
+        let mut state = TrainerState {
+            step: trainer.step_count(),
+            epoch: 0,
+            seed: cfg.seed,
+            optimizer: trainer.config().clone(),
+            schedule: *trainer.schedule(),
+            data: layout,
+            best: None,
+            evals_without_improvement: 0,
+            loss_tokens_seen: 0,
+            input_tokens_seen: 0,
+            elapsed_secs: 0.0,
+            last_loss: None,
+        };
+        let mut best_record: Option<ModuleRecord> = None;
+        let mut resumed_from = None;
+        if cfg.resume
+            && let Some(ckpt) = &ckpt
+            && let Some(latest) = ckpt.latest()?
+        {
+            let saved = CheckpointManager::read_state(&latest)?;
+            if saved.data != layout || saved.seed != cfg.seed {
+                return Err(TrainError::ResumeMismatch {
+                    path: latest,
+                    reason: format!(
+                        "data order differs: checkpoint {:?} seed {}, run {:?} seed {}",
+                        saved.data, saved.seed, layout, cfg.seed
+                    ),
+                });
+            }
+            let (m, saved) = CheckpointManager::restore(&latest, model, trainer)?;
+            model = m;
+            let best_path = latest.join(BEST_PARAMS_FILE);
+            if cfg.keep_best && saved.best.is_some() && best_path.is_file() {
+                best_record =
+                    Some(ModuleRecord::load(&best_path).map_err(TrainError::record(&best_path))?);
+            }
+            state = saved;
+            resumed_from = Some(latest);
+        }
+
+        let (mut log, mut history) = match &cfg.output_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(TrainError::io(dir))?;
+                let keep = resumed_from.as_ref().map(|_| state.step);
+                let (log, kept) = MetricsLog::open(&dir.join(files::METRICS), keep)?;
+                (Some(log), kept)
+            }
+            None => (None, Vec::new()),
+        };
+
+        let bar = progress_bar(
+            total,
+            state.step,
+            cfg.progress && std::io::stderr().is_terminal(),
+        );
+        let start = Instant::now();
+        let elapsed_before = state.elapsed_secs;
+        let mut losses = Vec::new();
+        let mut last_eval = None;
+        let mut last_checkpoint = None;
+        let mut stop_reason = StopReason::Completed;
+        let eval_bs = cfg.eval_batch_size.unwrap_or(cfg.batch_size);
+        // A run that had already stopped early stays stopped when resumed.
+        let stopped_before = cfg
+            .early_stopping
+            .as_ref()
+            .is_some_and(|es| state.evals_without_improvement >= es.patience.max(1));
+        if stopped_before {
+            stop_reason = StopReason::EarlyStopped;
+        }
+
+        while state.step < total && !stopped_before {
+            let (epoch, batches) = order.step_batches(state.step);
+            let micro = batches
+                .iter()
+                .map(|idx| {
+                    let examples: Vec<TokenizedExample> =
+                        idx.iter().map(|&i| self.train[i].clone()).collect();
+                    TokenBatch::pad_right(&examples, cfg.pad_id)
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            // Dropout masks depend on (seed, step) only, so a resumed run draws the same ones.
+            device.seed(mix(cfg.seed, state.step as u64));
+            let (m, stats) = trainer.train_step_accum(model, &micro)?;
+            model = m;
+            state.step = trainer.step_count();
+            state.epoch = order.step_batches(state.step).0;
+            state.loss_tokens_seen += stats.loss_tokens as u64;
+            state.input_tokens_seen += stats.input_tokens as u64;
+            state.elapsed_secs = elapsed_before + start.elapsed().as_secs_f64();
+            state.last_loss = Some(stats.loss);
+            losses.push(stats.loss);
+            let tokens_per_sec = state.input_tokens_seen as f64 / state.elapsed_secs.max(1e-9);
+            let step_log = StepLog {
+                step: state.step,
+                epoch,
+                loss: stats.loss,
+                lr: stats.lr,
+                grad_norm: stats.grad_norm,
+                loss_tokens: stats.loss_tokens,
+                tokens_per_sec,
+                elapsed_secs: state.elapsed_secs,
+            };
+            bar.set_position(state.step as u64);
+            bar.set_message(format!(
+                "loss {:.4} lr {:.2e} {:.0} tok/s",
+                stats.loss, stats.lr, tokens_per_sec
+            ));
+            for cb in &mut self.callbacks {
+                cb.on_step(&step_log);
+            }
+            let rec = LogRecord::Step(step_log);
+            if let Some(log) = &mut log {
+                log.write(&rec)?;
+            }
+            history.push(rec);
+
+            let mut stop = false;
+            let last = state.step >= total;
+            if let Some(val) = self.val
+                && (last || cfg.eval_every.is_some_and(|n| state.step.is_multiple_of(n)))
+            {
+                let result = evaluate(&model, val, eval_bs, cfg.pad_id)?;
+                let mut eval_log = EvalLog {
+                    step: state.step,
+                    val_loss: result.loss,
+                    val_perplexity: result.perplexity,
+                    val_tokens: result.tokens,
+                    is_best: false,
+                    extra: match &mut self.eval_hook {
+                        Some(hook) => hook(&model)?,
+                        None => BTreeMap::new(),
+                    },
+                };
+                let value = watch.metric.of(&eval_log);
+                if watch.improves(value, state.best.map(|b| b.value)) {
+                    state.best = Some(BestMetric {
+                        value,
+                        step: state.step,
+                    });
+                    state.evals_without_improvement = 0;
+                    eval_log.is_best = true;
+                    if cfg.keep_best {
+                        let ids = trainable_params(&model).into_iter().map(|(id, _)| id);
+                        best_record = Some(
+                            model
+                                .clone()
+                                .into_record_group(ParamGroup::from_ids(ids.collect())),
+                        );
+                    }
+                } else {
+                    state.evals_without_improvement += 1;
+                }
+                if let Some(es) = &cfg.early_stopping
+                    && state.evals_without_improvement >= es.patience.max(1)
+                {
+                    stop = true;
+                    stop_reason = StopReason::EarlyStopped;
+                }
+                for cb in &mut self.callbacks {
+                    cb.on_eval(&eval_log);
+                }
+                bar.println(format!(
+                    "step {}: val loss {:.4} ppl {:.3}{}",
+                    eval_log.step,
+                    eval_log.val_loss,
+                    eval_log.val_perplexity,
+                    if eval_log.is_best { " (best)" } else { "" }
+                ));
+                let rec = LogRecord::Eval(eval_log);
+                if let Some(log) = &mut log {
+                    log.write(&rec)?;
+                }
+                history.push(rec);
+                last_eval = Some(result);
+            }
+
+            if !stop {
+                for cb in &mut self.callbacks {
+                    if cb.should_stop(state.step) {
+                        stop = true;
+                        stop_reason = StopReason::Callback;
+                    }
+                }
+            }
+
+            if let (Some(ckpt), Some(every)) = (&ckpt, cfg.checkpoint_every)
+                && (state.step.is_multiple_of(every) || last || stop)
+            {
+                let best = if cfg.keep_best {
+                    best_record.as_ref()
+                } else {
+                    None
+                };
+                let dir = ckpt.save(&model, trainer, &state, self.exporter, best)?;
+                for cb in &mut self.callbacks {
+                    cb.on_checkpoint(state.step, &dir);
+                }
+                last_checkpoint = Some(dir);
+            }
+            if stop {
+                break;
+            }
+        }
+        bar.finish_and_clear();
+
+        let mut restored_best = false;
+        if cfg.keep_best
+            && let Some(record) = best_record
+        {
+            model = model
+                .try_load_record(record.allow_partial(true))
+                .map_err(|e| TrainError::Record {
+                    path: PathBuf::from("<best parameters>"),
+                    message: e.to_string(),
+                })?;
+            restored_best = true;
+        }
+
+        let steps_per_epoch = order.steps_per_epoch().max(1);
+        let summary = RunSummary {
+            steps: state.step,
+            total_steps: total,
+            epochs: state.step as f64 / steps_per_epoch as f64,
+            loss_tokens: state.loss_tokens_seen,
+            input_tokens: state.input_tokens_seen,
+            elapsed_secs: state.elapsed_secs,
+            tokens_per_sec: state.input_tokens_seen as f64 / state.elapsed_secs.max(1e-9),
+            final_loss: state.last_loss,
+            losses,
+            last_eval,
+            best: state.best,
+            restored_best,
+            stop_reason,
+            resumed_from,
+            last_checkpoint,
+        };
+        if let Some(dir) = &cfg.output_dir {
+            if cfg.plot && !history.is_empty() {
+                plot_curves(&dir.join(files::CURVES), &history)?;
+            }
+            write_json(&dir.join(files::SUMMARY), &summary)?;
+        }
+        Ok(FitOutput { model, summary })
+    }
+}

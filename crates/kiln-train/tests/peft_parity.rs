@@ -1,0 +1,122 @@
+//! The first losses of a LoRA run match PyTorch + Hugging Face PEFT on the same tiny Llama,
+//! adapter initialization, data order and AdamW settings.
+//!
+//! Reference: `scripts/fixtures/gen_train_fixtures.py` → `tests/fixtures/peft-lora/`.
+
+use std::path::Path;
+
+use burn::module::Param;
+use burn::tensor::{Device, Tensor, TensorData};
+use kiln_data::{TokenBatch, TokenizedExample};
+use kiln_peft::{AdapterTarget, LoraConfig, attach_lora};
+use kiln_train::{OptimizerConfig, Schedule, Trainer};
+use safetensors::SafeTensors;
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/peft-lora")
+        .join(name)
+}
+
+/// A PEFT tensor `[rows, cols]` as a Burn tensor transposed to `[cols, rows]` (kiln stores
+/// `lora_a` as `[in, r]` and `lora_b` as `[r, out]`).
+fn transposed(st: &SafeTensors<'_>, key: &str, device: &Device) -> Param<Tensor<2>> {
+    let view = st.tensor(key).unwrap_or_else(|_| panic!("missing {key}"));
+    let shape = view.shape();
+    let values: Vec<f32> = view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let t = Tensor::<2>::from_data(TensorData::new(values, [shape[0], shape[1]]), device);
+    Param::from_tensor(t.transpose())
+}
+
+#[test]
+fn first_five_losses_match_pytorch_peft() {
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("reference.json")).unwrap()).unwrap();
+    let device = Device::flex().autodiff();
+    let dir =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-models/tests/fixtures/tiny-llama");
+    let (_, model) = kiln_models::load_llama(&dir, &device).unwrap();
+    let lora = LoraConfig {
+        r: 4,
+        lora_alpha: 8.0,
+        target_modules: vec!["q_proj".into(), "v_proj".into()],
+        ..Default::default()
+    };
+    let (mut model, adapted) = attach_lora(model, &lora, 0, &device).unwrap();
+    assert_eq!(adapted.len(), 4);
+
+    let bytes = std::fs::read(fixture("lora_init.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut loaded = 0;
+    model.visit_linears_mut(&mut |path, linear| {
+        if let Some(layer) = linear.lora.as_mut() {
+            let key = format!("base_model.model.{path}");
+            layer.lora_a = transposed(&st, &format!("{key}.lora_A.weight"), &device);
+            layer.lora_b = transposed(&st, &format!("{key}.lora_B.weight"), &device);
+            loaded += 1;
+        }
+    });
+    assert_eq!(loaded, st.len() / 2);
+
+    let pad = reference["pad_id"].as_u64().unwrap() as u32;
+    let batches: Vec<TokenBatch> = reference["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            let examples: Vec<TokenizedExample> = b
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    let ids = |k: &str| -> Vec<u32> {
+                        e[k].as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|v| v.as_u64().unwrap() as u32)
+                            .collect()
+                    };
+                    TokenizedExample::prompt_completion(&ids("prompt"), &ids("completion"))
+                })
+                .collect();
+            TokenBatch::pad_right(&examples, pad).unwrap()
+        })
+        .collect();
+
+    let opt = &reference["optimizer"];
+    let config = OptimizerConfig {
+        lr: opt["lr"].as_f64().unwrap(),
+        beta1: opt["betas"][0].as_f64().unwrap() as f32,
+        beta2: opt["betas"][1].as_f64().unwrap() as f32,
+        eps: opt["eps"].as_f64().unwrap() as f32,
+        weight_decay: opt["weight_decay"].as_f64().unwrap() as f32,
+        ..Default::default()
+    };
+    let mut trainer =
+        Trainer::new(config, Schedule::Constant { warmup_steps: 0 }, &device).unwrap();
+    let expected: Vec<f64> = reference["losses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let mut got = Vec::new();
+    for step in 0..expected.len() {
+        let (m, loss) = trainer
+            .train_step(model, &batches[step % batches.len()])
+            .unwrap();
+        model = m;
+        got.push(f64::from(loss));
+    }
+    println!("kiln    {got:?}\nPyTorch {expected:?}");
+    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+        assert!(
+            ((g - e) / e).abs() < 1e-3,
+            "step {i}: kiln {g} vs PyTorch + PEFT {e}"
+        );
+    }
+}
