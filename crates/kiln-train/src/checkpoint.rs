@@ -52,6 +52,26 @@ pub trait AdapterExporter<M> {
     ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>;
 }
 
+/// Writes the adapter in the Hugging Face PEFT layout (`adapter_config.json` +
+/// `adapter_model.safetensors`) into every checkpoint, loadable with
+/// `kiln_peft::load_adapter` or Python's `PeftModel.from_pretrained`.
+#[derive(Debug, Clone)]
+pub struct PeftExporter {
+    /// The adapter's configuration (as returned by `kiln_peft::attach_adapter`).
+    pub config: kiln_peft::AdapterConfig,
+}
+
+impl<M: kiln_peft::AdapterTarget> AdapterExporter<M> for PeftExporter {
+    fn export(
+        &self,
+        model: &M,
+        dir: &Path,
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        kiln_peft::save_adapter(model, &self.config, dir)?;
+        Ok(())
+    }
+}
+
 /// The best evaluation so far.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct BestMetric {

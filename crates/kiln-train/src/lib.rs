@@ -56,7 +56,7 @@ pub mod search;
 mod trainer;
 
 pub use callback::{Callback, Direction, EarlyStopping, EvalLog, EvalMetric, StepLog};
-pub use checkpoint::{AdapterExporter, BestMetric, CheckpointManager, TrainerState};
+pub use checkpoint::{AdapterExporter, BestMetric, CheckpointManager, PeftExporter, TrainerState};
 pub use data::DataOrder;
 pub use error::{Result, TrainError};
 pub use eval::{EvalResult, evaluate};

@@ -18,6 +18,88 @@ fn fixture(name: &str) -> std::path::PathBuf {
         .join(name)
 }
 
+fn batches_of(reference: &serde_json::Value) -> Vec<TokenBatch> {
+    let pad = reference["pad_id"].as_u64().unwrap() as u32;
+    reference["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            let examples: Vec<TokenizedExample> = b
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    let ids = |k: &str| -> Vec<u32> {
+                        e[k].as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|v| v.as_u64().unwrap() as u32)
+                            .collect()
+                    };
+                    TokenizedExample::prompt_completion(&ids("prompt"), &ids("completion"))
+                })
+                .collect();
+            TokenBatch::pad_right(&examples, pad).unwrap()
+        })
+        .collect()
+}
+
+/// The same run with DoRA (magnitude vector trained too), initialized from PEFT's tensors
+/// through the PEFT-format loader.
+#[test]
+fn first_five_dora_losses_match_pytorch_peft() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/peft-dora");
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
+    let device = Device::flex().autodiff();
+    let base =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-models/tests/fixtures/tiny-llama");
+    let (_, model) = kiln_models::load_llama(&base, &device).unwrap();
+    let config = kiln_peft::AdapterConfig::Lora(LoraConfig {
+        r: 4,
+        lora_alpha: 8.0,
+        use_dora: true,
+        target_modules: vec!["q_proj".into(), "v_proj".into()],
+        ..Default::default()
+    });
+    let (mut model, config) = kiln_peft::attach_adapter(model, &config, None, 0, &device).unwrap();
+    let file = dir.join("lora_init.safetensors");
+    let state = kiln_peft::io::read_safetensors(&file).unwrap();
+    assert!(state.keys().any(|k| k.ends_with("lora_magnitude_vector")));
+    kiln_peft::io::set_adapter_state(&mut model, &config, state, &file, &device).unwrap();
+    let batches = batches_of(&reference);
+    let opt = &reference["optimizer"];
+    let opt = OptimizerConfig {
+        lr: opt["lr"].as_f64().unwrap(),
+        weight_decay: opt["weight_decay"].as_f64().unwrap() as f32,
+        ..Default::default()
+    };
+    let mut trainer = Trainer::new(opt, Schedule::Constant { warmup_steps: 0 }, &device).unwrap();
+    let expected: Vec<f64> = reference["losses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let mut got = Vec::new();
+    for step in 0..expected.len() {
+        let (m, loss) = trainer
+            .train_step(model, &batches[step % batches.len()])
+            .unwrap();
+        model = m;
+        got.push(f64::from(loss));
+    }
+    println!("kiln DoRA    {got:?}\nPyTorch DoRA {expected:?}");
+    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+        assert!(
+            ((g - e) / e).abs() < 1e-3,
+            "step {i}: kiln {g} vs PyTorch + PEFT {e}"
+        );
+    }
+}
+
 /// A PEFT tensor `[rows, cols]` as a Burn tensor transposed to `[cols, rows]` (kiln stores
 /// `lora_a` as `[in, r]` and `lora_b` as `[r, out]`).
 fn transposed(st: &SafeTensors<'_>, key: &str, device: &Device) -> Param<Tensor<2>> {
