@@ -1,16 +1,31 @@
-//! Data preparation for fine-tuning: records, JSONL sources, loss masking and batching.
+//! Data preparation for fine-tuning: sources, record formats, prompt templates, loss masking,
+//! splits, cleaning, batching and packing, statistics, and the automotive (OBD-II) dataset.
 //!
 //! Everything here is host-side (`Vec<u32>` token ids); the training crate uploads batches to a
 //! device. Labels follow the Hugging Face convention: aligned with `input_ids`, [`IGNORE_INDEX`]
-//! (`-100`) where no loss is taken.
+//! (`-100`) where no loss is taken; the model shifts them.
+//!
+//! The flow is: [`read_records`] (a [`Record`] stream with file and line) → [`Formatter`]
+//! ([`RecordFormat`] + [`PromptStyle`], giving [`Example`]s) → [`Encoder`] (token ids and the loss
+//! mask) → batching ([`TokenBatch::pad_right`]).
 #![warn(missing_docs)]
 
 mod batch;
 mod error;
+mod format;
 mod jsonl;
+mod mask;
 mod record;
+mod source;
+mod template;
 
 pub use batch::{IGNORE_INDEX, TokenBatch, TokenizedExample};
 pub use error::{DataError, Result};
+pub use format::{Content, Example, Formatter, RecordFormat};
 pub use jsonl::JsonlReader;
+pub use mask::{EncodeOptions, Encoder};
 pub use record::PromptCompletion;
+pub use source::{Record, Records, SourceKind, TextMode, read_records};
+pub use template::{
+    ALPACA_NO_INPUT, ALPACA_WITH_INPUT, PromptStyle, PromptTemplate, QUESTION_ANSWER,
+};
