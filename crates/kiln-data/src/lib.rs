@@ -11,21 +11,25 @@
 #![warn(missing_docs)]
 
 mod batch;
+mod clean;
 mod error;
 mod format;
 mod jsonl;
 mod mask;
 mod record;
 mod source;
+mod split;
 mod template;
 
 pub use batch::{IGNORE_INDEX, TokenBatch, TokenizedExample};
+pub use clean::{CleanOptions, CleanReport, Cleaner, Dedup, DropReason, normalize};
 pub use error::{DataError, Result};
 pub use format::{Content, Example, Formatter, RecordFormat};
 pub use jsonl::JsonlReader;
 pub use mask::{EncodeOptions, Encoder};
 pub use record::PromptCompletion;
 pub use source::{Record, Records, SourceKind, TextMode, read_records};
+pub use split::{Split, SplitSizes, Splitter};
 pub use template::{
     ALPACA_NO_INPUT, ALPACA_WITH_INPUT, PromptStyle, PromptTemplate, QUESTION_ANSWER,
 };
