@@ -20,6 +20,7 @@ mod pack;
 mod record;
 mod source;
 mod split;
+mod stats;
 mod template;
 
 pub use batch::{IGNORE_INDEX, TokenBatch, TokenizedExample, Truncation, length_grouped_batches};
@@ -32,6 +33,7 @@ pub use pack::{PackedRow, pack, packed_token_batch};
 pub use record::PromptCompletion;
 pub use source::{Record, Records, SourceKind, TextMode, read_records};
 pub use split::{Split, SplitSizes, Splitter};
+pub use stats::{DatasetStats, LengthBucket};
 pub use template::{
     ALPACA_NO_INPUT, ALPACA_WITH_INPUT, PromptStyle, PromptTemplate, QUESTION_ANSWER,
 };
