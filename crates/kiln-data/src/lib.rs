@@ -16,12 +16,14 @@ mod error;
 mod format;
 mod jsonl;
 mod mask;
+pub mod obd;
 mod pack;
 mod record;
 mod source;
 mod split;
 mod stats;
 mod template;
+mod write;
 
 pub use batch::{IGNORE_INDEX, TokenBatch, TokenizedExample, Truncation, length_grouped_batches};
 pub use clean::{CleanOptions, CleanReport, Cleaner, Dedup, DropReason, normalize};
@@ -37,3 +39,4 @@ pub use stats::{DatasetStats, LengthBucket};
 pub use template::{
     ALPACA_NO_INPUT, ALPACA_WITH_INPUT, PromptStyle, PromptTemplate, QUESTION_ANSWER,
 };
+pub use write::write_jsonl;

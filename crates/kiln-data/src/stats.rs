@@ -122,11 +122,7 @@ impl fmt::Display for DatasetStats {
         )?;
         let widest = self.histogram.iter().map(|b| b.count).max().unwrap_or(0);
         for b in &self.histogram {
-            let bar = if widest == 0 {
-                0
-            } else {
-                b.count * 40 / widest
-            };
+            let bar = (b.count * 40).checked_div(widest).unwrap_or(0);
             writeln!(
                 f,
                 "{:>7}..{:<7} {:>8} {}",
