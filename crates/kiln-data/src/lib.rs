@@ -11,6 +11,8 @@
 #![warn(missing_docs)]
 
 mod batch;
+#[cfg(feature = "burn")]
+mod burn_data;
 mod clean;
 mod error;
 mod format;
@@ -27,6 +29,8 @@ mod template;
 mod write;
 
 pub use batch::{IGNORE_INDEX, TokenBatch, TokenizedExample, Truncation, length_grouped_batches};
+#[cfg(feature = "burn")]
+pub use burn_data::{ExampleDataset, PackingBatcher, PaddingBatcher};
 pub use clean::{CleanOptions, CleanReport, Cleaner, Dedup, DropReason, normalize};
 pub use error::{DataError, Result};
 pub use format::{Content, Example, Formatter, RecordFormat};

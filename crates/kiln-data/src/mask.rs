@@ -96,7 +96,7 @@ impl<'a> Encoder<'a> {
                 }
                 Ok(ex)
             }
-            Content::Chat { messages } => self.encode_chat(example, messages).map_err(|e| match e {
+            Content::Chat { messages } => self.encode_chat(messages).map_err(|e| match e {
                 ChatError::Tokenizer(source) => wrap(source),
                 ChatError::NotPrefix(turn) => DataError::Field {
                     path: example.path.to_path_buf(),
@@ -108,11 +108,7 @@ impl<'a> Encoder<'a> {
         }
     }
 
-    fn encode_chat(
-        &self,
-        _example: &Example,
-        messages: &[ChatMessage],
-    ) -> Result<TokenizedExample, ChatError> {
+    fn encode_chat(&self, messages: &[ChatMessage]) -> Result<TokenizedExample, ChatError> {
         let tk = self.tokenizer;
         let full = tk.apply_chat_template(messages, false)?;
         let mut spans = Vec::new();
@@ -279,6 +275,39 @@ pub(crate) mod tests {
             loss_text(&tk, &ex),
             ["A misfire.<|im_end|>\n", "Lean bank 1.<|im_end|>\n"]
         );
+    }
+
+    #[test]
+    fn assistant_only_mask_with_other_templates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../kiln-tokenizer/tests/fixtures/chat_templates_ref.json");
+        let fixture: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let messages = vec![
+            ChatMessage::user("What is P0300?"),
+            ChatMessage::assistant("A misfire."),
+            ChatMessage::user("And P0171?"),
+            ChatMessage::assistant("Lean bank 1."),
+        ];
+        for name in ["chatml", "llama2", "zephyr"] {
+            let source = fixture["templates"][name].as_str().unwrap();
+            let tk = tiny_tokenizer().with_chat_template(ChatTemplate::new(source).unwrap());
+            let ex = Encoder::new(&tk, EncodeOptions::default())
+                .encode(&example(Content::Chat {
+                    messages: messages.clone(),
+                }))
+                .unwrap();
+            let runs = loss_text(&tk, &ex);
+            assert_eq!(runs.len(), 2, "{name}: {runs:?}");
+            assert!(
+                runs[0].contains("A misfire.") && runs[1].contains("Lean bank 1."),
+                "{name}: {runs:?}"
+            );
+            assert!(
+                runs.iter().all(|r| !r.contains('?')),
+                "{name}: user text in {runs:?}"
+            );
+        }
     }
 
     #[test]
