@@ -146,7 +146,7 @@ impl Cleaner {
     pub fn check_text(&mut self, example: &Example) -> Option<DropReason> {
         self.report.seen += 1;
         let text = example.content.joined_text();
-        let chars = text.chars().count();
+        let chars = example.content.char_count();
         let reason = if self.options.min_chars.is_some_and(|m| chars < m) {
             Some(DropReason::TooFewChars)
         } else if self.options.max_chars.is_some_and(|m| chars > m) {
@@ -217,6 +217,29 @@ mod tests {
             line: 1,
             content: Content::Text { text: t.into() },
         }
+    }
+
+    #[test]
+    fn character_limits_count_the_text_only() {
+        let mut c = Cleaner::new(CleanOptions {
+            max_chars: Some(4),
+            ..CleanOptions::default()
+        });
+        let ex = |p: &str, q: &str| Example {
+            path: Path::new("x").into(),
+            line: 1,
+            content: Content::Completion {
+                prompt: p.into(),
+                completion: q.into(),
+            },
+        };
+        assert_eq!(c.check_text(&ex("ab", "cd")), None);
+        assert_eq!(
+            c.check_text(&ex("ab", "cde")),
+            Some(DropReason::TooManyChars)
+        );
+        // The same text split differently is not a duplicate.
+        assert_eq!(c.check_text(&ex("a", "bcd")), None);
     }
 
     fn run(options: CleanOptions, texts: &[&str]) -> (Vec<String>, CleanReport) {

@@ -125,6 +125,17 @@ pub enum Content {
 }
 
 impl Content {
+    /// Characters of text in the example (prompt and completion, or every turn's content).
+    pub fn char_count(&self) -> usize {
+        match self {
+            Self::Completion { prompt, completion } => {
+                prompt.chars().count() + completion.chars().count()
+            }
+            Self::Chat { messages } => messages.iter().map(|m| m.content.chars().count()).sum(),
+            Self::Text { text } => text.chars().count(),
+        }
+    }
+
     /// All the text of the example, for length filters and duplicate detection.
     pub fn joined_text(&self) -> String {
         match self {

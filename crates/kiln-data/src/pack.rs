@@ -1,30 +1,30 @@
 //! Packing of short examples into fixed-length rows, with per-example positions and segment ids
 //! so that tokens never attend across example boundaries.
-//!
-//! # The packed row, precisely
-//!
-//! A row of length `row_len` holds examples `e_1 .. e_m` back to back, then padding:
-//!
-//! - `input_ids`: the examples' tokens, then `pad_id` up to `row_len`.
-//! - `labels`: each example's labels, **except its first token, which is set to
-//!   [`IGNORE_INDEX`]**; padding is [`IGNORE_INDEX`]. With the Hugging Face convention (the model
-//!   compares the logits at `t` with `labels[t + 1]`) this stops the last token of one example
-//!   from being trained to predict the first token of the next; an unpacked example's first
-//!   label is never used either, so the loss terms are exactly those of the unpacked examples.
-//! - `position_ids`: `0, 1, .., len(e_j) - 1` for every example (restarting at 0); 0 on padding.
-//! - `segment_ids`: `j` (1-based) on the tokens of `e_j`, 0 on padding.
-//! - Attention: query `q` may attend key `k` iff `segment_ids[q] == segment_ids[k] != 0` and
-//!   `k <= q` (a block-diagonal causal mask, [`PackedRow::attends`]). Padding attends nothing.
-//!
-//! With that mask and those positions, a causal LM computes for every token of `e_j` the same
-//! logits as for `e_j` alone, so the summed loss over packed rows equals the summed loss over
-//! the unpacked, padded examples.
 
 use std::collections::BTreeMap;
 
 use crate::{DataError, IGNORE_INDEX, Result, TokenBatch, TokenizedExample};
 
-/// One packed row; see the [module documentation](self) for the exact layout.
+/// One packed row of examples.
+///
+/// # Layout
+///
+/// A row of length `row_len` holds examples `e_1 .. e_m` back to back, then padding:
+///
+/// - `input_ids`: the examples' tokens, then `pad_id` up to `row_len`.
+/// - `labels`: each example's labels, **except its first token, which is set to
+///   [`IGNORE_INDEX`]**; padding is [`IGNORE_INDEX`]. With the Hugging Face convention (the model
+///   compares the logits at `t` with `labels[t + 1]`) this stops the last token of one example
+///   from being trained to predict the first token of the next; an unpacked example's first
+///   label is never used either, so the loss terms are exactly those of the unpacked examples.
+/// - `position_ids`: `0, 1, .., len(e_j) - 1` for every example (restarting at 0); 0 on padding.
+/// - `segment_ids`: `j` (1-based) on the tokens of `e_j`, 0 on padding.
+/// - Attention: query `q` may attend key `k` iff `segment_ids[q] == segment_ids[k] != 0` and
+///   `k <= q` (a block-diagonal causal mask, [`PackedRow::attends`]). Padding attends nothing.
+///
+/// With that mask and those positions, a causal LM computes for every token of `e_j` the same
+/// logits as for `e_j` alone, so the summed loss over packed rows equals the summed loss over
+/// the unpacked, padded examples.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackedRow {
     /// Token ids, padded to the row length.
@@ -80,7 +80,7 @@ impl PackedRow {
     }
 }
 
-/// Packs examples into rows of `row_len` tokens by best-fit decreasing: longest example first,
+/// Packs examples into [`PackedRow`]s of `row_len` tokens by best-fit decreasing: longest example first,
 /// each into the fullest row it fits in (ties: the earliest row). Deterministic.
 ///
 /// # Errors
