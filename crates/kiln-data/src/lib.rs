@@ -40,7 +40,7 @@ pub use pack::{PackedRow, pack, packed_token_batch};
 pub use prepare::{PrepareOptions, Prepared, prepare, prepare_path};
 pub use record::PromptCompletion;
 pub use source::{Record, Records, SourceKind, TextMode, read_records};
-pub use split::{Split, SplitSizes, Splitter};
+pub use split::{Split, SplitBy, SplitSizes, Splitter};
 pub use stats::{DatasetStats, LengthBucket};
 pub use template::{
     ALPACA_NO_INPUT, ALPACA_WITH_INPUT, PromptStyle, PromptTemplate, QUESTION_ANSWER,

@@ -81,7 +81,8 @@ impl PackedRow {
 }
 
 /// Packs examples into [`PackedRow`]s of `row_len` tokens by best-fit decreasing: longest example first,
-/// each into the fullest row it fits in (ties: the earliest row). Deterministic.
+/// each into the fullest row it fits in (ties: the earliest row). Deterministic. Examples
+/// without tokens are left out.
 ///
 /// # Errors
 /// [`DataError::Config`] for `row_len == 0` or an example longer than `row_len` (naming its

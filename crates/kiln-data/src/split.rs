@@ -8,7 +8,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::{DataError, Result};
+use crate::{DataError, Record, Result};
 
 /// How large the validation and test sets are.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -187,6 +187,43 @@ impl Splitter {
     }
 }
 
+/// How records are assigned to sets, by one of their fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum SplitBy {
+    /// Uniformly at random ([`Splitter::random`]).
+    #[default]
+    Random,
+    /// Keeping the proportions of the field's values ([`Splitter::stratified`]).
+    Stratified {
+        /// The field.
+        field: String,
+    },
+    /// Keeping records with equal field values in one set ([`Splitter::grouped`]).
+    Grouped {
+        /// The field.
+        field: String,
+    },
+}
+
+impl Splitter {
+    /// Splits records, by a field where `by` names one.
+    ///
+    /// # Errors
+    /// [`DataError::Field`] naming the file and line of a record without the field; as
+    /// [`SplitSizes::counts`].
+    pub fn split_records(&self, records: &[Record], by: &SplitBy) -> Result<Split> {
+        let keys = |field: &str| -> Result<Vec<String>> {
+            records.iter().map(|r| r.text(field)).collect()
+        };
+        match by {
+            SplitBy::Random => self.random(records.len()),
+            SplitBy::Stratified { field } => self.stratified(&keys(field)?),
+            SplitBy::Grouped { field } => self.grouped(&keys(field)?),
+        }
+    }
+}
+
 /// Indices of each distinct key, in order of first appearance.
 fn groups_in_order<K: Hash + Eq>(keys: &[K]) -> Vec<Vec<usize>> {
     let mut index: HashMap<&K, usize> = HashMap::new();
@@ -236,6 +273,7 @@ fn apportion(total: usize, weights: &[usize], capacity: &[usize]) -> Vec<usize> 
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::collections::HashSet;
 
     fn check_partition(split: &Split, n: usize) {
         let mut all: Vec<usize> = split
@@ -383,6 +421,92 @@ mod tests {
             test: 1.0,
         };
         assert_eq!(ratios.counts(1000).unwrap(), (100, 100));
+    }
+
+    #[test]
+    fn records_split_by_a_field() {
+        let records: Vec<Record> = (0..40)
+            .map(|i| {
+                let serde_json::Value::Object(m) = serde_json::json!({
+                    "code": format!("P03{:02}", i / 4),
+                    "family": if i % 4 == 0 { "U" } else { "P" },
+                }) else {
+                    unreachable!()
+                };
+                Record::new("d.jsonl", i + 1, m)
+            })
+            .collect();
+        let s = Splitter::new(
+            SplitSizes::Counts {
+                validation: 4,
+                test: 8,
+            },
+            5,
+        );
+        let grouped = s
+            .split_records(
+                &records,
+                &SplitBy::Grouped {
+                    field: "code".into(),
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            grouped,
+            s.grouped(
+                &records
+                    .iter()
+                    .map(|r| r.text("code").unwrap())
+                    .collect::<Vec<_>>()
+            )
+            .unwrap()
+        );
+        let test_codes: HashSet<String> = grouped
+            .test
+            .iter()
+            .map(|&i| records[i].text("code").unwrap())
+            .collect();
+        assert!(
+            grouped
+                .train
+                .iter()
+                .all(|&i| !test_codes.contains(&records[i].text("code").unwrap()))
+        );
+        let strat = s
+            .split_records(
+                &records,
+                &SplitBy::Stratified {
+                    field: "family".into(),
+                },
+            )
+            .unwrap();
+        let u_in_test = strat
+            .test
+            .iter()
+            .filter(|&&i| records[i].text("family").unwrap() == "U")
+            .count();
+        assert_eq!(u_in_test, 2, "a quarter of the test set");
+        assert_eq!(
+            s.split_records(&records, &SplitBy::Random).unwrap(),
+            s.random(40).unwrap()
+        );
+        let err = s
+            .split_records(
+                &records,
+                &SplitBy::Grouped {
+                    field: "make".into(),
+                },
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("d.jsonl:1: field `make`: missing"), "{err}");
+        let by: SplitBy = serde_json::from_str(r#"{"by": "grouped", "field": "code"}"#).unwrap();
+        assert_eq!(
+            by,
+            SplitBy::Grouped {
+                field: "code".into()
+            }
+        );
     }
 
     #[test]
