@@ -248,6 +248,58 @@ not json
         );
     }
 
+    fn loss_text(tk: &Tokenizer, ex: &TokenizedExample) -> String {
+        let ids: Vec<u32> = ex
+            .input_ids
+            .iter()
+            .zip(&ex.labels)
+            .filter(|(_, l)| **l != IGNORE_INDEX)
+            .map(|(t, _)| *t)
+            .collect();
+        tk.decode(&ids, false).unwrap()
+    }
+
+    #[test]
+    fn prompt_completion_through_the_chat_template() {
+        let tk = tiny_tokenizer();
+        let f = file(
+            ".json",
+            r#"[{"q": "What does P0300 mean?", "a": "Misfire"}]"#,
+        );
+        let options = PrepareOptions {
+            style: PromptStyle::ChatTemplate { system: None },
+            ..PrepareOptions::new(RecordFormat::PromptCompletion {
+                prompt: "q".into(),
+                completion: "a".into(),
+            })
+        };
+        let p = prepare_path(f.path(), &tk, &options).unwrap();
+        let ex = &p.examples[0];
+        let text = tk.decode(&ex.input_ids, false).unwrap();
+        assert!(
+            text.starts_with("<|im_start|>user\nWhat does P0300 mean?<|im_end|>"),
+            "{text:?}"
+        );
+        assert_eq!(loss_text(&tk, ex), "Misfire<|im_end|>\n");
+    }
+
+    #[test]
+    fn text_folders_for_continued_pretraining() {
+        let tk = tiny_tokenizer();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.txt"), "The engine misfires.").unwrap();
+        std::fs::write(dir.path().join("b.md"), "Check the coil.").unwrap();
+        let p = prepare_path(dir.path(), &tk, &PrepareOptions::new(RecordFormat::text())).unwrap();
+        assert_eq!(p.examples.len(), 2);
+        assert_eq!(loss_text(&tk, &p.examples[1]), "Check the coil.</s>");
+        let stats = p.stats();
+        assert_eq!(
+            stats.loss_tokens,
+            stats.tokens - 2,
+            "all but the two BOS tokens"
+        );
+    }
+
     #[test]
     fn csv_instruction_data_with_alpaca_prompts() {
         let tk = tiny_tokenizer();
