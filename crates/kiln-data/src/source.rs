@@ -18,7 +18,7 @@ use crate::{DataError, JsonlReader, Result};
 pub struct Record {
     /// The file it was read from.
     pub path: Arc<Path>,
-    /// 1-based line of the record (for JSON arrays: the 1-based element index; for whole text
+    /// 1-based line of the record (for JSON arrays: where the element starts; for whole text
     /// files: 1).
     pub line: usize,
     /// The record's fields.
@@ -174,13 +174,12 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
 }
 
 fn json_array(path: &Path) -> Result<Records> {
-    let file = File::open(path).map_err(io_error(path))?;
-    let value: Value =
-        serde_json::from_reader(BufReader::new(file)).map_err(|source| DataError::Json {
-            path: path.to_path_buf(),
-            line: source.line(),
-            source,
-        })?;
+    let text = read_text(path)?;
+    let value: Value = serde_json::from_str(&text).map_err(|source| DataError::Json {
+        path: path.to_path_buf(),
+        line: source.line(),
+        source,
+    })?;
     let Value::Array(items) = value else {
         return Err(DataError::Field {
             path: path.to_path_buf(),
@@ -189,13 +188,58 @@ fn json_array(path: &Path) -> Result<Records> {
             reason: "expected a JSON array of objects".into(),
         });
     };
+    let mut lines = element_lines(&text);
+    if lines.len() != items.len() {
+        lines = (1..=items.len()).collect();
+    }
     let shared: Arc<Path> = Arc::from(path);
     Ok(Box::new(
         items
             .into_iter()
-            .enumerate()
-            .map(move |(i, v)| object(&shared, i + 1, v)),
+            .zip(lines)
+            .map(move |(v, line)| object(&shared, line, v)),
     ))
+}
+
+/// 1-based lines on which the elements of a valid top-level JSON array start.
+fn element_lines(text: &str) -> Vec<usize> {
+    let mut lines = Vec::new();
+    let (mut line, mut depth, mut in_string, mut escaped) = (1, 0usize, false, false);
+    let mut expecting = false;
+    for c in text.chars() {
+        if c == '\n' {
+            line += 1;
+        }
+        if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        if c.is_whitespace() {
+            continue;
+        }
+        if depth == 1 && expecting && c != ']' {
+            lines.push(line);
+            expecting = false;
+        }
+        match c {
+            '"' => in_string = true,
+            '[' | '{' => {
+                depth += 1;
+                if depth == 1 {
+                    expecting = true;
+                }
+            }
+            ']' | '}' => depth = depth.saturating_sub(1),
+            ',' if depth == 1 => expecting = true,
+            _ => {}
+        }
+    }
+    lines
 }
 
 fn csv_records(path: &Path) -> Result<Records> {
@@ -333,11 +377,21 @@ mod tests {
     }
 
     #[test]
-    fn json_arrays_number_their_elements() {
+    fn json_arrays_know_where_their_elements_start() {
         let f = file(".json", "[{\"a\":\"x\"},{\"a\":\"y\"}]");
         let recs = collect(f.path()).unwrap();
         assert_eq!(recs.len(), 2);
-        assert_eq!((recs[1].line, recs[1].text("a").unwrap()), (2, "y".into()));
+        assert_eq!((recs[1].line, recs[1].text("a").unwrap()), (1, "y".into()));
+        let text =
+            "[\n  {\"a\": \"x,]\\\"{\",\n   \"b\": [1, {\"c\": 2}]},\n\n  {\"a\": \"y\"}\n]\n";
+        let f = file(".json", text);
+        let recs = collect(f.path()).unwrap();
+        assert_eq!(recs.iter().map(|r| r.line).collect::<Vec<_>>(), [2, 5]);
+        assert_eq!(recs[0].text("a").unwrap(), "x,]\"{");
+        let err = recs[1].text("b").unwrap_err().to_string();
+        assert!(err.contains(":5: field `b`: missing"), "{err}");
+        assert_eq!(element_lines("[]"), Vec::<usize>::new());
+        assert_eq!(element_lines("[1,\n2]"), [1, 2]);
         let f = file(".json", "{\"a\":1}");
         let err = collect(f.path()).unwrap_err().to_string();
         assert!(err.contains("expected a JSON array"), "{err}");
