@@ -5,7 +5,9 @@
 //! directory with its special tokens and chat template ([`Tokenizer::from_hf_dir`]), or the
 //! tokenizer metadata of a GGUF file ([`Tokenizer::from_gguf_spec`], see [`gguf`]). It knows its
 //! BOS, EOS, unknown and padding tokens and renders conversations with the model's chat template
-//! ([`Tokenizer::apply_chat_template`], see [`chat`]).
+//! ([`Tokenizer::apply_chat_template`], see [`chat`]). Domain tokens are added with
+//! [`Tokenizer::add_tokens`], and [`train_bpe`] trains a byte-level BPE tokenizer on a corpus
+//! (see [`vocab`]).
 //!
 //! ```
 //! use kiln_tokenizer::{ChatMessage, GgufTokenizerSpec, Tokenizer};
@@ -32,11 +34,13 @@
 pub mod chat;
 pub mod gguf;
 mod hf;
+pub mod vocab;
 
 use std::path::{Path, PathBuf};
 
 pub use chat::{CHATML_TEMPLATE, ChatMessage, ChatTemplate, SpecialTokens};
 pub use gguf::GgufTokenizerSpec;
+pub use vocab::{AddedTokens, BpeOptions, train_bpe};
 
 /// Errors of the tokenizer crate.
 #[derive(Debug, thiserror::Error)]

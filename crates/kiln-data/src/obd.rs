@@ -1,0 +1,863 @@
+//! The automotive dataset: OBD-II diagnostic trouble codes (DTCs) as question answering.
+//!
+//! [`parse_codes`] reads the `DTC = { "P0300": "...", ... }` dictionary of python-OBD's
+//! `codes.py` (fetched into `assets/obd/` by `scripts/fetch-assets.sh`; it is GPL and never
+//! committed). [`build`] turns the codes into questions and answers:
+//!
+//! - **forward** questions ask what a code means ("What does P0300 mean?", "My scanner shows
+//!   P0171, what is it?"...), [`FORWARD_TEMPLATES`];
+//! - **reverse** questions ask for the code of a description, [`REVERSE_TEMPLATES`]; only for
+//!   descriptions that belong to a single code, so the answer is unambiguous;
+//! - the answer is always `"<code>: <description>"`, short and deterministic.
+//!
+//! Each example carries the code's [`Family`] and [`Subsystem`]. Codes are split (seeded,
+//! stratified by subsystem) into train, validation and test codes, and phrasing templates into
+//! trained and held-out templates (seeded); the sets are:
+//!
+//! | set | codes | templates |
+//! |---|---|---|
+//! | `train` | train codes | trained templates |
+//! | `validation` | validation codes | trained templates |
+//! | `test` | test codes (never trained on) | held-out templates (never trained on) |
+//! | `test_phrasing` | train codes | held-out templates |
+//!
+//! # Subsystems (SAE J2012), from the code's first three characters
+//!
+//! | codes | subsystem |
+//! |---|---|
+//! | P00, P01, P02, P20, P21, P22, P2A | fuel and air metering (P00/P20–P22 with auxiliary emission controls; P02 injector circuits) |
+//! | P03, P23 | ignition system or misfire |
+//! | P04, P24 | auxiliary emission controls |
+//! | P05, P25 | vehicle speed, idle control and auxiliary inputs |
+//! | P06, P26 | computer and output circuits |
+//! | P07, P08, P09, P27, P28 | transmission |
+//! | P0A, P0B, P0C | hybrid propulsion |
+//! | P34 | cylinder deactivation |
+//! | P1, P30–P33 | manufacturer specific |
+//! | U00 | network electrical |
+//! | U01, U02 | lost communication with a module |
+//! | U03 | software incompatibility |
+//! | U04 | invalid data received |
+//! | anything else (C, B, other P and U ranges) | other |
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::Path;
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::{DataError, Result, SplitSizes, Splitter, write_jsonl};
+
+/// One trouble code and its description.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dtc {
+    /// The code, e.g. `P0300`.
+    pub code: String,
+    /// What it means.
+    pub description: String,
+    /// 1-based line of the code in the source file.
+    pub line: usize,
+}
+
+/// The code family, from the first letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    /// `P`: engine and transmission.
+    Powertrain,
+    /// `C`: chassis.
+    Chassis,
+    /// `B`: body.
+    Body,
+    /// `U`: network and vehicle integration.
+    Network,
+}
+
+impl Family {
+    /// The family of a code, if it starts with P, C, B or U.
+    pub fn of(code: &str) -> Option<Self> {
+        match code.as_bytes().first()? {
+            b'P' => Some(Self::Powertrain),
+            b'C' => Some(Self::Chassis),
+            b'B' => Some(Self::Body),
+            b'U' => Some(Self::Network),
+            _ => None,
+        }
+    }
+
+    /// The snake-case label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Powertrain => "powertrain",
+            Self::Chassis => "chassis",
+            Self::Body => "body",
+            Self::Network => "network",
+        }
+    }
+}
+
+/// The SAE subsystem of a code (see the [module documentation](self) for the table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Subsystem {
+    /// Fuel and air metering (and auxiliary emission controls for P00/P20–P22).
+    FuelAirMetering,
+    /// Ignition system or misfire.
+    IgnitionMisfire,
+    /// Auxiliary emission controls.
+    AuxiliaryEmissionControls,
+    /// Vehicle speed, idle control and auxiliary inputs.
+    SpeedIdleControl,
+    /// Computer and output circuits.
+    ComputerOutputCircuits,
+    /// Transmission.
+    Transmission,
+    /// Hybrid propulsion.
+    HybridPropulsion,
+    /// Cylinder deactivation.
+    CylinderDeactivation,
+    /// Manufacturer-specific codes.
+    ManufacturerSpecific,
+    /// Network electrical.
+    NetworkElectrical,
+    /// Lost communication with a module.
+    LostCommunication,
+    /// Software incompatibility.
+    SoftwareIncompatibility,
+    /// Invalid data received.
+    InvalidData,
+    /// Anything else.
+    Other,
+}
+
+impl Subsystem {
+    /// The subsystem of a code.
+    pub fn of(code: &str) -> Self {
+        let b = code.as_bytes();
+        let (Some(&f), Some(&d1), Some(&d2)) = (b.first(), b.get(1), b.get(2)) else {
+            return Self::Other;
+        };
+        match (f, d1, d2) {
+            (b'P', b'0', b'0' | b'1' | b'2') | (b'P', b'2', b'0' | b'1' | b'2' | b'A') => {
+                Self::FuelAirMetering
+            }
+            (b'P', b'0' | b'2', b'3') => Self::IgnitionMisfire,
+            (b'P', b'0' | b'2', b'4') => Self::AuxiliaryEmissionControls,
+            (b'P', b'0' | b'2', b'5') => Self::SpeedIdleControl,
+            (b'P', b'0' | b'2', b'6') => Self::ComputerOutputCircuits,
+            (b'P', b'0', b'7' | b'8' | b'9') | (b'P', b'2', b'7' | b'8') => Self::Transmission,
+            (b'P', b'0', b'A' | b'B' | b'C') => Self::HybridPropulsion,
+            (b'P', b'3', b'4') => Self::CylinderDeactivation,
+            (b'P', b'1', _) | (b'P', b'3', b'0'..=b'3') => Self::ManufacturerSpecific,
+            (b'U', b'0', b'0') => Self::NetworkElectrical,
+            (b'U', b'0', b'1' | b'2') => Self::LostCommunication,
+            (b'U', b'0', b'3') => Self::SoftwareIncompatibility,
+            (b'U', b'0', b'4') => Self::InvalidData,
+            _ => Self::Other,
+        }
+    }
+
+    /// The snake-case label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::FuelAirMetering => "fuel_air_metering",
+            Self::IgnitionMisfire => "ignition_misfire",
+            Self::AuxiliaryEmissionControls => "auxiliary_emission_controls",
+            Self::SpeedIdleControl => "speed_idle_control",
+            Self::ComputerOutputCircuits => "computer_output_circuits",
+            Self::Transmission => "transmission",
+            Self::HybridPropulsion => "hybrid_propulsion",
+            Self::CylinderDeactivation => "cylinder_deactivation",
+            Self::ManufacturerSpecific => "manufacturer_specific",
+            Self::NetworkElectrical => "network_electrical",
+            Self::LostCommunication => "lost_communication",
+            Self::SoftwareIncompatibility => "software_incompatibility",
+            Self::InvalidData => "invalid_data",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// Whether `code` looks like a DTC: a family letter and four hex digits, the first 0–3.
+pub fn is_code(code: &str) -> bool {
+    let b = code.as_bytes();
+    b.len() == 5
+        && Family::of(code).is_some()
+        && matches!(b[1], b'0'..=b'3')
+        && b[2..]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(c))
+}
+
+/// Reads the `DTC` dictionary of a python-OBD `codes.py` file.
+///
+/// # Errors
+/// [`DataError::Io`] when the file cannot be read; as [`parse_codes`].
+pub fn read_codes(path: impl AsRef<Path>) -> Result<Vec<Dtc>> {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_codes(&text, path)
+}
+
+/// Parses the `DTC = { "CODE": "description", ... }` Python dictionary in `text` (one entry per
+/// line, single or double quotes, escapes, comments and blank lines allowed); everything outside
+/// the dictionary is ignored. `path` names the file in errors.
+///
+/// ```
+/// use std::path::Path;
+///
+/// let text = "X = 1\nDTC = {\n    \"P0300\": \"Misfire\",  # note\n    'U0100': 'No \\'ECM\\'',\n}\n";
+/// let codes = kiln_data::obd::parse_codes(text, Path::new("codes.py")).unwrap();
+/// assert_eq!(codes[1].code, "U0100");
+/// assert_eq!(codes[1].description, "No 'ECM'");
+/// assert_eq!(codes[1].line, 4);
+/// ```
+///
+/// # Errors
+/// [`DataError::Field`] naming the file, line and the field `DTC` (no dictionary, an unclosed
+/// one, no entry) or the code (a malformed entry, a malformed or repeated code, an empty
+/// description).
+pub fn parse_codes(text: &str, path: &Path) -> Result<Vec<Dtc>> {
+    let err = |line: usize, field: &str, reason: String| DataError::Field {
+        path: path.to_path_buf(),
+        line,
+        field: field.into(),
+        reason,
+    };
+    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
+    let start = lines.by_ref().find(|(_, l)| {
+        let compact: String = l.chars().filter(|c| !c.is_whitespace()).collect();
+        compact.starts_with("DTC={")
+    });
+    let Some((start, first)) = start else {
+        return Err(err(0, "DTC", "no `DTC = {` dictionary in the file".into()));
+    };
+    let after_brace = &first[first.find('{').map_or(first.len(), |i| i + 1)..];
+    let mut codes: Vec<Dtc> = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut closed = false;
+    let first_rest = std::iter::once((start, after_brace));
+    for (line, raw) in first_rest.chain(lines) {
+        let body = raw.trim();
+        if body.is_empty() || body.starts_with('#') {
+            continue;
+        }
+        if body.starts_with('}') {
+            closed = true;
+            break;
+        }
+        let malformed = |why: &str| err(line, "DTC", format!("{why}: {body}"));
+        let (code, rest) =
+            python_string(body).ok_or_else(|| malformed("expected a quoted code"))?;
+        let rest = rest.trim_start();
+        let rest = rest
+            .strip_prefix(':')
+            .ok_or_else(|| malformed("expected `:` after the code"))?
+            .trim_start();
+        let (description, rest) =
+            python_string(rest).ok_or_else(|| malformed("expected a quoted description"))?;
+        let rest = rest.trim_start();
+        let rest = rest.strip_prefix(',').unwrap_or(rest).trim_start();
+        let closes = rest.starts_with('}');
+        if !(rest.is_empty() || rest.starts_with('#') || closes) {
+            return Err(malformed("unexpected text after the entry"));
+        }
+        if !is_code(&code) {
+            return Err(err(
+                line,
+                &code,
+                "not a trouble code (a letter P, C, B or U, then four hex digits)".into(),
+            ));
+        }
+        if let Some(prev) = seen.insert(code.clone(), line) {
+            return Err(err(line, &code, format!("repeated; first on line {prev}")));
+        }
+        let description = description.trim().to_string();
+        if description.is_empty() {
+            return Err(err(line, &code, "empty description".into()));
+        }
+        codes.push(Dtc {
+            code,
+            description,
+            line,
+        });
+        if closes {
+            closed = true;
+            break;
+        }
+    }
+    if !closed {
+        return Err(err(
+            text.lines().count(),
+            "DTC",
+            format!("the dictionary opened on line {start} is not closed"),
+        ));
+    }
+    if codes.is_empty() {
+        return Err(err(start, "DTC", "the dictionary has no entry".into()));
+    }
+    Ok(codes)
+}
+
+/// A Python string literal at the start of `s`, unescaped, and the rest of `s`.
+fn python_string(s: &str) -> Option<(String, &str)> {
+    let mut chars = s.char_indices();
+    let (_, quote) = chars.next()?;
+    if quote != '"' && quote != '\'' {
+        return None;
+    }
+    let mut out = String::new();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => {
+                let (_, e) = chars.next()?;
+                match e {
+                    'n' => out.push('\n'),
+                    't' => out.push('\t'),
+                    'r' => out.push('\r'),
+                    '0' => out.push('\0'),
+                    '\\' | '\'' | '"' => out.push(e),
+                    other => {
+                        out.push('\\');
+                        out.push(other);
+                    }
+                }
+            }
+            c if c == quote => return Some((out, &s[i + c.len_utf8()..])),
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+/// Questions asking what a code means; `{code}` is the code.
+pub const FORWARD_TEMPLATES: [&str; 10] = [
+    "What does {code} mean?",
+    "My scanner shows {code}, what is it?",
+    "What is OBD-II code {code}?",
+    "Explain the trouble code {code}.",
+    "My check engine light is on and the code is {code}. What does that mean?",
+    "Define DTC {code}.",
+    "I got a {code} code on my car. What is it?",
+    "What fault does {code} indicate?",
+    "Decode {code} for me.",
+    "The diagnostic tool reports {code}. What is the problem?",
+];
+
+/// Questions asking for the code of a description; `{description}` is the description.
+pub const REVERSE_TEMPLATES: [&str; 5] = [
+    "Which OBD-II code means \"{description}\"?",
+    "What is the trouble code for: {description}?",
+    "Give the DTC for \"{description}\".",
+    "My mechanic says the fault is \"{description}\". Which code is that?",
+    "Which diagnostic trouble code corresponds to {description}?",
+];
+
+/// Whether a question asks for the meaning of a code or the code of a meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Code → description.
+    Forward,
+    /// Description → code.
+    Reverse,
+}
+
+/// One question/answer example, written as one JSONL line; load it back with
+/// [`crate::RecordFormat::prompt_completion`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObdExample {
+    /// The question.
+    pub prompt: String,
+    /// The answer, `"<code>: <description>"`.
+    pub completion: String,
+    /// The code asked about.
+    pub code: String,
+    /// Its family.
+    pub family: Family,
+    /// Its subsystem.
+    pub subsystem: Subsystem,
+    /// The kind of question.
+    pub direction: Direction,
+    /// Index of the template in [`FORWARD_TEMPLATES`] or [`REVERSE_TEMPLATES`].
+    pub template: usize,
+}
+
+/// Settings of the automotive dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ObdConfig {
+    /// Seed of the code and template splits.
+    pub seed: u64,
+    /// Fraction of codes kept for validation.
+    pub validation_codes: f64,
+    /// Fraction of codes kept for testing.
+    pub test_codes: f64,
+    /// Forward templates held out of training.
+    pub held_out_forward: usize,
+    /// Reverse templates held out of training.
+    pub held_out_reverse: usize,
+}
+
+impl Default for ObdConfig {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            validation_codes: 0.05,
+            test_codes: 0.1,
+            held_out_forward: 2,
+            held_out_reverse: 1,
+        }
+    }
+}
+
+/// The built dataset.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObdDataset {
+    /// Train codes × trained templates.
+    pub train: Vec<ObdExample>,
+    /// Validation codes × trained templates.
+    pub validation: Vec<ObdExample>,
+    /// Test codes × held-out templates: codes and phrasings never trained on.
+    pub test: Vec<ObdExample>,
+    /// Train codes × held-out templates: unseen phrasings of trained codes.
+    pub test_phrasing: Vec<ObdExample>,
+    /// Held-out forward template indices.
+    pub held_out_forward: Vec<usize>,
+    /// Held-out reverse template indices.
+    pub held_out_reverse: Vec<usize>,
+    /// Codes per family.
+    pub codes_per_family: BTreeMap<Family, usize>,
+    /// Codes per subsystem.
+    pub codes_per_subsystem: BTreeMap<Subsystem, usize>,
+    /// Codes whose description is shared with another code (no reverse question).
+    pub ambiguous_codes: usize,
+}
+
+impl ObdDataset {
+    /// The sets with their file names: `train`, `validation`, `test`, `test_phrasing`.
+    pub fn sets(&self) -> [(&'static str, &[ObdExample]); 4] {
+        [
+            ("train", &self.train),
+            ("validation", &self.validation),
+            ("test", &self.test),
+            ("test_phrasing", &self.test_phrasing),
+        ]
+    }
+
+    /// Writes `<set>.jsonl` for every set into `dir` (created if needed), each atomically.
+    ///
+    /// # Errors
+    /// [`DataError::Io`] naming the file.
+    pub fn write_jsonl(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|source| DataError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        for (name, set) in self.sets() {
+            write_jsonl(dir.join(format!("{name}.jsonl")), set)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for ObdDataset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let codes: usize = self.codes_per_family.values().sum();
+        write!(f, "{codes} codes (")?;
+        let fams: Vec<String> = self
+            .codes_per_family
+            .iter()
+            .map(|(k, v)| format!("{v} {}", k.label()))
+            .collect();
+        write!(
+            f,
+            "{}), {} without reverse questions",
+            fams.join(", "),
+            self.ambiguous_codes
+        )?;
+        for (name, set) in self.sets() {
+            let mut codes: Vec<&str> = set.iter().map(|e| e.code.as_str()).collect();
+            codes.sort_unstable();
+            codes.dedup();
+            write!(
+                f,
+                "; {name}: {} examples over {} codes",
+                set.len(),
+                codes.len()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Builds the dataset from parsed codes.
+///
+/// # Errors
+/// [`DataError::Config`] for fractions outside `0..=1` (or summing over 1), or more held-out
+/// templates than there are; [`DataError::Empty`]-style [`DataError::Config`] without codes.
+pub fn build(codes: &[Dtc], config: &ObdConfig) -> Result<ObdDataset> {
+    if codes.is_empty() {
+        return Err(DataError::Config("no trouble codes to build from".into()));
+    }
+    let (v, t) = (config.validation_codes, config.test_codes);
+    if !(0.0..=1.0).contains(&v) || !(0.0..=1.0).contains(&t) || v + t > 1.0 {
+        return Err(DataError::Config(format!(
+            "validation ({v}) and test ({t}) code fractions must lie in 0..=1 and sum to at most 1"
+        )));
+    }
+    if config.held_out_forward >= FORWARD_TEMPLATES.len()
+        || config.held_out_reverse >= REVERSE_TEMPLATES.len()
+    {
+        return Err(DataError::Config(format!(
+            "at most {} forward and {} reverse templates can be held out",
+            FORWARD_TEMPLATES.len() - 1,
+            REVERSE_TEMPLATES.len() - 1
+        )));
+    }
+    let subsystems: Vec<Subsystem> = codes.iter().map(|c| Subsystem::of(&c.code)).collect();
+    let split = Splitter::new(
+        SplitSizes::Ratios {
+            train: 1.0 - v - t,
+            validation: v,
+            test: t,
+        },
+        config.seed,
+    )
+    .stratified(&subsystems)?;
+
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x0b0d_7e57);
+    let mut fwd: Vec<usize> = (0..FORWARD_TEMPLATES.len()).collect();
+    fwd.shuffle(&mut rng);
+    let mut rev: Vec<usize> = (0..REVERSE_TEMPLATES.len()).collect();
+    rev.shuffle(&mut rng);
+    let mut held_out_forward = fwd[..config.held_out_forward].to_vec();
+    let mut held_out_reverse = rev[..config.held_out_reverse].to_vec();
+    held_out_forward.sort_unstable();
+    held_out_reverse.sort_unstable();
+
+    let mut owners: HashMap<&str, usize> = HashMap::new();
+    for c in codes {
+        *owners.entry(c.description.as_str()).or_default() += 1;
+    }
+    let examples = |index: usize, held_out: bool| -> Vec<ObdExample> {
+        let dtc = &codes[index];
+        let answer = format!("{}: {}", dtc.code, dtc.description);
+        let make = |direction, template: usize, prompt: String| ObdExample {
+            prompt,
+            completion: answer.clone(),
+            code: dtc.code.clone(),
+            family: Family::of(&dtc.code).unwrap_or(Family::Powertrain),
+            subsystem: subsystems[index],
+            direction,
+            template,
+        };
+        let mut out = Vec::new();
+        for (i, t) in FORWARD_TEMPLATES.iter().enumerate() {
+            if held_out_forward.contains(&i) == held_out {
+                out.push(make(Direction::Forward, i, t.replace("{code}", &dtc.code)));
+            }
+        }
+        if owners[dtc.description.as_str()] == 1 {
+            for (i, t) in REVERSE_TEMPLATES.iter().enumerate() {
+                if held_out_reverse.contains(&i) == held_out {
+                    let q = t.replace("{description}", &dtc.description);
+                    out.push(make(Direction::Reverse, i, q));
+                }
+            }
+        }
+        out
+    };
+    let mut ds = ObdDataset {
+        train: split
+            .train
+            .iter()
+            .flat_map(|&i| examples(i, false))
+            .collect(),
+        validation: split
+            .validation
+            .iter()
+            .flat_map(|&i| examples(i, false))
+            .collect(),
+        test: split.test.iter().flat_map(|&i| examples(i, true)).collect(),
+        test_phrasing: split
+            .train
+            .iter()
+            .flat_map(|&i| examples(i, true))
+            .collect(),
+        ambiguous_codes: codes
+            .iter()
+            .filter(|c| owners[c.description.as_str()] > 1)
+            .count(),
+        ..ObdDataset::default()
+    };
+    for (c, s) in codes.iter().zip(&subsystems) {
+        if let Some(f) = Family::of(&c.code) {
+            *ds.codes_per_family.entry(f).or_default() += 1;
+        }
+        *ds.codes_per_subsystem.entry(*s).or_default() += 1;
+    }
+    ds.held_out_forward = held_out_forward;
+    ds.held_out_reverse = held_out_reverse;
+    Ok(ds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    /// Invented codes in the `codes.py` layout.
+    fn fixture() -> String {
+        let mut s = String::from("# header\nOTHER = {'x': 1}\n\nDTC = {\n");
+        for i in 0..60 {
+            s.push_str(&format!(
+                "    \"P03{i:02}\": \"Ignition fault number {i}\",\n"
+            ));
+        }
+        for i in 0..30 {
+            s.push_str(&format!("    'U01{i:02X}': 'Lost link to module {i}',\n"));
+        }
+        s.push_str("    \"P0700\": \"Shared text\",\n    \"P0701\": \"Shared text\",\n}\n");
+        s
+    }
+
+    #[test]
+    fn families_and_subsystems() {
+        let cases = [
+            ("P0001", Subsystem::FuelAirMetering),
+            ("P0171", Subsystem::FuelAirMetering),
+            ("P0300", Subsystem::IgnitionMisfire),
+            ("P0420", Subsystem::AuxiliaryEmissionControls),
+            ("P0505", Subsystem::SpeedIdleControl),
+            ("P0606", Subsystem::ComputerOutputCircuits),
+            ("P0700", Subsystem::Transmission),
+            ("P0900", Subsystem::Transmission),
+            ("P0A80", Subsystem::HybridPropulsion),
+            ("P2A00", Subsystem::FuelAirMetering),
+            ("P2300", Subsystem::IgnitionMisfire),
+            ("P2700", Subsystem::Transmission),
+            ("P3400", Subsystem::CylinderDeactivation),
+            ("P1234", Subsystem::ManufacturerSpecific),
+            ("U0001", Subsystem::NetworkElectrical),
+            ("U0100", Subsystem::LostCommunication),
+            ("U0300", Subsystem::SoftwareIncompatibility),
+            ("U0401", Subsystem::InvalidData),
+            ("C0035", Subsystem::Other),
+            ("", Subsystem::Other),
+        ];
+        for (code, sub) in cases {
+            assert_eq!(Subsystem::of(code), sub, "{code}");
+        }
+        assert_eq!(Family::of("B1000"), Some(Family::Body));
+        assert_eq!(Family::of("C0035").map(Family::label), Some("chassis"));
+        assert_eq!(Family::of("X1"), None);
+        assert!(is_code("P0A80") && is_code("U3FFF"));
+        assert!(!is_code("P4000") && !is_code("P030") && !is_code("p0300") && !is_code("P03G0"));
+    }
+
+    #[test]
+    fn parses_the_codes_py_layout() {
+        let codes = parse_codes(&fixture(), Path::new("codes.py")).unwrap();
+        assert_eq!(codes.len(), 92);
+        assert_eq!(codes[0].code, "P0300");
+        assert_eq!(codes[0].line, 5);
+        assert_eq!(codes[60].code, "U0100");
+        assert_eq!(codes[69].code, "U0109");
+        assert_eq!(codes[70].code, "U010A");
+        // A closing brace on the entry's own line is accepted.
+        let one = parse_codes("DTC = {\"P0300\": \"Misfire\"}", Path::new("c.py")).unwrap();
+        assert_eq!(one[0].description, "Misfire");
+    }
+
+    #[test]
+    fn parse_errors_name_file_line_and_field() {
+        let cases = [
+            ("A = 1\n", ":0: field `DTC`: no `DTC = {`"),
+            (
+                "DTC = {\n  \"P0300\": \"x\",\n",
+                "c.py:2: field `DTC`: the dictionary opened on line 1 is not closed",
+            ),
+            (
+                "DTC = {\n}\n",
+                "c.py:1: field `DTC`: the dictionary has no entry",
+            ),
+            (
+                "DTC = {\n\n  \"P0300\" \"x\",\n}",
+                "c.py:3: field `DTC`: expected `:`",
+            ),
+            (
+                "DTC = {\n  P0300: \"x\",\n}",
+                "c.py:2: field `DTC`: expected a quoted code",
+            ),
+            (
+                "DTC = {\n  \"P0300\": \"x\n}",
+                "c.py:2: field `DTC`: expected a quoted description",
+            ),
+            (
+                "DTC = {\n  \"P0300\": \"x\" + y,\n}",
+                "c.py:2: field `DTC`: unexpected text",
+            ),
+            (
+                "DTC = {\n  \"Q0300\": \"x\",\n}",
+                "c.py:2: field `Q0300`: not a trouble code",
+            ),
+            (
+                "DTC = {\n \"P0300\": \"x\",\n \"P0300\": \"y\",\n}",
+                "c.py:3: field `P0300`: repeated; first on line 2",
+            ),
+            (
+                "DTC = {\n  \"P0300\": \"  \",\n}",
+                "c.py:2: field `P0300`: empty description",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse_codes(text, Path::new("c.py"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+        let err = read_codes("/nonexistent/codes.py").unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/codes.py"), "{err}");
+    }
+
+    fn check_dataset(codes: &[Dtc], ds: &ObdDataset, config: &ObdConfig) {
+        let code_set = |set: &[ObdExample]| -> HashSet<String> {
+            set.iter().map(|e| e.code.clone()).collect()
+        };
+        let (train, val, test) = (
+            code_set(&ds.train),
+            code_set(&ds.validation),
+            code_set(&ds.test),
+        );
+        assert!(train.is_disjoint(&val) && train.is_disjoint(&test) && val.is_disjoint(&test));
+        assert_eq!(code_set(&ds.test_phrasing), train);
+        assert_eq!(train.len() + val.len() + test.len(), codes.len());
+        let held = |e: &ObdExample| match e.direction {
+            Direction::Forward => ds.held_out_forward.contains(&e.template),
+            Direction::Reverse => ds.held_out_reverse.contains(&e.template),
+        };
+        assert!(ds.train.iter().chain(&ds.validation).all(|e| !held(e)));
+        assert!(ds.test.iter().chain(&ds.test_phrasing).all(held));
+        assert_eq!(ds.held_out_forward.len(), config.held_out_forward);
+        assert_eq!(ds.held_out_reverse.len(), config.held_out_reverse);
+        let by_code: HashMap<&str, &Dtc> = codes.iter().map(|c| (c.code.as_str(), c)).collect();
+        for (_, set) in ds.sets() {
+            for e in set {
+                let dtc = by_code[e.code.as_str()];
+                assert_eq!(e.completion, format!("{}: {}", dtc.code, dtc.description));
+                match e.direction {
+                    Direction::Forward => assert!(e.prompt.contains(&dtc.code), "{e:?}"),
+                    Direction::Reverse => {
+                        assert!(
+                            e.prompt.contains(&dtc.description) && !e.prompt.contains(&dtc.code)
+                        );
+                    }
+                }
+                assert_eq!(e.subsystem, Subsystem::of(&e.code));
+                assert_eq!(Some(e.family), Family::of(&e.code));
+            }
+        }
+    }
+
+    #[test]
+    fn builds_disjoint_code_and_template_splits() {
+        let codes = parse_codes(&fixture(), Path::new("codes.py")).unwrap();
+        let config = ObdConfig {
+            seed: 3,
+            validation_codes: 0.1,
+            test_codes: 0.2,
+            ..ObdConfig::default()
+        };
+        let ds = build(&codes, &config).unwrap();
+        check_dataset(&codes, &ds, &config);
+        assert_eq!(ds.ambiguous_codes, 2);
+        assert!(
+            ds.train.iter().all(
+                |e| e.direction == Direction::Forward || !e.completion.ends_with("Shared text")
+            )
+        );
+        // 92 codes: 18 test, 9 validation (stratified rounding), the rest train.
+        let test_codes: HashSet<&str> = ds.test.iter().map(|e| e.code.as_str()).collect();
+        assert_eq!(test_codes.len(), 18);
+        // Per code: 8 trained forward + 4 trained reverse questions (unless ambiguous).
+        let p0300 = ds
+            .train
+            .iter()
+            .chain(&ds.validation)
+            .filter(|e| e.code == "P0300")
+            .count();
+        let in_test = test_codes.contains("P0300");
+        assert_eq!(p0300, if in_test { 0 } else { 12 });
+        assert_eq!(build(&codes, &config).unwrap(), ds, "deterministic");
+        let other = build(&codes, &ObdConfig { seed: 4, ..config }).unwrap();
+        assert_ne!(other.test, ds.test);
+        let shown = ds.to_string();
+        assert!(
+            shown.starts_with("92 codes (62 powertrain, 30 network), 2 without reverse"),
+            "{shown}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        ds.write_jsonl(dir.path()).unwrap();
+        let back: Vec<ObdExample> = std::fs::read_to_string(dir.path().join("test.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(back, ds.test);
+    }
+
+    #[test]
+    fn bad_configurations_are_errors() {
+        let codes = parse_codes(&fixture(), Path::new("codes.py")).unwrap();
+        for config in [
+            ObdConfig {
+                test_codes: 0.7,
+                validation_codes: 0.4,
+                ..ObdConfig::default()
+            },
+            ObdConfig {
+                test_codes: -0.1,
+                ..ObdConfig::default()
+            },
+            ObdConfig {
+                held_out_forward: 10,
+                ..ObdConfig::default()
+            },
+        ] {
+            assert!(
+                matches!(build(&codes, &config), Err(DataError::Config(_))),
+                "{config:?}"
+            );
+        }
+        assert!(build(&[], &ObdConfig::default()).is_err());
+    }
+
+    #[test]
+    fn builds_from_the_python_obd_codes() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/obd/codes.py");
+        if !path.exists() {
+            eprintln!("skipping: assets/obd/codes.py not found; run scripts/fetch-assets.sh");
+            return;
+        }
+        let codes = read_codes(&path).unwrap();
+        assert!(codes.len() > 2000, "{}", codes.len());
+        let p0300 = codes.iter().find(|c| c.code == "P0300").unwrap();
+        assert!(p0300.description.contains("Misfire"), "{p0300:?}");
+        let config = ObdConfig::default();
+        let ds = build(&codes, &config).unwrap();
+        check_dataset(&codes, &ds, &config);
+        eprintln!("{ds}");
+        let total = codes.len() as f64;
+        let test_codes: HashSet<&str> = ds.test.iter().map(|e| e.code.as_str()).collect();
+        assert!((test_codes.len() as f64 - 0.1 * total).abs() <= 1.0);
+    }
+}
