@@ -156,6 +156,9 @@ pub struct TokenBatch {
     pub attention_mask: Vec<Vec<u8>>,
     /// Explicit positions (packed rows); `None` derives them from the mask.
     pub position_ids: Option<Vec<Vec<u32>>>,
+    /// Packed rows: 1-based example number per token (0 on padding); a token attends only to
+    /// earlier tokens of its own example. `None`: one sequence per row.
+    pub segment_ids: Option<Vec<Vec<u32>>>,
 }
 
 impl TokenBatch {
@@ -174,6 +177,7 @@ impl TokenBatch {
             labels: Vec::with_capacity(examples.len()),
             attention_mask: Vec::with_capacity(examples.len()),
             position_ids: None,
+            segment_ids: None,
         };
         for (index, e) in examples.iter().enumerate() {
             if e.labels.len() != e.input_ids.len() {

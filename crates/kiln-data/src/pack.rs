@@ -187,6 +187,7 @@ pub fn packed_token_batch(rows: &[PackedRow]) -> TokenBatch {
             .map(|r| r.segment_ids.iter().map(|&s| u8::from(s != 0)).collect())
             .collect(),
         position_ids: Some(rows.iter().map(|r| r.position_ids.clone()).collect()),
+        segment_ids: Some(rows.iter().map(|r| r.segment_ids.clone()).collect()),
     }
 }
 

@@ -21,6 +21,9 @@ pub struct LmInput {
     /// Per-layer key/value prefixes, `[batch, kv_heads, n_prefix, head_dim]` each (prefix
     /// tuning). Every query may attend to them; real tokens take positions `n_prefix..`.
     pub prefix: Option<Vec<(Tensor<4>, Tensor<4>)>>,
+    /// Packed rows: example number per token, `[batch, seq]`; attention stays within an
+    /// example (block-diagonal causal mask). Use with explicit `position_ids`.
+    pub segment_ids: Option<Tensor<2, Int>>,
 }
 
 impl LmInput {
@@ -32,7 +35,14 @@ impl LmInput {
             position_ids: None,
             soft_prompt: None,
             prefix: None,
+            segment_ids: None,
         }
+    }
+
+    /// Marks packed examples: attention only within equal segment ids.
+    pub fn with_segment_ids(mut self, segment_ids: Tensor<2, Int>) -> Self {
+        self.segment_ids = Some(segment_ids);
+        self
     }
 
     /// Adds a padding mask.

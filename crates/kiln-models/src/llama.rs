@@ -676,6 +676,17 @@ pub(crate) fn positions_and_bias(input: &LmInput, device: &Device) -> (Tensor<2,
         0,
         device,
     );
+    let bias = match &input.segment_ids {
+        None => bias,
+        Some(seg) => {
+            // Block-diagonal: a query sees only keys of its own packed example.
+            let [b, t] = seg.dims();
+            let q = seg.clone().reshape([b, 1, t, 1]);
+            let k = seg.clone().reshape([b, 1, 1, t]);
+            let other = q.not_equal(k).float().mul_scalar(-1e9);
+            (bias + other).clamp_min(-1e9)
+        }
+    };
     (input.position_ids.clone().unwrap_or(positions), bias)
 }
 

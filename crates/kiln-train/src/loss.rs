@@ -55,6 +55,10 @@ impl LossInput {
             .collect();
         let mut input = LmInput::new(Tensor::from_data(TensorData::new(ids, [b, t]), device))
             .with_attention_mask(Tensor::from_data(TensorData::new(mask, [b, t]), device));
+        if let Some(seg) = &batch.segment_ids {
+            let seg: Vec<i64> = seg.iter().flatten().map(|&x| i64::from(x)).collect();
+            input = input.with_segment_ids(Tensor::from_data(TensorData::new(seg, [b, t]), device));
+        }
         if let Some(pos) = &batch.position_ids {
             let pos: Vec<i64> = pos.iter().flatten().map(|&x| x as i64).collect();
             input =
