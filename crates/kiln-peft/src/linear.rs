@@ -211,7 +211,7 @@ impl PeftLinear {
     /// Restores the base weight after [`merge`](Self::merge).
     ///
     /// # Errors
-    /// [`PeftError::Merge`] when an IA3 vector has a zero entry (the scaling cannot be undone).
+    /// [`crate::PeftError::Merge`] when an IA3 vector has a zero entry (the scaling cannot be undone).
     pub fn unmerge(&mut self) -> Result<()> {
         if !self.merged {
             return Ok(());
