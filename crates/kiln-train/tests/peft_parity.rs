@@ -144,30 +144,7 @@ fn first_five_losses_match_pytorch_peft() {
     });
     assert_eq!(loaded, st.len() / 2);
 
-    let pad = reference["pad_id"].as_u64().unwrap() as u32;
-    let batches: Vec<TokenBatch> = reference["batches"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| {
-            let examples: Vec<TokenizedExample> = b
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| {
-                    let ids = |k: &str| -> Vec<u32> {
-                        e[k].as_array()
-                            .unwrap()
-                            .iter()
-                            .map(|v| v.as_u64().unwrap() as u32)
-                            .collect()
-                    };
-                    TokenizedExample::prompt_completion(&ids("prompt"), &ids("completion"))
-                })
-                .collect();
-            TokenBatch::pad_right(&examples, pad).unwrap()
-        })
-        .collect();
+    let batches = batches_of(&reference);
 
     let opt = &reference["optimizer"];
     let config = OptimizerConfig {
