@@ -10,6 +10,15 @@ use kiln::models::{CausalLm, GenerationConfig, generate, load_pretrained};
 use kiln::prelude::*;
 use kiln::tokenizer::ChatMessage;
 
+mod bench;
+mod data;
+mod eval;
+mod inspect;
+mod merge;
+mod method;
+mod score;
+mod train;
+
 /// Customize small language models to a domain.
 #[derive(Debug, Parser)]
 #[command(name = "kiln", version, about, long_about = None)]
@@ -36,6 +45,52 @@ enum Command {
     ///   kiln generate --model ./my-model --file prompts.txt --temperature 0.7 --top-p 0.9 --seed 1
     #[command(verbatim_doc_comment)]
     Generate(GenerateArgs),
+    /// Train with a TOML recipe: model, data, PEFT method and training settings.
+    ///
+    /// Writes the adapter in Hugging Face PEFT format (`adapter/`), checkpoints, `metrics.jsonl`,
+    /// `loss_curve.png`, `run_summary.json` and `report.md` into `fit.output_dir`.
+    ///
+    /// Examples:
+    ///   kiln train examples/dtc-assistant/recipe.toml
+    ///   kiln train recipe.toml --set optimizer.lr=1e-4 --set fit.epochs=3
+    ///   kiln train recipe.toml --print-config
+    #[command(verbatim_doc_comment)]
+    Train(train::TrainArgs),
+    /// Answer test questions with a model (and its adapter) and score the answers.
+    ///
+    /// With --adapter the base and the adapted model are compared side by side. The table goes
+    /// to stdout; report.md and report.json to --out.
+    ///
+    /// Example:
+    ///   kiln eval --model assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --adapter runs/dtc-assistant/adapter --data runs/dtc-assistant/data/test_phrasing.jsonl --limit 32
+    #[command(verbatim_doc_comment)]
+    Eval(eval::EvalArgs),
+    /// Score line-aligned texts: exact match, F1, BLEU, ROUGE-1/2/L/Lsum, vocabulary richness.
+    ///
+    /// Example:
+    ///   kiln score --hyp answers.txt --ref references.txt
+    #[command(verbatim_doc_comment)]
+    Score(score::ScoreArgs),
+    /// Merge an adapter into its base model and save a Hugging Face directory.
+    ///
+    /// Example:
+    ///   kiln merge --model assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --adapter runs/dtc-assistant/adapter --out runs/merged
+    #[command(verbatim_doc_comment)]
+    Merge(merge::MergeArgs),
+    /// Describe a model (architecture, sizes, parameters, tokenizer, chat template) or an adapter
+    /// (method, targets, trainable parameters).
+    ///
+    /// Examples:
+    ///   kiln inspect assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+    ///   kiln inspect runs/dtc-assistant/adapter
+    #[command(verbatim_doc_comment)]
+    Inspect(inspect::InspectArgs),
+    /// Build, split and inspect datasets (including the OBD-II one).
+    #[command(subcommand)]
+    Data(data::DataCommand),
+    /// Benchmarks: training-step throughput and peak memory.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -43,6 +98,10 @@ struct GenerateArgs {
     /// Model path: a Hugging Face directory or a .gguf file.
     #[arg(long)]
     model: PathBuf,
+    /// Adapter folders in Hugging Face PEFT format, applied in order (all but the last are
+    /// merged into the weights, so they must be LoRA, DoRA or IA3).
+    #[arg(long)]
+    adapter: Vec<PathBuf>,
     /// The prompt.
     #[arg(long, conflicts_with = "file", required_unless_present = "file")]
     prompt: Option<String>,
@@ -52,6 +111,9 @@ struct GenerateArgs {
     /// Wrap each prompt as a user message in the model's chat template.
     #[arg(long)]
     chat: bool,
+    /// A system message before the user message (with --chat).
+    #[arg(long, requires = "chat")]
+    system: Option<String>,
     /// Most tokens to generate.
     #[arg(long, default_value_t = 128)]
     max_new_tokens: usize,
@@ -88,6 +150,13 @@ fn main() -> Result<()> {
             println!("{}: ok ({device:?})", cli.device);
         }
         Command::Generate(args) => run_generate(&cli.device, &args)?,
+        Command::Bench(command) => bench::run(&cli.device, &command)?,
+        Command::Train(args) => train::run(&cli.device, &args)?,
+        Command::Eval(args) => eval::run(&cli.device, &args)?,
+        Command::Score(args) => score::run(&args)?,
+        Command::Merge(args) => merge::run(&cli.device, &args)?,
+        Command::Inspect(args) => inspect::run(&cli.device, &args)?,
+        Command::Data(command) => data::run(&command)?,
     }
     Ok(())
 }
@@ -117,12 +186,31 @@ fn run_generate(device: &str, args: &GenerateArgs) -> Result<()> {
         p.model.vocab_size(),
         start.elapsed()
     );
+    let mut model = p.model;
+    for (i, dir) in args.adapter.iter().enumerate() {
+        let (m, config) = load_adapter(model, dir, &device)
+            .with_context(|| format!("loading the adapter {}", dir.display()))?;
+        model = m;
+        if i + 1 < args.adapter.len() {
+            model
+                .merge_adapters()
+                .with_context(|| format!("merging {} before the next adapter", dir.display()))?;
+        }
+        eprintln!("adapter: {} from {}", config.peft_type(), dir.display());
+    }
     let mut batch = Vec::with_capacity(prompts.len());
     for prompt in &prompts {
         let text = if args.chat {
-            p.tokenizer
-                .apply_chat_template(&[ChatMessage::user(prompt.as_str())], true)
-                .context("--chat")?
+            {
+                let mut messages = Vec::new();
+                if let Some(system) = &args.system {
+                    messages.push(ChatMessage::system(system.as_str()));
+                }
+                messages.push(ChatMessage::user(prompt.as_str()));
+                p.tokenizer
+                    .apply_chat_template(&messages, true)
+                    .context("--chat")?
+            }
         } else {
             prompt.clone()
         };
@@ -153,7 +241,7 @@ fn run_generate(device: &str, args: &GenerateArgs) -> Result<()> {
     let mut printed = String::new();
     let mut so_far: Vec<u32> = Vec::new();
     let mut stdout = std::io::stdout();
-    let out = generate(&p.model, &batch, pad, &config, None, &mut |_, tok| {
+    let out = generate(&model, &batch, pad, &config, None, &mut |_, tok| {
         // Stream the single-prompt case; batches are printed at the end, one line each.
         if single && !eos.contains(&tok) {
             so_far.push(tok);

@@ -33,7 +33,7 @@ pub use gpt2::{Gpt2Config, Gpt2LMHeadModel};
 pub use llama::{KvCache, LlamaConfig, LlamaForCausalLM};
 pub use load::{Checkpoint, load_llama};
 pub use pretrained::{
-    AnyCausalLm, AnyConfig, Pretrained, load_model, load_pretrained, tokenizer_spec,
+    AnyCausalLm, AnyConfig, Pretrained, load_model, load_pretrained, load_tokenizer, tokenizer_spec,
 };
 pub use retrieval::{CosineIndex, Hit};
 pub use source::{GgufSource, SafetensorsDir, StrictLoader, TensorSource};

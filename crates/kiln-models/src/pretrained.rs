@@ -67,23 +67,33 @@ pub struct Pretrained {
 pub fn load_pretrained(path: impl AsRef<Path>, device: &Device) -> Result<Pretrained> {
     let path = path.as_ref().to_path_buf();
     let (config, model) = load_model(&path, device)?;
-    let tok_err = |source| ModelError::Tokenizer {
-        path: path.clone(),
-        source,
-    };
-    let tokenizer = match Checkpoint::detect(&path)? {
-        Checkpoint::HfDir(dir) => Tokenizer::from_hf_dir(&dir).map_err(tok_err)?,
-        Checkpoint::Gguf(file_path) => {
-            let spec = tokenizer_spec(&GgufFile::open(&file_path)?)?;
-            Tokenizer::from_gguf_spec(&spec).map_err(tok_err)?
-        }
-    };
+    let tokenizer = load_tokenizer(&path)?;
     Ok(Pretrained {
         path,
         config,
         model,
         tokenizer,
     })
+}
+
+/// Loads only the tokenizer of a checkpoint: `tokenizer.json` (and its config) from a Hugging
+/// Face directory, or the tokenizer rebuilt from a GGUF file's metadata.
+///
+/// # Errors
+/// Unreadable files or a tokenizer that cannot be built, naming the file.
+pub fn load_tokenizer(path: impl AsRef<Path>) -> Result<Tokenizer> {
+    let path = path.as_ref();
+    let tok_err = |source| ModelError::Tokenizer {
+        path: path.to_path_buf(),
+        source,
+    };
+    match Checkpoint::detect(path)? {
+        Checkpoint::HfDir(dir) => Tokenizer::from_hf_dir(&dir).map_err(tok_err),
+        Checkpoint::Gguf(file_path) => {
+            let spec = tokenizer_spec(&GgufFile::open(&file_path)?)?;
+            Tokenizer::from_gguf_spec(&spec).map_err(tok_err)
+        }
+    }
 }
 
 /// Loads only the model (no tokenizer) from a Hugging Face directory or a GGUF file.

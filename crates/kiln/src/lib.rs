@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 pub mod device;
+pub mod recipe;
 
 pub use burn;
 pub use kiln_data as data;

@@ -1,0 +1,164 @@
+//! `kiln eval`: answer test questions with a model (and with its adapter), score the answers and
+//! check forgetting.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use kiln::data::{PrepareOptions, PromptStyle, RecordFormat};
+use kiln::models::{GenerationConfig, load_pretrained};
+use kiln::prelude::*;
+use kiln::recipe::eval_cases;
+use kiln::train::harness::{HarnessConfig, compare_models, generate_answers, score_answers};
+
+/// Arguments of `kiln eval`.
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    /// Base model: a Hugging Face directory or a .gguf file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// An adapter folder: the base and the adapted model are compared side by side.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    /// Test questions: JSONL/JSON/CSV records with `prompt` and `completion` fields.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// How prompts are written: raw, qa, alpaca or chat (the model's chat template).
+    #[arg(long, default_value = "chat")]
+    pub style: String,
+    /// System message for `--style chat`.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// General text (one passage per line) whose perplexity measures forgetting.
+    #[arg(long)]
+    pub general: Option<PathBuf>,
+    /// Use only the first N questions.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Most tokens per answer.
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    /// Questions answered together.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Folder for `report.md` and `report.json`.
+    #[arg(long, default_value = "runs/eval")]
+    pub out: PathBuf,
+}
+
+/// Runs `kiln eval`.
+pub fn run(device: &str, args: &EvalArgs) -> Result<()> {
+    let device = parse_device(device)?;
+    let p = load_pretrained(&args.model, &device)
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    let tok = &p.tokenizer;
+    let mut style = PromptStyle::builtin(&args.style)?;
+    if let PromptStyle::ChatTemplate { system } = &mut style {
+        system.clone_from(&args.system);
+    }
+    let options = PrepareOptions {
+        style,
+        ..PrepareOptions::new(RecordFormat::prompt_completion())
+    };
+    let cases = eval_cases(&args.data, tok, &options, args.limit)?;
+    let general: Option<Vec<TokenizedExample>> = match &args.general {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| tok.encode(l, true).map(|ids| TokenizedExample::full(&ids)))
+                .collect::<Result<_, _>>()?,
+        ),
+        None => None,
+    };
+    let config = HarnessConfig {
+        generation: GenerationConfig {
+            max_new_tokens: args.max_new_tokens,
+            eos_token_ids: tok.eos_token_id().into_iter().collect(),
+            stop_strings: vec!["\n".into()],
+            ..Default::default()
+        },
+        pad_id: tok.pad_token_id().or(tok.eos_token_id()).unwrap_or(0),
+        batch_size: args.batch_size.max(1),
+        ..Default::default()
+    };
+    let decode = |ids: &[u32]| tok.decode(ids, true).unwrap_or_default();
+    eprintln!(
+        "{} test questions from {}",
+        cases.len(),
+        args.data.display()
+    );
+    match &args.adapter {
+        Some(dir) => {
+            let (base, _) = load_pretrained(&args.model, &device)
+                .map(|b| (b.model, b.config))
+                .with_context(|| format!("loading {}", args.model.display()))?;
+            let (tuned, adapter) = load_adapter(p.model, dir, &device)
+                .with_context(|| format!("loading the adapter {}", dir.display()))?;
+            eprintln!("adapter: {} from {}", adapter.peft_type(), dir.display());
+            let report =
+                compare_models(&base, &tuned, &cases, general.as_deref(), &config, &decode)?;
+            let (md, _) = report.write(&args.out)?;
+            print!("{}", report.to_markdown());
+            eprintln!("report: {}", md.display());
+        }
+        None => {
+            let (answers, lengths) = generate_answers(&p.model, &cases, &config, &decode)?;
+            let references: Vec<String> = cases.iter().map(|c| c.reference.clone()).collect();
+            let mut scores = score_answers(&answers, &references, config.rouge_stemmer)?;
+            scores.mean_new_tokens =
+                lengths.iter().sum::<usize>() as f64 / lengths.len().max(1) as f64;
+            let perplexity = match &general {
+                Some(g) => Some(
+                    kiln::train::evaluate(&p.model, g, config.batch_size, config.pad_id)?
+                        .perplexity,
+                ),
+                None => None,
+            };
+            let mut md = format!(
+                "# Evaluation: {}\n\n{} test cases.\n\n| metric | value |\n|---|---:|\n",
+                args.model.display(),
+                cases.len()
+            );
+            for (name, v) in [
+                ("exact match", scores.exact_match),
+                ("token F1", scores.token_f1),
+                ("BLEU", scores.bleu),
+                ("ROUGE-1", scores.rouge1),
+                ("ROUGE-2", scores.rouge2),
+                ("ROUGE-L", scores.rouge_l),
+                ("ROUGE-Lsum", scores.rouge_lsum),
+                ("mean new tokens", scores.mean_new_tokens),
+            ] {
+                md.push_str(&format!("| {name} | {v:.4} |\n"));
+            }
+            if let Some(x) = scores.type_token_ratio {
+                md.push_str(&format!("| type-token ratio | {x:.4} |\n"));
+            }
+            if let Some(x) = perplexity {
+                md.push_str(&format!("| general-text perplexity | {x:.3} |\n"));
+            }
+            md.push_str("\n| prompt | reference | answer |\n|---|---|---|\n");
+            for (c, a) in cases.iter().zip(&answers).take(5) {
+                let cell = |s: &str| s.replace('|', "\\|").replace('\n', " ");
+                md.push_str(&format!(
+                    "| {} | {} | {} |\n",
+                    cell(&c.prompt_text),
+                    cell(&c.reference),
+                    cell(a)
+                ));
+            }
+            std::fs::create_dir_all(&args.out)?;
+            let path = args.out.join("report.md");
+            std::fs::write(&path, &md)?;
+            let json = serde_json::json!({ "scores": scores, "answers": answers, "general_perplexity": perplexity });
+            std::fs::write(
+                args.out.join("report.json"),
+                serde_json::to_string_pretty(&json)?,
+            )?;
+            print!("{md}");
+            eprintln!("report: {}", path.display());
+        }
+    }
+    Ok(())
+}

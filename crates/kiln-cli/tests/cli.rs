@@ -1,0 +1,392 @@
+//! The `kiln` executable end to end on a tiny checkpoint (the committed tiny Llama fixture plus a
+//! word-level tokenizer written here): data split, train from a recipe, inspect, generate with the
+//! adapter, eval base vs tuned, merge, score, and the errors a user sees.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const WORDS: &[&str] = &[
+    "code",
+    "P0300",
+    "P0171",
+    "P0420",
+    "P0128",
+    "means",
+    "random",
+    "multiple",
+    "cylinder",
+    "misfire",
+    "detected",
+    "system",
+    "too",
+    "lean",
+    "bank",
+    "1",
+    "catalyst",
+    "efficiency",
+    "below",
+    "threshold",
+    "coolant",
+    "thermostat",
+    "?",
+    ":",
+];
+const PAIRS: &[(&str, &str)] = &[
+    ("P0300", "random multiple cylinder misfire detected"),
+    ("P0171", "system too lean bank 1"),
+    ("P0420", "catalyst system efficiency below threshold"),
+    ("P0128", "coolant thermostat below threshold"),
+];
+
+fn kiln(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .current_dir(cwd)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("the kiln binary runs")
+}
+
+fn ok(args: &[&str], cwd: &Path) -> String {
+    let out = kiln(args, cwd);
+    assert!(
+        out.status.success(),
+        "kiln {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(args: &[&str], cwd: &Path) -> String {
+    let out = kiln(args, cwd);
+    assert!(!out.status.success(), "kiln {args:?} should fail");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// The tiny Llama fixture (vocab 96) with a word-level tokenizer.
+fn tiny_model(dir: &Path) -> PathBuf {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-models/tests/fixtures/tiny-llama");
+    let model = dir.join("tiny-model");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture.join(f), model.join(f)).unwrap();
+    }
+    let mut vocab = serde_json::Map::new();
+    for (i, w) in ["<pad>", "<s>", "</s>", "<unk>"]
+        .iter()
+        .chain(WORDS)
+        .enumerate()
+    {
+        vocab.insert(w.to_string(), i.into());
+    }
+    let special = |id: usize, content: &str| {
+        serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": true})
+    };
+    let tokenizer = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [special(0, "<pad>"), special(1, "<s>"), special(2, "</s>"), special(3, "<unk>")],
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}
+    });
+    std::fs::write(model.join("tokenizer.json"), tokenizer.to_string()).unwrap();
+    let config = serde_json::json!({"eos_token": "</s>", "pad_token": "<pad>", "bos_token": "<s>", "add_bos_token": true});
+    std::fs::write(model.join("tokenizer_config.json"), config.to_string()).unwrap();
+    model
+}
+
+fn write_data(dir: &Path) -> PathBuf {
+    let path = dir.join("all.jsonl");
+    let mut text = String::new();
+    // Five phrasings of each question: 20 distinct records (the default cleaning drops
+    // duplicates).
+    for template in [
+        "code {} means :",
+        "{} means :",
+        "code {} ?",
+        "{} ?",
+        "code {} :",
+    ] {
+        for (code, desc) in PAIRS {
+            let prompt = template.replace("{}", code);
+            text.push_str(&format!(
+                "{}\n",
+                serde_json::json!({"prompt": prompt, "completion": desc})
+            ));
+        }
+    }
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const RECIPE: &str = r#"
+[model]
+path = "tiny-model"
+
+[data]
+train = "data/train.jsonl"
+validation = "data/validation.jsonl"
+format = { format = "prompt_completion" }
+
+[adapter]
+peft_type = "LORA"
+r = 8
+lora_alpha = 16
+target_modules = ["q_proj", "v_proj", "o_proj", "down_proj", "lm_head"]
+
+[optimizer]
+lr = 2e-2
+
+[schedule]
+kind = "constant"
+
+[fit]
+batch_size = 4
+epochs = 6
+eval_every = 5
+output_dir = "run"
+progress = false
+"#;
+
+#[test]
+fn train_inspect_generate_eval_merge_score() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    tiny_model(dir);
+    let all = write_data(dir);
+
+    // data split: 20 records → 16 / 2 / 2.
+    let out = ok(
+        &[
+            "data",
+            "split",
+            all.to_str().unwrap(),
+            "--out",
+            "data",
+            "--validation",
+            "0.1",
+            "--test",
+            "0.1",
+        ],
+        dir,
+    );
+    assert!(out.contains("train.jsonl: 16 records"), "{out}");
+    let inspect = ok(
+        &[
+            "data",
+            "inspect",
+            "data/train.jsonl",
+            "--model",
+            "tiny-model",
+            "--style",
+            "raw",
+        ],
+        dir,
+    );
+    assert!(inspect.contains("16"), "{inspect}");
+
+    // The recipe: print the resolved config, reject a typo, then train.
+    std::fs::write(dir.join("recipe.toml"), RECIPE).unwrap();
+    let printed = ok(
+        &[
+            "train",
+            "recipe.toml",
+            "--print-config",
+            "--set",
+            "optimizer.lr=0.01",
+        ],
+        dir,
+    );
+    assert!(printed.contains("lr = 0.01"), "{printed}");
+    assert!(
+        printed.contains("weight_decay"),
+        "defaults are written out: {printed}"
+    );
+    let err = fails(&["train", "recipe.toml", "--set", "fit.epoch=3"], dir);
+    assert!(
+        err.contains("fit.epoch") || err.contains("`epoch`"),
+        "{err}"
+    );
+
+    let report = ok(&["train", "recipe.toml"], dir);
+    assert!(report.contains("| method | LORA |"), "{report}");
+    let run = dir.join("run");
+    for f in [
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+        "metrics.jsonl",
+        "run_summary.json",
+        "report.md",
+        "recipe.toml",
+        "loss_curve.png",
+    ] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("run_summary.json")).unwrap())
+            .unwrap();
+    let losses: Vec<f64> = summary["losses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(losses.len(), 24);
+    assert!(
+        losses[23] < 0.5 * losses[0],
+        "loss did not fall: {losses:?}"
+    );
+
+    let info = ok(&["inspect", "run/adapter"], dir);
+    assert!(info.contains("method: LORA"), "{info}");
+    assert!(
+        info.contains("q_proj") && info.contains("lm_head"),
+        "{info}"
+    );
+    let info = ok(&["inspect", "tiny-model"], dir);
+    assert!(info.contains("layers: 2, hidden: 32"), "{info}");
+
+    // Greedy answers with the adapter, from generate and from eval, agree.
+    std::fs::write(
+        dir.join("prompts.txt"),
+        "code P0300 means :\ncode P0171 means :\n",
+    )
+    .unwrap();
+    let generated = ok(
+        &[
+            "generate",
+            "--model",
+            "tiny-model",
+            "--adapter",
+            "run/adapter",
+            "--file",
+            "prompts.txt",
+            "--max-new-tokens",
+            "8",
+        ],
+        dir,
+    );
+    let lines: Vec<&str> = generated.lines().collect();
+    assert_eq!(lines.len(), 2, "{generated}");
+
+    std::fs::write(
+        dir.join("test.jsonl"),
+        PAIRS
+            .iter()
+            .map(|(c, d)| {
+                format!(
+                    "{}\n",
+                    serde_json::json!({"prompt": format!("code {c} means :"), "completion": d})
+                )
+            })
+            .collect::<String>(),
+    )
+    .unwrap();
+    let table = ok(
+        &[
+            "eval",
+            "--model",
+            "tiny-model",
+            "--adapter",
+            "run/adapter",
+            "--data",
+            "test.jsonl",
+            "--style",
+            "raw",
+            "--max-new-tokens",
+            "8",
+            "--out",
+            "eval",
+        ],
+        dir,
+    );
+    assert!(table.contains("| exact match |"), "{table}");
+    let eval: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("eval/report.json")).unwrap())
+            .unwrap();
+    let tuned = eval["tuned"]["answers"].as_array().unwrap();
+    // `generate` ran the two first prompts without a stop string at the newline: same tokens.
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(tuned[i].as_str().unwrap(), line.trim(), "prompt {i}");
+    }
+    let tuned_f1 = eval["tuned"]["scores"]["token_f1"].as_f64().unwrap();
+    let base_f1 = eval["base"]["scores"]["token_f1"].as_f64().unwrap();
+    assert!(tuned_f1 > base_f1, "tuned {tuned_f1} vs base {base_f1}");
+
+    // Merge: the merged directory answers like the adapter.
+    ok(
+        &[
+            "merge",
+            "--model",
+            "tiny-model",
+            "--adapter",
+            "run/adapter",
+            "--out",
+            "merged",
+        ],
+        dir,
+    );
+    let err = fails(
+        &[
+            "merge",
+            "--model",
+            "tiny-model",
+            "--adapter",
+            "run/adapter",
+            "--out",
+            "merged",
+        ],
+        dir,
+    );
+    assert!(err.contains("--force"), "{err}");
+    let merged = ok(
+        &[
+            "generate",
+            "--model",
+            "merged",
+            "--file",
+            "prompts.txt",
+            "--max-new-tokens",
+            "8",
+        ],
+        dir,
+    );
+    assert_eq!(merged, generated);
+
+    // Score: the tuned answers against the references, as eval scored them.
+    let hyp: String = tuned
+        .iter()
+        .map(|a| format!("{}\n", a.as_str().unwrap()))
+        .collect();
+    std::fs::write(dir.join("hyp.txt"), hyp).unwrap();
+    std::fs::write(
+        dir.join("ref.txt"),
+        PAIRS
+            .iter()
+            .map(|(_, d)| format!("{d}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let scores: serde_json::Value =
+        serde_json::from_str(&ok(&["score", "--hyp", "hyp.txt", "--ref", "ref.txt"], dir)).unwrap();
+    assert!((scores["f1"].as_f64().unwrap() - tuned_f1).abs() < 1e-12);
+    std::fs::write(dir.join("short.txt"), "one line\n").unwrap();
+    let err = fails(&["score", "--hyp", "short.txt", "--ref", "ref.txt"], dir);
+    assert!(err.contains("line-aligned"), "{err}");
+}
+
+#[test]
+fn bad_paths_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = fails(&["train", "missing.toml"], tmp.path());
+    assert!(err.contains("missing.toml"), "{err}");
+    let err = fails(&["inspect", "nowhere.gguf"], tmp.path());
+    assert!(err.contains("nowhere.gguf"), "{err}");
+    let err = fails(
+        &["data", "obd", "--codes", "none.py", "--out", "x"],
+        tmp.path(),
+    );
+    assert!(err.contains("none.py"), "{err}");
+}
