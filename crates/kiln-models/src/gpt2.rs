@@ -153,6 +153,46 @@ impl Gpt2Config {
         Ok(cfg)
     }
 
+    /// The configuration of a GGUF file's GPT-2 model from its `gpt2.*` metadata (llama.cpp
+    /// keys). The vocabulary size comes from `token_embd.weight`; the activation is GPT-2's
+    /// `gelu_new`, as in llama.cpp.
+    ///
+    /// # Errors
+    /// A missing key or tensor, or a file of another architecture.
+    pub fn from_gguf(file: &crate::gguf::GgufFile) -> Result<Self> {
+        let arch = file.get_str("general.architecture")?;
+        if arch != "gpt2" {
+            return Err(ModelError::UnsupportedArchitecture {
+                path: file.path().to_path_buf(),
+                architecture: arch.into(),
+                supported: "gpt2".into(),
+            });
+        }
+        let u = |k: &str| file.get_u32(&format!("gpt2.{k}")).map(|v| v as usize);
+        let n_embd = u("embedding_length")?;
+        let ff = u("feed_forward_length")?;
+        let cfg = Self {
+            vocab_size: file.tensor_info("token_embd.weight")?.shape()[0],
+            n_positions: u("context_length")?,
+            n_embd,
+            n_layer: u("block_count")?,
+            n_head: u("attention.head_count")?,
+            n_inner: (ff != 4 * n_embd).then_some(ff),
+            layer_norm_epsilon: f64::from(file.get_f32("gpt2.attention.layer_norm_epsilon")?),
+            bos_token_id: file.get_u32("tokenizer.ggml.bos_token_id").ok(),
+            eos_token_id: file
+                .get_u32("tokenizer.ggml.eos_token_id")
+                .ok()
+                .map(serde_json::Value::from),
+            resid_pdrop: 0.0,
+            embd_pdrop: 0.0,
+            attn_pdrop: 0.0,
+            ..Self::default()
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
     /// MLP width.
     pub fn inner_size(&self) -> usize {
         self.n_inner.unwrap_or(4 * self.n_embd)

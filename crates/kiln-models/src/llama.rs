@@ -85,6 +85,13 @@ pub struct LlamaConfig {
     pub bos_token_id: Option<u32>,
     /// End-of-sequence token(s).
     pub eos_token_id: Option<serde_json::Value>,
+    /// Mistral's sliding-window attention: a query attends to itself and the `sliding_window - 1`
+    /// keys before it. Ignored for Qwen2 unless `use_sliding_window` is true.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sliding_window: Option<usize>,
+    /// Qwen2's switch for `sliding_window` (not supported when true).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub use_sliding_window: Option<bool>,
 }
 
 impl Default for LlamaConfig {
@@ -109,6 +116,8 @@ impl Default for LlamaConfig {
             hidden_act: "silu".into(),
             bos_token_id: Some(1),
             eos_token_id: None,
+            sliding_window: None,
+            use_sliding_window: None,
         }
     }
 }
@@ -136,6 +145,16 @@ impl LlamaConfig {
     pub fn head_dim(&self) -> usize {
         self.head_dim
             .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+
+    /// The attention window in tokens, `None` for full causal attention: Mistral's
+    /// `sliding_window`; Qwen2 has a window only with `use_sliding_window`, which
+    /// [`validate`](Self::validate) rejects.
+    pub fn attention_window(&self) -> Option<usize> {
+        if self.model_type == "qwen2" && self.use_sliding_window != Some(true) {
+            return None;
+        }
+        self.sliding_window
     }
 
     /// Whether q/k/v carry a bias.
@@ -180,6 +199,15 @@ impl LlamaConfig {
                 "head_dim",
                 format!("{} must be even for RoPE", self.head_dim()),
             );
+        }
+        if self.model_type == "qwen2" && self.use_sliding_window == Some(true) {
+            return bad(
+                "use_sliding_window",
+                "Qwen2's per-layer sliding window is not supported".into(),
+            );
+        }
+        if self.attention_window() == Some(0) {
+            return bad("sliding_window", "must be positive".into());
         }
         if self.hidden_act != "silu" {
             return bad(
@@ -243,7 +271,7 @@ impl LlamaConfig {
             return Err(ModelError::UnsupportedArchitecture {
                 path: file.path().to_path_buf(),
                 architecture: arch,
-                supported: "llama, qwen2, mistral (GGUF); gpt2 from HF directories".into(),
+                supported: "llama, qwen2, mistral, gpt2".into(),
             });
         }
         let key = |k: &str| format!("{arch}.{k}");
@@ -285,6 +313,8 @@ impl LlamaConfig {
                 .get_u32("tokenizer.ggml.eos_token_id")
                 .ok()
                 .map(serde_json::Value::from),
+            sliding_window: u("attention.sliding_window").ok().filter(|&w| w > 0),
+            use_sliding_window: None,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -447,6 +477,30 @@ pub struct LlamaModel {
     pub norm: RmsNorm,
     /// Rotary embedding (no weights).
     pub rotary_emb: RotaryEmbedding,
+    /// Sliding attention window in tokens (Mistral); 0 = full causal attention.
+    pub sliding_window: usize,
+}
+
+impl LlamaModel {
+    /// Masks keys outside the sliding window in an attention bias `[b, 1, t, past + t]` whose
+    /// queries sit at positions `past..past + t`.
+    fn window(&self, bias: Tensor<4>, past: usize) -> Tensor<4> {
+        let w = self.sliding_window;
+        let [_, _, t, s] = bias.dims();
+        if w == 0 || s <= w {
+            return bias;
+        }
+        let device = bias.device();
+        let q = Tensor::<1, Int>::arange(past as i64..(past + t) as i64, &device).reshape([t, 1]);
+        let k = Tensor::<1, Int>::arange(0..s as i64, &device).reshape([1, s]);
+        // Key j is too far from query i when i - j >= w.
+        let far = (q - k)
+            .greater_equal_elem(w as i64)
+            .float()
+            .mul_scalar(-1e9)
+            .reshape([1, 1, t, s]);
+        (bias + far).clamp_min(-1e9)
+    }
 }
 
 /// A Llama-family causal language model (`LlamaForCausalLM` in transformers).
@@ -538,6 +592,7 @@ impl LlamaForCausalLM {
                 layers,
                 norm: RmsNorm::new(d, cfg.rms_norm_eps, device),
                 rotary_emb: RotaryEmbedding::new(&cfg.inv_freq(), device),
+                sliding_window: cfg.attention_window().unwrap_or(0),
             },
             lm_head,
             prompt_encoder: None,
@@ -658,6 +713,7 @@ impl LlamaForCausalLM {
                 layers,
                 norm: final_norm,
                 rotary_emb: RotaryEmbedding::new(&inv_freq, device),
+                sliding_window: cfg.attention_window().unwrap_or(0),
             },
             lm_head,
             prompt_encoder: None,
@@ -826,6 +882,7 @@ impl CausalLm for LlamaForCausalLM {
         let input = prompted.as_ref().unwrap_or(input);
         if input.prefix.is_none() && input.soft_prompt.is_none() {
             let (positions, bias) = positions_and_bias(input, &device);
+            let bias = self.model.window(bias, 0);
             return self.run_layers(x, positions, bias, None);
         }
         // Prompt tuning prepends virtual-token embeddings; prefix tuning supplies per-layer
@@ -835,6 +892,7 @@ impl CausalLm for LlamaForCausalLM {
         let past = cache.len();
         let (positions, bias) =
             positions_and_bias_cached([b, n_soft + t], Some(&mask), past, &device);
+        let bias = self.model.window(bias, past);
         let h = self.run_layers(x, positions, bias, (past > 0).then_some(&mut cache));
         h.narrow(1, n_soft, t)
     }
@@ -873,6 +931,7 @@ impl CachedCausalLm for LlamaForCausalLM {
         let past = cache.len();
         let [b, t, _] = x.dims();
         let (positions, bias) = positions_and_bias_cached([b, t], Some(&mask), past, &device);
+        let bias = self.model.window(bias, past);
         let h = self.run_layers(x, positions, bias, Some(cache));
         h.narrow(1, n_soft, t - n_soft)
     }

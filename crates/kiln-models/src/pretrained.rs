@@ -140,6 +140,12 @@ pub fn load_model(path: impl AsRef<Path>, device: &Device) -> Result<(AnyConfig,
         }
         Checkpoint::Gguf(file_path) => {
             let file = GgufFile::open(&file_path)?;
+            if file.get_str("general.architecture").ok() == Some("gpt2") {
+                let cfg = Gpt2Config::from_gguf(&file)?;
+                let source = GgufSource::gpt2(file);
+                let m = Gpt2LMHeadModel::from_source(&cfg, &source, device)?;
+                return Ok((AnyConfig::Gpt2(cfg), AnyCausalLm::Gpt2(m)));
+            }
             let cfg = LlamaConfig::from_gguf(&file)?;
             let source = GgufSource::new(
                 file,

@@ -263,6 +263,8 @@ pub struct GgufSource {
     names: BTreeMap<String, String>,
     /// HF names of q/k weights that need the reverse permutation, with their head count.
     permute: HashMap<String, usize>,
+    /// HF names of 2-D weights stored transposed (GPT-2's `Conv1D` weights).
+    transpose: BTreeSet<String>,
 }
 
 impl GgufSource {
@@ -287,6 +289,37 @@ impl GgufSource {
             file,
             names,
             permute,
+            transpose: BTreeSet::new(),
+        }
+    }
+
+    /// Wraps a GGUF file of a GPT-2 model, in llama.cpp's layout: names map to the Hugging Face
+    /// ones (`transformer.h.N.attn.c_attn.weight`, ...), the `Conv1D` weights that llama.cpp
+    /// stores `[out, in]` read back as `[in, out]`, and the `output.weight` copy of the tied
+    /// token embedding is not exposed.
+    pub fn gpt2(file: GgufFile) -> Self {
+        let mut names = BTreeMap::new();
+        let mut transpose = BTreeSet::new();
+        for info in file.tensors() {
+            let g = info.name();
+            match gguf_to_hf_name_gpt2(g) {
+                Some(hf) => {
+                    if info.shape().len() == 2 && hf.contains(".h.") && hf.ends_with(".weight") {
+                        transpose.insert(hf.clone());
+                    }
+                    names.insert(hf, g.to_string());
+                }
+                None if g == "output.weight" => {}
+                None => {
+                    names.insert(format!("gguf:{g}"), g.to_string());
+                }
+            }
+        }
+        Self {
+            file,
+            names,
+            permute: HashMap::new(),
+            transpose,
         }
     }
 
@@ -326,6 +359,34 @@ pub fn gguf_to_hf_name(name: &str) -> Option<String> {
     Some(format!("model.layers.{layer}.{hf}.{kind}"))
 }
 
+/// Maps a llama.cpp GPT-2 tensor name to its Hugging Face name.
+pub fn gguf_to_hf_name_gpt2(name: &str) -> Option<String> {
+    let fixed = match name {
+        "token_embd.weight" => Some("transformer.wte.weight"),
+        "position_embd.weight" => Some("transformer.wpe.weight"),
+        "output_norm.weight" => Some("transformer.ln_f.weight"),
+        "output_norm.bias" => Some("transformer.ln_f.bias"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.to_string());
+    }
+    let rest = name.strip_prefix("blk.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (module, kind) = rest.rsplit_once('.')?;
+    let hf = match module {
+        "attn_norm" => "ln_1",
+        "attn_qkv" => "attn.c_attn",
+        "attn_output" => "attn.c_proj",
+        "ffn_norm" => "ln_2",
+        "ffn_up" => "mlp.c_fc",
+        "ffn_down" => "mlp.c_proj",
+        _ => return None,
+    };
+    Some(format!("transformer.h.{layer}.{hf}.{kind}"))
+}
+
 /// Undoes llama.cpp's q/k permutation of a `[rows, cols]` weight: GGUF rows are ordered
 /// `[head, half, 2]`, Hugging Face rows `[head, 2, half]`.
 pub fn reverse_permute_rows(values: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
@@ -354,7 +415,11 @@ impl TensorSource for GgufSource {
 
     fn shape(&self, name: &str) -> Option<Vec<usize>> {
         let g = self.names.get(name)?;
-        self.file.tensor_info(g).ok().map(|i| i.shape())
+        let mut shape = self.file.tensor_info(g).ok()?.shape();
+        if self.transpose.contains(name) {
+            shape.reverse();
+        }
+        Some(shape)
     }
 
     fn load(&self, name: &str) -> Result<Vec<f32>> {
@@ -364,6 +429,16 @@ impl TensorSource for GgufSource {
             reason: "missing from the checkpoint".into(),
         })?;
         let (values, shape) = self.file.tensor_f32(g)?;
+        if self.transpose.contains(name) && shape.len() == 2 {
+            let (rows, cols) = (shape[0], shape[1]);
+            let mut out = vec![0.0f32; values.len()];
+            for r in 0..rows {
+                for c in 0..cols {
+                    out[c * rows + r] = values[r * cols + c];
+                }
+            }
+            return Ok(out);
+        }
         match self.permute.get(name) {
             Some(&heads) if shape.len() == 2 => {
                 Ok(reverse_permute_rows(&values, shape[0], shape[1], heads))
@@ -392,6 +467,15 @@ mod tests {
             Some("model.layers.0.self_attn.k_proj.bias")
         );
         assert_eq!(gguf_to_hf_name("rope_freqs.weight"), None);
+        assert_eq!(
+            gguf_to_hf_name_gpt2("blk.3.attn_qkv.bias").as_deref(),
+            Some("transformer.h.3.attn.c_attn.bias")
+        );
+        assert_eq!(
+            gguf_to_hf_name_gpt2("blk.0.ffn_down.weight").as_deref(),
+            Some("transformer.h.0.mlp.c_proj.weight")
+        );
+        assert_eq!(gguf_to_hf_name_gpt2("output.weight"), None);
     }
 
     #[test]

@@ -51,6 +51,30 @@ fn int_tensor(rows: &[Vec<i64>], device: &Device) -> Tensor<2, Int> {
 fn logits_match_transformers() {
     let device = Device::default();
     let (cfg, model) = load(&device);
+    check_logits(&cfg, &model, &device);
+}
+
+/// The same checkpoint converted to GGUF in llama.cpp's layout (`scripts/fixtures/gen_gpt2_gguf.py`:
+/// transposed `Conv1D` weights, `attn_qkv` names, a duplicated `output.weight`).
+#[test]
+fn gguf_in_llama_cpp_layout_matches_transformers() {
+    let device = Device::default();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf/tiny-gpt2.gguf");
+    let (cfg, model) = kiln_models::load_model(&path, &device).unwrap();
+    let (kiln_models::AnyConfig::Gpt2(cfg), kiln_models::AnyCausalLm::Gpt2(model)) = (cfg, model)
+    else {
+        panic!("tiny-gpt2.gguf did not load as GPT-2");
+    };
+    let (hf_cfg, _) = load(&device);
+    assert_eq!(cfg.n_embd, hf_cfg.n_embd);
+    assert_eq!(cfg.vocab_size, hf_cfg.vocab_size);
+    assert_eq!(cfg.n_positions, hf_cfg.n_positions);
+    assert_eq!(cfg.inner_size(), hf_cfg.inner_size());
+    check_logits(&cfg, &model, &device);
+}
+
+fn check_logits(cfg: &Gpt2Config, model: &Gpt2LMHeadModel, device: &Device) {
+    let device = device.clone();
     let r = reference();
     let ids = int_rows(&r["input_ids"]);
     let mask = int_rows(&r["attention_mask"]);
