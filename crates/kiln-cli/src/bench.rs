@@ -22,6 +22,23 @@ pub enum BenchCommand {
     ///   kiln bench train-step --model assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --method lora --batch 4 --seq 256 --steps 3
     #[command(verbatim_doc_comment)]
     TrainStep(TrainStepArgs),
+    /// Compare fine-tuning methods on the same model, data, split and token budget.
+    ///
+    /// Trains full fine-tuning, LoRA, rsLoRA, DoRA, IA3, bottleneck adapters, prefix tuning and
+    /// prompt tuning (each in its own process, with its own learning rate), then reports per
+    /// method: trainable parameters, saved file size, peak memory, time per step, training
+    /// tokens/s, validation loss and held-out answer scores. Writes methods.json, methods.md and
+    /// methods.png into --out (and, with --docs, into docs/benchmarks.md and docs/img/).
+    ///
+    /// Examples:
+    ///   kiln bench methods --quick
+    ///   kiln bench methods --docs docs
+    ///   kiln bench methods --methods lora,dora --lr lora=1e-3 --epochs 3
+    #[command(verbatim_doc_comment)]
+    Methods(crate::methods::MethodsArgs),
+    /// One method of `kiln bench methods`, in its own process.
+    #[command(hide = true)]
+    MethodRun(crate::methods::MethodRunArgs),
 }
 
 /// Arguments of `kiln bench train-step`.
@@ -65,6 +82,8 @@ pub fn peak_rss_mib() -> Option<f64> {
 pub fn run(device: &str, command: &BenchCommand) -> Result<()> {
     match command {
         BenchCommand::TrainStep(args) => train_step(device, args),
+        BenchCommand::Methods(args) => crate::methods::run(device, args),
+        BenchCommand::MethodRun(args) => crate::methods::method_run(device, args),
     }
 }
 

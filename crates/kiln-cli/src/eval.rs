@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use kiln::data::{PrepareOptions, PromptStyle, RecordFormat};
-use kiln::models::{GenerationConfig, load_pretrained};
+use kiln::models::load_pretrained;
 use kiln::prelude::*;
-use kiln::recipe::eval_cases;
-use kiln::train::harness::{HarnessConfig, compare_models, generate_answers, score_answers};
+use kiln::recipe::{answer_config, eval_cases, general_text};
+use kiln::train::harness::{compare_models, generate_answers, score_answers};
 
 /// Arguments of `kiln eval`.
 #[derive(Debug, clap::Args)]
@@ -60,28 +60,15 @@ pub fn run(device: &str, args: &EvalArgs) -> Result<()> {
         ..PrepareOptions::new(RecordFormat::prompt_completion())
     };
     let cases = eval_cases(&args.data, tok, &options, args.limit)?;
-    let general: Option<Vec<TokenizedExample>> = match &args.general {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(|l| tok.encode(l, true).map(|ids| TokenizedExample::full(&ids)))
-                .collect::<Result<_, _>>()?,
-        ),
+    let general = match &args.general {
+        Some(path) => Some(general_text(
+            tok,
+            &std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?,
+        )?),
         None => None,
     };
-    let config = HarnessConfig {
-        generation: GenerationConfig {
-            max_new_tokens: args.max_new_tokens,
-            eos_token_ids: tok.eos_token_id().into_iter().collect(),
-            stop_strings: vec!["\n".into()],
-            ..Default::default()
-        },
-        pad_id: tok.pad_token_id().or(tok.eos_token_id()).unwrap_or(0),
-        batch_size: args.batch_size.max(1),
-        ..Default::default()
-    };
+    let config = answer_config(tok, args.max_new_tokens, args.batch_size);
     let decode = |ids: &[u32]| tok.decode(ids, true).unwrap_or_default();
     eprintln!(
         "{} test questions from {}",
@@ -90,9 +77,8 @@ pub fn run(device: &str, args: &EvalArgs) -> Result<()> {
     );
     match &args.adapter {
         Some(dir) => {
-            let (base, _) = load_pretrained(&args.model, &device)
-                .map(|b| (b.model, b.config))
-                .with_context(|| format!("loading {}", args.model.display()))?;
+            // Module clones share their tensors: the base stays as loaded.
+            let base = p.model.clone();
             let (tuned, adapter) = load_adapter(p.model, dir, &device)
                 .with_context(|| format!("loading the adapter {}", dir.display()))?;
             eprintln!("adapter: {} from {}", adapter.peft_type(), dir.display());

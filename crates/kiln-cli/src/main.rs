@@ -11,11 +11,13 @@ use kiln::prelude::*;
 use kiln::tokenizer::ChatMessage;
 
 mod bench;
+mod chart;
 mod data;
 mod eval;
 mod inspect;
 mod merge;
 mod method;
+mod methods;
 mod score;
 mod train;
 
@@ -88,7 +90,7 @@ enum Command {
     /// Build, split and inspect datasets (including the OBD-II one).
     #[command(subcommand)]
     Data(data::DataCommand),
-    /// Benchmarks: training-step throughput and peak memory.
+    /// Benchmarks: training-step throughput and peak memory; PEFT methods compared.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
 }
@@ -221,11 +223,7 @@ fn run_generate(device: &str, args: &GenerateArgs) -> Result<()> {
         batch.push(ids);
     }
     let eos: Vec<u32> = p.tokenizer.eos_token_id().into_iter().collect();
-    let pad = p
-        .tokenizer
-        .pad_token_id()
-        .or(p.tokenizer.eos_token_id())
-        .unwrap_or(0);
+    let pad = p.tokenizer.padding_id();
     let config = GenerationConfig {
         max_new_tokens: args.max_new_tokens,
         temperature: args.temperature,

@@ -30,6 +30,20 @@ pub enum Method {
 }
 
 impl Method {
+    /// The method's command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Lora => "lora",
+            Self::Rslora => "rslora",
+            Self::Dora => "dora",
+            Self::Ia3 => "ia3",
+            Self::Bottleneck => "bottleneck",
+            Self::Prefix => "prefix",
+            Self::Prompt => "prompt",
+        }
+    }
+
     /// The adapter configuration, `None` for full fine-tuning. `targets` applies to the LoRA
     /// family (empty = the architecture's default).
     pub fn config(self, r: usize, targets: &[String]) -> Option<AdapterConfig> {

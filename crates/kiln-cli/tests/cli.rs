@@ -390,3 +390,196 @@ fn bad_paths_are_named() {
     );
     assert!(err.contains("none.py"), "{err}");
 }
+
+/// `kiln bench methods --quick` on the tiny model: every method trains in its own process and
+/// the report, chart and docs section are written.
+#[test]
+fn bench_methods_quick_compares_every_method() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    tiny_model(dir);
+    let all = write_data(dir);
+    ok(
+        &[
+            "data",
+            "split",
+            all.to_str().unwrap(),
+            "--out",
+            "data",
+            "--validation",
+            "0.2",
+            "--test",
+            "0.2",
+        ],
+        dir,
+    );
+    std::fs::create_dir_all(dir.join("docs")).unwrap();
+    let before = "# Benchmarks\n\nkept text\n\n<!-- kiln bench methods: begin -->\nold\n<!-- kiln bench methods: end -->\n\ntail text\n";
+    std::fs::write(dir.join("docs/benchmarks.md"), before).unwrap();
+
+    // A typo in a learning-rate override names the method.
+    let err = fails(
+        &[
+            "bench",
+            "methods",
+            "--quick",
+            "--model",
+            "tiny-model",
+            "--data",
+            "data",
+            "--lr",
+            "lorra=1",
+        ],
+        dir,
+    );
+    assert!(err.contains("lorra"), "{err}");
+
+    let table = ok(
+        &[
+            "bench",
+            "methods",
+            "--quick",
+            "--model",
+            "tiny-model",
+            "--data",
+            "data",
+            "--style",
+            "raw",
+            "--batch",
+            "4",
+            "--epochs",
+            "2",
+            "--r",
+            "4",
+            "--lr",
+            "lora=1e-2,full=1e-3",
+            "--out",
+            "bench",
+            "--docs",
+            "docs",
+        ],
+        dir,
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("bench/methods.json")).unwrap())
+            .unwrap();
+    let results = report["results"].as_array().unwrap();
+    let names: Vec<&str> = results
+        .iter()
+        .map(|r| r["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "base",
+            "full",
+            "lora",
+            "rslora",
+            "dora",
+            "ia3",
+            "bottleneck",
+            "prefix",
+            "prompt"
+        ]
+    );
+    let get = |name: &str, key: &str| -> f64 {
+        results.iter().find(|r| r["method"] == name).unwrap()[key]
+            .as_f64()
+            .unwrap_or(f64::NAN)
+    };
+    let total = get("base", "total_params");
+    assert_eq!(get("full", "trainable_params"), total);
+    assert_eq!(get("lora", "lr"), 1e-2, "the override applies");
+    for r in &results[1..] {
+        let name = r["method"].as_str().unwrap();
+        assert_eq!(
+            r["steps"].as_u64(),
+            Some(6),
+            "{name}: 12 examples, batch 4, 2 epochs"
+        );
+        assert!(r["val_loss"].as_f64().unwrap().is_finite(), "{name}");
+        assert!(r["tokens_per_sec"].as_f64().unwrap() > 0.0, "{name}");
+        assert!(r["peak_rss_mib"].as_f64().unwrap() > 0.0, "{name}");
+        assert!(r["saved_bytes"].as_u64().unwrap() > 0, "{name}");
+        if name != "full" {
+            assert!(get(name, "trainable_params") < total / 2.0, "{name}");
+        }
+        assert!(
+            dir.join("bench").join(name).join("result.json").exists(),
+            "{name}"
+        );
+    }
+    // Saved full model > LoRA adapter; DoRA adds magnitudes to LoRA.
+    assert!(get("full", "saved_bytes") > get("lora", "saved_bytes"));
+    assert!(get("dora", "trainable_params") > get("lora", "trainable_params"));
+    assert_eq!(
+        get("rslora", "trainable_params"),
+        get("lora", "trainable_params")
+    );
+    // Full fine-tuning at this learning rate learns the tiny task: validation loss falls.
+    assert!(get("full", "val_loss") < get("base", "val_loss"));
+
+    assert!(
+        table.contains("| method | lr | trainable params"),
+        "{table}"
+    );
+    assert!(table.contains("| bottleneck |"), "{table}");
+    let png = std::fs::read(dir.join("bench/methods.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    let docs = std::fs::read_to_string(dir.join("docs/benchmarks.md")).unwrap();
+    assert!(docs.starts_with("# Benchmarks\n\nkept text\n"), "{docs}");
+    assert!(docs.ends_with("\n\ntail text\n"), "{docs}");
+    assert!(
+        !docs.contains("\nold\n") && docs.contains("| prompt |"),
+        "{docs}"
+    );
+    assert!(dir.join("docs/img/methods-quick.png").exists());
+}
+
+/// `kiln bench methods --quick` as documented: a tiny random Llama with SmolLM2's tokenizer,
+/// trained on OBD-II questions from the fetched assets (skipped without them).
+#[test]
+fn bench_methods_quick_on_the_assets() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for asset in [
+        "assets/obd/codes.py",
+        "assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    ] {
+        if !root.join(asset).exists() {
+            println!("skipped: {asset} is missing (run scripts/fetch-assets.sh)");
+            return;
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("bench");
+    ok(
+        &[
+            "bench",
+            "methods",
+            "--quick",
+            "--methods",
+            "lora,prompt",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &root,
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("methods.json")).unwrap()).unwrap();
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3, "base, lora, prompt");
+    // 2 sampled codes with their trained phrasings; 2 test questions per code.
+    let train = report["examples"][0].as_u64().unwrap();
+    assert!(train >= 10, "{train}");
+    assert_eq!(report["examples"][2], 4);
+    for r in &results[1..] {
+        assert!(r["val_loss"].as_f64().unwrap().is_finite(), "{r}");
+        assert_eq!(
+            r["steps"].as_u64(),
+            Some(train.div_ceil(4)),
+            "batch 4, 1 epoch"
+        );
+    }
+    assert!(out.join("tiny-model/config.json").exists());
+    assert!(out.join("data/test.jsonl").exists());
+}

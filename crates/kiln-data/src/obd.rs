@@ -466,6 +466,98 @@ impl ObdDataset {
         }
         Ok(())
     }
+
+    /// A smaller task drawn from the dataset, for quick runs: `codes` training codes sampled with
+    /// `seed` (all of them when `None`) with every trained phrasing; the first 32 validation
+    /// examples (all when `codes` is `None`); and two test sets of forward questions, at most
+    /// `test_cases` each (default: all when `codes` is `None`, else two per sampled code):
+    /// unseen phrasings of the sampled codes, and codes never trained on (shuffled with `seed`).
+    pub fn sample(&self, codes: Option<usize>, test_cases: Option<usize>, seed: u64) -> ObdSample {
+        let all: std::collections::BTreeSet<&str> =
+            self.train.iter().map(|e| e.code.as_str()).collect();
+        let keep: std::collections::BTreeSet<&str> = match codes {
+            None => all,
+            Some(n) => {
+                let mut list: Vec<&str> = all.into_iter().collect();
+                list.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+                list.into_iter().take(n).collect()
+            }
+        };
+        let pick = |set: &[ObdExample], forward_only: bool| -> Vec<ObdExample> {
+            set.iter()
+                .filter(|e| !forward_only || e.direction == Direction::Forward)
+                .cloned()
+                .collect()
+        };
+        let train: Vec<ObdExample> = self
+            .train
+            .iter()
+            .filter(|e| keep.contains(e.code.as_str()))
+            .cloned()
+            .collect();
+        let validation = match codes {
+            None => self.validation.clone(),
+            Some(_) => self.validation.iter().take(32).cloned().collect(),
+        };
+        let mut test_phrasing: Vec<ObdExample> = pick(&self.test_phrasing, true)
+            .into_iter()
+            .filter(|e| keep.contains(e.code.as_str()))
+            .collect();
+        let mut test_unseen = pick(&self.test, true);
+        let n_test = test_cases.unwrap_or(match codes {
+            None => usize::MAX,
+            Some(_) => 2 * keep.len(),
+        });
+        test_phrasing.truncate(n_test);
+        test_unseen.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+        test_unseen.truncate(n_test);
+        ObdSample {
+            codes: keep.len(),
+            train,
+            validation,
+            test_phrasing,
+            test_unseen,
+        }
+    }
+}
+
+/// A task drawn from an [`ObdDataset`] by [`ObdDataset::sample`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObdSample {
+    /// Training codes sampled.
+    pub codes: usize,
+    /// Their trained phrasings.
+    pub train: Vec<ObdExample>,
+    /// Validation examples (codes never trained on).
+    pub validation: Vec<ObdExample>,
+    /// Unseen phrasings of the sampled codes (forward questions).
+    pub test_phrasing: Vec<ObdExample>,
+    /// Forward questions about codes never trained on.
+    pub test_unseen: Vec<ObdExample>,
+}
+
+impl ObdSample {
+    /// Writes `train`, `validation`, `test_phrasing` and `test_unseen_codes` `.jsonl` files into
+    /// `dir` (created if needed), each atomically.
+    ///
+    /// # Errors
+    /// [`DataError::Io`] naming the file.
+    pub fn write_jsonl(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|source| DataError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        for (name, set) in [
+            ("train", &self.train),
+            ("validation", &self.validation),
+            ("test_phrasing", &self.test_phrasing),
+            ("test_unseen_codes", &self.test_unseen),
+        ] {
+            write_jsonl(dir.join(format!("{name}.jsonl")), set)?;
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Display for ObdDataset {

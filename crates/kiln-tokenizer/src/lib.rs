@@ -181,6 +181,12 @@ impl Tokenizer {
         self.id_of(self.special.pad_token.as_ref())
     }
 
+    /// The id batches are padded with: the padding token, else the end-of-sequence token (padded
+    /// positions are masked, so any id works), else 0.
+    pub fn padding_id(&self) -> u32 {
+        self.pad_token_id().or(self.eos_token_id()).unwrap_or(0)
+    }
+
     /// Id of the unknown token.
     pub fn unk_token_id(&self) -> Option<u32> {
         self.id_of(self.special.unk_token.as_ref())

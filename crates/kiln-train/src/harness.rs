@@ -55,7 +55,7 @@ impl Default for HarnessConfig {
 }
 
 /// Scores of a set of generated answers against their references.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GenerationScores {
     /// SQuAD exact match, mean over cases, 0..=1.
     pub exact_match: f64,

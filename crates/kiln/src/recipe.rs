@@ -46,10 +46,10 @@ use kiln_data::{
     IGNORE_INDEX, PrepareOptions, RecordFormat, SourceKind, TokenizedExample, prepare_path,
     read_records,
 };
-use kiln_models::{AnyCausalLm, AnyConfig, load_pretrained, save_pretrained};
+use kiln_models::{AnyCausalLm, AnyConfig, GenerationConfig, load_pretrained, save_pretrained};
 use kiln_peft::{AdapterConfig, TrainableReport, attach_adapter, full_fine_tuning, save_adapter};
 use kiln_tokenizer::Tokenizer;
-use kiln_train::harness::EvalCase;
+use kiln_train::harness::{EvalCase, HarnessConfig};
 use kiln_train::{Fit, FitConfig, OptimizerConfig, PeftExporter, RunSummary, Schedule, Trainer};
 
 /// Errors of reading or running a recipe.
@@ -308,10 +308,7 @@ impl Recipe {
         let load_secs = start.elapsed().as_secs_f64();
         let tokenizer = pretrained.tokenizer;
         let (train, validation) = self.prepare(&tokenizer)?;
-        let pad_id = tokenizer
-            .pad_token_id()
-            .or(tokenizer.eos_token_id())
-            .unwrap_or(0);
+        let pad_id = tokenizer.padding_id();
 
         let (model, adapter) = match &self.adapter {
             Some(c) => {
@@ -559,6 +556,38 @@ pub fn eval_cases(
         }
     }
     Ok(cases)
+}
+
+/// Greedy answering settings for [`eval_cases`]: stop at the tokenizer's end-of-sequence token
+/// or at the end of the first line, `batch_size` prompts at a time.
+pub fn answer_config(
+    tokenizer: &Tokenizer,
+    max_new_tokens: usize,
+    batch_size: usize,
+) -> HarnessConfig {
+    HarnessConfig {
+        generation: GenerationConfig {
+            max_new_tokens,
+            eos_token_ids: tokenizer.eos_token_id().into_iter().collect(),
+            stop_strings: vec!["\n".into()],
+            ..Default::default()
+        },
+        pad_id: tokenizer.padding_id(),
+        batch_size: batch_size.max(1),
+        ..Default::default()
+    }
+}
+
+/// General text for the forgetting check: every non-empty line of `text` is one example with
+/// loss on every token.
+///
+/// # Errors
+/// A tokenizer error.
+pub fn general_text(tokenizer: &Tokenizer, text: &str) -> Result<Vec<TokenizedExample>> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| Ok(TokenizedExample::full(&tokenizer.encode(l, true)?)))
+        .collect()
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename.

@@ -13,22 +13,17 @@
 //! cargo run --release -p kiln-example-dtc-assistant -- --full  # every code: hours on a CPU
 //! ```
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
 
-use kiln::data::obd::{self, Direction, ObdConfig, ObdExample};
-use kiln::data::write_jsonl;
-use kiln::models::{GenerationConfig, load_pretrained};
+use kiln::data::obd::{self, ObdConfig};
+use kiln::models::load_pretrained;
 use kiln::prelude::*;
-use kiln::recipe::{Recipe, eval_cases};
+use kiln::recipe::{Recipe, answer_config, eval_cases, general_text};
 use kiln::train::harness::{ComparisonReport, HarnessConfig, compare_models};
 
 const RECIPE: &str = include_str!("../recipe.toml");
@@ -83,66 +78,23 @@ fn main() -> Result<()> {
     let codes = obd::read_codes(&codes_py)?;
     let dataset = obd::build(&codes, &ObdConfig::default())?;
     eprintln!("dataset: {dataset}");
-    let keep: BTreeSet<String> = if args.full {
-        dataset.train.iter().map(|e| e.code.clone()).collect()
-    } else {
-        let mut train_codes: Vec<String> = dataset
-            .train
-            .iter()
-            .map(|e| e.code.clone())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        train_codes.shuffle(&mut ChaCha8Rng::seed_from_u64(args.seed));
-        train_codes.into_iter().take(args.codes).collect()
-    };
-    let train: Vec<ObdExample> = dataset
-        .train
-        .iter()
-        .filter(|e| keep.contains(&e.code))
-        .cloned()
-        .collect();
-    let validation: Vec<ObdExample> = if args.full {
-        dataset.validation.clone()
-    } else {
-        dataset.validation.iter().take(32).cloned().collect()
-    };
-    // Test 1: unseen phrasings of trained codes (what tuning should teach).
-    let mut test_phrasing: Vec<ObdExample> = dataset
-        .test_phrasing
-        .iter()
-        .filter(|e| keep.contains(&e.code) && e.direction == Direction::Forward)
-        .cloned()
-        .collect();
-    // Test 2: codes never trained on (only the code's structure can help).
-    let mut test_unseen: Vec<ObdExample> = dataset
-        .test
-        .iter()
-        .filter(|e| e.direction == Direction::Forward)
-        .cloned()
-        .collect();
-    let n_test = args.test_cases.unwrap_or(if args.full {
-        usize::MAX
-    } else {
-        2 * keep.len()
-    });
-    test_phrasing.truncate(n_test);
-    test_unseen.shuffle(&mut ChaCha8Rng::seed_from_u64(args.seed));
-    test_unseen.truncate(n_test);
+    let sample = dataset.sample(
+        (!args.full).then_some(args.codes),
+        args.test_cases,
+        args.seed,
+    );
+    let (train, validation, test_phrasing, test_unseen) = (
+        &sample.train,
+        &sample.validation,
+        &sample.test_phrasing,
+        &sample.test_unseen,
+    );
 
     let data_dir = args.out.join("data");
-    std::fs::create_dir_all(&data_dir)?;
-    for (name, set) in [
-        ("train", &train),
-        ("validation", &validation),
-        ("test_phrasing", &test_phrasing),
-        ("test_unseen_codes", &test_unseen),
-    ] {
-        write_jsonl(data_dir.join(format!("{name}.jsonl")), set)?;
-    }
+    sample.write_jsonl(&data_dir)?;
     eprintln!(
         "training on {} codes: {} examples; {} validation; tests: {} unseen phrasings, {} unseen codes",
-        keep.len(),
+        sample.codes,
         train.len(),
         validation.len(),
         test_phrasing.len(),
@@ -177,11 +129,7 @@ fn main() -> Result<()> {
         &recipe.data.prepare,
         None,
     )?;
-    let general: Vec<TokenizedExample> = GENERAL_TEXT
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| tok.encode(l, true).map(|ids| TokenizedExample::full(&ids)))
-        .collect::<Result<_, _>>()?;
+    let general = general_text(tok, GENERAL_TEXT)?;
 
     eprintln!(
         "training: {} (r={}), {} epochs, batch {}",
@@ -204,18 +152,9 @@ fn main() -> Result<()> {
         tuned.report.saved.display()
     );
 
-    let pad_id = tok.pad_token_id().or(tok.eos_token_id()).unwrap_or(0);
     let harness = HarnessConfig {
-        generation: GenerationConfig {
-            max_new_tokens: 32,
-            eos_token_ids: tok.eos_token_id().into_iter().collect(),
-            stop_strings: vec!["\n".into()],
-            ..Default::default()
-        },
-        pad_id,
-        batch_size: 24,
         examples_in_report: 6,
-        rouge_stemmer: true,
+        ..answer_config(tok, 32, 24)
     };
     let decode = |ids: &[u32]| tok.decode(ids, true).unwrap_or_default();
     let mut reports: Vec<(&str, ComparisonReport)> = Vec::new();
