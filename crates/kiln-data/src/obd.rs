@@ -456,15 +456,7 @@ impl ObdDataset {
     /// # Errors
     /// [`DataError::Io`] naming the file.
     pub fn write_jsonl(&self, dir: impl AsRef<Path>) -> Result<()> {
-        let dir = dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(|source| DataError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        for (name, set) in self.sets() {
-            write_jsonl(dir.join(format!("{name}.jsonl")), set)?;
-        }
-        Ok(())
+        write_sets(dir.as_ref(), &self.sets())
     }
 
     /// A smaller task drawn from the dataset, for quick runs: `codes` training codes sampled with
@@ -543,21 +535,28 @@ impl ObdSample {
     /// # Errors
     /// [`DataError::Io`] naming the file.
     pub fn write_jsonl(&self, dir: impl AsRef<Path>) -> Result<()> {
-        let dir = dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(|source| DataError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        for (name, set) in [
-            ("train", &self.train),
-            ("validation", &self.validation),
-            ("test_phrasing", &self.test_phrasing),
-            ("test_unseen_codes", &self.test_unseen),
-        ] {
-            write_jsonl(dir.join(format!("{name}.jsonl")), set)?;
-        }
-        Ok(())
+        write_sets(
+            dir.as_ref(),
+            &[
+                ("train", &self.train),
+                ("validation", &self.validation),
+                ("test_phrasing", &self.test_phrasing),
+                ("test_unseen_codes", &self.test_unseen),
+            ],
+        )
     }
+}
+
+/// Writes `<name>.jsonl` for every set into `dir` (created if needed), each atomically.
+fn write_sets(dir: &Path, sets: &[(&str, &[ObdExample])]) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| DataError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for (name, set) in sets {
+        write_jsonl(dir.join(format!("{name}.jsonl")), *set)?;
+    }
+    Ok(())
 }
 
 impl fmt::Display for ObdDataset {
