@@ -100,9 +100,9 @@ pub trait CausalLm {
 }
 
 /// A causal language model that decodes incrementally with a key/value cache.
-pub trait CachedCausalLm: CausalLm {
+pub trait CachedCausalLm: CausalLm + Sync {
     /// The cache type.
-    type Cache;
+    type Cache: Send;
 
     /// An empty cache.
     fn new_cache(&self) -> Self::Cache;

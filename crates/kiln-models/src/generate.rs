@@ -215,10 +215,14 @@ pub fn generate<M: CachedCausalLm>(
         let s = mask[0].len();
         let flat: Vec<i64> = mask.iter().flatten().copied().collect();
         let mask_t = Tensor::<2, Int>::from_data(TensorData::new(flat, [b, s]), &device);
-        let hidden = model.forward_cached(input, mask_t, &mut cache);
-        let [_, n, d] = hidden.dims();
-        let last = hidden.narrow(1, n - 1, 1).reshape([b, d]);
-        let logits: Vec<f32> = model.logits(last).into_data().iter::<f32>().collect();
+        // One step runs as a task of the rayon pool: the CPU kernels it calls then split their
+        // work with cheap joins instead of handing each operation over from this thread.
+        let logits: Vec<f32> = rayon::scope(|_| {
+            let hidden = model.forward_cached(input, mask_t, &mut cache);
+            let [_, n, d] = hidden.dims();
+            let last = hidden.narrow(1, n - 1, 1).reshape([b, d]);
+            model.logits(last).into_data().iter::<f32>().collect()
+        });
         let vocab = logits.len() / b;
         let mut next = Vec::with_capacity(b);
         for row in 0..b {

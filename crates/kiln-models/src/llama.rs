@@ -11,7 +11,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use kiln_peft::init::{HostRng, normal_param};
-use kiln_peft::{AdapterTarget, ModelGeometry, PeftLinear, PromptEncoder};
+use kiln_peft::{AdapterTarget, ModelGeometry, PeftLinear, PromptEncoder, QuantizedMatrix};
 
 use crate::gguf::GgufFile;
 use crate::layers::{RmsNorm, RotaryEmbedding};
@@ -391,29 +391,28 @@ impl LlamaAttention {
             None => (k, v),
             Some(c) => c.append(k, v),
         };
-        let (k, v) = (repeat_kv(k, h / kvh), repeat_kv(v, h / kvh));
-        // [b, h, t, past + t]
+        // Grouped-query attention without copying keys/values per query head: the `groups`
+        // query heads of each kv head (consecutive, as in HF's `repeat_kv`) are stacked along
+        // the sequence axis, so one matmul per kv head serves them all.
+        let groups = h / kvh;
+        let s = k.dims()[2];
+        // [b, h, t, hd] -> [b, kvh, groups·t, hd]
+        let q = q.reshape([b, kvh, groups * t, hd]);
+        // [b, kvh, groups·t, s] -> [b, h, t, s]
         let scores = q
             .matmul(k.swap_dims(2, 3))
+            .reshape([b, h, t, s])
             .mul_scalar(1.0 / (hd as f64).sqrt())
             + bias.clone();
-        let probs = softmax(scores, 3);
-        // [b, h, t, hd] -> [b, t, h*hd]
-        let out = probs.matmul(v).swap_dims(1, 2).reshape([b, t, h * hd]);
+        let probs = softmax(scores, 3).reshape([b, kvh, groups * t, s]);
+        // [b, kvh, groups·t, hd] -> [b, h, t, hd] -> [b, t, h·hd]
+        let out = probs
+            .matmul(v)
+            .reshape([b, h, t, hd])
+            .swap_dims(1, 2)
+            .reshape([b, t, h * hd]);
         self.o_proj.forward(out)
     }
-}
-
-/// Expands `[b, kv_heads, t, hd]` to `[b, kv_heads·groups, t, hd]` (each kv head serves `groups`
-/// consecutive query heads, as in HF's `repeat_kv`).
-fn repeat_kv(x: Tensor<4>, groups: usize) -> Tensor<4> {
-    if groups == 1 {
-        return x;
-    }
-    let [b, kvh, t, hd] = x.dims();
-    x.unsqueeze_dim::<5>(2)
-        .expand([b, kvh, groups, t, hd])
-        .reshape([b, kvh * groups, t, hd])
 }
 
 /// SwiGLU feed-forward: `down(silu(gate(x)) · up(x))`.
@@ -514,6 +513,10 @@ pub struct LlamaForCausalLM {
     pub prompt_encoder: Option<PromptEncoder>,
     /// The prompt encoder is bypassed (adapters disabled).
     pub prompt_disabled: bool,
+    /// The checkpoint's block-quantized copy of the tied output head (`model.embed_tokens`),
+    /// used for small-batch logits on the CPU (see [`kiln_peft::quant`]).
+    #[module(skip)]
+    pub quantized_head: Option<QuantizedMatrix>,
 }
 
 impl LlamaForCausalLM {
@@ -597,6 +600,7 @@ impl LlamaForCausalLM {
             lm_head,
             prompt_encoder: None,
             prompt_disabled: false,
+            quantized_head: None,
         }
     }
 }
@@ -718,6 +722,7 @@ impl LlamaForCausalLM {
             lm_head,
             prompt_encoder: None,
             prompt_disabled: false,
+            quantized_head: None,
         })
     }
 }
@@ -898,17 +903,23 @@ impl CausalLm for LlamaForCausalLM {
     }
 
     fn logits(&self, hidden: Tensor<2>) -> Tensor<2> {
-        match &self.lm_head {
-            Some(head) => head.forward(hidden),
-            // `E·hᵀ` reads the `[vocab, hidden]` table in its stored order.
-            None => self
-                .model
-                .embed_tokens
-                .weight
-                .val()
-                .matmul(hidden.transpose())
-                .transpose(),
+        if let Some(head) = &self.lm_head {
+            return head.forward(hidden);
         }
+        if let Some(y) = self
+            .quantized_head
+            .as_ref()
+            .and_then(|q| q.try_forward(&hidden))
+        {
+            return y;
+        }
+        // `E·hᵀ` reads the `[vocab, hidden]` table in its stored order.
+        self.model
+            .embed_tokens
+            .weight
+            .val()
+            .matmul(hidden.transpose())
+            .transpose()
     }
 }
 
@@ -987,6 +998,14 @@ impl AdapterTarget for LlamaForCausalLM {
 
     fn token_embeddings(&self) -> Tensor<2> {
         self.model.embed_tokens.weight.val()
+    }
+
+    fn clear_quantized(&mut self) {
+        self.visit_linears_mut(&mut |_, l| {
+            l.set_quantized(None)
+                .expect("removing the quantized weight cannot fail");
+        });
+        self.quantized_head = None;
     }
 
     fn prompt_encoder(&self) -> Option<&PromptEncoder> {

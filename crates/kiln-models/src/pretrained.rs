@@ -143,7 +143,8 @@ pub fn load_model(path: impl AsRef<Path>, device: &Device) -> Result<(AnyConfig,
             if file.get_str("general.architecture").ok() == Some("gpt2") {
                 let cfg = Gpt2Config::from_gguf(&file)?;
                 let source = GgufSource::gpt2(file);
-                let m = Gpt2LMHeadModel::from_source(&cfg, &source, device)?;
+                let mut m = Gpt2LMHeadModel::from_source(&cfg, &source, device)?;
+                attach_quantized(&mut m, &source)?;
                 return Ok((AnyConfig::Gpt2(cfg), AnyCausalLm::Gpt2(m)));
             }
             let cfg = LlamaConfig::from_gguf(&file)?;
@@ -153,10 +154,28 @@ pub fn load_model(path: impl AsRef<Path>, device: &Device) -> Result<(AnyConfig,
                 cfg.kv_heads(),
                 cfg.gguf_permutes_qk(),
             );
-            let model = LlamaForCausalLM::from_source(&cfg, &source, device)?;
+            let mut model = LlamaForCausalLM::from_source(&cfg, &source, device)?;
+            attach_quantized(&mut model, &source)?;
+            if model.lm_head.is_none() {
+                model.quantized_head = source.quantized("model.embed_tokens.weight")?;
+            }
             Ok((AnyConfig::Llama(cfg), AnyCausalLm::Llama(model)))
         }
     }
+}
+
+/// Keeps the block-quantized (Q4_0, Q4_1, Q8_0) weights of a GGUF file next to the dequantized
+/// ones, for fast decoding on the CPU (see [`PeftLinear::set_quantized`]).
+fn attach_quantized<M: AdapterTarget>(model: &mut M, source: &GgufSource) -> Result<()> {
+    let mut res = Ok(());
+    model.visit_linears_mut(&mut |path, l| {
+        if res.is_ok() {
+            res = source
+                .quantized(&format!("{path}.weight"))
+                .and_then(|q| Ok(l.set_quantized(q)?));
+        }
+    });
+    res
 }
 
 /// Reads the `tokenizer.*` metadata of a GGUF file.
@@ -289,5 +308,9 @@ impl AdapterTarget for AnyCausalLm {
 
     fn has_other_biases(&self) -> bool {
         delegate!(self, m => m.has_other_biases())
+    }
+
+    fn clear_quantized(&mut self) {
+        delegate!(self, m => m.clear_quantized())
     }
 }

@@ -9,7 +9,9 @@ use half::{bf16, f16};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
-use crate::gguf::GgufFile;
+use kiln_peft::{QuantFormat, QuantizedMatrix};
+
+use crate::gguf::{GgmlType, GgufFile};
 use crate::{ModelError, Result};
 
 /// A checkpoint's tensors by Hugging Face name, dequantized or converted to `f32` on demand.
@@ -327,6 +329,55 @@ impl GgufSource {
     pub fn file(&self) -> &GgufFile {
         &self.file
     }
+
+    /// The blocks of a 2-D weight stored as Q4_0, Q4_1 or Q8_0, as a `[out, in]` matrix in the
+    /// Hugging Face row order (llama.cpp's q/k permutation undone); `None` for other types,
+    /// other ranks or unknown names.
+    ///
+    /// # Errors
+    /// A truncated file or inconsistent block data, naming the tensor.
+    pub fn quantized(&self, name: &str) -> Result<Option<QuantizedMatrix>> {
+        let Some(g) = self.names.get(name) else {
+            return Ok(None);
+        };
+        let info = self.file.tensor_info(g)?;
+        let format = match info.ggml_type() {
+            GgmlType::Q4_0 => QuantFormat::Q4_0,
+            GgmlType::Q4_1 => QuantFormat::Q4_1,
+            GgmlType::Q8_0 => QuantFormat::Q8_0,
+            _ => return Ok(None),
+        };
+        let &[rows, cols] = info.shape().as_slice() else {
+            return Ok(None);
+        };
+        let bytes = self.file.tensor_bytes(g)?;
+        let m = QuantizedMatrix::from_gguf_blocks(format, rows, cols, bytes).map_err(|e| {
+            ModelError::Tensor {
+                source_name: self.source_name(),
+                tensor: name.into(),
+                reason: e.to_string(),
+            }
+        })?;
+        Ok(Some(match self.permute.get(name) {
+            Some(&heads) => m.permute_rows(&reverse_permutation(rows, heads)),
+            None => m,
+        }))
+    }
+}
+
+/// The source row of each Hugging Face row under llama.cpp's q/k permutation (see
+/// [`reverse_permute_rows`]).
+fn reverse_permutation(rows: usize, heads: usize) -> Vec<usize> {
+    let half = rows / heads / 2;
+    let mut order = vec![0; rows];
+    for h in 0..heads {
+        for j in 0..2 {
+            for d in 0..half {
+                order[h * 2 * half + j * half + d] = h * half * 2 + d * 2 + j;
+            }
+        }
+    }
+    order
 }
 
 /// Maps a llama.cpp tensor name to its Hugging Face name.

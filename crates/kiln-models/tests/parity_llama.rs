@@ -215,3 +215,141 @@ fn checkpoint_errors_name_the_tensor() {
         .to_string();
     assert!(err.contains("mamba"), "{err}");
 }
+
+/// Logits at every prompt position and the greedy continuation of the model in `model`, against
+/// `tiny-llama-quant.json`.
+fn check_quantized_reference(model: &kiln_models::LlamaForCausalLM, label: &str) {
+    use kiln_models::CachedCausalLm;
+    let r: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("gguf/tiny-llama-quant.json")).unwrap(),
+    )
+    .unwrap();
+    let device = Device::flex();
+    let prompt: Vec<u32> = r["prompt_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect();
+    let t = prompt.len();
+    let ids: Vec<i64> = prompt.iter().map(|&x| i64::from(x)).collect();
+    let x = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, t]), &device);
+    let mut cache = model.new_cache();
+    let hidden = model.forward_cached(x, Tensor::ones([1, t], &device), &mut cache);
+    let logits: Vec<f32> = model
+        .logits(hidden.reshape([t, model.hidden_size()]))
+        .into_data()
+        .iter::<f32>()
+        .collect();
+    let mut want = Vec::new();
+    floats(&r["logits"], &mut want);
+    assert_eq!(logits.len(), want.len());
+    let max = logits
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    println!("tiny-llama-quant ({label}): max |logit diff| {max:e}");
+    assert!(max < 1e-4, "{label}: max |diff| {max}");
+    let cfg = GenerationConfig {
+        max_new_tokens: r["output_ids"].as_array().unwrap().len(),
+        ..Default::default()
+    };
+    let out = generate(model, &[prompt], 0, &cfg, None, &mut |_, _| {}).unwrap();
+    let want: Vec<u32> = r["output_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect();
+    assert_eq!(out[0].tokens, want, "{label}: greedy continuation");
+}
+
+/// A GGUF with Q4_0, Q4_1 and Q8_0 weights (`scripts/fixtures/gen_quantized_llama_gguf.py`): the
+/// projections and the tied head keep their blocks, and both the block kernels (decoding, at most
+/// 16 rows) and the dense dequantized weights match transformers on the dequantized model.
+#[test]
+fn quantized_gguf_matches_transformers_on_blocks_and_dense_weights() {
+    use kiln_peft::{AdapterTarget, QuantFormat};
+    let device = Device::flex();
+    let (_cfg, mut model) = load_llama(fixture("gguf/tiny-llama-quant.gguf"), &device).unwrap();
+    let mut formats = Vec::new();
+    model.visit_linears(&mut |path, l| {
+        formats.push((path.to_string(), l.quantized().map(|q| q.format())));
+    });
+    assert_eq!(formats.len(), 14);
+    for (path, format) in &formats {
+        let want = if path.contains("q_proj") || path.contains("k_proj") {
+            QuantFormat::Q4_0
+        } else if path.contains("down_proj") {
+            QuantFormat::Q8_0
+        } else {
+            QuantFormat::Q4_1
+        };
+        assert_eq!(*format, Some(want), "{path}");
+    }
+    assert_eq!(
+        model.quantized_head.as_ref().map(|q| q.format()),
+        Some(QuantFormat::Q8_0)
+    );
+    check_quantized_reference(&model, "block kernels");
+    model.clear_quantized();
+    assert!(model.quantized_head.is_none());
+    model.visit_linears(&mut |path, l| assert!(l.quantized().is_none(), "{path}"));
+    check_quantized_reference(&model, "dense weights");
+}
+
+/// The blocks stand for the base weight only: a merged LoRA update, full fine-tuning and PiSSA
+/// (which rewrites the base weight) must not compute from them.
+#[test]
+fn quantized_weights_never_stand_for_a_changed_base_weight() {
+    use kiln_peft::lora::InitLoraWeights;
+    use kiln_peft::{AdapterTarget, LoraConfig, attach_lora, full_fine_tuning};
+    let device = Device::flex();
+    let path = fixture("gguf/tiny-llama-quant.gguf");
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![1i64, 9, 30, 4], [1, 4]), &device);
+    let logits = |m: &kiln_models::LlamaForCausalLM| -> Vec<f32> {
+        m.forward(&LmInput::new(ids.clone()))
+            .into_data()
+            .iter::<f32>()
+            .collect()
+    };
+    let max_diff = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max)
+    };
+    let (_, base) = load_llama(&path, &device).unwrap();
+    let config = LoraConfig {
+        r: 4,
+        lora_alpha: 8.0,
+        target_modules: vec!["all-linear".into()],
+        init_lora_weights: InitLoraWeights::Flag(false),
+        ..Default::default()
+    };
+    let (mut lora, _) = attach_lora(base, &config, 3, &device).unwrap();
+    let unmerged = logits(&lora);
+    lora.merge_adapters().unwrap();
+    let merged = logits(&lora);
+    assert!(
+        max_diff(&unmerged, &merged) < 1e-4,
+        "merged LoRA output moved"
+    );
+
+    let (_, base) = load_llama(&path, &device).unwrap();
+    let full = full_fine_tuning(base);
+    full.visit_linears(&mut |p, l| assert!(l.quantized().is_none(), "{p}"));
+    assert!(full.quantized_head.is_none());
+
+    let (_, base) = load_llama(&path, &device).unwrap();
+    let before = logits(&base);
+    let pissa = LoraConfig {
+        init_lora_weights: InitLoraWeights::Named("pissa".into()),
+        ..config
+    };
+    let (model, _) = attach_lora(base, &pissa, 3, &device).unwrap();
+    model.visit_linears(&mut |p, l| assert!(l.quantized().is_none(), "{p}"));
+    // PiSSA starts from the same function: residual base + principal update.
+    assert!(max_diff(&before, &logits(&model)) < 1e-3);
+}

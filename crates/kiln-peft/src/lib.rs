@@ -11,6 +11,8 @@
 //! - [`AdapterTarget`]: the trait a model implements so methods can find its projections by their
 //!   Hugging Face path (`model.layers.0.self_attn.q_proj`) and hold a prompt encoder.
 //! - [`io`]: `adapter_config.json` + `adapter_model.safetensors`, exactly as PEFT writes them.
+//! - [`quant`]: a checkpoint's block-quantized weights ([`QuantizedMatrix`]), which a
+//!   [`PeftLinear`] uses for its base projection when decoding on the CPU.
 //!
 //! Adapters are chosen when the model is built (composition, not subclassing): the `attach_*`
 //! functions walk the model through [`AdapterTarget`], freeze the base weights and add trainable
@@ -30,6 +32,7 @@ pub mod lora;
 mod multi;
 pub mod prefix;
 pub mod prompt;
+pub mod quant;
 mod svd;
 mod target;
 
@@ -43,4 +46,5 @@ pub use lora::{LoraConfig, LoraLayer, attach_lora};
 pub use multi::{AdapterSet, Combination, combine_lora};
 pub use prefix::{PrefixTuningConfig, attach_prefix_tuning};
 pub use prompt::{PromptEncoder, PromptTuningConfig, attach_prompt_tuning};
+pub use quant::{QuantFormat, QuantizedMatrix};
 pub use target::{AdapterTarget, ModelGeometry, TrainableReport, full_fine_tuning, layer_index};

@@ -2,11 +2,12 @@ use burn::module::{Module, Param};
 use burn::tensor::module::linear;
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::Result;
 use crate::bottleneck::BottleneckLayer;
 use crate::ia3::Ia3Layer;
 use crate::init::{HostRng, normal_param};
 use crate::lora::LoraLayer;
+use crate::quant::QuantizedMatrix;
+use crate::{PeftError, Result};
 
 /// A linear projection that can host adapters.
 ///
@@ -42,6 +43,10 @@ pub struct PeftLinear {
     /// DoRA's column norms at merge time, needed to unmerge.
     #[module(skip)]
     dora_norm: Option<Tensor<1>>,
+    /// The checkpoint's block-quantized copy of `weight` (`[d_out, d_in]`), used for small-batch
+    /// inference on the CPU (see [`crate::quant`]).
+    #[module(skip)]
+    quantized: Option<QuantizedMatrix>,
 }
 
 impl PeftLinear {
@@ -56,6 +61,7 @@ impl PeftLinear {
             merged: false,
             disabled: false,
             dora_norm: None,
+            quantized: None,
         }
     }
 
@@ -115,6 +121,53 @@ impl PeftLinear {
         self.weight.shape().dims::<2>()[1]
     }
 
+    /// Attaches the checkpoint's block-quantized copy of the base weight (PyTorch layout
+    /// `[d_out, d_in]`), or removes it with `None`.
+    ///
+    /// While attached, unmerged and not trained, the base projection of inputs on the `flex` CPU
+    /// device (without autodiff) with at most [`crate::quant::QUANTIZED_MAX_ROWS`] rows is computed
+    /// from the blocks, which reads a fraction of the memory the `f32` weight needs (decoding is
+    /// bound by memory bandwidth). The blocks must hold the same values as `weight`: kiln drops
+    /// them when it changes the base weight (full fine-tuning, `modules_to_save`, PiSSA); code
+    /// that writes `weight` directly must call `set_quantized(None)`.
+    ///
+    /// # Errors
+    /// [`PeftError::Shape`] when the matrix is not `[d_out, d_in]`.
+    pub fn set_quantized(&mut self, quantized: Option<QuantizedMatrix>) -> Result<()> {
+        if let Some(q) = &quantized {
+            let want = vec![self.d_out(), self.d_in()];
+            let got = vec![q.rows(), q.cols()];
+            if want != got {
+                return Err(PeftError::Shape {
+                    key: format!("quantized {} weight", q.format().name()),
+                    expected: want,
+                    got,
+                });
+            }
+        }
+        self.quantized = quantized;
+        Ok(())
+    }
+
+    /// The attached block-quantized copy of the base weight, if any.
+    pub fn quantized(&self) -> Option<&QuantizedMatrix> {
+        self.quantized.as_ref()
+    }
+
+    /// `x·W (+ b)` of the base weight: from the quantized blocks when they apply (see
+    /// [`set_quantized`](Self::set_quantized)), otherwise a dense matmul.
+    fn base<const D: usize>(&self, x: Tensor<D>, bias: Option<Tensor<1>>) -> Tensor<D> {
+        if let Some(q) = self.quantized.as_ref().filter(|_| !self.merged)
+            && let Some(y) = q.try_forward(&x)
+        {
+            return match bias {
+                Some(b) => y + b.unsqueeze::<D>(),
+                None => y,
+            };
+        }
+        linear(x, self.weight.val(), bias)
+    }
+
     /// Whether any adapter is attached.
     pub fn has_adapter(&self) -> bool {
         self.lora.is_some() || self.ia3.is_some() || self.bottleneck.is_some()
@@ -159,14 +212,14 @@ impl PeftLinear {
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let bias = self.bias.as_ref().map(|b| b.val());
         if self.disabled || (!self.has_adapter()) {
-            return linear(x, self.weight.val(), bias);
+            return self.base(x, bias);
         }
         let folded = self.merged;
         let mut y = match (&self.ia3, &self.lora) {
             (Some(ia3), _) if !folded => ia3.apply(x.clone(), &self.weight, bias),
             (_, Some(lora)) if !folded => {
                 // DoRA needs the base output without bias.
-                let y0 = linear(x.clone(), self.weight.val(), None);
+                let y0 = self.base(x.clone(), None);
                 let delta = lora.delta(x, &y0, &self.weight);
                 let y = y0 + delta;
                 match bias {

@@ -52,6 +52,16 @@ pub trait AdapterTarget {
         false
     }
 
+    /// Drops every block-quantized copy of a base weight (see [`PeftLinear::set_quantized`]),
+    /// before the base weights change. Models that keep other quantized tables (a tied output
+    /// head) drop those too.
+    fn clear_quantized(&mut self) {
+        self.visit_linears_mut(&mut |_, l| {
+            l.set_quantized(None)
+                .expect("removing the quantized weight cannot fail");
+        });
+    }
+
     /// The paths of all projections, in checkpoint order.
     fn linear_paths(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -140,6 +150,8 @@ pub(crate) fn train_modules_to_save<M: AdapterTarget>(
         model.visit_linears_mut(&mut |path, l| {
             if matcher.matches_any(path) {
                 hit = true;
+                l.set_quantized(None)
+                    .expect("removing the quantized weight cannot fail");
                 l.weight = l.weight.clone().set_require_grad(true);
                 l.bias = l.bias.take().map(|b| b.set_require_grad(true));
             }
@@ -276,8 +288,10 @@ impl fmt::Display for TrainableReport {
 }
 
 /// Full fine-tuning, the baseline of every PEFT comparison: makes every float parameter of the
-/// model trainable (including any attached adapter).
-pub fn full_fine_tuning<M: Module>(model: M) -> M {
+/// model trainable (including any attached adapter), and drops the checkpoint's quantized weight
+/// copies, which would go stale.
+pub fn full_fine_tuning<M: Module + AdapterTarget>(mut model: M) -> M {
+    model.clear_quantized();
     struct Unfreeze;
     impl ModuleMapper for Unfreeze {
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {

@@ -48,6 +48,10 @@ fn pissa(
     let b = Tensor::<2>::from_data(TensorData::new(b, [r, d_out]), device);
     let residual = linear.weight.val() - a.clone().matmul(b.clone()).mul_scalar(layer.scaling);
     crate::init::replace_value(&mut linear.weight, residual);
+    // The checkpoint's quantized blocks no longer hold the base weight.
+    linear
+        .set_quantized(None)
+        .expect("removing the quantized weight cannot fail");
     crate::init::replace_value(&mut layer.lora_a, a.clone());
     crate::init::replace_value(&mut layer.lora_b, b.clone());
     layer.pissa_init = Some((a, b));
