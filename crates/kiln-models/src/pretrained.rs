@@ -143,8 +143,7 @@ pub fn load_model(path: impl AsRef<Path>, device: &Device) -> Result<(AnyConfig,
             if file.get_str("general.architecture").ok() == Some("gpt2") {
                 let cfg = Gpt2Config::from_gguf(&file)?;
                 let source = GgufSource::gpt2(file);
-                let mut m = Gpt2LMHeadModel::from_source(&cfg, &source, device)?;
-                attach_quantized(&mut m, &source)?;
+                let m = Gpt2LMHeadModel::from_source(&cfg, &source, device)?;
                 return Ok((AnyConfig::Gpt2(cfg), AnyCausalLm::Gpt2(m)));
             }
             let cfg = LlamaConfig::from_gguf(&file)?;
@@ -164,8 +163,8 @@ pub fn load_model(path: impl AsRef<Path>, device: &Device) -> Result<(AnyConfig,
     }
 }
 
-/// Keeps the block-quantized (Q4_0, Q4_1, Q8_0) weights of a GGUF file next to the dequantized
-/// ones, for fast decoding on the CPU (see [`PeftLinear::set_quantized`]).
+/// Keeps the block-quantized (Q4_0, Q4_1, Q8_0) weights of a Llama-family GGUF file next to the
+/// dequantized ones, for fast decoding on the CPU (see [`PeftLinear::set_quantized`]).
 fn attach_quantized<M: AdapterTarget>(model: &mut M, source: &GgufSource) -> Result<()> {
     let mut res = Ok(());
     model.visit_linears_mut(&mut |path, l| {
