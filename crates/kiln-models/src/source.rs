@@ -441,18 +441,10 @@ pub fn gguf_to_hf_name_gpt2(name: &str) -> Option<String> {
 /// Undoes llama.cpp's q/k permutation of a `[rows, cols]` weight: GGUF rows are ordered
 /// `[head, half, 2]`, Hugging Face rows `[head, 2, half]`.
 pub fn reverse_permute_rows(values: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
-    let half = rows / heads / 2;
-    let mut out = vec![0.0f32; values.len()];
-    for h in 0..heads {
-        for j in 0..2 {
-            for d in 0..half {
-                let dst = (h * 2 * half + j * half + d) * cols;
-                let src = (h * half * 2 + d * 2 + j) * cols;
-                out[dst..dst + cols].copy_from_slice(&values[src..src + cols]);
-            }
-        }
-    }
-    out
+    reverse_permutation(rows, heads)
+        .into_iter()
+        .flat_map(|src| values[src * cols..(src + 1) * cols].iter().copied())
+        .collect()
 }
 
 impl TensorSource for GgufSource {
