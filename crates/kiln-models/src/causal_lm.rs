@@ -117,3 +117,19 @@ pub trait CachedCausalLm: CausalLm + Sync {
         cache: &mut Self::Cache,
     ) -> Tensor<3>;
 }
+
+/// Logits through an output head tied to the `[vocab, hidden]` embedding table `table`.
+///
+/// A few rows (decoding) take `E·hᵀ`, which reads the table in its stored order. More rows
+/// (prefill, training, evaluation) take `h·Eᵀ`, whose `[rows, vocab]` result is contiguous, so
+/// the softmax that follows reduces along contiguous memory.
+///
+/// # Shapes
+/// - `table`: `[vocab, hidden]`; `hidden`: `[rows, hidden]`; output: `[rows, vocab]`
+pub(crate) fn tied_logits(table: Tensor<2>, hidden: Tensor<2>) -> Tensor<2> {
+    if hidden.dims()[0] <= 16 {
+        table.matmul(hidden.transpose()).transpose()
+    } else {
+        hidden.matmul(table.transpose())
+    }
+}

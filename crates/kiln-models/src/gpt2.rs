@@ -699,14 +699,7 @@ impl CausalLm for Gpt2LMHeadModel {
     fn logits(&self, hidden: Tensor<2>) -> Tensor<2> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),
-            // `E·hᵀ` reads the `[vocab, hidden]` table in its stored order.
-            None => self
-                .transformer
-                .wte
-                .weight
-                .val()
-                .matmul(hidden.transpose())
-                .transpose(),
+            None => crate::causal_lm::tied_logits(self.transformer.wte.weight.val(), hidden),
         }
     }
 }

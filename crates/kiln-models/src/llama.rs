@@ -913,13 +913,7 @@ impl CausalLm for LlamaForCausalLM {
         {
             return y;
         }
-        // `E·hᵀ` reads the `[vocab, hidden]` table in its stored order.
-        self.model
-            .embed_tokens
-            .weight
-            .val()
-            .matmul(hidden.transpose())
-            .transpose()
+        crate::causal_lm::tied_logits(self.model.embed_tokens.weight.val(), hidden)
     }
 }
 

@@ -81,19 +81,54 @@ pub fn masked_lm_loss<M: CausalLm>(model: &M, batch: &LossInput) -> Tensor<1> {
     masked_lm_loss_sum(model, batch).div_scalar(batch.num_targets as f32)
 }
 
+/// Labelled positions per slice of the `[n, vocab]` logits that the loss functions hold at once.
+///
+/// A 256 x 49,152 f32 slice is 48 MiB; a batch of 4 x 256 tokens would otherwise hold four times
+/// that in every intermediate of the softmax and of its backward pass.
+pub const LOSS_CHUNK: usize = 256;
+
 /// Summed next-token cross-entropy over the labelled positions, as a `[1]` tensor.
 ///
 /// Gradient accumulation and evaluation divide sums by the token count of the whole optimizer
 /// step (or validation set), so every labelled token weighs the same however the tokens are
-/// split into batches.
+/// split into batches. The vocabulary projection and the softmax run over [`LOSS_CHUNK`]
+/// positions at a time; without autodiff only one slice of logits exists at a time.
 pub fn masked_lm_loss_sum<M: CausalLm>(model: &M, batch: &LossInput) -> Tensor<1> {
+    let picked = labelled_hidden(model, batch); // [n, d]
+    let n = batch.num_targets;
+    let mut total: Option<Tensor<1>> = None;
+    for start in (0..n).step_by(LOSS_CHUNK) {
+        let end = (start + LOSS_CHUNK).min(n);
+        let part = nll_sum(
+            model,
+            picked.clone().slice(start..end),
+            batch.targets.clone().slice(start..end),
+        );
+        total = Some(match total {
+            Some(t) => t + part,
+            None => part,
+        });
+    }
+    total.expect("a LossInput has at least one labelled position")
+}
+
+/// The final hidden states at the labelled positions, `[n, d]`.
+pub(crate) fn labelled_hidden<M: CausalLm>(model: &M, batch: &LossInput) -> Tensor<2> {
     let hidden = model.forward_hidden(&batch.input);
     let [b, t, d] = hidden.dims();
-    let picked = hidden
+    hidden
         .reshape([b * t, d])
-        .select(0, batch.positions.clone()); // [n, d]
-    let logp = log_softmax(model.logits(picked), 1); // [n, vocab]
-    let n = batch.num_targets;
-    let nll = logp.gather(1, batch.targets.clone().reshape([n, 1])).neg(); // [n, 1]
-    nll.sum()
+        .select(0, batch.positions.clone()) // [n, d]
+}
+
+/// Summed cross-entropy of the next tokens `targets` (`[c]`) given hidden states `hidden`
+/// (`[c, d]`), as a `[1]` tensor.
+pub(crate) fn nll_sum<M: CausalLm>(
+    model: &M,
+    hidden: Tensor<2>,
+    targets: Tensor<1, Int>,
+) -> Tensor<1> {
+    let c = targets.dims()[0];
+    let logp = log_softmax(model.logits(hidden), 1); // [c, vocab]
+    logp.gather(1, targets.reshape([c, 1])).neg().sum() // [1]
 }

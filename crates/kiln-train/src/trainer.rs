@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use kiln_data::TokenBatch;
 use kiln_models::CausalLm;
 
-use crate::loss::{LossInput, masked_lm_loss_sum};
+use crate::loss::{LOSS_CHUNK, LossInput, labelled_hidden, nll_sum};
 use crate::{Result, Schedule, TrainError};
 
 /// A learning-rate multiplier for the parameters whose path contains `pattern`.
@@ -255,17 +255,14 @@ impl Trainer {
         let mut accum = GradientsAccumulator::<M>::new();
         let mut loss_sum = 0.0f64;
         for input in &inputs {
-            let loss = masked_lm_loss_sum(&model, input).div_scalar(total as f32);
-            let value: f32 = loss.clone().into_scalar::<f32>();
+            let value = backward_in_chunks(&model, input, total as f32, &mut accum);
             if !value.is_finite() {
                 return Err(TrainError::NonFiniteLoss {
                     step: self.step,
-                    value,
+                    value: value as f32,
                 });
             }
-            loss_sum += f64::from(value);
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            accum.accumulate(&model, grads);
+            loss_sum += value;
         }
         let mut grads = accum.grads();
         let grad_norm = clip_grad_norm(&model, &mut grads, self.config.max_grad_norm);
@@ -322,6 +319,59 @@ impl Trainer {
         self.step = step;
         Ok(())
     }
+}
+
+/// Adds the gradients of `Σ nll / denom` over one micro-batch to `accum` and returns that loss.
+///
+/// The body runs forward once. Its output at the labelled positions is then cut loose from the
+/// graph, and the vocabulary projection, softmax and their backward pass run over
+/// [`LOSS_CHUNK`] positions at a time, each collecting the gradient of its hidden states (and of
+/// the output head, when it trains). One backward pass through the body then takes the
+/// concatenated hidden-state gradient, as the gradient of `Σ hidden · grad`. The result equals
+/// one backward pass over the whole loss, while only one slice of `[c, vocab]` logits and their
+/// gradients is alive at a time.
+fn backward_in_chunks<M>(
+    model: &M,
+    input: &LossInput,
+    denom: f32,
+    accum: &mut GradientsAccumulator<M>,
+) -> f64
+where
+    M: CausalLm + Module,
+{
+    let picked = labelled_hidden(model, input); // [n, d], in the body's graph
+    let n = input.num_targets;
+    let values = picked.clone().detach(); // [n, d], a new lineage
+    let mut loss = 0.0f64;
+    let mut hidden_grads = Vec::with_capacity(n.div_ceil(LOSS_CHUNK));
+    for start in (0..n).step_by(LOSS_CHUNK) {
+        let end = (start + LOSS_CHUNK).min(n);
+        let hidden = values.clone().slice(start..end).detach().require_grad(); // [c, d]
+        let part = nll_sum(
+            model,
+            hidden.clone(),
+            input.targets.clone().slice(start..end),
+        )
+        .div_scalar(denom);
+        loss += f64::from(part.clone().into_scalar::<f32>());
+        let mut grads = part.backward();
+        hidden_grads.push(
+            hidden
+                .grad_remove(&mut grads)
+                .expect("the loss depends on the hidden states"),
+        );
+        accum.accumulate(model, GradientsParams::from_grads(grads, model));
+    }
+    if !loss.is_finite() {
+        return loss;
+    }
+    let grad = Tensor::from_inner(Tensor::cat(hidden_grads, 0)); // [n, d], not tracked
+    let surrogate = (picked * grad).sum(); // ∂/∂picked = grad
+    accum.accumulate(
+        model,
+        GradientsParams::from_grads(surrogate.backward(), model),
+    );
+    loss
 }
 
 /// Ids and paths of the parameters that require gradients.
@@ -393,4 +443,115 @@ pub fn clip_grad_norm<M: Module>(
         }
     }
     norm
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::{Module, ModuleVisitor, Param};
+    use burn::optim::{GradientsAccumulator, GradientsParams};
+    use burn::tensor::{Device, Tensor};
+    use kiln_data::{TokenBatch, TokenizedExample};
+    use kiln_models::{CausalLm, LlamaConfig, LlamaForCausalLM};
+    use kiln_peft::{LoraConfig, attach_lora};
+
+    use super::backward_in_chunks;
+    use crate::loss::{LOSS_CHUNK, LossInput, masked_lm_loss_sum};
+
+    /// Every parameter's gradient, flattened, in visiting order (`None` where it has none).
+    fn flat_grads<M: Module>(model: &M, grads: &GradientsParams) -> Vec<Option<Vec<f32>>> {
+        struct Flat<'a>(&'a GradientsParams, Vec<Option<Vec<f32>>>);
+        impl ModuleVisitor for Flat<'_> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                let g = self.0.get::<D>(param.id);
+                self.1
+                    .push(g.map(|g| g.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()));
+            }
+        }
+        let mut v = Flat(grads, Vec::new());
+        model.visit(&mut v);
+        v.1
+    }
+
+    fn check<M: CausalLm + Module>(name: &str, model: &M, input: &LossInput) {
+        let denom = 7.0;
+        // Reference: one graph over all labelled positions.
+        let loss = masked_lm_loss_sum(model, input).div_scalar(denom);
+        let want_loss = f64::from(loss.clone().into_scalar::<f32>());
+        let want = flat_grads(model, &GradientsParams::from_grads(loss.backward(), model));
+
+        let mut accum = GradientsAccumulator::<M>::new();
+        let got_loss = backward_in_chunks(model, input, denom, &mut accum);
+        let got = flat_grads(model, &accum.grads());
+
+        assert!(
+            (got_loss - want_loss).abs() <= 1e-5 * want_loss.abs(),
+            "{name}: loss {got_loss} vs {want_loss}"
+        );
+        assert_eq!(got.len(), want.len());
+        let mut compared = 0;
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            match (g, w) {
+                (None, None) => {}
+                (Some(g), Some(w)) => {
+                    let scale = w.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
+                    let diff = g.iter().zip(w).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                    assert!(
+                        diff <= 1e-4 * scale,
+                        "{name}: param {i}: max diff {diff} of {scale}"
+                    );
+                    compared += 1;
+                }
+                _ => panic!("{name}: param {i} has a gradient on one side only"),
+            }
+        }
+        assert!(compared > 0, "{name}: no gradient compared");
+    }
+
+    #[test]
+    fn chunked_loss_backward_matches_one_graph() {
+        let device = Device::flex().autodiff();
+        // 3 rows x 200 tokens: 597 labelled positions, three chunks (the last partial).
+        let examples: Vec<TokenizedExample> = (0..3u32)
+            .map(|r| {
+                TokenizedExample::full(
+                    &(0..200)
+                        .map(|i| (i * 7 + r * 3) % 61 + 1)
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .collect();
+        let input =
+            LossInput::from_batch(&TokenBatch::pad_right(&examples, 0).unwrap(), &device).unwrap();
+        assert!(input.num_targets > 2 * LOSS_CHUNK);
+        let config = |tie| LlamaConfig {
+            vocab_size: 64,
+            hidden_size: 32,
+            intermediate_size: 64,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: Some(2),
+            tie_word_embeddings: tie,
+            ..Default::default()
+        };
+        // Full fine-tuning with a tied head: the embedding's gradient comes from both the chunks
+        // (as the head) and the body (as the lookup).
+        let full: LlamaForCausalLM = config(true).init(5, &device);
+        check("full, tied head", &full, &input);
+        // LoRA with the head frozen, and LoRA on the head itself.
+        for targets in [
+            vec!["q_proj", "v_proj"],
+            vec!["q_proj", "down_proj", "lm_head"],
+        ] {
+            let lora = LoraConfig {
+                r: 4,
+                lora_alpha: 8.0,
+                target_modules: targets.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            };
+            let model = attach_lora(config(false).init(9, &device), &lora, 3, &device)
+                .unwrap()
+                .0;
+            check(&format!("lora {targets:?}"), &model, &input);
+        }
+    }
 }
