@@ -62,6 +62,6 @@ pub use error::{Result, TrainError};
 pub use eval::{EvalResult, evaluate};
 pub use fit::{EvalHook, Fit, FitConfig, FitOutput, RunSummary, StopReason, files};
 pub use logs::{LogRecord, MetricsLog, plot_curves};
-pub use loss::{LossInput, masked_lm_loss, masked_lm_loss_sum};
+pub use loss::{LOSS_CHUNK, LossInput, masked_lm_loss, masked_lm_loss_sum};
 pub use schedule::Schedule;
 pub use trainer::{LrGroup, OptimizerConfig, StepStats, Trainer, clip_grad_norm, trainable_params};
