@@ -1,3 +1,5 @@
+use std::ops::Range;
+
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
@@ -95,21 +97,10 @@ pub const LOSS_CHUNK: usize = 256;
 /// positions at a time; without autodiff only one slice of logits exists at a time.
 pub fn masked_lm_loss_sum<M: CausalLm>(model: &M, batch: &LossInput) -> Tensor<1> {
     let picked = labelled_hidden(model, batch); // [n, d]
-    let n = batch.num_targets;
-    let mut total: Option<Tensor<1>> = None;
-    for start in (0..n).step_by(LOSS_CHUNK) {
-        let end = (start + LOSS_CHUNK).min(n);
-        let part = nll_sum(
-            model,
-            picked.clone().slice(start..end),
-            batch.targets.clone().slice(start..end),
-        );
-        total = Some(match total {
-            Some(t) => t + part,
-            None => part,
-        });
-    }
-    total.expect("a LossInput has at least one labelled position")
+    loss_slices(batch.num_targets)
+        .map(|rows| slice_nll(model, picked.clone().slice(rows.clone()), batch, rows))
+        .reduce(|a, b| a + b)
+        .expect("a LossInput has at least one labelled position")
 }
 
 /// The final hidden states at the labelled positions, `[n, d]`.
@@ -121,14 +112,23 @@ pub(crate) fn labelled_hidden<M: CausalLm>(model: &M, batch: &LossInput) -> Tens
         .select(0, batch.positions.clone()) // [n, d]
 }
 
-/// Summed cross-entropy of the next tokens `targets` (`[c]`) given hidden states `hidden`
-/// (`[c, d]`), as a `[1]` tensor.
-pub(crate) fn nll_sum<M: CausalLm>(
+/// The ranges of labelled rows, [`LOSS_CHUNK`] at a time, that cover `n` rows.
+pub(crate) fn loss_slices(n: usize) -> impl Iterator<Item = Range<usize>> {
+    (0..n)
+        .step_by(LOSS_CHUNK)
+        .map(move |start| start..(start + LOSS_CHUNK).min(n))
+}
+
+/// Summed cross-entropy of the labelled rows `rows` of `batch`, given their hidden states
+/// `hidden` (`[rows.len(), d]`), as a `[1]` tensor.
+pub(crate) fn slice_nll<M: CausalLm>(
     model: &M,
     hidden: Tensor<2>,
-    targets: Tensor<1, Int>,
+    batch: &LossInput,
+    rows: Range<usize>,
 ) -> Tensor<1> {
-    let c = targets.dims()[0];
+    let c = rows.len();
+    let targets = batch.targets.clone().slice(rows).reshape([c, 1]);
     let logp = log_softmax(model.logits(hidden), 1); // [c, vocab]
-    logp.gather(1, targets.reshape([c, 1])).neg().sum() // [1]
+    logp.gather(1, targets).neg().sum() // [1]
 }

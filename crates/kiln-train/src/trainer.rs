@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use kiln_data::TokenBatch;
 use kiln_models::CausalLm;
 
-use crate::loss::{LOSS_CHUNK, LossInput, labelled_hidden, nll_sum};
+use crate::loss::{LossInput, labelled_hidden, loss_slices, slice_nll};
 use crate::{Result, Schedule, TrainError};
 
 /// A learning-rate multiplier for the parameters whose path contains `pattern`.
@@ -325,8 +325,8 @@ impl Trainer {
 ///
 /// The body runs forward once. Its output at the labelled positions is then cut loose from the
 /// graph, and the vocabulary projection, softmax and their backward pass run over
-/// [`LOSS_CHUNK`] positions at a time, each collecting the gradient of its hidden states (and of
-/// the output head, when it trains). One backward pass through the body then takes the
+/// [`LOSS_CHUNK`](crate::LOSS_CHUNK) positions at a time, each collecting the gradient of its
+/// hidden states (and of the output head, when it trains). One backward pass through the body then takes the
 /// concatenated hidden-state gradient, as the gradient of `Σ hidden · grad`. The result equals
 /// one backward pass over the whole loss, while only one slice of `[c, vocab]` logits and their
 /// gradients is alive at a time.
@@ -340,19 +340,12 @@ where
     M: CausalLm + Module,
 {
     let picked = labelled_hidden(model, input); // [n, d], in the body's graph
-    let n = input.num_targets;
     let values = picked.clone().detach(); // [n, d], a new lineage
     let mut loss = 0.0f64;
-    let mut hidden_grads = Vec::with_capacity(n.div_ceil(LOSS_CHUNK));
-    for start in (0..n).step_by(LOSS_CHUNK) {
-        let end = (start + LOSS_CHUNK).min(n);
-        let hidden = values.clone().slice(start..end).detach().require_grad(); // [c, d]
-        let part = nll_sum(
-            model,
-            hidden.clone(),
-            input.targets.clone().slice(start..end),
-        )
-        .div_scalar(denom);
+    let mut hidden_grads = Vec::new();
+    for rows in loss_slices(input.num_targets) {
+        let hidden = values.clone().slice(rows.clone()).detach().require_grad(); // [c, d]
+        let part = slice_nll(model, hidden.clone(), input, rows).div_scalar(denom);
         loss += f64::from(part.clone().into_scalar::<f32>());
         let mut grads = part.backward();
         hidden_grads.push(
