@@ -10,9 +10,10 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kiln::burn::tensor::{Int, Tensor, TensorData};
 use kiln::models::{CausalLm, LlamaConfig, LlamaForCausalLM, LmInput};
+use kiln::nn::AdapterTarget;
 use kiln::peft::{
-    AdapterConfig, AdapterTarget, BottleneckConfig, Ia3Config, LoraConfig, PrefixTuningConfig,
-    PromptTuningConfig, attach_adapter,
+    AdapterConfig, BottleneckConfig, Ia3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig,
+    attach_adapter,
 };
 use kiln_benches::bench_device;
 

@@ -11,7 +11,7 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kiln::burn::tensor::{Int, Tensor, TensorData};
 use kiln::models::{CachedCausalLm, CausalLm, GenerationConfig, generate, load_llama};
-use kiln::peft::AdapterTarget;
+use kiln::nn::AdapterTarget;
 use kiln_benches::{bench_device, smollm2_path};
 
 const PREFILL: usize = 128;

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use kiln::models::{AnyConfig, load_pretrained};
-use kiln::peft::io::read_safetensors;
+use kiln::nn::safetensors::read_safetensors;
 use kiln::peft::read_adapter_config;
 use kiln::prelude::*;
 

@@ -7,8 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{DataError, Result};
 
-/// The label value that takes no loss (PyTorch's `ignore_index`).
-pub const IGNORE_INDEX: i64 = -100;
+pub use kiln_metrics::IGNORE_INDEX;
 
 /// One tokenized training example.
 #[derive(Debug, Clone, PartialEq, Eq)]

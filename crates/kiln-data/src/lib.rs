@@ -11,8 +11,6 @@
 #![warn(missing_docs)]
 
 mod batch;
-#[cfg(feature = "burn")]
-mod burn_data;
 mod clean;
 mod error;
 mod format;
@@ -29,8 +27,6 @@ mod template;
 mod write;
 
 pub use batch::{IGNORE_INDEX, TokenBatch, TokenizedExample, Truncation, length_grouped_batches};
-#[cfg(feature = "burn")]
-pub use burn_data::{ExampleDataset, PackingBatcher, PaddingBatcher};
 pub use clean::{CleanOptions, CleanReport, Cleaner, Dedup, DropReason, normalize};
 pub use error::{DataError, Result};
 pub use format::{Content, Example, Formatter, RecordFormat};

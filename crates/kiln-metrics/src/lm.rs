@@ -2,7 +2,8 @@
 
 use crate::error::{MetricsError, Result};
 
-/// Label id that marks a position to ignore (the usual `-100` of causal LM training).
+/// The label that takes no loss and no score (PyTorch's `ignore_index`, `-100`). kiln-data
+/// re-exports it for the batches it builds.
 pub const IGNORE_INDEX: i64 = -100;
 
 /// Perplexity from a mean negative log-likelihood in nats: `exp(mean_nll)`.

@@ -12,7 +12,8 @@ use burn::tensor::activation::{gelu, softmax, tanh};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use kiln_peft::{AdapterTarget, ModelGeometry, PeftLinear, PromptEncoder};
+use kiln_nn::adapter::PromptEncoder;
+use kiln_nn::{AdaptableLinear, AdapterTarget, ModelGeometry};
 
 use crate::gpt2::{LayerNorm, embedding};
 use crate::source::{StrictLoader, TensorSource};
@@ -150,11 +151,11 @@ pub struct BertEmbeddings {
 #[derive(Module, Debug)]
 pub struct BertSelfAttention {
     /// Query projection.
-    pub query: PeftLinear,
+    pub query: AdaptableLinear,
     /// Key projection.
-    pub key: PeftLinear,
+    pub key: AdaptableLinear,
     /// Value projection.
-    pub value: PeftLinear,
+    pub value: AdaptableLinear,
     /// Heads.
     pub num_heads: usize,
 }
@@ -163,7 +164,7 @@ pub struct BertSelfAttention {
 #[derive(Module, Debug)]
 pub struct BertSelfOutput {
     /// Output projection.
-    pub dense: PeftLinear,
+    pub dense: AdaptableLinear,
     /// `LayerNorm` in checkpoints.
     pub layer_norm: LayerNorm,
 }
@@ -183,9 +184,9 @@ pub struct BertLayer {
     /// Attention sub-block.
     pub attention: BertAttention,
     /// `intermediate.dense` (hidden → intermediate, GELU).
-    pub intermediate: PeftLinear,
+    pub intermediate: AdaptableLinear,
     /// `output.dense` (intermediate → hidden).
-    pub output: PeftLinear,
+    pub output: AdaptableLinear,
     /// `output.LayerNorm`.
     pub output_layer_norm: LayerNorm,
 }
@@ -198,7 +199,7 @@ pub struct BertModel {
     /// `encoder.layer.{i}`.
     pub layers: Vec<BertLayer>,
     /// `pooler.dense` (tanh), when the checkpoint has it.
-    pub pooler: Option<PeftLinear>,
+    pub pooler: Option<AdaptableLinear>,
     /// Prompt or prefix tuning.
     pub prompt_encoder: Option<PromptEncoder>,
     /// The prompt encoder is bypassed (adapters disabled).
@@ -213,7 +214,7 @@ pub struct BertForSequenceClassification {
     /// The encoder (`bert.*`).
     pub bert: BertModel,
     /// `classifier`: hidden → labels.
-    pub classifier: PeftLinear,
+    pub classifier: AdaptableLinear,
 }
 
 impl BertSelfAttention {
@@ -382,10 +383,10 @@ impl BertModel {
                    name: &str,
                    d_in: usize,
                    d_out: usize|
-         -> Result<PeftLinear> {
+         -> Result<AdaptableLinear> {
             let w = ld.take(&format!("{prefix}{name}.weight"), &[d_out, d_in])?;
             let b = ld.take(&format!("{prefix}{name}.bias"), &[d_out])?;
-            Ok(PeftLinear::from_torch(w, d_out, d_in, Some(b), device))
+            Ok(AdaptableLinear::from_torch(w, d_out, d_in, Some(b), device))
         };
         let norm = |ld: &mut StrictLoader<'_, S>, name: &str| -> Result<LayerNorm> {
             let w = ld.take(&format!("{prefix}{name}.weight"), &[d])?;
@@ -465,7 +466,7 @@ impl BertModel {
         Ok(model)
     }
 
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut PeftLinear)) {
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut AdaptableLinear)) {
         for (i, l) in self.layers.iter_mut().enumerate() {
             let p = format!("{prefix}encoder.layer.{i}");
             let a = &mut l.attention;
@@ -490,7 +491,7 @@ impl BertModel {
         }
     }
 
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &PeftLinear)) {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &AdaptableLinear)) {
         for (i, l) in self.layers.iter().enumerate() {
             let p = format!("{prefix}encoder.layer.{i}");
             let a = &l.attention;
@@ -558,11 +559,11 @@ impl BertForSequenceClassification {
         let classifier = match ld.take_optional("classifier.weight", &[n, d])? {
             Some(w) => {
                 let b = ld.take("classifier.bias", &[n])?;
-                PeftLinear::from_torch(w, n, d, Some(b), device)
+                AdaptableLinear::from_torch(w, n, d, Some(b), device)
             }
             None => {
-                let mut rng = kiln_peft::init::HostRng::new(seed).fork("classifier");
-                PeftLinear::init_normal(&mut rng, d, n, true, 0.02, device)
+                let mut rng = kiln_nn::init::HostRng::new(seed).fork("classifier");
+                AdaptableLinear::init_normal(&mut rng, d, n, true, 0.02, device)
                     .with_fan_in_fan_out(false)
             }
         };
@@ -625,11 +626,11 @@ pub fn load_bert_classifier(
 }
 
 impl AdapterTarget for BertModel {
-    fn visit_linears_mut(&mut self, f: &mut dyn FnMut(&str, &mut PeftLinear)) {
+    fn visit_linears_mut(&mut self, f: &mut dyn FnMut(&str, &mut AdaptableLinear)) {
         self.visit_mut("", f);
     }
 
-    fn visit_linears(&self, f: &mut dyn FnMut(&str, &PeftLinear)) {
+    fn visit_linears(&self, f: &mut dyn FnMut(&str, &AdaptableLinear)) {
         self.visit("", f);
     }
 
@@ -662,12 +663,12 @@ impl AdapterTarget for BertModel {
 /// Paths carry the checkpoint's `bert.` prefix; the head is `classifier` (a `modules_to_save`
 /// candidate, as PEFT's `SEQ_CLS` task makes it).
 impl AdapterTarget for BertForSequenceClassification {
-    fn visit_linears_mut(&mut self, f: &mut dyn FnMut(&str, &mut PeftLinear)) {
+    fn visit_linears_mut(&mut self, f: &mut dyn FnMut(&str, &mut AdaptableLinear)) {
         self.bert.visit_mut("bert.", f);
         f("classifier", &mut self.classifier);
     }
 
-    fn visit_linears(&self, f: &mut dyn FnMut(&str, &PeftLinear)) {
+    fn visit_linears(&self, f: &mut dyn FnMut(&str, &AdaptableLinear)) {
         self.bert.visit("bert.", f);
         f("classifier", &self.classifier);
     }

@@ -120,14 +120,14 @@ pub trait CachedCausalLm: CausalLm + Sync {
 
 /// Logits through an output head tied to the `[vocab, hidden]` embedding table `table`.
 ///
-/// Up to [`QUANTIZED_MAX_ROWS`](kiln_peft::quant::QUANTIZED_MAX_ROWS) rows (decoding) take `E·hᵀ`, which reads the table in its stored order. More rows
+/// Up to [`QUANTIZED_MAX_ROWS`](kiln_nn::quant::QUANTIZED_MAX_ROWS) rows (decoding) take `E·hᵀ`, which reads the table in its stored order. More rows
 /// (prefill, training, evaluation) take `h·Eᵀ`, whose `[rows, vocab]` result is contiguous, so
 /// the softmax that follows reduces along contiguous memory.
 ///
 /// # Shapes
 /// - `table`: `[vocab, hidden]`; `hidden`: `[rows, hidden]`; output: `[rows, vocab]`
 pub(crate) fn tied_logits(table: Tensor<2>, hidden: Tensor<2>) -> Tensor<2> {
-    if hidden.dims()[0] <= kiln_peft::quant::QUANTIZED_MAX_ROWS {
+    if hidden.dims()[0] <= kiln_nn::quant::QUANTIZED_MAX_ROWS {
         table.matmul(hidden.transpose()).transpose()
     } else {
         hidden.matmul(table.transpose())

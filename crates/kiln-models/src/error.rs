@@ -67,9 +67,9 @@ pub enum ModelError {
         #[source]
         source: kiln_tokenizer::TokenizerError,
     },
-    /// An adapter operation failed.
+    /// A layer operation failed (a shape, quantized blocks, a merge, a safetensors file).
     #[error(transparent)]
-    Peft(#[from] kiln_peft::PeftError),
+    Nn(#[from] kiln_nn::NnError),
 }
 
 /// Result alias of the models crate.

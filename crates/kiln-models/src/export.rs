@@ -8,8 +8,8 @@ use std::path::Path;
 
 use burn::module::Param;
 use burn::tensor::Tensor;
-use kiln_peft::io::{HostTensor, write_atomic, write_safetensors};
-use kiln_peft::{AdapterTarget, PeftLinear};
+use kiln_nn::safetensors::{HostTensor, write_atomic, write_safetensors};
+use kiln_nn::{AdaptableLinear, AdapterTarget};
 use kiln_tokenizer::Tokenizer;
 
 use crate::gpt2::LayerNorm;
@@ -23,7 +23,7 @@ fn host<const D: usize>(p: &Param<Tensor<D>>) -> HostTensor {
     }
 }
 
-fn linear(out: &mut BTreeMap<String, HostTensor>, name: &str, l: &PeftLinear) {
+fn linear(out: &mut BTreeMap<String, HostTensor>, name: &str, l: &AdaptableLinear) {
     let (data, shape) = l.checkpoint_weight();
     out.insert(
         format!("{name}.weight"),

@@ -5,7 +5,7 @@
 //! Hugging Face checkpoint keys: `transformer.h.{i}.attn.c_attn`, `transformer.ln_f`, ...
 //!
 //! GPT-2's projections are `Conv1D` layers whose weights are stored `[in, out]` (what PEFT calls
-//! `fan_in_fan_out`); they load into [`PeftLinear`] without a transpose.
+//! `fan_in_fan_out`); they load into [`AdaptableLinear`] without a transpose.
 
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig};
@@ -13,8 +13,9 @@ use burn::tensor::activation::{gelu, gelu_approximate, relu, sigmoid, silu, soft
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use kiln_peft::init::{HostRng, normal_param};
-use kiln_peft::{AdapterTarget, ModelGeometry, PeftLinear, PromptEncoder};
+use kiln_nn::adapter::PromptEncoder;
+use kiln_nn::init::{HostRng, normal_param};
+use kiln_nn::{AdaptableLinear, AdapterTarget, ModelGeometry};
 
 use crate::llama::{
     KvCache, LayerCache, positions_and_bias, positions_and_bias_cached, prompt_on_cache,
@@ -336,9 +337,9 @@ impl LayerNorm {
 #[derive(Module, Debug)]
 pub struct Gpt2Attention {
     /// Fused q/k/v projection `[n_embd, 3·n_embd]` (outputs ordered q, k, v).
-    pub c_attn: PeftLinear,
+    pub c_attn: AdaptableLinear,
     /// Output projection `[n_embd, n_embd]`.
-    pub c_proj: PeftLinear,
+    pub c_proj: AdaptableLinear,
     /// Heads.
     pub num_heads: usize,
     /// Per-head width.
@@ -387,9 +388,9 @@ impl Gpt2Attention {
 #[derive(Module, Debug)]
 pub struct Gpt2Mlp {
     /// Up projection `[n_embd, n_inner]`.
-    pub c_fc: PeftLinear,
+    pub c_fc: AdaptableLinear,
     /// Down projection `[n_inner, n_embd]`.
-    pub c_proj: PeftLinear,
+    pub c_proj: AdaptableLinear,
     /// Nonlinearity.
     #[module(skip)]
     pub act: Gpt2Activation,
@@ -447,7 +448,7 @@ pub struct Gpt2LMHeadModel {
     /// The transformer stack.
     pub transformer: Gpt2Model,
     /// Output head `[n_embd, vocab]`; `None` when tied to `transformer.wte` (published GPT-2).
-    pub lm_head: Option<PeftLinear>,
+    pub lm_head: Option<AdaptableLinear>,
     /// Prompt or prefix tuning, applied in every forward pass (PEFT's `prompt_encoder`).
     pub prompt_encoder: Option<PromptEncoder>,
     /// The prompt encoder is bypassed (adapters disabled).
@@ -468,7 +469,7 @@ impl Gpt2LMHeadModel {
         let (d, ff) = (cfg.n_embd, cfg.inner_size());
         let act = cfg.activation().expect("the configuration was validated");
         let lin = |name: &str, i: usize, o: usize, std: f32| {
-            PeftLinear::init_normal(&mut rng.fork(name), i, o, true, std, device)
+            AdaptableLinear::init_normal(&mut rng.fork(name), i, o, true, std, device)
         };
         let ln = || LayerNorm::new(d, cfg.layer_norm_epsilon, device);
         let h = (0..cfg.n_layer)
@@ -505,7 +506,7 @@ impl Gpt2LMHeadModel {
             device,
         );
         let lm_head = (!cfg.tie_word_embeddings).then(|| {
-            PeftLinear::init_normal(
+            AdaptableLinear::init_normal(
                 &mut rng.fork("lm_head"),
                 d,
                 cfg.vocab_size,
@@ -553,10 +554,16 @@ impl Gpt2LMHeadModel {
                    name: &str,
                    d_in: usize,
                    d_out: usize|
-         -> Result<PeftLinear> {
+         -> Result<AdaptableLinear> {
             let w = ld.take(&format!("{prefix}{name}.weight"), &[d_in, d_out])?;
             let b = ld.take(&format!("{prefix}{name}.bias"), &[d_out])?;
-            Ok(PeftLinear::from_in_out(w, d_in, d_out, Some(b), device))
+            Ok(AdaptableLinear::from_in_out(
+                w,
+                d_in,
+                d_out,
+                Some(b),
+                device,
+            ))
         };
         let norm = |ld: &mut StrictLoader<'_, S>, name: &str| -> Result<LayerNorm> {
             let w = ld.take(&format!("{prefix}{name}.weight"), &[d])?;
@@ -613,7 +620,13 @@ impl Gpt2LMHeadModel {
             None
         } else {
             let w = ld.take("lm_head.weight", &head_shape)?;
-            Some(PeftLinear::from_torch(w, cfg.vocab_size, d, None, device))
+            Some(AdaptableLinear::from_torch(
+                w,
+                cfg.vocab_size,
+                d,
+                None,
+                device,
+            ))
         };
         // Causal-mask buffers of older checkpoints; the mask is rebuilt on every forward pass.
         ld.finish(&|n| n.ends_with(".attn.bias") || n.ends_with(".attn.masked_bias"))?;
@@ -742,7 +755,7 @@ impl CachedCausalLm for Gpt2LMHeadModel {
 }
 
 impl AdapterTarget for Gpt2LMHeadModel {
-    fn visit_linears_mut(&mut self, f: &mut dyn FnMut(&str, &mut PeftLinear)) {
+    fn visit_linears_mut(&mut self, f: &mut dyn FnMut(&str, &mut AdaptableLinear)) {
         for (i, block) in self.transformer.h.iter_mut().enumerate() {
             let p = format!("transformer.h.{i}");
             f(&format!("{p}.attn.c_attn"), &mut block.attn.c_attn);
@@ -755,7 +768,7 @@ impl AdapterTarget for Gpt2LMHeadModel {
         }
     }
 
-    fn visit_linears(&self, f: &mut dyn FnMut(&str, &PeftLinear)) {
+    fn visit_linears(&self, f: &mut dyn FnMut(&str, &AdaptableLinear)) {
         for (i, block) in self.transformer.h.iter().enumerate() {
             let p = format!("transformer.h.{i}");
             f(&format!("{p}.attn.c_attn"), &block.attn.c_attn);

@@ -3,7 +3,7 @@
 //! Each architecture lives in one file with a serde config mirroring Hugging Face's
 //! `config.json`. Module field names equal checkpoint keys (`model.layers.0.self_attn.q_proj`), so
 //! loading weights and PEFT adapters needs no renaming table. Every linear projection is a
-//! [`kiln_peft::PeftLinear`], a place where adapters attach.
+//! [`kiln_nn::AdaptableLinear`], a place where adapters attach.
 //!
 //! The training crate sees models only through [`CausalLm`].
 #![warn(missing_docs)]

@@ -10,8 +10,9 @@ use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use kiln_peft::init::{HostRng, normal_param};
-use kiln_peft::{AdapterTarget, ModelGeometry, PeftLinear, PromptEncoder, QuantizedMatrix};
+use kiln_nn::adapter::PromptEncoder;
+use kiln_nn::init::{HostRng, normal_param};
+use kiln_nn::{AdaptableLinear, AdapterTarget, ModelGeometry, QuantizedMatrix};
 
 use crate::gguf::GgufFile;
 use crate::layers::{RmsNorm, RotaryEmbedding};
@@ -335,13 +336,13 @@ impl LlamaConfig {
 #[derive(Module, Debug)]
 pub struct LlamaAttention {
     /// Query projection `[hidden, heads·head_dim]`.
-    pub q_proj: PeftLinear,
+    pub q_proj: AdaptableLinear,
     /// Key projection `[hidden, kv_heads·head_dim]`.
-    pub k_proj: PeftLinear,
+    pub k_proj: AdaptableLinear,
     /// Value projection `[hidden, kv_heads·head_dim]`.
-    pub v_proj: PeftLinear,
+    pub v_proj: AdaptableLinear,
     /// Output projection `[heads·head_dim, hidden]`.
-    pub o_proj: PeftLinear,
+    pub o_proj: AdaptableLinear,
     /// Query heads.
     pub num_heads: usize,
     /// Key/value heads.
@@ -419,11 +420,11 @@ impl LlamaAttention {
 #[derive(Module, Debug)]
 pub struct LlamaMlp {
     /// Gate projection `[hidden, intermediate]`.
-    pub gate_proj: PeftLinear,
+    pub gate_proj: AdaptableLinear,
     /// Up projection `[hidden, intermediate]`.
-    pub up_proj: PeftLinear,
+    pub up_proj: AdaptableLinear,
     /// Down projection `[intermediate, hidden]`.
-    pub down_proj: PeftLinear,
+    pub down_proj: AdaptableLinear,
 }
 
 impl LlamaMlp {
@@ -508,13 +509,13 @@ pub struct LlamaForCausalLM {
     /// The decoder stack.
     pub model: LlamaModel,
     /// Output head `[hidden, vocab]`; `None` when tied to `model.embed_tokens`.
-    pub lm_head: Option<PeftLinear>,
+    pub lm_head: Option<AdaptableLinear>,
     /// Prompt or prefix tuning, applied in every forward pass (PEFT's `prompt_encoder`).
     pub prompt_encoder: Option<PromptEncoder>,
     /// The prompt encoder is bypassed (adapters disabled).
     pub prompt_disabled: bool,
     /// The checkpoint's block-quantized copy of the tied output head (`model.embed_tokens`),
-    /// used for small-batch logits on the CPU (see [`kiln_peft::quant`]).
+    /// used for small-batch logits on the CPU (see [`kiln_nn::quant`]).
     #[module(skip)]
     pub quantized_head: Option<QuantizedMatrix>,
 }
@@ -526,7 +527,7 @@ impl LlamaForCausalLM {
         let (d, hd) = (cfg.hidden_size, cfg.head_dim());
         let (h, kvh) = (cfg.num_attention_heads, cfg.kv_heads());
         let lin = |name: &str, i: usize, o: usize, bias: bool| {
-            PeftLinear::init_normal(&mut rng.fork(name), i, o, bias, std, device)
+            AdaptableLinear::init_normal(&mut rng.fork(name), i, o, bias, std, device)
         };
         let layers = (0..cfg.num_hidden_layers)
             .map(|l| {
@@ -629,14 +630,14 @@ impl LlamaForCausalLM {
                    d_in: usize,
                    d_out: usize,
                    bias: bool|
-         -> Result<PeftLinear> {
+         -> Result<AdaptableLinear> {
             let w = ld.take(&format!("{name}.weight"), &[d_out, d_in])?;
             let b = if bias {
                 Some(ld.take(&format!("{name}.bias"), &[d_out])?)
             } else {
                 None
             };
-            Ok(PeftLinear::from_torch(w, d_out, d_in, b, device))
+            Ok(AdaptableLinear::from_torch(w, d_out, d_in, b, device))
         };
         let norm = |ld: &mut StrictLoader<'_, S>, name: &str| -> Result<RmsNorm> {
             let w = ld.take(&format!("{name}.weight"), &[d])?;
@@ -943,7 +944,7 @@ impl CachedCausalLm for LlamaForCausalLM {
 }
 
 impl AdapterTarget for LlamaForCausalLM {
-    fn visit_linears_mut(&mut self, f: &mut dyn FnMut(&str, &mut PeftLinear)) {
+    fn visit_linears_mut(&mut self, f: &mut dyn FnMut(&str, &mut AdaptableLinear)) {
         for (i, layer) in self.model.layers.iter_mut().enumerate() {
             let p = format!("model.layers.{i}");
             let a = &mut layer.self_attn;
@@ -961,7 +962,7 @@ impl AdapterTarget for LlamaForCausalLM {
         }
     }
 
-    fn visit_linears(&self, f: &mut dyn FnMut(&str, &PeftLinear)) {
+    fn visit_linears(&self, f: &mut dyn FnMut(&str, &AdaptableLinear)) {
         for (i, layer) in self.model.layers.iter().enumerate() {
             let p = format!("model.layers.{i}");
             let a = &layer.self_attn;

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor};
-use kiln_peft::{AdapterTarget, ModelGeometry, PeftLinear, PromptEncoder};
+use kiln_nn::adapter::PromptEncoder;
+use kiln_nn::{AdaptableLinear, AdapterTarget, ModelGeometry};
 use kiln_tokenizer::{GgufTokenizerSpec, Tokenizer};
 
 use crate::gguf::{GgufFile, GgufValue};
@@ -164,7 +165,7 @@ pub fn load_model(path: impl AsRef<Path>, device: &Device) -> Result<(AnyConfig,
 }
 
 /// Keeps the block-quantized (Q4_0, Q4_1, Q8_0) weights of a Llama-family GGUF file next to the
-/// dequantized ones, for fast decoding on the CPU (see [`PeftLinear::set_quantized`]).
+/// dequantized ones, for fast decoding on the CPU (see [`AdaptableLinear::set_quantized`]).
 fn attach_quantized<M: AdapterTarget>(model: &mut M, source: &GgufSource) -> Result<()> {
     let mut res = Ok(());
     model.visit_linears_mut(&mut |path, l| {
@@ -277,11 +278,11 @@ impl CachedCausalLm for AnyCausalLm {
 }
 
 impl AdapterTarget for AnyCausalLm {
-    fn visit_linears_mut(&mut self, f: &mut dyn FnMut(&str, &mut PeftLinear)) {
+    fn visit_linears_mut(&mut self, f: &mut dyn FnMut(&str, &mut AdaptableLinear)) {
         delegate!(self, m => m.visit_linears_mut(f))
     }
 
-    fn visit_linears(&self, f: &mut dyn FnMut(&str, &PeftLinear)) {
+    fn visit_linears(&self, f: &mut dyn FnMut(&str, &AdaptableLinear)) {
         delegate!(self, m => m.visit_linears(f))
     }
 

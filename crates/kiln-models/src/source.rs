@@ -9,7 +9,7 @@ use half::{bf16, f16};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
-use kiln_peft::{QuantFormat, QuantizedMatrix};
+use kiln_nn::{QuantFormat, QuantizedMatrix};
 
 use crate::gguf::{GgmlType, GgufFile};
 use crate::{ModelError, Result};

@@ -169,7 +169,8 @@ fn minilm_embeddings_match_sentence_transformers() {
 /// PEFT methods on the encoder: a fresh adapter keeps the logits, saving and loading is exact.
 #[test]
 fn encoder_adapters_round_trip() {
-    use kiln_peft::{AdapterConfig, AdapterTarget, BottleneckConfig, Ia3Config, LoraConfig};
+    use kiln_nn::AdapterTarget;
+    use kiln_peft::{AdapterConfig, BottleneckConfig, Ia3Config, LoraConfig};
     let device = Device::default();
     let dir = fixtures().join("tiny-bert-cls");
     let reference = read(&dir.join("reference.json"));

@@ -270,7 +270,7 @@ fn check_quantized_reference(model: &kiln_models::LlamaForCausalLM, label: &str)
 /// 16 rows) and the dense dequantized weights match transformers on the dequantized model.
 #[test]
 fn quantized_gguf_matches_transformers_on_blocks_and_dense_weights() {
-    use kiln_peft::{AdapterTarget, QuantFormat};
+    use kiln_nn::{AdapterTarget, QuantFormat};
     let device = Device::flex();
     let (_cfg, mut model) = load_llama(fixture("gguf/tiny-llama-quant.gguf"), &device).unwrap();
     let mut formats = Vec::new();
@@ -303,8 +303,9 @@ fn quantized_gguf_matches_transformers_on_blocks_and_dense_weights() {
 /// (which rewrites the base weight) must not compute from them.
 #[test]
 fn quantized_weights_never_stand_for_a_changed_base_weight() {
+    use kiln_nn::AdapterTarget;
     use kiln_peft::lora::InitLoraWeights;
-    use kiln_peft::{AdapterTarget, LoraConfig, attach_lora, full_fine_tuning};
+    use kiln_peft::{LoraConfig, attach_lora, full_fine_tuning};
     let device = Device::flex();
     let path = fixture("gguf/tiny-llama-quant.gguf");
     let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![1i64, 9, 30, 4], [1, 4]), &device);

@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use kiln_models::{AnyCausalLm, CausalLm, LmInput, load_model};
+use kiln_nn::AdapterTarget;
 use kiln_peft::io::{adapter_state, set_adapter_state};
 use kiln_peft::lora::LoraBias;
 use kiln_peft::{
-    AdapterConfig, AdapterSet, AdapterTarget, Combination, LoraConfig, PeftError, TrainableReport,
-    attach_adapter, attach_lora, combine_lora, save_adapter,
+    AdapterConfig, AdapterSet, Combination, LoraConfig, PeftError, TrainableReport, attach_adapter,
+    attach_lora, combine_lora, save_adapter,
 };
 
 fn fixtures() -> PathBuf {

@@ -17,11 +17,12 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use kiln_models::{
     AnyCausalLm, CausalLm, GenerationConfig, LmInput, generate, load_model, save_pretrained,
 };
-use kiln_peft::io::{adapter_state, read_safetensors};
+use kiln_nn::AdapterTarget;
+use kiln_nn::safetensors::read_safetensors;
+use kiln_peft::io::adapter_state;
 use kiln_peft::{
-    AdapterConfig, AdapterTarget, BottleneckConfig, Ia3Config, LoraConfig, PeftError,
-    PrefixTuningConfig, PromptTuningConfig, TrainableReport, attach_adapter, load_adapter,
-    save_adapter,
+    AdapterConfig, BottleneckConfig, Ia3Config, LoraConfig, PeftError, PrefixTuningConfig,
+    PromptTuningConfig, TrainableReport, attach_adapter, load_adapter, save_adapter,
 };
 use serde_json::Value;
 
@@ -421,7 +422,7 @@ fn strict_loading_names_the_key() {
     assert!(matches!(err, PeftError::NoTargetMatched { .. }), "{err}");
 
     let tmp = tempfile::tempdir().unwrap();
-    let copy = |tensors: &BTreeMap<String, kiln_peft::io::HostTensor>| {
+    let copy = |tensors: &BTreeMap<String, kiln_nn::safetensors::HostTensor>| {
         let d = tmp.path().join(format!("c{}", tensors.len()));
         std::fs::create_dir_all(&d).unwrap();
         std::fs::copy(
@@ -429,7 +430,8 @@ fn strict_loading_names_the_key() {
             d.join("adapter_config.json"),
         )
         .unwrap();
-        kiln_peft::io::write_safetensors(&d.join("adapter_model.safetensors"), tensors).unwrap();
+        kiln_nn::safetensors::write_safetensors(&d.join("adapter_model.safetensors"), tensors)
+            .unwrap();
         d
     };
     let original = read_safetensors(&llama_lora.join("adapter_model.safetensors")).unwrap();

@@ -79,6 +79,9 @@ pub enum PeftError {
     /// The model does not support this operation.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// A layer operation failed (a shape, a merge, a safetensors file).
+    #[error(transparent)]
+    Nn(#[from] kiln_nn::NnError),
     /// An I/O error with the file it happened on.
     #[error("{path}: {source}")]
     Io {

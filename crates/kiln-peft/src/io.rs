@@ -7,23 +7,23 @@
 //! `prompt_embeddings` (prompt and prefix tuning). Loading is strict: the configuration applied
 //! to the model defines exactly which tensors must be present, with which shapes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::module::{Module, Param};
-use burn::tensor::{Device, Tensor, TensorData};
-use safetensors::{Dtype, SafeTensors};
+use burn::tensor::{Device, Tensor};
 
 use crate::bottleneck::attach_bottleneck;
 use crate::config::AdapterConfig;
 use crate::ia3::attach_ia3;
-use crate::linear::transpose;
 use crate::lora::{LoraBias, attach_lora};
+use crate::matching::is_module_to_save;
 use crate::prefix::attach_prefix_tuning;
 use crate::prompt::{PromptEncoder, PromptTuningInit, attach_prompt_tuning};
-use crate::target::{AdapterTarget, is_module_to_save};
-use crate::{PeftError, PeftLinear, Result};
+use crate::{PeftError, Result};
+use kiln_nn::safetensors::{HostTensor, read_safetensors, write_atomic, write_safetensors};
+use kiln_nn::{AdaptableLinear, AdapterTarget, transpose};
 
 /// The adapter configuration file PEFT reads.
 pub const CONFIG_FILE: &str = "adapter_config.json";
@@ -31,29 +31,6 @@ pub const CONFIG_FILE: &str = "adapter_config.json";
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
 const KEY_PREFIX: &str = "base_model.model.";
 const PROMPT_KEY: &str = "prompt_embeddings";
-
-/// A tensor on the host, row-major.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HostTensor {
-    /// Dimensions.
-    pub shape: Vec<usize>,
-    /// Values.
-    pub data: Vec<f32>,
-}
-
-impl HostTensor {
-    fn of<const D: usize>(t: Tensor<D>) -> Self {
-        Self {
-            shape: t.dims().to_vec(),
-            data: t.into_data().convert::<f32>().iter::<f32>().collect(),
-        }
-    }
-
-    fn tensor<const D: usize>(&self, device: &Device) -> Tensor<D> {
-        let shape: [usize; D] = self.shape.clone().try_into().unwrap_or([0; D]);
-        Tensor::from_data(TensorData::new(self.data.clone(), shape), device)
-    }
-}
 
 /// One adapter parameter of a projection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +48,7 @@ enum Slot {
 }
 
 /// The adapter parameters a projection carries under `config`, with their PEFT key suffixes.
-fn slots(path: &str, l: &PeftLinear, config: &AdapterConfig) -> Result<Vec<(String, Slot)>> {
+fn slots(path: &str, l: &AdaptableLinear, config: &AdapterConfig) -> Result<Vec<(String, Slot)>> {
     let mut out = Vec::new();
     let k = |s: &str| format!("{KEY_PREFIX}{path}.{s}");
     if l.lora.is_some() {
@@ -110,7 +87,7 @@ fn slots(path: &str, l: &PeftLinear, config: &AdapterConfig) -> Result<Vec<(Stri
     Ok(out)
 }
 
-fn get(l: &PeftLinear, slot: Slot) -> HostTensor {
+fn get(l: &AdaptableLinear, slot: Slot) -> HostTensor {
     let lora = || l.lora.as_ref().expect("slot implies LoRA");
     let bn = || {
         l.bottleneck
@@ -166,10 +143,10 @@ fn get(l: &PeftLinear, slot: Slot) -> HostTensor {
 }
 
 fn replace<const D: usize>(p: &mut Param<Tensor<D>>, t: Tensor<D>) {
-    crate::init::replace_value(p, t);
+    kiln_nn::init::replace_value(p, t);
 }
 
-fn set(l: &mut PeftLinear, slot: Slot, h: &HostTensor, device: &Device) {
+fn set(l: &mut AdaptableLinear, slot: Slot, h: &HostTensor, device: &Device) {
     // `[r, c]` in PyTorch layout -> `[c, r]`.
     let from_torch = |h: &HostTensor| -> Tensor<2> {
         let (r, c) = (h.shape[0], h.shape[1]);
@@ -325,13 +302,15 @@ pub fn set_adapter_state<M: AdapterTarget>(
                     embedding: Param::from_tensor(table),
                 })
             }
-            Some(PromptEncoder::Prefix(p)) => PromptEncoder::Prefix(crate::prefix::PrefixEncoder {
-                embedding: Param::from_tensor(table),
-                transform: None,
-                num_layers: p.num_layers,
-                num_kv_heads: p.num_kv_heads,
-                head_dim: p.head_dim,
-            }),
+            Some(PromptEncoder::Prefix(p)) => {
+                PromptEncoder::Prefix(kiln_nn::adapter::PrefixEncoder {
+                    embedding: Param::from_tensor(table),
+                    transform: None,
+                    num_layers: p.num_layers,
+                    num_kv_heads: p.num_kv_heads,
+                    head_dim: p.head_dim,
+                })
+            }
             None => unreachable!("prompt_embeddings is expected only with a prompt encoder"),
         };
         model.set_prompt_encoder(Some(enc));
@@ -458,7 +437,7 @@ pub fn save_adapter<M: AdapterTarget>(model: &M, config: &AdapterConfig, dir: &P
         source,
     })?;
     write_atomic(&dir.join(CONFIG_FILE), text.as_bytes())?;
-    write_safetensors(&dir.join(WEIGHTS_FILE), &tensors)
+    Ok(write_safetensors(&dir.join(WEIGHTS_FILE), &tensors)?)
 }
 
 /// The configuration that describes [`adapter_state`]'s tensors. A PiSSA adapter is saved as
@@ -492,94 +471,4 @@ pub fn saved_config<M: AdapterTarget>(model: &M, config: &AdapterConfig) -> Adap
         };
     }
     config
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
-///
-/// # Errors
-/// I/O errors naming the file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp: PathBuf = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    fs::write(&tmp, bytes).map_err(|e| PeftError::io(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| PeftError::io(path, e))
-}
-
-/// Writes f32 tensors as a safetensors file (atomically), with PEFT's `{"format": "pt"}`
-/// metadata.
-///
-/// # Errors
-/// I/O or serialization errors naming the file.
-pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, HostTensor>) -> Result<()> {
-    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
-        .iter()
-        .map(|(k, t)| {
-            let b = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-            (k.clone(), b, t.shape.clone())
-        })
-        .collect();
-    let mut views = Vec::with_capacity(bytes.len());
-    for (k, b, shape) in &bytes {
-        let view =
-            safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), b).map_err(|e| {
-                PeftError::Safetensors {
-                    path: path.to_path_buf(),
-                    reason: format!("tensor `{k}`: {e}"),
-                }
-            })?;
-        views.push((k.clone(), view));
-    }
-    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let data = safetensors::serialize(views, Some(meta)).map_err(|e| PeftError::Safetensors {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    write_atomic(path, &data)
-}
-
-/// Reads every tensor of a safetensors file as f32 (F32, F16 and BF16 are accepted).
-///
-/// # Errors
-/// I/O errors, a malformed file or another dtype, naming the file and tensor.
-pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
-    let bytes = fs::read(path).map_err(|e| PeftError::io(path, e))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| PeftError::Safetensors {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    let mut out = BTreeMap::new();
-    for (name, view) in st.tensors() {
-        let raw = view.data();
-        let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => raw
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F16 => raw
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => raw
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            other => {
-                return Err(PeftError::Safetensors {
-                    path: path.to_path_buf(),
-                    reason: format!("tensor `{name}` has unsupported dtype {other:?}"),
-                });
-            }
-        };
-        out.insert(
-            name,
-            HostTensor {
-                shape: view.shape().to_vec(),
-                data,
-            },
-        );
-    }
-    Ok(out)
 }

@@ -8,12 +8,12 @@ use burn::tensor::Device;
 
 use crate::config::AdapterConfig;
 use crate::io::{
-    HostTensor, WEIGHTS_FILE, adapter_state, attach_adapter, read_adapter_config, read_safetensors,
-    set_adapter_state,
+    WEIGHTS_FILE, adapter_state, attach_adapter, read_adapter_config, set_adapter_state,
 };
 use crate::lora::LoraConfig;
-use crate::target::AdapterTarget;
 use crate::{PeftError, Result};
+use kiln_nn::AdapterTarget;
+use kiln_nn::safetensors::{HostTensor, read_safetensors};
 
 /// Named adapters kept on the host, one of which is applied to the model at a time.
 ///

@@ -194,7 +194,7 @@ fn randomized(
     seed: u64,
 ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let k = (r + 10).min(rows).min(cols);
-    let mut rng = crate::init::HostRng::new(seed);
+    let mut rng = kiln_nn::init::HostRng::new(seed);
     let omega: Vec<f64> = rng
         .normal(cols * k, 1.0)
         .into_iter()

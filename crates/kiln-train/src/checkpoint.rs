@@ -61,7 +61,7 @@ pub struct PeftExporter {
     pub config: kiln_peft::AdapterConfig,
 }
 
-impl<M: kiln_peft::AdapterTarget> AdapterExporter<M> for PeftExporter {
+impl<M: kiln_nn::AdapterTarget> AdapterExporter<M> for PeftExporter {
     fn export(
         &self,
         model: &M,

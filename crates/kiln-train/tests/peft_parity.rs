@@ -8,7 +8,8 @@ use std::path::Path;
 use burn::module::Param;
 use burn::tensor::{Device, Tensor, TensorData};
 use kiln_data::{TokenBatch, TokenizedExample};
-use kiln_peft::{AdapterTarget, LoraConfig, attach_lora};
+use kiln_nn::AdapterTarget;
+use kiln_peft::{LoraConfig, attach_lora};
 use kiln_train::{OptimizerConfig, Schedule, Trainer};
 use safetensors::SafeTensors;
 
@@ -66,7 +67,7 @@ fn first_five_dora_losses_match_pytorch_peft() {
     });
     let (mut model, config) = kiln_peft::attach_adapter(model, &config, None, 0, &device).unwrap();
     let file = dir.join("lora_init.safetensors");
-    let state = kiln_peft::io::read_safetensors(&file).unwrap();
+    let state = kiln_nn::safetensors::read_safetensors(&file).unwrap();
     assert!(state.keys().any(|k| k.ends_with("lora_magnitude_vector")));
     kiln_peft::io::set_adapter_state(&mut model, &config, state, &file, &device).unwrap();
     let batches = batches_of(&reference);

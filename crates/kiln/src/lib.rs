@@ -8,6 +8,7 @@ pub use burn;
 pub use kiln_data as data;
 pub use kiln_metrics as metrics;
 pub use kiln_models as models;
+pub use kiln_nn as nn;
 pub use kiln_peft as peft;
 pub use kiln_tokenizer as tokenizer;
 pub use kiln_train as train;
@@ -21,10 +22,11 @@ pub mod prelude {
         AnyCausalLm, CausalLm, GenerationConfig, LlamaConfig, LlamaForCausalLM, LmInput, generate,
         load_model, load_pretrained, save_pretrained,
     };
+    pub use kiln_nn::{AdaptableLinear, AdapterTarget};
     pub use kiln_peft::{
-        AdapterConfig, AdapterSet, AdapterTarget, BottleneckConfig, Ia3Config, LoraConfig,
-        PeftLinear, PrefixTuningConfig, PromptTuningConfig, TrainableReport, attach_adapter,
-        attach_lora, full_fine_tuning, load_adapter, save_adapter,
+        AdapterConfig, AdapterSet, BottleneckConfig, Ia3Config, LoraConfig, PrefixTuningConfig,
+        PromptTuningConfig, TrainableReport, attach_adapter, attach_lora, full_fine_tuning,
+        load_adapter, save_adapter,
     };
     pub use kiln_tokenizer::Tokenizer;
     pub use kiln_train::{OptimizerConfig, Schedule, Trainer, masked_lm_loss};

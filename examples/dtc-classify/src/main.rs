@@ -18,7 +18,7 @@ use kiln::burn::optim::{AdamWConfig, GradientsParams};
 use kiln::data::obd::{Subsystem, read_codes};
 use kiln::metrics::classification::{accuracy, macro_f1};
 use kiln::models::{BertForSequenceClassification, load_bert_classifier};
-use kiln::peft::init::HostRng;
+use kiln::nn::init::HostRng;
 use kiln::prelude::*;
 use kiln::tokenizer::Tokenizer;
 

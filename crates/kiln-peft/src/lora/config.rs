@@ -1,12 +1,13 @@
-use regex::Regex;
+//! LoRA hyper-parameters, named as PEFT names them.
+
 use serde::{Deserialize, Serialize};
 
 use burn::tensor::{Device, Tensor};
 
-use super::{LoraInit, LoraLayer};
-use crate::config::PeftCommon;
-use crate::init::HostRng;
+use crate::common::PeftCommon;
 use crate::{PeftError, Result};
+use kiln_nn::adapter::{LoraInit, LoraLayer};
+use kiln_nn::init::HostRng;
 
 /// Which biases a LoRA run trains (PEFT's `bias`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -56,7 +57,7 @@ pub struct LoraConfig {
     /// component), a single regex matched against the full path, or `all-linear`. Empty: the
     /// architecture's default, as in PEFT (Llama family `q_proj, v_proj`; GPT-2 `c_attn`; BERT
     /// `query, value`). In JSON a string is a regex and a list holds names, as in PEFT.
-    #[serde(with = "crate::config::targets_serde")]
+    #[serde(with = "crate::common::targets_serde")]
     pub target_modules: Vec<String>,
     /// rsLoRA: scale by `lora_alpha / sqrt(r)` instead of `lora_alpha / r`.
     pub use_rslora: bool,
@@ -90,36 +91,6 @@ impl Default for LoraConfig {
             init_lora_weights: InitLoraWeights::default(),
             fan_in_fan_out: false,
             common: PeftCommon::default(),
-        }
-    }
-}
-
-/// Decides which projection paths a config adapts.
-#[derive(Debug)]
-pub(crate) enum TargetMatcher {
-    Names(Vec<String>),
-    Regex(Regex),
-    AllLinear,
-}
-
-impl TargetMatcher {
-    /// Like [`matches`](Self::matches), but `all-linear` also selects the output head (for
-    /// `modules_to_save`).
-    pub(crate) fn matches_any(&self, path: &str) -> bool {
-        matches!(self, Self::AllLinear) || self.matches(path)
-    }
-
-    pub(crate) fn matches(&self, path: &str) -> bool {
-        match self {
-            // The output head is never a target of `all-linear`, as in PEFT.
-            Self::AllLinear => !path.ends_with("lm_head"),
-            Self::Regex(re) => re.is_match(path),
-            Self::Names(names) => {
-                let last = path.rsplit('.').next().unwrap_or(path);
-                names
-                    .iter()
-                    .any(|n| n == last || n == path || path.ends_with(&format!(".{n}")))
-            }
         }
     }
 }
@@ -213,26 +184,6 @@ impl LoraConfig {
     }
 }
 
-impl TargetMatcher {
-    /// A matcher for PEFT-style `target_modules`.
-    pub(crate) fn new(target_modules: &[String]) -> Result<Self> {
-        if target_modules.len() == 1 {
-            let t = &target_modules[0];
-            if t == "all-linear" {
-                return Ok(TargetMatcher::AllLinear);
-            }
-            if t.chars().any(|c| "^$*+?()[]{}|\\".contains(c)) {
-                let re = Regex::new(&format!("^(?:{t})$")).map_err(|source| PeftError::Regex {
-                    pattern: t.clone(),
-                    source,
-                })?;
-                return Ok(TargetMatcher::Regex(re));
-            }
-        }
-        Ok(TargetMatcher::Names(target_modules.to_vec()))
-    }
-}
-
 impl LoraConfig {
     /// A fresh adapter for a `d_in -> d_out` projection: `A` kaiming-uniform (a = sqrt(5), the
     /// PyTorch `nn.Linear` default PEFT keeps), `B` zero.
@@ -261,7 +212,7 @@ impl LoraConfig {
         );
         if init.is_none() {
             let bound = 1.0 / (self.r as f32).sqrt();
-            layer.lora_b = crate::init::uniform_param(rng, [self.r, d_out], bound, device);
+            layer.lora_b = kiln_nn::init::uniform_param(rng, [self.r, d_out], bound, device);
         }
         layer
     }
@@ -270,6 +221,7 @@ impl LoraConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::matching::TargetMatcher;
 
     fn cfg(targets: &[&str]) -> LoraConfig {
         LoraConfig {

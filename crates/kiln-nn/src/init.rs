@@ -95,7 +95,7 @@ pub fn const_param<const D: usize>(
 
 /// Replaces a parameter's value, keeping its id and whether it is trained (on an autodiff
 /// device the new tensor is tracked again when the parameter was).
-pub(crate) fn replace_value<const D: usize>(p: &mut Param<Tensor<D>>, value: Tensor<D>) {
+pub fn replace_value<const D: usize>(p: &mut Param<Tensor<D>>, value: Tensor<D>) {
     let trained = p.is_require_grad();
     *p = p.clone().map(|_| value).set_require_grad(trained);
 }

@@ -2,9 +2,24 @@ use burn::module::{Module, Param};
 use burn::tensor::activation::{gelu, relu, silu, tanh};
 use burn::tensor::module::linear;
 use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
 
-use super::Activation;
 use crate::init::{HostRng, const_param, normal_param};
+
+/// The adapter's non-linearity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// ReLU.
+    #[default]
+    Relu,
+    /// GELU (tanh approximation is not used; exact erf form).
+    Gelu,
+    /// SiLU / swish.
+    Silu,
+    /// tanh.
+    Tanh,
+}
 
 /// A residual bottleneck MLP: `y + act(y·down + b_down)·up + b_up`.
 ///

@@ -2,17 +2,15 @@ use burn::module::{Module, Param};
 use burn::tensor::module::linear;
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::bottleneck::BottleneckLayer;
-use crate::ia3::Ia3Layer;
+use crate::adapter::{BottleneckLayer, Ia3Layer, LoraLayer};
 use crate::init::{HostRng, normal_param};
-use crate::lora::LoraLayer;
 use crate::quant::QuantizedMatrix;
-use crate::{PeftError, Result};
+use crate::{NnError, Result};
 
 /// A linear projection that can host adapters.
 ///
 /// The base weight is stored `[d_in, d_out]` so the forward pass is a plain `x·W`; checkpoints in
-/// PyTorch's `[out, in]` layout are transposed once when loaded (see [`PeftLinear::from_torch`]).
+/// PyTorch's `[out, in]` layout are transposed once when loaded (see [`AdaptableLinear::from_torch`]).
 ///
 /// Adapters compose in a fixed order: IA3 scales the input (feed-forward layers) or the output,
 /// LoRA/DoRA adds its update, and a bottleneck adapter transforms the result (`y + f(y)`).
@@ -23,7 +21,7 @@ use crate::{PeftError, Result};
 /// - input: `[..., d_in]`
 /// - output: `[..., d_out]`
 #[derive(Module, Debug)]
-pub struct PeftLinear {
+pub struct AdaptableLinear {
     /// Base weight, `[d_in, d_out]`.
     pub weight: Param<Tensor<2>>,
     /// Optional base bias, `[d_out]`.
@@ -49,7 +47,7 @@ pub struct PeftLinear {
     quantized: Option<QuantizedMatrix>,
 }
 
-impl PeftLinear {
+impl AdaptableLinear {
     fn from_parts(weight: Param<Tensor<2>>, bias: Option<Param<Tensor<1>>>) -> Self {
         Self {
             weight,
@@ -132,13 +130,13 @@ impl PeftLinear {
     /// that writes `weight` directly must call `set_quantized(None)`.
     ///
     /// # Errors
-    /// [`PeftError::Shape`] when the matrix is not `[d_out, d_in]`.
+    /// [`NnError::Shape`] when the matrix is not `[d_out, d_in]`.
     pub fn set_quantized(&mut self, quantized: Option<QuantizedMatrix>) -> Result<()> {
         if let Some(q) = &quantized {
             let want = vec![self.d_out(), self.d_in()];
             let got = vec![q.rows(), q.cols()];
             if want != got {
-                return Err(PeftError::Shape {
+                return Err(NnError::Shape {
                     key: format!("quantized {} weight", q.format().name()),
                     expected: want,
                     got,
@@ -264,7 +262,7 @@ impl PeftLinear {
     /// Restores the base weight after [`merge`](Self::merge).
     ///
     /// # Errors
-    /// [`crate::PeftError::Merge`] when an IA3 vector has a zero entry (the scaling cannot be undone).
+    /// [`NnError::Merge`] when an IA3 vector has a zero entry (the scaling cannot be undone).
     pub fn unmerge(&mut self) -> Result<()> {
         if !self.merged {
             return Ok(());
@@ -286,7 +284,7 @@ impl PeftLinear {
 }
 
 /// Transposes a row-major `[rows, cols]` matrix.
-pub(crate) fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut t = vec![0.0f32; m.len()];
     for r in 0..rows {
         for c in 0..cols {

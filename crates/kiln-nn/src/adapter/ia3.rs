@@ -3,7 +3,7 @@ use burn::tensor::module::linear;
 use burn::tensor::{Device, Tensor};
 
 use crate::init::const_param;
-use crate::{PeftError, Result};
+use crate::{NnError, Result};
 
 /// An IA3 scaling vector.
 ///
@@ -65,7 +65,7 @@ impl Ia3Layer {
     ) -> Result<(Tensor<2>, Option<Tensor<1>>)> {
         let l = self.ia3_l.val();
         if l.clone().into_data().iter::<f32>().any(|v| v == 0.0) {
-            return Err(PeftError::Merge(
+            return Err(NnError::Merge(
                 "an IA3 vector has a zero entry; the merged weight cannot be unscaled".into(),
             ));
         }

@@ -1,0 +1,28 @@
+//! The layers kiln models are built from, shared by the architectures (kiln-models) and the
+//! fine-tuning methods (kiln-peft), which are siblings over this crate.
+//!
+//! - [`AdaptableLinear`]: a linear projection that can host adapters. Every projection of a kiln
+//!   model is one, so any of them is a place where a PEFT method can attach.
+//! - [`adapter`]: the adapter layers a projection or model holds: LoRA/DoRA, IA3, bottleneck
+//!   adapters, and the prompt-learning modules (prompt and prefix tuning).
+//! - [`AdapterTarget`]: the trait a model implements so methods find its projections by their
+//!   Hugging Face path (`model.layers.0.self_attn.q_proj`) and hold a prompt encoder.
+//! - [`init`]: seeded host-side initialization ([`init::HostRng`]).
+//! - [`safetensors`]: host tensors and safetensors files, written atomically.
+//! - [`quant`]: a checkpoint's block-quantized weights ([`quant::QuantizedMatrix`]) and their
+//!   CPU kernels; all `unsafe` SIMD code of the crate is in `quant/avx2.rs`, behind safe
+//!   functions.
+#![warn(missing_docs)]
+
+pub mod adapter;
+mod error;
+pub mod init;
+mod linear;
+pub mod quant;
+pub mod safetensors;
+mod target;
+
+pub use error::{NnError, Result};
+pub use linear::{AdaptableLinear, transpose};
+pub use quant::{QuantFormat, QuantizedMatrix};
+pub use target::{AdapterTarget, ModelGeometry, layer_index};
