@@ -97,6 +97,24 @@ pub(crate) fn train_modules_to_save<M: AdapterTarget>(
     Ok(model)
 }
 
+/// The end of attaching a projection adapter: an error when no projection was adapted (naming
+/// the targets and the projections the model has), then `modules_to_save` made trainable.
+pub(crate) fn finish_attach<M: AdapterTarget>(
+    model: M,
+    adapted: Vec<String>,
+    targets: Vec<String>,
+    modules_to_save: Option<&[String]>,
+) -> Result<(M, Vec<String>)> {
+    if adapted.is_empty() {
+        return Err(PeftError::NoTargetMatched {
+            targets,
+            available: model.linear_paths().join(", "),
+        });
+    }
+    let model = train_modules_to_save(model, modules_to_save)?;
+    Ok((model, adapted))
+}
+
 /// Whether `path` is one of `modules_to_save`.
 pub(crate) fn is_module_to_save(path: &str, modules: Option<&[String]>) -> Result<bool> {
     match modules {

@@ -1,6 +1,6 @@
 //! Attaching bottleneck adapters to a model's projections.
 use super::config::BottleneckConfig;
-use crate::matching::{TargetMatcher, train_modules_to_save};
+use crate::matching::{TargetMatcher, finish_attach};
 use crate::trainable::freeze_base;
 use crate::{PeftError, Result};
 use burn::module::Module;
@@ -47,12 +47,5 @@ pub fn attach_bottleneck<M: AdapterTarget + Module>(
             adapted.push(path.to_string());
         }
     });
-    if adapted.is_empty() {
-        return Err(PeftError::NoTargetMatched {
-            targets,
-            available: model.linear_paths().join(", "),
-        });
-    }
-    let model = train_modules_to_save(model, config.modules_to_save.as_deref())?;
-    Ok((model, adapted))
+    finish_attach(model, adapted, targets, config.modules_to_save.as_deref())
 }

@@ -1,7 +1,7 @@
 //! Attaching IA3 vectors to a model's projections.
 
 use super::config::Ia3Config;
-use crate::matching::{TargetMatcher, train_modules_to_save};
+use crate::matching::{TargetMatcher, finish_attach};
 use crate::trainable::freeze_base;
 use crate::{PeftError, Result};
 use burn::module::Module;
@@ -66,12 +66,5 @@ pub fn attach_ia3<M: AdapterTarget + Module>(
     if let Some(e) = bad {
         return Err(e);
     }
-    if adapted.is_empty() {
-        return Err(PeftError::NoTargetMatched {
-            targets,
-            available: model.linear_paths().join(", "),
-        });
-    }
-    let model = train_modules_to_save(model, config.modules_to_save.as_deref())?;
-    Ok((model, adapted))
+    finish_attach(model, adapted, targets, config.modules_to_save.as_deref())
 }
