@@ -16,10 +16,9 @@ use serde::{Deserialize, Serialize};
 use kiln_peft::init::{HostRng, normal_param};
 use kiln_peft::{AdapterTarget, ModelGeometry, PeftLinear, PromptEncoder};
 
-use crate::llama::{
-    KvCache, LayerCache, positions_and_bias, positions_and_bias_cached, prompt_on_cache,
-    virtual_tokens, with_prompt_encoder,
-};
+use crate::cache::{KvCache, LayerCache};
+use crate::mask::{positions_and_bias, positions_and_bias_cached};
+use crate::prompt::{prompt_on_cache, virtual_tokens, with_prompt_encoder};
 use crate::source::{StrictLoader, TensorSource};
 use crate::{CachedCausalLm, CausalLm, LmInput, ModelError, Result};
 
@@ -816,7 +815,7 @@ mod tests {
     use burn::tensor::Int;
 
     use super::*;
-    use crate::llama::ids_tensor;
+    use crate::prompt::ids_tensor;
 
     fn tiny() -> Gpt2Config {
         Gpt2Config {

@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod bert;
+mod cache;
 mod causal_lm;
 mod error;
 mod export;
@@ -18,7 +19,9 @@ pub mod gpt2;
 pub mod layers;
 pub mod llama;
 mod load;
+mod mask;
 mod pretrained;
+mod prompt;
 pub mod retrieval;
 pub mod source;
 

@@ -13,8 +13,12 @@ use serde::{Deserialize, Serialize};
 use kiln_peft::init::{HostRng, normal_param};
 use kiln_peft::{AdapterTarget, ModelGeometry, PeftLinear, PromptEncoder, QuantizedMatrix};
 
+pub use crate::cache::{KvCache, LayerCache};
 use crate::gguf::GgufFile;
 use crate::layers::{RmsNorm, RotaryEmbedding};
+use crate::mask::{positions_and_bias, positions_and_bias_cached};
+pub use crate::prompt::ids_tensor;
+use crate::prompt::{prompt_on_cache, virtual_tokens, with_prompt_encoder};
 use crate::source::{StrictLoader, TensorSource};
 use crate::{CachedCausalLm, CausalLm, LmInput, ModelError, Result};
 
@@ -727,140 +731,18 @@ impl LlamaForCausalLM {
     }
 }
 
-/// Default positions and the additive attention bias for a batch: causal, and masking padded keys.
-///
-/// Returns `(position_ids [b, t], bias [b, 1, t, t])`. Built once per forward pass.
-pub(crate) fn positions_and_bias(input: &LmInput, device: &Device) -> (Tensor<2, Int>, Tensor<4>) {
-    let (positions, bias) = positions_and_bias_cached(
-        input.input_ids.dims(),
-        input.attention_mask.as_ref(),
-        0,
-        device,
-    );
-    let bias = match &input.segment_ids {
-        None => bias,
-        Some(seg) => {
-            // Block-diagonal: a query sees only keys of its own packed example.
-            let [b, t] = seg.dims();
-            let q = seg.clone().reshape([b, 1, t, 1]);
-            let k = seg.clone().reshape([b, 1, 1, t]);
-            let other = q.not_equal(k).float().mul_scalar(-1e9);
-            (bias + other).clamp_min(-1e9)
-        }
-    };
-    (input.position_ids.clone().unwrap_or(positions), bias)
-}
-
-/// Positions and attention bias for `t` new tokens after `past` cached ones.
-///
-/// `mask` covers all `past + t` positions (1 = real token). Positions count real tokens, so left
-/// padding starts at 0 as in Hugging Face `generate`. Returns `(positions [b, t],
-/// bias [b, 1, t, past + t])` with 0 where attention is allowed and -1e9 elsewhere.
-pub(crate) fn positions_and_bias_cached(
-    [b, t]: [usize; 2],
-    mask: Option<&Tensor<2, Int>>,
-    past: usize,
-    device: &Device,
-) -> (Tensor<2, Int>, Tensor<4>) {
-    let s = past + t;
-    // Query i sits at absolute position past + i; key j > past + i is masked (`tril_mask` is true
-    // outside the lower triangle shifted by `past`).
-    let causal = Tensor::<2, burn::tensor::Bool>::tril_mask([t, s], past as i64, device)
-        .float()
-        .reshape([1, 1, t, s]);
-    let (positions, masked) = match mask {
-        None => {
-            let pos = Tensor::<1, Int>::arange(past as i64..s as i64, device)
-                .reshape([1, t])
-                .expand([b, t]);
-            (pos, causal.expand([b, 1, t, s]))
-        }
-        Some(mask) => {
-            let pos = (mask.clone().cumsum(1) - 1).clamp_min(0).narrow(1, past, t);
-            let pad = mask.clone().equal_elem(0).float().reshape([b, 1, 1, s]);
-            (pos, (causal + pad).clamp_max(1.0))
-        }
-    };
-    (positions, masked.mul_scalar(-1e9))
-}
-
-/// Cached keys and values of one attention layer, `[batch, kv_heads, past, head_dim]` each
-/// (before the grouped-query expansion).
-#[derive(Debug, Clone, Default)]
-pub struct LayerCache {
-    kv: Option<(Tensor<4>, Tensor<4>)>,
-}
-
-impl LayerCache {
-    /// Appends new keys/values and returns everything cached so far.
-    pub fn append(&mut self, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
-        let (k, v) = match self.kv.take() {
-            None => (k, v),
-            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
-        };
-        self.kv = Some((k.clone(), v.clone()));
-        (k, v)
-    }
-
-    /// Cached positions.
-    pub fn len(&self) -> usize {
-        self.kv.as_ref().map_or(0, |(k, _)| k.dims()[2])
-    }
-
-    /// Whether nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// The key/value cache of a whole model: one [`LayerCache`] per layer.
-#[derive(Debug, Clone, Default)]
-pub struct KvCache {
-    layers: Vec<LayerCache>,
-}
-
-impl KvCache {
-    /// Cached positions (0 for a fresh cache).
-    pub fn len(&self) -> usize {
-        self.layers.first().map_or(0, LayerCache::len)
-    }
-
-    /// Whether nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The per-layer caches, created empty on first use for a model of `n` layers.
-    pub(crate) fn layers_mut(&mut self, n: usize) -> &mut [LayerCache] {
-        if self.layers.is_empty() {
-            self.layers = vec![LayerCache::default(); n];
-        }
-        &mut self.layers
-    }
-
-    /// The cached keys/values per layer, `[batch, kv_heads, len, head_dim]` each: usable as an
-    /// [`LmInput::prefix`] (a reusable prompt cache).
-    pub fn into_prefix(self) -> Vec<(Tensor<4>, Tensor<4>)> {
-        self.layers.into_iter().filter_map(|l| l.kv).collect()
-    }
-}
-
 impl LlamaForCausalLM {
     fn run_layers(
         &self,
         mut x: Tensor<3>,
         positions: Tensor<2, Int>,
         bias: Tensor<4>,
-        mut cache: Option<&mut KvCache>,
+        cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
         let (cos, sin) = self.model.rotary_emb.tables(positions);
-        if let Some(c) = cache.as_deref_mut()
-            && c.layers.is_empty()
-        {
-            c.layers = vec![LayerCache::default(); self.model.layers.len()];
-        }
+        let mut caches = cache.map(|c| c.layers_mut(self.model.layers.len()));
         for (i, layer) in self.model.layers.iter().enumerate() {
-            let lc = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            let lc = caches.as_deref_mut().map(|c| &mut c[i]);
             x = layer.forward(x, &cos, &sin, &bias, lc);
         }
         self.model.norm.forward(x)
@@ -1022,95 +904,6 @@ impl LlamaForCausalLM {
             .as_ref()
             .filter(|_| !self.prompt_disabled)
     }
-}
-
-/// `input` with the prompt encoder's soft prompt or prefix filled in (`None`: no encoder).
-pub(crate) fn with_prompt_encoder(enc: Option<&PromptEncoder>, input: &LmInput) -> Option<LmInput> {
-    let enc = enc?;
-    let b = input.input_ids.dims()[0];
-    let mut out = input.clone();
-    match enc {
-        PromptEncoder::Prompt(p) => out.soft_prompt = Some(p.forward(b)),
-        PromptEncoder::Prefix(p) => out.prefix = Some(p.past(b)),
-    }
-    Some(out)
-}
-
-/// Prepends the soft prompt to the embeddings `x` and builds the cache from the prefix.
-/// Returns `(embeddings [b, n_soft + t, d], mask [b, past + n_soft + t], cache, n_soft)`.
-pub(crate) fn virtual_tokens(
-    input: &LmInput,
-    x: Tensor<3>,
-) -> (Tensor<3>, Tensor<2, Int>, KvCache, usize) {
-    let device = x.device();
-    let [b, t] = input.input_ids.dims();
-    let n_soft = input.soft_prompt.as_ref().map_or(0, |p| p.dims()[1]);
-    let x = match &input.soft_prompt {
-        Some(p) => Tensor::cat(vec![p.clone(), x], 1),
-        None => x,
-    };
-    let mut cache = KvCache::default();
-    if let Some(prefix) = &input.prefix {
-        cache.layers = prefix
-            .iter()
-            .map(|(k, v)| LayerCache {
-                kv: Some((k.clone(), v.clone())),
-            })
-            .collect();
-    }
-    let past = cache.len();
-    let real = input
-        .attention_mask
-        .clone()
-        .unwrap_or_else(|| Tensor::<2, Int>::ones([b, t], &device));
-    let mask = Tensor::cat(
-        vec![Tensor::<2, Int>::ones([b, past + n_soft], &device), real],
-        1,
-    );
-    (x, mask, cache, n_soft)
-}
-
-/// Cached generation with a prompt encoder: on the first call (empty cache) the prefix fills the
-/// cache or the soft prompt is prepended to `x`; on every call the mask (which covers real
-/// tokens only) gains the virtual tokens. Returns `(x, mask, n_soft)`.
-pub(crate) fn prompt_on_cache(
-    enc: Option<&PromptEncoder>,
-    x: Tensor<3>,
-    mask: Tensor<2, Int>,
-    cache: &mut KvCache,
-) -> (Tensor<3>, Tensor<2, Int>, usize) {
-    let Some(enc) = enc else {
-        return (x, mask, 0);
-    };
-    let device = x.device();
-    let [b, _, _] = x.dims();
-    let n = enc.num_virtual_tokens();
-    let mask = Tensor::cat(vec![Tensor::<2, Int>::ones([b, n], &device), mask], 1);
-    if !cache.is_empty() {
-        return (x, mask, 0);
-    }
-    match enc {
-        PromptEncoder::Prefix(p) => {
-            cache.layers = p
-                .past(b)
-                .into_iter()
-                .map(|kv| LayerCache { kv: Some(kv) })
-                .collect();
-            (x, mask, 0)
-        }
-        PromptEncoder::Prompt(p) => (Tensor::cat(vec![p.forward(b), x], 1), mask, n),
-    }
-}
-
-/// Builds a `[batch, seq]` id tensor from rows of equal length.
-pub fn ids_tensor(rows: &[Vec<u32>], device: &Device) -> Tensor<2, Int> {
-    let b = rows.len();
-    let t = rows.first().map_or(0, Vec::len);
-    let flat: Vec<i64> = rows
-        .iter()
-        .flat_map(|r| r.iter().map(|&x| i64::from(x)))
-        .collect();
-    Tensor::from_data(TensorData::new(flat, [b, t]), device)
 }
 
 #[cfg(test)]
