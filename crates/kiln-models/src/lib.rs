@@ -8,9 +8,11 @@
 //! The training crate sees models only through [`CausalLm`].
 #![warn(missing_docs)]
 
+mod auto;
 pub mod bert;
 mod cache;
 mod causal_lm;
+mod checkpoint;
 mod error;
 mod export;
 pub mod generate;
@@ -18,25 +20,24 @@ pub mod gguf;
 pub mod gpt2;
 pub mod layers;
 pub mod llama;
-mod load;
 mod mask;
-mod pretrained;
 mod prompt;
 pub mod retrieval;
 pub mod source;
 
+pub use auto::{
+    AnyCausalLm, AnyConfig, Pretrained, load_llama, load_model, load_pretrained, load_tokenizer,
+    tokenizer_spec,
+};
 pub use bert::{
     BertConfig, BertForSequenceClassification, BertModel, load_bert, load_bert_classifier,
 };
 pub use causal_lm::{CachedCausalLm, CausalLm, LmInput};
+pub use checkpoint::Checkpoint;
 pub use error::{ModelError, Result};
 pub use export::{save_pretrained, save_tokenizer};
 pub use generate::{GenerationConfig, generate};
 pub use gpt2::{Gpt2Config, Gpt2LMHeadModel};
 pub use llama::{KvCache, LlamaConfig, LlamaForCausalLM};
-pub use load::{Checkpoint, load_llama};
-pub use pretrained::{
-    AnyCausalLm, AnyConfig, Pretrained, load_model, load_pretrained, load_tokenizer, tokenizer_spec,
-};
 pub use retrieval::{CosineIndex, Hit};
 pub use source::{GgufSource, SafetensorsDir, StrictLoader, TensorSource};

@@ -325,6 +325,19 @@ impl GgufSource {
         }
     }
 
+    /// A [`ModelError::Gguf`] about the tensor with the Hugging Face name `name`, naming the file
+    /// and the tensor by its GGUF name.
+    pub fn tensor_error(&self, name: &str, message: String) -> ModelError {
+        let tensor = match self.names.get(name) {
+            Some(g) if g != name => format!("tensor `{g}` (`{name}`)"),
+            _ => format!("tensor `{name}`"),
+        };
+        ModelError::Gguf {
+            path: self.file.path().to_path_buf(),
+            message: format!("{tensor}: {message}"),
+        }
+    }
+
     /// The underlying file (for metadata).
     pub fn file(&self) -> &GgufFile {
         &self.file
@@ -352,11 +365,13 @@ impl GgufSource {
         };
         let bytes = self.file.tensor_bytes(g)?;
         let m = QuantizedMatrix::from_gguf_blocks(format, rows, cols, bytes).map_err(|e| {
-            ModelError::Tensor {
-                source_name: self.source_name(),
-                tensor: name.into(),
-                reason: e.to_string(),
-            }
+            self.tensor_error(
+                name,
+                format!(
+                    "{} blocks of shape [{rows}, {cols}] cannot be read: {e}",
+                    info.ggml_type()
+                ),
+            )
         })?;
         Ok(Some(match self.permute.get(name) {
             Some(&heads) => m.permute_rows(&reverse_permutation(rows, heads)),
