@@ -8,6 +8,7 @@
 //! The training crate sees models only through [`CausalLm`].
 #![warn(missing_docs)]
 
+mod adapter;
 mod auto;
 pub mod bert;
 mod cache;

@@ -13,14 +13,37 @@ use serde::{Deserialize, Serialize};
 use kiln_peft::init::{HostRng, normal_param};
 use kiln_peft::{AdapterTarget, ModelGeometry, PeftLinear, PromptEncoder, QuantizedMatrix};
 
+use crate::adapter::{active_prompt, linear_visitors, prompt_encoder_methods};
 pub use crate::cache::{KvCache, LayerCache};
+use crate::export::ExportTensors;
 use crate::gguf::GgufFile;
 use crate::layers::{RmsNorm, RotaryEmbedding};
 use crate::mask::{positions_and_bias, positions_and_bias_cached};
 pub use crate::prompt::ids_tensor;
 use crate::prompt::{prompt_on_cache, virtual_tokens, with_prompt_encoder};
-use crate::source::{StrictLoader, TensorSource};
+use crate::source::{GgufNames, StrictLoader, TensorSource};
 use crate::{CachedCausalLm, CausalLm, LmInput, ModelError, Result};
+
+/// llama.cpp's names of the Llama-family tensors in GGUF files.
+pub(crate) const GGUF_NAMES: GgufNames = GgufNames {
+    fixed: &[
+        ("token_embd.weight", "model.embed_tokens.weight"),
+        ("output_norm.weight", "model.norm.weight"),
+        ("output.weight", "lm_head.weight"),
+    ],
+    layers: "model.layers",
+    modules: &[
+        ("attn_q", "self_attn.q_proj"),
+        ("attn_k", "self_attn.k_proj"),
+        ("attn_v", "self_attn.v_proj"),
+        ("attn_output", "self_attn.o_proj"),
+        ("ffn_gate", "mlp.gate_proj"),
+        ("ffn_up", "mlp.up_proj"),
+        ("ffn_down", "mlp.down_proj"),
+        ("attn_norm", "input_layernorm"),
+        ("ffn_norm", "post_attention_layernorm"),
+    ],
+};
 
 /// Rope scaling as written in `config.json` (`rope_scaling`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -749,6 +772,26 @@ impl LlamaForCausalLM {
     }
 }
 
+impl LlamaForCausalLM {
+    /// Adds the tensors of a Hugging Face checkpoint of the model, by their checkpoint keys.
+    pub(crate) fn export_tensors(&self, out: &mut ExportTensors) {
+        out.linears(self);
+        out.param("model.embed_tokens.weight", &self.model.embed_tokens.weight);
+        for (i, layer) in self.model.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            out.param(
+                format!("{p}.input_layernorm.weight"),
+                &layer.input_layernorm.weight,
+            );
+            out.param(
+                format!("{p}.post_attention_layernorm.weight"),
+                &layer.post_attention_layernorm.weight,
+            );
+        }
+        out.param("model.norm.weight", &self.model.norm.weight);
+    }
+}
+
 impl CausalLm for LlamaForCausalLM {
     fn vocab_size(&self) -> usize {
         self.model.embed_tokens.weight.shape().dims::<2>()[0]
@@ -765,7 +808,10 @@ impl CausalLm for LlamaForCausalLM {
     fn forward_hidden(&self, input: &LmInput) -> Tensor<3> {
         let device = input.input_ids.device();
         let x = self.model.embed_tokens.forward(input.input_ids.clone());
-        let prompted = with_prompt_encoder(self.active_prompt(), input);
+        let prompted = with_prompt_encoder(
+            active_prompt(&self.prompt_encoder, self.prompt_disabled),
+            input,
+        );
         let input = prompted.as_ref().unwrap_or(input);
         if input.prefix.is_none() && input.soft_prompt.is_none() {
             let (positions, bias) = positions_and_bias(input, &device);
@@ -814,7 +860,12 @@ impl CachedCausalLm for LlamaForCausalLM {
     ) -> Tensor<3> {
         let device = input_ids.device();
         let x = self.model.embed_tokens.forward(input_ids);
-        let (x, mask, n_soft) = prompt_on_cache(self.active_prompt(), x, attention_mask, cache);
+        let (x, mask, n_soft) = prompt_on_cache(
+            active_prompt(&self.prompt_encoder, self.prompt_disabled),
+            x,
+            attention_mask,
+            cache,
+        );
         let past = cache.len();
         let [b, t, _] = x.dims();
         let (positions, bias) = positions_and_bias_cached([b, t], Some(&mask), past, &device);
@@ -825,41 +876,21 @@ impl CachedCausalLm for LlamaForCausalLM {
 }
 
 impl AdapterTarget for LlamaForCausalLM {
-    fn visit_linears_mut(&mut self, f: &mut dyn FnMut(&str, &mut PeftLinear)) {
-        for (i, layer) in self.model.layers.iter_mut().enumerate() {
+    linear_visitors!(fn visit_linears / visit_linears_mut (self) |m, f| {
+        for (i, layer) in r!(m.model.layers).into_iter().enumerate() {
             let p = format!("model.layers.{i}");
-            let a = &mut layer.self_attn;
-            f(&format!("{p}.self_attn.q_proj"), &mut a.q_proj);
-            f(&format!("{p}.self_attn.k_proj"), &mut a.k_proj);
-            f(&format!("{p}.self_attn.v_proj"), &mut a.v_proj);
-            f(&format!("{p}.self_attn.o_proj"), &mut a.o_proj);
-            let m = &mut layer.mlp;
-            f(&format!("{p}.mlp.gate_proj"), &mut m.gate_proj);
-            f(&format!("{p}.mlp.up_proj"), &mut m.up_proj);
-            f(&format!("{p}.mlp.down_proj"), &mut m.down_proj);
+            f(&format!("{p}.self_attn.q_proj"), r!(layer.self_attn.q_proj));
+            f(&format!("{p}.self_attn.k_proj"), r!(layer.self_attn.k_proj));
+            f(&format!("{p}.self_attn.v_proj"), r!(layer.self_attn.v_proj));
+            f(&format!("{p}.self_attn.o_proj"), r!(layer.self_attn.o_proj));
+            f(&format!("{p}.mlp.gate_proj"), r!(layer.mlp.gate_proj));
+            f(&format!("{p}.mlp.up_proj"), r!(layer.mlp.up_proj));
+            f(&format!("{p}.mlp.down_proj"), r!(layer.mlp.down_proj));
         }
-        if let Some(head) = &mut self.lm_head {
+        if let Some(head) = r!(m.lm_head) {
             f("lm_head", head);
         }
-    }
-
-    fn visit_linears(&self, f: &mut dyn FnMut(&str, &PeftLinear)) {
-        for (i, layer) in self.model.layers.iter().enumerate() {
-            let p = format!("model.layers.{i}");
-            let a = &layer.self_attn;
-            f(&format!("{p}.self_attn.q_proj"), &a.q_proj);
-            f(&format!("{p}.self_attn.k_proj"), &a.k_proj);
-            f(&format!("{p}.self_attn.v_proj"), &a.v_proj);
-            f(&format!("{p}.self_attn.o_proj"), &a.o_proj);
-            let m = &layer.mlp;
-            f(&format!("{p}.mlp.gate_proj"), &m.gate_proj);
-            f(&format!("{p}.mlp.up_proj"), &m.up_proj);
-            f(&format!("{p}.mlp.down_proj"), &m.down_proj);
-        }
-        if let Some(head) = &self.lm_head {
-            f("lm_head", head);
-        }
-    }
+    });
 
     fn geometry(&self) -> ModelGeometry {
         let attn = &self.model.layers[0].self_attn;
@@ -884,26 +915,7 @@ impl AdapterTarget for LlamaForCausalLM {
         self.quantized_head = None;
     }
 
-    fn prompt_encoder(&self) -> Option<&PromptEncoder> {
-        self.prompt_encoder.as_ref()
-    }
-
-    fn set_prompt_encoder(&mut self, encoder: Option<PromptEncoder>) {
-        self.prompt_encoder = encoder;
-    }
-
-    fn set_adapters_enabled(&mut self, enabled: bool) {
-        self.visit_linears_mut(&mut |_, l| l.set_adapters_enabled(enabled));
-        self.prompt_disabled = !enabled;
-    }
-}
-
-impl LlamaForCausalLM {
-    fn active_prompt(&self) -> Option<&PromptEncoder> {
-        self.prompt_encoder
-            .as_ref()
-            .filter(|_| !self.prompt_disabled)
-    }
+    prompt_encoder_methods!();
 }
 
 #[cfg(test)]
