@@ -6,6 +6,25 @@
 //! [`kiln_peft::PeftLinear`], a place where adapters attach.
 //!
 //! The training crate sees models only through [`CausalLm`].
+//!
+//! # Layout
+//!
+//! - Architectures, one file each: [`llama`] (Llama, SmolLM, Mistral, Qwen2), [`gpt2`] and
+//!   [`bert`]. Each also holds its table of llama.cpp GGUF tensor names and the list of keys it
+//!   saves in a Hugging Face checkpoint. [`layers`] holds the building blocks they share (RMSNorm,
+//!   rotary embeddings).
+//! - What the decoders share: `cache.rs` (the [`KvCache`]), `mask.rs` (positions and attention
+//!   biases), `prompt.rs` (prompt and prefix tuning in the forward pass, [`llama::ids_tensor`]),
+//!   `adapter.rs` (the common parts of the [`kiln_peft::AdapterTarget`] implementations) and
+//!   `causal_lm.rs` (the [`CausalLm`] and [`CachedCausalLm`] traits).
+//! - Reading checkpoints: [`gguf`] (the GGUF file format: element types, metadata values,
+//!   memory-mapped file, parser, block dequantizers), [`source`] (tensors by Hugging Face name
+//!   from safetensors directories or GGUF files, checked by [`StrictLoader`]), `checkpoint.rs`
+//!   (what a path is, and reading it into one architecture) and `auto.rs` ([`AnyCausalLm`],
+//!   [`load_model`], [`load_pretrained`], tokenizer lookup).
+//! - Writing checkpoints: `export.rs` ([`save_pretrained`], [`save_tokenizer`]).
+//! - Using models: [`generate`] (sampling with the KV cache) and [`retrieval`] (cosine search
+//!   over embeddings).
 #![warn(missing_docs)]
 
 mod adapter;
