@@ -464,7 +464,7 @@ impl BertModel {
     }
 
     linear_visitors!(fn visit / visit_mut (self, prefix: &str) |m, f| {
-        for (i, l) in r!(m.layers).into_iter().enumerate() {
+        for (i, l) in (0usize..).zip(r!(m.layers)) {
             let p = format!("{prefix}encoder.layer.{i}");
             let a = r!(l.attention);
             f(&format!("{p}.attention.self.query"), r!(a.self_attention.query));

@@ -791,7 +791,7 @@ impl CachedCausalLm for Gpt2LMHeadModel {
 
 impl AdapterTarget for Gpt2LMHeadModel {
     linear_visitors!(fn visit_linears / visit_linears_mut (self) |m, f| {
-        for (i, block) in r!(m.transformer.h).into_iter().enumerate() {
+        for (i, block) in (0usize..).zip(r!(m.transformer.h)) {
             let p = format!("transformer.h.{i}");
             f(&format!("{p}.attn.c_attn"), r!(block.attn.c_attn));
             f(&format!("{p}.attn.c_proj"), r!(block.attn.c_proj));

@@ -877,7 +877,7 @@ impl CachedCausalLm for LlamaForCausalLM {
 
 impl AdapterTarget for LlamaForCausalLM {
     linear_visitors!(fn visit_linears / visit_linears_mut (self) |m, f| {
-        for (i, layer) in r!(m.model.layers).into_iter().enumerate() {
+        for (i, layer) in (0usize..).zip(r!(m.model.layers)) {
             let p = format!("model.layers.{i}");
             f(&format!("{p}.self_attn.q_proj"), r!(layer.self_attn.q_proj));
             f(&format!("{p}.self_attn.k_proj"), r!(layer.self_attn.k_proj));

@@ -276,7 +276,7 @@ impl GgufSource {
         let mut permute = HashMap::new();
         for info in file.tensors() {
             let g = info.name();
-            let Some(hf) = crate::llama::GGUF_NAMES.to_hf(g) else {
+            let Some(hf) = crate::llama::GGUF_NAMES.hf_name(g) else {
                 names.insert(format!("gguf:{g}"), g.to_string());
                 continue;
             };
@@ -304,7 +304,7 @@ impl GgufSource {
         let mut transpose = BTreeSet::new();
         for info in file.tensors() {
             let g = info.name();
-            match crate::gpt2::GGUF_NAMES.to_hf(g) {
+            match crate::gpt2::GGUF_NAMES.hf_name(g) {
                 Some(hf) => {
                     if info.shape().len() == 2 && hf.contains(".h.") && hf.ends_with(".weight") {
                         transpose.insert(hf.clone());
@@ -410,7 +410,7 @@ pub(crate) struct GgufNames {
 
 impl GgufNames {
     /// The Hugging Face name of a GGUF tensor, or `None` for names outside the table.
-    pub(crate) fn to_hf(&self, name: &str) -> Option<String> {
+    pub(crate) fn hf_name(&self, name: &str) -> Option<String> {
         if let Some((_, hf)) = self.fixed.iter().find(|(g, _)| *g == name) {
             return Some((*hf).to_string());
         }
@@ -425,12 +425,12 @@ impl GgufNames {
 
 /// Maps a llama.cpp tensor name to its Hugging Face name.
 pub fn gguf_to_hf_name(name: &str) -> Option<String> {
-    crate::llama::GGUF_NAMES.to_hf(name)
+    crate::llama::GGUF_NAMES.hf_name(name)
 }
 
 /// Maps a llama.cpp GPT-2 tensor name to its Hugging Face name.
 pub fn gguf_to_hf_name_gpt2(name: &str) -> Option<String> {
-    crate::gpt2::GGUF_NAMES.to_hf(name)
+    crate::gpt2::GGUF_NAMES.hf_name(name)
 }
 
 /// Undoes llama.cpp's q/k permutation of a `[rows, cols]` weight: GGUF rows are ordered
