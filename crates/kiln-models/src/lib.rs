@@ -23,8 +23,8 @@
 //!   (what a path is, and reading it into one architecture) and `auto.rs` ([`AnyCausalLm`],
 //!   [`load_model`], [`load_pretrained`], tokenizer lookup).
 //! - Writing checkpoints: `export.rs` ([`save_pretrained`], [`save_tokenizer`]).
-//! - Using models: [`generate`] (sampling with the KV cache) and [`retrieval`] (cosine search
-//!   over embeddings).
+//! - Using models: [`generate`](mod@generate) (sampling with the KV cache) and [`retrieval`]
+//!   (cosine search over embeddings).
 #![warn(missing_docs)]
 
 mod adapter;
