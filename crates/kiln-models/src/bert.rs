@@ -12,9 +12,11 @@ use burn::tensor::activation::{gelu, softmax, tanh};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use kiln_nn::AdaptableLinear;
 use kiln_nn::adapter::PromptEncoder;
-use kiln_nn::{AdaptableLinear, AdapterTarget, ModelGeometry};
+use kiln_nn::{AdapterTarget, ModelGeometry};
 
+use crate::adapter::{active_prompt, linear_visitors, prompt_encoder_methods};
 use crate::gpt2::{LayerNorm, embedding};
 use crate::source::{StrictLoader, TensorSource};
 use crate::{LmInput, ModelError, Result};
@@ -274,10 +276,7 @@ impl BertModel {
     pub fn forward(&self, input: &LmInput) -> Tensor<3> {
         let device = input.input_ids.device();
         let [b, t] = input.input_ids.dims();
-        let enc = self
-            .prompt_encoder
-            .as_ref()
-            .filter(|_| !self.prompt_disabled);
+        let enc = active_prompt(&self.prompt_encoder, self.prompt_disabled);
         let mut x = self
             .embeddings
             .word_embeddings
@@ -466,52 +465,21 @@ impl BertModel {
         Ok(model)
     }
 
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut AdaptableLinear)) {
-        for (i, l) in self.layers.iter_mut().enumerate() {
+    linear_visitors!(fn visit / visit_mut (self, prefix: &str) |m, f| {
+        for (i, l) in (0usize..).zip(r!(m.layers)) {
             let p = format!("{prefix}encoder.layer.{i}");
-            let a = &mut l.attention;
-            f(
-                &format!("{p}.attention.self.query"),
-                &mut a.self_attention.query,
-            );
-            f(
-                &format!("{p}.attention.self.key"),
-                &mut a.self_attention.key,
-            );
-            f(
-                &format!("{p}.attention.self.value"),
-                &mut a.self_attention.value,
-            );
-            f(&format!("{p}.attention.output.dense"), &mut a.output.dense);
-            f(&format!("{p}.intermediate.dense"), &mut l.intermediate);
-            f(&format!("{p}.output.dense"), &mut l.output);
+            let a = r!(l.attention);
+            f(&format!("{p}.attention.self.query"), r!(a.self_attention.query));
+            f(&format!("{p}.attention.self.key"), r!(a.self_attention.key));
+            f(&format!("{p}.attention.self.value"), r!(a.self_attention.value));
+            f(&format!("{p}.attention.output.dense"), r!(a.output.dense));
+            f(&format!("{p}.intermediate.dense"), r!(l.intermediate));
+            f(&format!("{p}.output.dense"), r!(l.output));
         }
-        if let Some(p) = &mut self.pooler {
+        if let Some(p) = r!(m.pooler) {
             f(&format!("{prefix}pooler.dense"), p);
         }
-    }
-
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &AdaptableLinear)) {
-        for (i, l) in self.layers.iter().enumerate() {
-            let p = format!("{prefix}encoder.layer.{i}");
-            let a = &l.attention;
-            f(
-                &format!("{p}.attention.self.query"),
-                &a.self_attention.query,
-            );
-            f(&format!("{p}.attention.self.key"), &a.self_attention.key);
-            f(
-                &format!("{p}.attention.self.value"),
-                &a.self_attention.value,
-            );
-            f(&format!("{p}.attention.output.dense"), &a.output.dense);
-            f(&format!("{p}.intermediate.dense"), &l.intermediate);
-            f(&format!("{p}.output.dense"), &l.output);
-        }
-        if let Some(p) = &self.pooler {
-            f(&format!("{prefix}pooler.dense"), p);
-        }
-    }
+    });
 
     fn geometry_of(&self) -> ModelGeometry {
         let heads = self
@@ -642,18 +610,7 @@ impl AdapterTarget for BertModel {
         self.embeddings.word_embeddings.weight.val()
     }
 
-    fn prompt_encoder(&self) -> Option<&PromptEncoder> {
-        self.prompt_encoder.as_ref()
-    }
-
-    fn set_prompt_encoder(&mut self, encoder: Option<PromptEncoder>) {
-        self.prompt_encoder = encoder;
-    }
-
-    fn set_adapters_enabled(&mut self, enabled: bool) {
-        self.visit_mut("", &mut |_, l| l.set_adapters_enabled(enabled));
-        self.prompt_disabled = !enabled;
-    }
+    prompt_encoder_methods!();
 
     fn has_other_biases(&self) -> bool {
         true

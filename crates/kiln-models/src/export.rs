@@ -8,99 +8,46 @@ use std::path::Path;
 
 use burn::module::Param;
 use burn::tensor::Tensor;
+use kiln_nn::AdapterTarget;
 use kiln_nn::safetensors::{HostTensor, write_atomic, write_safetensors};
-use kiln_nn::{AdaptableLinear, AdapterTarget};
 use kiln_tokenizer::Tokenizer;
 
-use crate::gpt2::LayerNorm;
-use crate::{AnyCausalLm, AnyConfig, Gpt2LMHeadModel, LlamaForCausalLM, ModelError, Result};
+use crate::{AnyCausalLm, AnyConfig, ModelError, Result};
 
-fn host<const D: usize>(p: &Param<Tensor<D>>) -> HostTensor {
-    let t = p.val();
-    HostTensor {
-        shape: t.dims().to_vec(),
-        data: t.into_data().iter::<f32>().collect(),
-    }
-}
+/// The tensors of a Hugging Face checkpoint being written, by checkpoint key; each architecture
+/// adds its own (`export_tensors`).
+#[derive(Debug, Default)]
+pub(crate) struct ExportTensors(BTreeMap<String, HostTensor>);
 
-fn linear(out: &mut BTreeMap<String, HostTensor>, name: &str, l: &AdaptableLinear) {
-    let (data, shape) = l.checkpoint_weight();
-    out.insert(
-        format!("{name}.weight"),
-        HostTensor {
-            shape: shape.to_vec(),
-            data,
-        },
-    );
-    if let Some(b) = &l.bias {
-        out.insert(format!("{name}.bias"), host(b));
-    }
-}
-
-fn llama_tensors(m: &LlamaForCausalLM) -> BTreeMap<String, HostTensor> {
-    let mut out = BTreeMap::new();
-    out.insert(
-        "model.embed_tokens.weight".into(),
-        host(&m.model.embed_tokens.weight),
-    );
-    for (i, layer) in m.model.layers.iter().enumerate() {
-        let p = format!("model.layers.{i}");
-        let a = &layer.self_attn;
-        linear(&mut out, &format!("{p}.self_attn.q_proj"), &a.q_proj);
-        linear(&mut out, &format!("{p}.self_attn.k_proj"), &a.k_proj);
-        linear(&mut out, &format!("{p}.self_attn.v_proj"), &a.v_proj);
-        linear(&mut out, &format!("{p}.self_attn.o_proj"), &a.o_proj);
-        linear(
-            &mut out,
-            &format!("{p}.mlp.gate_proj"),
-            &layer.mlp.gate_proj,
-        );
-        linear(&mut out, &format!("{p}.mlp.up_proj"), &layer.mlp.up_proj);
-        linear(
-            &mut out,
-            &format!("{p}.mlp.down_proj"),
-            &layer.mlp.down_proj,
-        );
-        out.insert(
-            format!("{p}.input_layernorm.weight"),
-            host(&layer.input_layernorm.weight),
-        );
-        out.insert(
-            format!("{p}.post_attention_layernorm.weight"),
-            host(&layer.post_attention_layernorm.weight),
+impl ExportTensors {
+    /// Adds a parameter.
+    pub(crate) fn param<const D: usize>(&mut self, key: impl Into<String>, p: &Param<Tensor<D>>) {
+        let t = p.val();
+        self.0.insert(
+            key.into(),
+            HostTensor {
+                shape: t.dims().to_vec(),
+                data: t.into_data().iter::<f32>().collect(),
+            },
         );
     }
-    out.insert("model.norm.weight".into(), host(&m.model.norm.weight));
-    if let Some(head) = &m.lm_head {
-        linear(&mut out, "lm_head", head);
-    }
-    out
-}
 
-fn layer_norm(out: &mut BTreeMap<String, HostTensor>, name: &str, ln: &LayerNorm) {
-    out.insert(format!("{name}.weight"), host(&ln.weight));
-    out.insert(format!("{name}.bias"), host(&ln.bias));
-}
-
-fn gpt2_tensors(m: &Gpt2LMHeadModel) -> BTreeMap<String, HostTensor> {
-    let mut out = BTreeMap::new();
-    let t = &m.transformer;
-    out.insert("transformer.wte.weight".into(), host(&t.wte.weight));
-    out.insert("transformer.wpe.weight".into(), host(&t.wpe.weight));
-    for (i, b) in t.h.iter().enumerate() {
-        let p = format!("transformer.h.{i}");
-        layer_norm(&mut out, &format!("{p}.ln_1"), &b.ln_1);
-        linear(&mut out, &format!("{p}.attn.c_attn"), &b.attn.c_attn);
-        linear(&mut out, &format!("{p}.attn.c_proj"), &b.attn.c_proj);
-        layer_norm(&mut out, &format!("{p}.ln_2"), &b.ln_2);
-        linear(&mut out, &format!("{p}.mlp.c_fc"), &b.mlp.c_fc);
-        linear(&mut out, &format!("{p}.mlp.c_proj"), &b.mlp.c_proj);
+    /// Adds the weight and bias of every linear projection, in the checkpoint layout.
+    pub(crate) fn linears(&mut self, model: &impl AdapterTarget) {
+        model.visit_linears(&mut |name, l| {
+            let (data, shape) = l.checkpoint_weight();
+            self.0.insert(
+                format!("{name}.weight"),
+                HostTensor {
+                    shape: shape.to_vec(),
+                    data,
+                },
+            );
+            if let Some(b) = &l.bias {
+                self.param(format!("{name}.bias"), b);
+            }
+        });
     }
-    layer_norm(&mut out, "transformer.ln_f", &t.ln_f);
-    if let Some(head) = &m.lm_head {
-        linear(&mut out, "lm_head", head);
-    }
-    out
 }
 
 /// Saves the model as a Hugging Face directory. LoRA, DoRA and IA3 adapters must be merged
@@ -135,7 +82,8 @@ pub fn save_pretrained(
                 .into(),
         });
     }
-    let (tensors, mut json) = match (model, config) {
+    let mut tensors = ExportTensors::default();
+    let mut json = match (model, config) {
         (AnyCausalLm::Llama(m), AnyConfig::Llama(c)) => {
             let arch = match c.model_type.as_str() {
                 "qwen2" => "Qwen2ForCausalLM",
@@ -145,13 +93,15 @@ pub fn save_pretrained(
             let mut j = serde_json::to_value(c).map_err(|e| json_err(dir, e))?;
             j["architectures"] = serde_json::json!([arch]);
             j["tie_word_embeddings"] = serde_json::json!(m.lm_head.is_none());
-            (llama_tensors(m), j)
+            m.export_tensors(&mut tensors);
+            j
         }
         (AnyCausalLm::Gpt2(m), AnyConfig::Gpt2(c)) => {
             let mut j = serde_json::to_value(c).map_err(|e| json_err(dir, e))?;
             j["architectures"] = serde_json::json!(["GPT2LMHeadModel"]);
             j["tie_word_embeddings"] = serde_json::json!(m.lm_head.is_none());
-            (gpt2_tensors(m), j)
+            m.export_tensors(&mut tensors);
+            j
         }
         _ => {
             return Err(ModelError::InvalidConfig {
@@ -167,7 +117,7 @@ pub fn save_pretrained(
     })?;
     let text = serde_json::to_string_pretty(&json).map_err(|e| json_err(dir, e))?;
     write_atomic(&dir.join("config.json"), text.as_bytes())?;
-    write_safetensors(&dir.join("model.safetensors"), &tensors)?;
+    write_safetensors(&dir.join("model.safetensors"), &tensors.0)?;
     if let Some(tok) = tokenizer {
         save_tokenizer(tok, dir)?;
     }

@@ -13,16 +13,38 @@ use burn::tensor::activation::{gelu, gelu_approximate, relu, sigmoid, silu, soft
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use kiln_nn::AdaptableLinear;
 use kiln_nn::adapter::PromptEncoder;
 use kiln_nn::init::{HostRng, normal_param};
-use kiln_nn::{AdaptableLinear, AdapterTarget, ModelGeometry};
+use kiln_nn::{AdapterTarget, ModelGeometry};
 
-use crate::llama::{
-    KvCache, LayerCache, positions_and_bias, positions_and_bias_cached, prompt_on_cache,
-    virtual_tokens, with_prompt_encoder,
-};
-use crate::source::{StrictLoader, TensorSource};
+use crate::adapter::{active_prompt, linear_visitors, prompt_encoder_methods};
+use crate::cache::{KvCache, LayerCache};
+use crate::export::ExportTensors;
+use crate::mask::{positions_and_bias, positions_and_bias_cached};
+use crate::prompt::{prompt_on_cache, virtual_tokens, with_prompt_encoder};
+use crate::source::{GgufNames, StrictLoader, TensorSource};
 use crate::{CachedCausalLm, CausalLm, LmInput, ModelError, Result};
+
+/// llama.cpp's names of the GPT-2 tensors in GGUF files. The `output.weight` copy of the tied
+/// token embedding has no Hugging Face name.
+pub(crate) const GGUF_NAMES: GgufNames = GgufNames {
+    fixed: &[
+        ("token_embd.weight", "transformer.wte.weight"),
+        ("position_embd.weight", "transformer.wpe.weight"),
+        ("output_norm.weight", "transformer.ln_f.weight"),
+        ("output_norm.bias", "transformer.ln_f.bias"),
+    ],
+    layers: "transformer.h",
+    modules: &[
+        ("attn_norm", "ln_1"),
+        ("attn_qkv", "attn.c_attn"),
+        ("attn_output", "attn.c_proj"),
+        ("ffn_norm", "ln_2"),
+        ("ffn_up", "mlp.c_fc"),
+        ("ffn_down", "mlp.c_proj"),
+    ],
+};
 
 /// A GPT-2 configuration, deserialized from Hugging Face's `config.json` (unknown keys are
 /// ignored; missing keys take transformers' `GPT2Config` defaults).
@@ -653,6 +675,25 @@ impl Gpt2LMHeadModel {
     }
 }
 
+impl Gpt2LMHeadModel {
+    /// Adds the tensors of a Hugging Face checkpoint of the model, by their checkpoint keys.
+    pub(crate) fn export_tensors(&self, out: &mut ExportTensors) {
+        let layer_norm = |out: &mut ExportTensors, name: String, ln: &LayerNorm| {
+            out.param(format!("{name}.weight"), &ln.weight);
+            out.param(format!("{name}.bias"), &ln.bias);
+        };
+        let t = &self.transformer;
+        out.linears(self);
+        out.param("transformer.wte.weight", &t.wte.weight);
+        out.param("transformer.wpe.weight", &t.wpe.weight);
+        for (i, b) in t.h.iter().enumerate() {
+            layer_norm(out, format!("transformer.h.{i}.ln_1"), &b.ln_1);
+            layer_norm(out, format!("transformer.h.{i}.ln_2"), &b.ln_2);
+        }
+        layer_norm(out, "transformer.ln_f".into(), &t.ln_f);
+    }
+}
+
 impl CausalLm for Gpt2LMHeadModel {
     fn device(&self) -> Device {
         self.transformer.wte.weight.device()
@@ -669,7 +710,10 @@ impl CausalLm for Gpt2LMHeadModel {
     /// # Panics
     /// If the sequence is longer than the position embedding ([`Gpt2LMHeadModel::max_positions`]).
     fn forward_hidden(&self, input: &LmInput) -> Tensor<3> {
-        let prompted = with_prompt_encoder(self.active_prompt(), input);
+        let prompted = with_prompt_encoder(
+            active_prompt(&self.prompt_encoder, self.prompt_disabled),
+            input,
+        );
         let input = prompted.as_ref().unwrap_or(input);
         let [b, t] = input.input_ids.dims();
         let device = input.input_ids.device();
@@ -735,7 +779,12 @@ impl CachedCausalLm for Gpt2LMHeadModel {
         let device = input_ids.device();
         let m = &self.transformer;
         let x = m.wte.forward(input_ids);
-        let (x, mask, n_soft) = prompt_on_cache(self.active_prompt(), x, attention_mask, cache);
+        let (x, mask, n_soft) = prompt_on_cache(
+            active_prompt(&self.prompt_encoder, self.prompt_disabled),
+            x,
+            attention_mask,
+            cache,
+        );
         let past = cache.len();
         let [b, t, _] = x.dims();
         let total = mask.dims()[1];
@@ -755,31 +804,18 @@ impl CachedCausalLm for Gpt2LMHeadModel {
 }
 
 impl AdapterTarget for Gpt2LMHeadModel {
-    fn visit_linears_mut(&mut self, f: &mut dyn FnMut(&str, &mut AdaptableLinear)) {
-        for (i, block) in self.transformer.h.iter_mut().enumerate() {
+    linear_visitors!(fn visit_linears / visit_linears_mut (self) |m, f| {
+        for (i, block) in (0usize..).zip(r!(m.transformer.h)) {
             let p = format!("transformer.h.{i}");
-            f(&format!("{p}.attn.c_attn"), &mut block.attn.c_attn);
-            f(&format!("{p}.attn.c_proj"), &mut block.attn.c_proj);
-            f(&format!("{p}.mlp.c_fc"), &mut block.mlp.c_fc);
-            f(&format!("{p}.mlp.c_proj"), &mut block.mlp.c_proj);
+            f(&format!("{p}.attn.c_attn"), r!(block.attn.c_attn));
+            f(&format!("{p}.attn.c_proj"), r!(block.attn.c_proj));
+            f(&format!("{p}.mlp.c_fc"), r!(block.mlp.c_fc));
+            f(&format!("{p}.mlp.c_proj"), r!(block.mlp.c_proj));
         }
-        if let Some(head) = &mut self.lm_head {
+        if let Some(head) = r!(m.lm_head) {
             f("lm_head", head);
         }
-    }
-
-    fn visit_linears(&self, f: &mut dyn FnMut(&str, &AdaptableLinear)) {
-        for (i, block) in self.transformer.h.iter().enumerate() {
-            let p = format!("transformer.h.{i}");
-            f(&format!("{p}.attn.c_attn"), &block.attn.c_attn);
-            f(&format!("{p}.attn.c_proj"), &block.attn.c_proj);
-            f(&format!("{p}.mlp.c_fc"), &block.mlp.c_fc);
-            f(&format!("{p}.mlp.c_proj"), &block.mlp.c_proj);
-        }
-        if let Some(head) = &self.lm_head {
-            f("lm_head", head);
-        }
-    }
+    });
 
     fn geometry(&self) -> ModelGeometry {
         let attn = &self.transformer.h[0].attn;
@@ -796,29 +832,10 @@ impl AdapterTarget for Gpt2LMHeadModel {
         self.transformer.wte.weight.val()
     }
 
-    fn prompt_encoder(&self) -> Option<&PromptEncoder> {
-        self.prompt_encoder.as_ref()
-    }
-
-    fn set_prompt_encoder(&mut self, encoder: Option<PromptEncoder>) {
-        self.prompt_encoder = encoder;
-    }
-
-    fn set_adapters_enabled(&mut self, enabled: bool) {
-        self.visit_linears_mut(&mut |_, l| l.set_adapters_enabled(enabled));
-        self.prompt_disabled = !enabled;
-    }
+    prompt_encoder_methods!();
 
     fn has_other_biases(&self) -> bool {
         true
-    }
-}
-
-impl Gpt2LMHeadModel {
-    fn active_prompt(&self) -> Option<&PromptEncoder> {
-        self.prompt_encoder
-            .as_ref()
-            .filter(|_| !self.prompt_disabled)
     }
 }
 
@@ -829,7 +846,7 @@ mod tests {
     use burn::tensor::Int;
 
     use super::*;
-    use crate::llama::ids_tensor;
+    use crate::prompt::ids_tensor;
 
     fn tiny() -> Gpt2Config {
         Gpt2Config {

@@ -6,10 +6,33 @@
 //! [`kiln_nn::AdaptableLinear`], a place where adapters attach.
 //!
 //! The training crate sees models only through [`CausalLm`].
+//!
+//! # Layout
+//!
+//! - Architectures, one file each: [`llama`] (Llama, SmolLM, Mistral, Qwen2), [`gpt2`] and
+//!   [`bert`]. Each also holds its table of llama.cpp GGUF tensor names and the list of keys it
+//!   saves in a Hugging Face checkpoint. [`layers`] holds the building blocks they share (RMSNorm,
+//!   rotary embeddings).
+//! - What the decoders share: `cache.rs` (the [`KvCache`]), `mask.rs` (positions and attention
+//!   biases), `prompt.rs` (prompt and prefix tuning in the forward pass, [`llama::ids_tensor`]),
+//!   `adapter.rs` (the common parts of the [`kiln_nn::AdapterTarget`] implementations) and
+//!   `causal_lm.rs` (the [`CausalLm`] and [`CachedCausalLm`] traits).
+//! - Reading checkpoints: [`gguf`] (the GGUF file format: element types, metadata values,
+//!   memory-mapped file, parser, block dequantizers), [`source`] (tensors by Hugging Face name
+//!   from safetensors directories or GGUF files, checked by [`StrictLoader`]), `checkpoint.rs`
+//!   (what a path is, and reading it into one architecture) and `auto.rs` ([`AnyCausalLm`],
+//!   [`load_model`], [`load_pretrained`], tokenizer lookup).
+//! - Writing checkpoints: `export.rs` ([`save_pretrained`], [`save_tokenizer`]).
+//! - Using models: [`generate`](mod@generate) (sampling with the KV cache) and [`retrieval`]
+//!   (cosine search over embeddings).
 #![warn(missing_docs)]
 
+mod adapter;
+mod auto;
 pub mod bert;
+mod cache;
 mod causal_lm;
+mod checkpoint;
 mod error;
 mod export;
 pub mod generate;
@@ -17,23 +40,24 @@ pub mod gguf;
 pub mod gpt2;
 pub mod layers;
 pub mod llama;
-mod load;
-mod pretrained;
+mod mask;
+mod prompt;
 pub mod retrieval;
 pub mod source;
 
+pub use auto::{
+    AnyCausalLm, AnyConfig, Pretrained, load_llama, load_model, load_pretrained, load_tokenizer,
+    tokenizer_spec,
+};
 pub use bert::{
     BertConfig, BertForSequenceClassification, BertModel, load_bert, load_bert_classifier,
 };
 pub use causal_lm::{CachedCausalLm, CausalLm, LmInput};
+pub use checkpoint::Checkpoint;
 pub use error::{ModelError, Result};
 pub use export::{save_pretrained, save_tokenizer};
 pub use generate::{GenerationConfig, generate};
 pub use gpt2::{Gpt2Config, Gpt2LMHeadModel};
 pub use llama::{KvCache, LlamaConfig, LlamaForCausalLM};
-pub use load::{Checkpoint, load_llama};
-pub use pretrained::{
-    AnyCausalLm, AnyConfig, Pretrained, load_model, load_pretrained, load_tokenizer, tokenizer_spec,
-};
 pub use retrieval::{CosineIndex, Hit};
 pub use source::{GgufSource, SafetensorsDir, StrictLoader, TensorSource};

@@ -10,14 +10,42 @@ use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use kiln_nn::AdaptableLinear;
 use kiln_nn::adapter::PromptEncoder;
 use kiln_nn::init::{HostRng, normal_param};
-use kiln_nn::{AdaptableLinear, AdapterTarget, ModelGeometry, QuantizedMatrix};
+use kiln_nn::{AdapterTarget, ModelGeometry, QuantizedMatrix};
 
+use crate::adapter::{active_prompt, linear_visitors, prompt_encoder_methods};
+pub use crate::cache::{KvCache, LayerCache};
+use crate::export::ExportTensors;
 use crate::gguf::GgufFile;
 use crate::layers::{RmsNorm, RotaryEmbedding};
-use crate::source::{StrictLoader, TensorSource};
+use crate::mask::{positions_and_bias, positions_and_bias_cached};
+pub use crate::prompt::ids_tensor;
+use crate::prompt::{prompt_on_cache, virtual_tokens, with_prompt_encoder};
+use crate::source::{GgufNames, StrictLoader, TensorSource};
 use crate::{CachedCausalLm, CausalLm, LmInput, ModelError, Result};
+
+/// llama.cpp's names of the Llama-family tensors in GGUF files.
+pub(crate) const GGUF_NAMES: GgufNames = GgufNames {
+    fixed: &[
+        ("token_embd.weight", "model.embed_tokens.weight"),
+        ("output_norm.weight", "model.norm.weight"),
+        ("output.weight", "lm_head.weight"),
+    ],
+    layers: "model.layers",
+    modules: &[
+        ("attn_q", "self_attn.q_proj"),
+        ("attn_k", "self_attn.k_proj"),
+        ("attn_v", "self_attn.v_proj"),
+        ("attn_output", "self_attn.o_proj"),
+        ("ffn_gate", "mlp.gate_proj"),
+        ("ffn_up", "mlp.up_proj"),
+        ("ffn_down", "mlp.down_proj"),
+        ("attn_norm", "input_layernorm"),
+        ("ffn_norm", "post_attention_layernorm"),
+    ],
+};
 
 /// Rope scaling as written in `config.json` (`rope_scaling`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -728,143 +756,41 @@ impl LlamaForCausalLM {
     }
 }
 
-/// Default positions and the additive attention bias for a batch: causal, and masking padded keys.
-///
-/// Returns `(position_ids [b, t], bias [b, 1, t, t])`. Built once per forward pass.
-pub(crate) fn positions_and_bias(input: &LmInput, device: &Device) -> (Tensor<2, Int>, Tensor<4>) {
-    let (positions, bias) = positions_and_bias_cached(
-        input.input_ids.dims(),
-        input.attention_mask.as_ref(),
-        0,
-        device,
-    );
-    let bias = match &input.segment_ids {
-        None => bias,
-        Some(seg) => {
-            // Block-diagonal: a query sees only keys of its own packed example.
-            let [b, t] = seg.dims();
-            let q = seg.clone().reshape([b, 1, t, 1]);
-            let k = seg.clone().reshape([b, 1, 1, t]);
-            let other = q.not_equal(k).float().mul_scalar(-1e9);
-            (bias + other).clamp_min(-1e9)
-        }
-    };
-    (input.position_ids.clone().unwrap_or(positions), bias)
-}
-
-/// Positions and attention bias for `t` new tokens after `past` cached ones.
-///
-/// `mask` covers all `past + t` positions (1 = real token). Positions count real tokens, so left
-/// padding starts at 0 as in Hugging Face `generate`. Returns `(positions [b, t],
-/// bias [b, 1, t, past + t])` with 0 where attention is allowed and -1e9 elsewhere.
-pub(crate) fn positions_and_bias_cached(
-    [b, t]: [usize; 2],
-    mask: Option<&Tensor<2, Int>>,
-    past: usize,
-    device: &Device,
-) -> (Tensor<2, Int>, Tensor<4>) {
-    let s = past + t;
-    // Query i sits at absolute position past + i; key j > past + i is masked (`tril_mask` is true
-    // outside the lower triangle shifted by `past`).
-    let causal = Tensor::<2, burn::tensor::Bool>::tril_mask([t, s], past as i64, device)
-        .float()
-        .reshape([1, 1, t, s]);
-    let (positions, masked) = match mask {
-        None => {
-            let pos = Tensor::<1, Int>::arange(past as i64..s as i64, device)
-                .reshape([1, t])
-                .expand([b, t]);
-            (pos, causal.expand([b, 1, t, s]))
-        }
-        Some(mask) => {
-            let pos = (mask.clone().cumsum(1) - 1).clamp_min(0).narrow(1, past, t);
-            let pad = mask.clone().equal_elem(0).float().reshape([b, 1, 1, s]);
-            (pos, (causal + pad).clamp_max(1.0))
-        }
-    };
-    (positions, masked.mul_scalar(-1e9))
-}
-
-/// Cached keys and values of one attention layer, `[batch, kv_heads, past, head_dim]` each
-/// (before the grouped-query expansion).
-#[derive(Debug, Clone, Default)]
-pub struct LayerCache {
-    kv: Option<(Tensor<4>, Tensor<4>)>,
-}
-
-impl LayerCache {
-    /// Appends new keys/values and returns everything cached so far.
-    pub fn append(&mut self, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
-        let (k, v) = match self.kv.take() {
-            None => (k, v),
-            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
-        };
-        self.kv = Some((k.clone(), v.clone()));
-        (k, v)
-    }
-
-    /// Cached positions.
-    pub fn len(&self) -> usize {
-        self.kv.as_ref().map_or(0, |(k, _)| k.dims()[2])
-    }
-
-    /// Whether nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// The key/value cache of a whole model: one [`LayerCache`] per layer.
-#[derive(Debug, Clone, Default)]
-pub struct KvCache {
-    layers: Vec<LayerCache>,
-}
-
-impl KvCache {
-    /// Cached positions (0 for a fresh cache).
-    pub fn len(&self) -> usize {
-        self.layers.first().map_or(0, LayerCache::len)
-    }
-
-    /// Whether nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The per-layer caches, created empty on first use for a model of `n` layers.
-    pub(crate) fn layers_mut(&mut self, n: usize) -> &mut [LayerCache] {
-        if self.layers.is_empty() {
-            self.layers = vec![LayerCache::default(); n];
-        }
-        &mut self.layers
-    }
-
-    /// The cached keys/values per layer, `[batch, kv_heads, len, head_dim]` each: usable as an
-    /// [`LmInput::prefix`] (a reusable prompt cache).
-    pub fn into_prefix(self) -> Vec<(Tensor<4>, Tensor<4>)> {
-        self.layers.into_iter().filter_map(|l| l.kv).collect()
-    }
-}
-
 impl LlamaForCausalLM {
     fn run_layers(
         &self,
         mut x: Tensor<3>,
         positions: Tensor<2, Int>,
         bias: Tensor<4>,
-        mut cache: Option<&mut KvCache>,
+        cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
         let (cos, sin) = self.model.rotary_emb.tables(positions);
-        if let Some(c) = cache.as_deref_mut()
-            && c.layers.is_empty()
-        {
-            c.layers = vec![LayerCache::default(); self.model.layers.len()];
-        }
+        let mut caches = cache.map(|c| c.layers_mut(self.model.layers.len()));
         for (i, layer) in self.model.layers.iter().enumerate() {
-            let lc = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            let lc = caches.as_deref_mut().map(|c| &mut c[i]);
             x = layer.forward(x, &cos, &sin, &bias, lc);
         }
         self.model.norm.forward(x)
+    }
+}
+
+impl LlamaForCausalLM {
+    /// Adds the tensors of a Hugging Face checkpoint of the model, by their checkpoint keys.
+    pub(crate) fn export_tensors(&self, out: &mut ExportTensors) {
+        out.linears(self);
+        out.param("model.embed_tokens.weight", &self.model.embed_tokens.weight);
+        for (i, layer) in self.model.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            out.param(
+                format!("{p}.input_layernorm.weight"),
+                &layer.input_layernorm.weight,
+            );
+            out.param(
+                format!("{p}.post_attention_layernorm.weight"),
+                &layer.post_attention_layernorm.weight,
+            );
+        }
+        out.param("model.norm.weight", &self.model.norm.weight);
     }
 }
 
@@ -884,7 +810,10 @@ impl CausalLm for LlamaForCausalLM {
     fn forward_hidden(&self, input: &LmInput) -> Tensor<3> {
         let device = input.input_ids.device();
         let x = self.model.embed_tokens.forward(input.input_ids.clone());
-        let prompted = with_prompt_encoder(self.active_prompt(), input);
+        let prompted = with_prompt_encoder(
+            active_prompt(&self.prompt_encoder, self.prompt_disabled),
+            input,
+        );
         let input = prompted.as_ref().unwrap_or(input);
         if input.prefix.is_none() && input.soft_prompt.is_none() {
             let (positions, bias) = positions_and_bias(input, &device);
@@ -933,7 +862,12 @@ impl CachedCausalLm for LlamaForCausalLM {
     ) -> Tensor<3> {
         let device = input_ids.device();
         let x = self.model.embed_tokens.forward(input_ids);
-        let (x, mask, n_soft) = prompt_on_cache(self.active_prompt(), x, attention_mask, cache);
+        let (x, mask, n_soft) = prompt_on_cache(
+            active_prompt(&self.prompt_encoder, self.prompt_disabled),
+            x,
+            attention_mask,
+            cache,
+        );
         let past = cache.len();
         let [b, t, _] = x.dims();
         let (positions, bias) = positions_and_bias_cached([b, t], Some(&mask), past, &device);
@@ -944,41 +878,21 @@ impl CachedCausalLm for LlamaForCausalLM {
 }
 
 impl AdapterTarget for LlamaForCausalLM {
-    fn visit_linears_mut(&mut self, f: &mut dyn FnMut(&str, &mut AdaptableLinear)) {
-        for (i, layer) in self.model.layers.iter_mut().enumerate() {
+    linear_visitors!(fn visit_linears / visit_linears_mut (self) |m, f| {
+        for (i, layer) in (0usize..).zip(r!(m.model.layers)) {
             let p = format!("model.layers.{i}");
-            let a = &mut layer.self_attn;
-            f(&format!("{p}.self_attn.q_proj"), &mut a.q_proj);
-            f(&format!("{p}.self_attn.k_proj"), &mut a.k_proj);
-            f(&format!("{p}.self_attn.v_proj"), &mut a.v_proj);
-            f(&format!("{p}.self_attn.o_proj"), &mut a.o_proj);
-            let m = &mut layer.mlp;
-            f(&format!("{p}.mlp.gate_proj"), &mut m.gate_proj);
-            f(&format!("{p}.mlp.up_proj"), &mut m.up_proj);
-            f(&format!("{p}.mlp.down_proj"), &mut m.down_proj);
+            f(&format!("{p}.self_attn.q_proj"), r!(layer.self_attn.q_proj));
+            f(&format!("{p}.self_attn.k_proj"), r!(layer.self_attn.k_proj));
+            f(&format!("{p}.self_attn.v_proj"), r!(layer.self_attn.v_proj));
+            f(&format!("{p}.self_attn.o_proj"), r!(layer.self_attn.o_proj));
+            f(&format!("{p}.mlp.gate_proj"), r!(layer.mlp.gate_proj));
+            f(&format!("{p}.mlp.up_proj"), r!(layer.mlp.up_proj));
+            f(&format!("{p}.mlp.down_proj"), r!(layer.mlp.down_proj));
         }
-        if let Some(head) = &mut self.lm_head {
+        if let Some(head) = r!(m.lm_head) {
             f("lm_head", head);
         }
-    }
-
-    fn visit_linears(&self, f: &mut dyn FnMut(&str, &AdaptableLinear)) {
-        for (i, layer) in self.model.layers.iter().enumerate() {
-            let p = format!("model.layers.{i}");
-            let a = &layer.self_attn;
-            f(&format!("{p}.self_attn.q_proj"), &a.q_proj);
-            f(&format!("{p}.self_attn.k_proj"), &a.k_proj);
-            f(&format!("{p}.self_attn.v_proj"), &a.v_proj);
-            f(&format!("{p}.self_attn.o_proj"), &a.o_proj);
-            let m = &layer.mlp;
-            f(&format!("{p}.mlp.gate_proj"), &m.gate_proj);
-            f(&format!("{p}.mlp.up_proj"), &m.up_proj);
-            f(&format!("{p}.mlp.down_proj"), &m.down_proj);
-        }
-        if let Some(head) = &self.lm_head {
-            f("lm_head", head);
-        }
-    }
+    });
 
     fn geometry(&self) -> ModelGeometry {
         let attn = &self.model.layers[0].self_attn;
@@ -1003,115 +917,7 @@ impl AdapterTarget for LlamaForCausalLM {
         self.quantized_head = None;
     }
 
-    fn prompt_encoder(&self) -> Option<&PromptEncoder> {
-        self.prompt_encoder.as_ref()
-    }
-
-    fn set_prompt_encoder(&mut self, encoder: Option<PromptEncoder>) {
-        self.prompt_encoder = encoder;
-    }
-
-    fn set_adapters_enabled(&mut self, enabled: bool) {
-        self.visit_linears_mut(&mut |_, l| l.set_adapters_enabled(enabled));
-        self.prompt_disabled = !enabled;
-    }
-}
-
-impl LlamaForCausalLM {
-    fn active_prompt(&self) -> Option<&PromptEncoder> {
-        self.prompt_encoder
-            .as_ref()
-            .filter(|_| !self.prompt_disabled)
-    }
-}
-
-/// `input` with the prompt encoder's soft prompt or prefix filled in (`None`: no encoder).
-pub(crate) fn with_prompt_encoder(enc: Option<&PromptEncoder>, input: &LmInput) -> Option<LmInput> {
-    let enc = enc?;
-    let b = input.input_ids.dims()[0];
-    let mut out = input.clone();
-    match enc {
-        PromptEncoder::Prompt(p) => out.soft_prompt = Some(p.forward(b)),
-        PromptEncoder::Prefix(p) => out.prefix = Some(p.past(b)),
-    }
-    Some(out)
-}
-
-/// Prepends the soft prompt to the embeddings `x` and builds the cache from the prefix.
-/// Returns `(embeddings [b, n_soft + t, d], mask [b, past + n_soft + t], cache, n_soft)`.
-pub(crate) fn virtual_tokens(
-    input: &LmInput,
-    x: Tensor<3>,
-) -> (Tensor<3>, Tensor<2, Int>, KvCache, usize) {
-    let device = x.device();
-    let [b, t] = input.input_ids.dims();
-    let n_soft = input.soft_prompt.as_ref().map_or(0, |p| p.dims()[1]);
-    let x = match &input.soft_prompt {
-        Some(p) => Tensor::cat(vec![p.clone(), x], 1),
-        None => x,
-    };
-    let mut cache = KvCache::default();
-    if let Some(prefix) = &input.prefix {
-        cache.layers = prefix
-            .iter()
-            .map(|(k, v)| LayerCache {
-                kv: Some((k.clone(), v.clone())),
-            })
-            .collect();
-    }
-    let past = cache.len();
-    let real = input
-        .attention_mask
-        .clone()
-        .unwrap_or_else(|| Tensor::<2, Int>::ones([b, t], &device));
-    let mask = Tensor::cat(
-        vec![Tensor::<2, Int>::ones([b, past + n_soft], &device), real],
-        1,
-    );
-    (x, mask, cache, n_soft)
-}
-
-/// Cached generation with a prompt encoder: on the first call (empty cache) the prefix fills the
-/// cache or the soft prompt is prepended to `x`; on every call the mask (which covers real
-/// tokens only) gains the virtual tokens. Returns `(x, mask, n_soft)`.
-pub(crate) fn prompt_on_cache(
-    enc: Option<&PromptEncoder>,
-    x: Tensor<3>,
-    mask: Tensor<2, Int>,
-    cache: &mut KvCache,
-) -> (Tensor<3>, Tensor<2, Int>, usize) {
-    let Some(enc) = enc else {
-        return (x, mask, 0);
-    };
-    let device = x.device();
-    let [b, _, _] = x.dims();
-    let n = enc.num_virtual_tokens();
-    let mask = Tensor::cat(vec![Tensor::<2, Int>::ones([b, n], &device), mask], 1);
-    if !cache.is_empty() {
-        return (x, mask, 0);
-    }
-    match enc {
-        PromptEncoder::Prefix(p) => {
-            cache.layers = p
-                .past(b)
-                .into_iter()
-                .map(|kv| LayerCache { kv: Some(kv) })
-                .collect();
-            (x, mask, 0)
-        }
-        PromptEncoder::Prompt(p) => (Tensor::cat(vec![p.forward(b), x], 1), mask, n),
-    }
-}
-
-/// Builds a `[batch, seq]` id tensor from rows of equal length.
-pub fn ids_tensor(rows: &[Vec<u32>], device: &Device) -> Tensor<2, Int> {
-    let b = rows.len();
-    let t = rows.first().map_or(0, Vec::len);
-    let flat: Vec<i64> = rows
-        .iter()
-        .flat_map(|r| r.iter().map(|&x| i64::from(x)))
-        .collect();
-    Tensor::from_data(TensorData::new(flat, [b, t]), device)
+    prompt_encoder_methods!();
 }
 
 #[cfg(test)]

@@ -276,7 +276,7 @@ impl GgufSource {
         let mut permute = HashMap::new();
         for info in file.tensors() {
             let g = info.name();
-            let Some(hf) = gguf_to_hf_name(g) else {
+            let Some(hf) = crate::llama::GGUF_NAMES.hf_name(g) else {
                 names.insert(format!("gguf:{g}"), g.to_string());
                 continue;
             };
@@ -304,7 +304,7 @@ impl GgufSource {
         let mut transpose = BTreeSet::new();
         for info in file.tensors() {
             let g = info.name();
-            match gguf_to_hf_name_gpt2(g) {
+            match crate::gpt2::GGUF_NAMES.hf_name(g) {
                 Some(hf) => {
                     if info.shape().len() == 2 && hf.contains(".h.") && hf.ends_with(".weight") {
                         transpose.insert(hf.clone());
@@ -322,6 +322,19 @@ impl GgufSource {
             names,
             permute: HashMap::new(),
             transpose,
+        }
+    }
+
+    /// A [`ModelError::Gguf`] about the tensor with the Hugging Face name `name`, naming the file
+    /// and the tensor by its GGUF name.
+    pub fn tensor_error(&self, name: &str, message: String) -> ModelError {
+        let tensor = match self.names.get(name) {
+            Some(g) if g != name => format!("tensor `{g}` (`{name}`)"),
+            _ => format!("tensor `{name}`"),
+        };
+        ModelError::Gguf {
+            path: self.file.path().to_path_buf(),
+            message: format!("{tensor}: {message}"),
         }
     }
 
@@ -352,11 +365,13 @@ impl GgufSource {
         };
         let bytes = self.file.tensor_bytes(g)?;
         let m = QuantizedMatrix::from_gguf_blocks(format, rows, cols, bytes).map_err(|e| {
-            ModelError::Tensor {
-                source_name: self.source_name(),
-                tensor: name.into(),
-                reason: e.to_string(),
-            }
+            self.tensor_error(
+                name,
+                format!(
+                    "{} blocks of shape [{rows}, {cols}] cannot be read: {e}",
+                    info.ggml_type()
+                ),
+            )
         })?;
         Ok(Some(match self.permute.get(name) {
             Some(&heads) => m.permute_rows(&reverse_permutation(rows, heads)),
@@ -380,62 +395,42 @@ fn reverse_permutation(rows: usize, heads: usize) -> Vec<usize> {
     order
 }
 
+/// The tensor names of one architecture in llama.cpp's GGUF files, with their Hugging Face names:
+/// names outside the layers, and the modules of each layer (`blk.{i}.{module}.{kind}` →
+/// `{layers}.{i}.{hf}.{kind}`, where `kind` is `weight` or `bias`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GgufNames {
+    /// GGUF name → Hugging Face name, outside the layers.
+    pub(crate) fixed: &'static [(&'static str, &'static str)],
+    /// The Hugging Face prefix of the layers, e.g. `model.layers`.
+    pub(crate) layers: &'static str,
+    /// GGUF module → Hugging Face module, inside a layer.
+    pub(crate) modules: &'static [(&'static str, &'static str)],
+}
+
+impl GgufNames {
+    /// The Hugging Face name of a GGUF tensor, or `None` for names outside the table.
+    pub(crate) fn hf_name(&self, name: &str) -> Option<String> {
+        if let Some((_, hf)) = self.fixed.iter().find(|(g, _)| *g == name) {
+            return Some((*hf).to_string());
+        }
+        let rest = name.strip_prefix("blk.")?;
+        let (layer, rest) = rest.split_once('.')?;
+        let layer: usize = layer.parse().ok()?;
+        let (module, kind) = rest.rsplit_once('.')?;
+        let (_, hf) = self.modules.iter().find(|(g, _)| *g == module)?;
+        Some(format!("{}.{layer}.{hf}.{kind}", self.layers))
+    }
+}
+
 /// Maps a llama.cpp tensor name to its Hugging Face name.
 pub fn gguf_to_hf_name(name: &str) -> Option<String> {
-    let fixed = match name {
-        "token_embd.weight" => Some("model.embed_tokens.weight"),
-        "output_norm.weight" => Some("model.norm.weight"),
-        "output.weight" => Some("lm_head.weight"),
-        _ => None,
-    };
-    if let Some(f) = fixed {
-        return Some(f.to_string());
-    }
-    let rest = name.strip_prefix("blk.")?;
-    let (layer, rest) = rest.split_once('.')?;
-    let layer: usize = layer.parse().ok()?;
-    let (module, kind) = rest.rsplit_once('.')?;
-    let hf = match module {
-        "attn_q" => "self_attn.q_proj",
-        "attn_k" => "self_attn.k_proj",
-        "attn_v" => "self_attn.v_proj",
-        "attn_output" => "self_attn.o_proj",
-        "ffn_gate" => "mlp.gate_proj",
-        "ffn_up" => "mlp.up_proj",
-        "ffn_down" => "mlp.down_proj",
-        "attn_norm" => "input_layernorm",
-        "ffn_norm" => "post_attention_layernorm",
-        _ => return None,
-    };
-    Some(format!("model.layers.{layer}.{hf}.{kind}"))
+    crate::llama::GGUF_NAMES.hf_name(name)
 }
 
 /// Maps a llama.cpp GPT-2 tensor name to its Hugging Face name.
 pub fn gguf_to_hf_name_gpt2(name: &str) -> Option<String> {
-    let fixed = match name {
-        "token_embd.weight" => Some("transformer.wte.weight"),
-        "position_embd.weight" => Some("transformer.wpe.weight"),
-        "output_norm.weight" => Some("transformer.ln_f.weight"),
-        "output_norm.bias" => Some("transformer.ln_f.bias"),
-        _ => None,
-    };
-    if let Some(f) = fixed {
-        return Some(f.to_string());
-    }
-    let rest = name.strip_prefix("blk.")?;
-    let (layer, rest) = rest.split_once('.')?;
-    let layer: usize = layer.parse().ok()?;
-    let (module, kind) = rest.rsplit_once('.')?;
-    let hf = match module {
-        "attn_norm" => "ln_1",
-        "attn_qkv" => "attn.c_attn",
-        "attn_output" => "attn.c_proj",
-        "ffn_norm" => "ln_2",
-        "ffn_up" => "mlp.c_fc",
-        "ffn_down" => "mlp.c_proj",
-        _ => return None,
-    };
-    Some(format!("transformer.h.{layer}.{hf}.{kind}"))
+    crate::gpt2::GGUF_NAMES.hf_name(name)
 }
 
 /// Undoes llama.cpp's q/k permutation of a `[rows, cols]` weight: GGUF rows are ordered

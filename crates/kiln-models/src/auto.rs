@@ -1,16 +1,18 @@
-//! One call from a checkpoint path to a ready model and its tokenizer.
+//! One call from a checkpoint path to a ready model and its tokenizer, whatever the
+//! architecture: [`AnyCausalLm`], [`load_model`], [`load_pretrained`], [`load_tokenizer`].
 
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor};
+use kiln_nn::AdaptableLinear;
 use kiln_nn::adapter::PromptEncoder;
-use kiln_nn::{AdaptableLinear, AdapterTarget, ModelGeometry};
+use kiln_nn::{AdapterTarget, ModelGeometry};
 use kiln_tokenizer::{GgufTokenizerSpec, Tokenizer};
 
+use crate::checkpoint::{Checkpoint, gpt2_from_gguf, llama_from_gguf, read_hf_config};
 use crate::gguf::{GgufFile, GgufValue};
-use crate::load::Checkpoint;
-use crate::source::{GgufSource, SafetensorsDir};
+use crate::source::SafetensorsDir;
 use crate::{
     CachedCausalLm, CausalLm, Gpt2Config, Gpt2LMHeadModel, KvCache, LlamaConfig, LlamaForCausalLM,
     LmInput, ModelError, Result,
@@ -104,21 +106,7 @@ pub fn load_tokenizer(path: impl AsRef<Path>) -> Result<Tokenizer> {
 pub fn load_model(path: impl AsRef<Path>, device: &Device) -> Result<(AnyConfig, AnyCausalLm)> {
     match Checkpoint::detect(path.as_ref())? {
         Checkpoint::HfDir(dir) => {
-            let cfg_path = dir.join("config.json");
-            let text = std::fs::read_to_string(&cfg_path).map_err(|source| ModelError::Io {
-                path: cfg_path.clone(),
-                source,
-            })?;
-            let json: serde_json::Value =
-                serde_json::from_str(&text).map_err(|source| ModelError::Json {
-                    path: cfg_path.clone(),
-                    source,
-                })?;
-            let model_type = json
-                .get("model_type")
-                .and_then(|v| v.as_str())
-                .unwrap_or("")
-                .to_string();
+            let (text, cfg_path, model_type) = read_hf_config(&dir)?;
             match model_type.as_str() {
                 "llama" | "mistral" | "qwen2" => {
                     let cfg = LlamaConfig::from_json_str(&text, &cfg_path)?;
@@ -142,40 +130,34 @@ pub fn load_model(path: impl AsRef<Path>, device: &Device) -> Result<(AnyConfig,
         Checkpoint::Gguf(file_path) => {
             let file = GgufFile::open(&file_path)?;
             if file.get_str("general.architecture").ok() == Some("gpt2") {
-                let cfg = Gpt2Config::from_gguf(&file)?;
-                let source = GgufSource::gpt2(file);
-                let m = Gpt2LMHeadModel::from_source(&cfg, &source, device)?;
+                let (cfg, m) = gpt2_from_gguf(file, device)?;
                 return Ok((AnyConfig::Gpt2(cfg), AnyCausalLm::Gpt2(m)));
             }
-            let cfg = LlamaConfig::from_gguf(&file)?;
-            let source = GgufSource::new(
-                file,
-                cfg.num_attention_heads,
-                cfg.kv_heads(),
-                cfg.gguf_permutes_qk(),
-            );
-            let mut model = LlamaForCausalLM::from_source(&cfg, &source, device)?;
-            attach_quantized(&mut model, &source)?;
-            if model.lm_head.is_none() {
-                model.quantized_head = source.quantized("model.embed_tokens.weight")?;
-            }
-            Ok((AnyConfig::Llama(cfg), AnyCausalLm::Llama(model)))
+            let (cfg, m) = llama_from_gguf(file, device)?;
+            Ok((AnyConfig::Llama(cfg), AnyCausalLm::Llama(m)))
         }
     }
 }
 
-/// Keeps the block-quantized (Q4_0, Q4_1, Q8_0) weights of a Llama-family GGUF file next to the
-/// dequantized ones, for fast decoding on the CPU (see [`AdaptableLinear::set_quantized`]).
-fn attach_quantized<M: AdapterTarget>(model: &mut M, source: &GgufSource) -> Result<()> {
-    let mut res = Ok(());
-    model.visit_linears_mut(&mut |path, l| {
-        if res.is_ok() {
-            res = source
-                .quantized(&format!("{path}.weight"))
-                .and_then(|q| Ok(l.set_quantized(q)?));
-        }
-    });
-    res
+/// Loads a Llama-family model (Llama, SmolLM, Mistral, Qwen2) from an HF directory or a GGUF file.
+/// Weights are dequantized or converted to `f32`.
+///
+/// # Errors
+/// Unreadable files, an unsupported architecture, or tensors that do not fit the configuration
+/// (each error names the file and tensor or field).
+pub fn load_llama(
+    path: impl AsRef<Path>,
+    device: &Device,
+) -> Result<(LlamaConfig, LlamaForCausalLM)> {
+    let path = path.as_ref();
+    match load_model(path, device)? {
+        (AnyConfig::Llama(cfg), AnyCausalLm::Llama(model)) => Ok((cfg, model)),
+        (config, _) => Err(ModelError::UnsupportedArchitecture {
+            path: path.to_path_buf(),
+            architecture: config.model_type().into(),
+            supported: "llama, mistral, qwen2".into(),
+        }),
+    }
 }
 
 /// Reads the `tokenizer.*` metadata of a GGUF file.

@@ -1,0 +1,275 @@
+//! Dequantization of ggml block formats to `f32`, following ggml's `dequantize_row_*` reference
+//! code operation by operation.
+//!
+//! Each block format has one decoder, `decode_<type>_block(block, out)`, from the bytes of one
+//! block to its values.
+
+use half::f16;
+
+use super::ggml_type::{GgmlType, QK_K};
+
+#[inline]
+fn f16_le(lo: u8, hi: u8) -> f32 {
+    f16::from_bits(u16::from_le_bytes([lo, hi])).to_f32()
+}
+
+/// Decodes `src` (whole blocks of `ty`) into `dst`, which holds `blocks * block_elems` values.
+///
+/// # Errors
+/// A type that cannot be dequantized, or data that is not the blocks of `dst.len()` values; the
+/// message says what is wrong in GGUF terms (the caller adds the file and tensor).
+pub(super) fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), String> {
+    let (block_elems, block_bytes) = ty
+        .block_layout()
+        .ok_or_else(|| format!("cannot dequantize {ty}"))?;
+    if !src.len().is_multiple_of(block_bytes) || src.len() / block_bytes * block_elems != dst.len()
+    {
+        return Err(format!(
+            "{} bytes of data are not the {ty} blocks ({block_elems} values in {block_bytes} \
+             bytes each) of {} values",
+            src.len(),
+            dst.len()
+        ));
+    }
+    match ty {
+        GgmlType::F32 => {
+            for (y, x) in dst.iter_mut().zip(src.as_chunks::<4>().0) {
+                *y = f32::from_le_bytes(*x);
+            }
+        }
+        GgmlType::F16 => {
+            for (y, x) in dst.iter_mut().zip(src.as_chunks::<2>().0) {
+                *y = f16_le(x[0], x[1]);
+            }
+        }
+        GgmlType::BF16 => {
+            for (y, x) in dst.iter_mut().zip(src.as_chunks::<2>().0) {
+                *y = f32::from_bits(u32::from(u16::from_le_bytes(*x)) << 16);
+            }
+        }
+        GgmlType::Q4_0 => blocks::<18, 32>(src, dst, decode_q4_0_block),
+        GgmlType::Q4_1 => blocks::<20, 32>(src, dst, decode_q4_1_block),
+        GgmlType::Q5_0 => blocks::<22, 32>(src, dst, decode_q5_0_block),
+        GgmlType::Q5_1 => blocks::<24, 32>(src, dst, decode_q5_1_block),
+        GgmlType::Q8_0 => blocks::<34, 32>(src, dst, decode_q8_0_block),
+        GgmlType::Q2_K => blocks::<84, QK_K>(src, dst, decode_q2_k_block),
+        GgmlType::Q3_K => blocks::<110, QK_K>(src, dst, decode_q3_k_block),
+        GgmlType::Q4_K => blocks::<144, QK_K>(src, dst, decode_q4_k_block),
+        GgmlType::Q5_K => blocks::<176, QK_K>(src, dst, decode_q5_k_block),
+        GgmlType::Q6_K => blocks::<210, QK_K>(src, dst, decode_q6_k_block),
+        GgmlType::Q8_K => blocks::<292, QK_K>(src, dst, decode_q8_k_block),
+        other => return Err(format!("cannot dequantize {other}")),
+    }
+    Ok(())
+}
+
+/// Applies `f` to each block of `B` bytes and its `N` output values.
+#[inline]
+fn blocks<const B: usize, const N: usize>(
+    src: &[u8],
+    dst: &mut [f32],
+    f: fn(&[u8; B], &mut [f32; N]),
+) {
+    for (x, y) in src
+        .as_chunks::<B>()
+        .0
+        .iter()
+        .zip(dst.as_chunks_mut::<N>().0)
+    {
+        f(x, y);
+    }
+}
+
+/// `d: f16, qs: [u8; 16]`; `y = (q - 8) * d`.
+pub(crate) fn decode_q4_0_block(x: &[u8; 18], y: &mut [f32; 32]) {
+    let d = f16_le(x[0], x[1]);
+    for j in 0..16 {
+        let q = x[2 + j];
+        y[j] = (i32::from(q & 0x0F) - 8) as f32 * d;
+        y[j + 16] = (i32::from(q >> 4) - 8) as f32 * d;
+    }
+}
+
+/// `d: f16, m: f16, qs: [u8; 16]`; `y = q * d + m`.
+pub(crate) fn decode_q4_1_block(x: &[u8; 20], y: &mut [f32; 32]) {
+    let d = f16_le(x[0], x[1]);
+    let m = f16_le(x[2], x[3]);
+    for j in 0..16 {
+        let q = x[4 + j];
+        y[j] = f32::from(q & 0x0F) * d + m;
+        y[j + 16] = f32::from(q >> 4) * d + m;
+    }
+}
+
+/// `d: f16, qh: u32, qs: [u8; 16]`; `y = (q - 16) * d` with the fifth bit from `qh`.
+pub(crate) fn decode_q5_0_block(x: &[u8; 22], y: &mut [f32; 32]) {
+    let d = f16_le(x[0], x[1]);
+    let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]);
+    for j in 0..16 {
+        let q = x[6 + j];
+        let h0 = ((qh >> j) << 4) & 0x10;
+        let h1 = (qh >> (j + 12)) & 0x10;
+        y[j] = ((u32::from(q & 0x0F) | h0) as i32 - 16) as f32 * d;
+        y[j + 16] = ((u32::from(q >> 4) | h1) as i32 - 16) as f32 * d;
+    }
+}
+
+/// `d: f16, m: f16, qh: u32, qs: [u8; 16]`; `y = q * d + m` with the fifth bit from `qh`.
+pub(crate) fn decode_q5_1_block(x: &[u8; 24], y: &mut [f32; 32]) {
+    let d = f16_le(x[0], x[1]);
+    let m = f16_le(x[2], x[3]);
+    let qh = u32::from_le_bytes([x[4], x[5], x[6], x[7]]);
+    for j in 0..16 {
+        let q = x[8 + j];
+        let h0 = ((qh >> j) << 4) & 0x10;
+        let h1 = (qh >> (j + 12)) & 0x10;
+        y[j] = (u32::from(q & 0x0F) | h0) as f32 * d + m;
+        y[j + 16] = (u32::from(q >> 4) | h1) as f32 * d + m;
+    }
+}
+
+/// `d: f16, qs: [i8; 32]`; `y = q * d`.
+pub(crate) fn decode_q8_0_block(x: &[u8; 34], y: &mut [f32; 32]) {
+    let d = f16_le(x[0], x[1]);
+    for j in 0..32 {
+        y[j] = f32::from(x[2 + j] as i8) * d;
+    }
+}
+
+/// `scales: [u8; 16], qs: [u8; 64], d: f16, dmin: f16`.
+pub(crate) fn decode_q2_k_block(x: &[u8; 84], y: &mut [f32; QK_K]) {
+    let d = f16_le(x[80], x[81]);
+    let min = f16_le(x[82], x[83]);
+    let mut is = 0;
+    let mut out = 0;
+    for n in 0..2 {
+        let q = &x[16 + 32 * n..16 + 32 * n + 32];
+        for shift in [0, 2, 4, 6] {
+            for half in 0..2 {
+                let sc = x[is];
+                is += 1;
+                let dl = d * f32::from(sc & 0x0F);
+                let ml = min * f32::from(sc >> 4);
+                for &b in &q[16 * half..16 * half + 16] {
+                    y[out] = dl * f32::from((b >> shift) & 3) - ml;
+                    out += 1;
+                }
+            }
+        }
+    }
+}
+
+/// `hmask: [u8; 32], qs: [u8; 64], scales: [u8; 12] (16 packed 6-bit), d: f16`.
+pub(crate) fn decode_q3_k_block(x: &[u8; 110], y: &mut [f32; QK_K]) {
+    let d_all = f16_le(x[108], x[109]);
+    let s = &x[96..108];
+    let mut scales = [0i32; 16];
+    for (j, scale) in scales.iter_mut().enumerate() {
+        let low = if j < 8 { s[j] & 0x0F } else { s[j - 8] >> 4 };
+        let high = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
+        *scale = i32::from(low | (high << 4)) - 32;
+    }
+    let hmask = &x[0..32];
+    let mut is = 0;
+    let mut out = 0;
+    let mut m = 1u8;
+    for n in 0..2 {
+        let q = &x[32 + 32 * n..32 + 32 * n + 32];
+        for shift in [0, 2, 4, 6] {
+            for half in 0..2 {
+                let dl = d_all * scales[is] as f32;
+                is += 1;
+                for l in 16 * half..16 * half + 16 {
+                    let low = i32::from((q[l] >> shift) & 3);
+                    let sub = if hmask[l] & m != 0 { 0 } else { 4 };
+                    y[out] = dl * (low - sub) as f32;
+                    out += 1;
+                }
+            }
+            m = m.wrapping_shl(1);
+        }
+    }
+}
+
+/// The `j`-th 6-bit scale and minimum of a Q4_K/Q5_K block (`get_scale_min_k4` in ggml).
+#[inline]
+fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+/// `d: f16, dmin: f16, scales: [u8; 12], qs: [u8; 128]`.
+pub(crate) fn decode_q4_k_block(x: &[u8; 144], y: &mut [f32; QK_K]) {
+    let d = f16_le(x[0], x[1]);
+    let min = f16_le(x[2], x[3]);
+    let scales = &x[4..16];
+    for (j, y) in y.chunks_exact_mut(64).enumerate() {
+        let (sc1, m1) = scale_min_k4(2 * j, scales);
+        let (sc2, m2) = scale_min_k4(2 * j + 1, scales);
+        let (d1, m1) = (d * f32::from(sc1), min * f32::from(m1));
+        let (d2, m2) = (d * f32::from(sc2), min * f32::from(m2));
+        let q = &x[16 + 32 * j..16 + 32 * j + 32];
+        for l in 0..32 {
+            y[l] = d1 * f32::from(q[l] & 0x0F) - m1;
+            y[l + 32] = d2 * f32::from(q[l] >> 4) - m2;
+        }
+    }
+}
+
+/// `d: f16, dmin: f16, scales: [u8; 12], qh: [u8; 32], qs: [u8; 128]`.
+pub(crate) fn decode_q5_k_block(x: &[u8; 176], y: &mut [f32; QK_K]) {
+    let d = f16_le(x[0], x[1]);
+    let min = f16_le(x[2], x[3]);
+    let scales = &x[4..16];
+    let qh = &x[16..48];
+    for (j, y) in y.chunks_exact_mut(64).enumerate() {
+        let (sc1, m1) = scale_min_k4(2 * j, scales);
+        let (sc2, m2) = scale_min_k4(2 * j + 1, scales);
+        let (d1, m1) = (d * f32::from(sc1), min * f32::from(m1));
+        let (d2, m2) = (d * f32::from(sc2), min * f32::from(m2));
+        let u1 = 1u8 << (2 * j);
+        let u2 = 2u8 << (2 * j);
+        let ql = &x[48 + 32 * j..48 + 32 * j + 32];
+        for l in 0..32 {
+            let h1 = if qh[l] & u1 != 0 { 16 } else { 0 };
+            let h2 = if qh[l] & u2 != 0 { 16 } else { 0 };
+            y[l] = d1 * f32::from((ql[l] & 0x0F) + h1) - m1;
+            y[l + 32] = d2 * f32::from((ql[l] >> 4) + h2) - m2;
+        }
+    }
+}
+
+/// `ql: [u8; 128], qh: [u8; 64], scales: [i8; 16], d: f16`.
+pub(crate) fn decode_q6_k_block(x: &[u8; 210], y: &mut [f32; QK_K]) {
+    let d = f16_le(x[208], x[209]);
+    for (n, y) in y.chunks_exact_mut(128).enumerate() {
+        let ql = &x[64 * n..64 * n + 64];
+        let qh = &x[128 + 32 * n..128 + 32 * n + 32];
+        let sc = &x[192 + 8 * n..192 + 8 * n + 8];
+        for l in 0..32 {
+            let is = l / 16;
+            let q1 = i32::from((ql[l] & 0x0F) | ((qh[l] & 3) << 4)) - 32;
+            let q2 = i32::from((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) - 32;
+            let q3 = i32::from((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+            let q4 = i32::from((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+            y[l] = d * f32::from(sc[is] as i8) * q1 as f32;
+            y[l + 32] = d * f32::from(sc[is + 2] as i8) * q2 as f32;
+            y[l + 64] = d * f32::from(sc[is + 4] as i8) * q3 as f32;
+            y[l + 96] = d * f32::from(sc[is + 6] as i8) * q4 as f32;
+        }
+    }
+}
+
+/// `d: f32, qs: [i8; 256], bsums: [i16; 16]`; `y = d * q`.
+pub(crate) fn decode_q8_k_block(x: &[u8; 292], y: &mut [f32; QK_K]) {
+    let d = f32::from_le_bytes([x[0], x[1], x[2], x[3]]);
+    for (y, &q) in y.iter_mut().zip(&x[4..4 + QK_K]) {
+        *y = d * f32::from(q as i8);
+    }
+}
