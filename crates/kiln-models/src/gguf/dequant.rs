@@ -6,6 +6,8 @@
 
 use half::f16;
 
+use kiln_nn::QuantFormat;
+
 use super::ggml_type::{GgmlType, QK_K};
 
 #[inline]
@@ -80,25 +82,14 @@ fn blocks<const B: usize, const N: usize>(
     }
 }
 
-/// `d: f16, qs: [u8; 16]`; `y = (q - 8) * d`.
-pub(crate) fn decode_q4_0_block(x: &[u8; 18], y: &mut [f32; 32]) {
-    let d = f16_le(x[0], x[1]);
-    for j in 0..16 {
-        let q = x[2 + j];
-        y[j] = (i32::from(q & 0x0F) - 8) as f32 * d;
-        y[j + 16] = (i32::from(q >> 4) - 8) as f32 * d;
-    }
+/// Q4_0: the decoder the CPU kernels use ([`kiln_nn::QuantFormat::decode_block`]).
+fn decode_q4_0_block(x: &[u8; 18], y: &mut [f32; 32]) {
+    *y = QuantFormat::Q4_0.decode_block(x);
 }
 
-/// `d: f16, m: f16, qs: [u8; 16]`; `y = q * d + m`.
-pub(crate) fn decode_q4_1_block(x: &[u8; 20], y: &mut [f32; 32]) {
-    let d = f16_le(x[0], x[1]);
-    let m = f16_le(x[2], x[3]);
-    for j in 0..16 {
-        let q = x[4 + j];
-        y[j] = f32::from(q & 0x0F) * d + m;
-        y[j + 16] = f32::from(q >> 4) * d + m;
-    }
+/// Q4_1: the decoder the CPU kernels use ([`kiln_nn::QuantFormat::decode_block`]).
+fn decode_q4_1_block(x: &[u8; 20], y: &mut [f32; 32]) {
+    *y = QuantFormat::Q4_1.decode_block(x);
 }
 
 /// `d: f16, qh: u32, qs: [u8; 16]`; `y = (q - 16) * d` with the fifth bit from `qh`.
@@ -128,12 +119,9 @@ pub(crate) fn decode_q5_1_block(x: &[u8; 24], y: &mut [f32; 32]) {
     }
 }
 
-/// `d: f16, qs: [i8; 32]`; `y = q * d`.
-pub(crate) fn decode_q8_0_block(x: &[u8; 34], y: &mut [f32; 32]) {
-    let d = f16_le(x[0], x[1]);
-    for j in 0..32 {
-        y[j] = f32::from(x[2 + j] as i8) * d;
-    }
+/// Q8_0: the decoder the CPU kernels use ([`kiln_nn::QuantFormat::decode_block`]).
+fn decode_q8_0_block(x: &[u8; 34], y: &mut [f32; 32]) {
+    *y = QuantFormat::Q8_0.decode_block(x);
 }
 
 /// `scales: [u8; 16], qs: [u8; 64], d: f16, dmin: f16`.

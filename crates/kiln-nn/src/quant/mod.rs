@@ -48,7 +48,9 @@ impl QuantFormat {
     }
 
     /// One block (`block_bytes()` bytes in the GGUF layout) dequantized, with llama.cpp's
-    /// formulas (`Q4_1` rounds `q·d + m` once, as a fused multiply-add).
+    /// formulas. The GGUF reader (kiln-models) decodes these formats with this function too.
+    /// `q·d` is exact in `f32` (a 4- or 8-bit integer times an `f16` scale), so `Q4_1`'s fused
+    /// `q·d + m` equals the unfused one of ggml's reference code.
     ///
     /// # Panics
     /// When `block` is shorter than [`block_bytes`](Self::block_bytes).
