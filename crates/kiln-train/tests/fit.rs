@@ -273,7 +273,11 @@ fn resume_continues_the_exact_loss_curve() {
     // and the checkpoint restores every parameter, optimizer moment and float of the state
     // exactly.
     for (i, (a, b)) in straight.summary.losses.iter().zip(&resumed).enumerate() {
-        assert_eq!(a.to_bits(), b.to_bits(), "step {i}: straight {a} vs resumed {b}");
+        assert_eq!(
+            a.to_bits(),
+            b.to_bits(),
+            "step {i}: straight {a} vs resumed {b}"
+        );
     }
     // The metrics log of the resumed run holds each step and evaluation once.
     let text = std::fs::read_to_string(dir.path().join(files::METRICS)).unwrap();
