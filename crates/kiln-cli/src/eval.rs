@@ -10,6 +10,8 @@ use kiln::prelude::*;
 use kiln::recipe::{answer_config, eval_cases, general_text};
 use kiln::train::harness::{compare_models, generate_answers, score_answers};
 
+use crate::util::DeviceArg;
+
 /// Arguments of `kiln eval`.
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
@@ -46,8 +48,8 @@ pub struct EvalArgs {
 }
 
 /// Runs `kiln eval`.
-pub fn run(device: &str, args: &EvalArgs) -> Result<()> {
-    let device = parse_device(device)?;
+pub fn run(device: &DeviceArg, args: &EvalArgs) -> Result<()> {
+    let device = device.open()?;
     let p = load_pretrained(&args.model, &device)
         .with_context(|| format!("loading {}", args.model.display()))?;
     let tok = &p.tokenizer;

@@ -8,6 +8,8 @@ use kiln::nn::safetensors::read_safetensors;
 use kiln::peft::read_adapter_config;
 use kiln::prelude::*;
 
+use crate::util::DeviceArg;
+
 /// Arguments of `kiln inspect`.
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
@@ -19,11 +21,11 @@ pub struct InspectArgs {
 }
 
 /// Runs `kiln inspect`.
-pub fn run(device: &str, args: &InspectArgs) -> Result<()> {
+pub fn run(device: &DeviceArg, args: &InspectArgs) -> Result<()> {
     if args.path.join("adapter_config.json").is_file() {
         return adapter(&args.path);
     }
-    let device = parse_device(device)?;
+    let device = device.open()?;
     let p = load_pretrained(&args.path, &device)
         .with_context(|| format!("loading {}", args.path.display()))?;
     println!("path: {}", args.path.display());

@@ -16,10 +16,12 @@ mod data;
 mod eval;
 mod inspect;
 mod merge;
-mod method;
-mod methods;
+mod presets;
 mod score;
 mod train;
+mod util;
+
+use util::DeviceArg;
 
 /// Customize small language models to a domain.
 #[derive(Debug, Parser)]
@@ -27,7 +29,7 @@ mod train;
 struct Cli {
     /// Backend to run on: cpu, flex, ndarray, wgpu, wgpu:cpu, wgpu:N, cuda, cuda:N.
     #[arg(long, global = true, default_value = "cpu")]
-    device: String,
+    device: DeviceArg,
     #[command(subcommand)]
     command: Command,
 }
@@ -141,7 +143,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Devices => {
             println!("compiled backends: {}", compiled_backends().join(", "));
-            let device = parse_device(&cli.device)?;
+            let device = cli.device.open()?;
             let x = Tensor::<1>::from_floats([1.0, 2.0, 3.0], &device);
             let sum: f32 = x.sum().into_scalar::<f32>();
             anyhow::ensure!(
@@ -163,8 +165,8 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn run_generate(device: &str, args: &GenerateArgs) -> Result<()> {
-    let device = parse_device(device)?;
+fn run_generate(device: &DeviceArg, args: &GenerateArgs) -> Result<()> {
+    let device = device.open()?;
     let prompts: Vec<String> = match (&args.prompt, &args.file) {
         (Some(p), _) => vec![p.clone()],
         (None, Some(f)) => std::fs::read_to_string(f)

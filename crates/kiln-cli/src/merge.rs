@@ -6,6 +6,8 @@ use anyhow::{Context, Result, bail};
 use kiln::models::{load_pretrained, save_pretrained};
 use kiln::prelude::*;
 
+use crate::util::DeviceArg;
+
 /// Arguments of `kiln merge`.
 #[derive(Debug, clap::Args)]
 pub struct MergeArgs {
@@ -24,11 +26,11 @@ pub struct MergeArgs {
 }
 
 /// Runs `kiln merge`.
-pub fn run(device: &str, args: &MergeArgs) -> Result<()> {
+pub fn run(device: &DeviceArg, args: &MergeArgs) -> Result<()> {
     if args.out.exists() && !args.force {
         bail!("{} exists; pass --force to replace it", args.out.display());
     }
-    let device = parse_device(device)?;
+    let device = device.open()?;
     let p = load_pretrained(&args.model, &device)
         .with_context(|| format!("loading {}", args.model.display()))?;
     let (mut model, config) = load_adapter(p.model, &args.adapter, &device)

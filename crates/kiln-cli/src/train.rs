@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use kiln::prelude::*;
 use kiln::recipe::Recipe;
+
+use crate::util::DeviceArg;
 
 /// Arguments of `kiln train`.
 #[derive(Debug, clap::Args)]
@@ -20,13 +21,13 @@ pub struct TrainArgs {
 }
 
 /// Runs `kiln train`.
-pub fn run(device: &str, args: &TrainArgs) -> Result<()> {
+pub fn run(device: &DeviceArg, args: &TrainArgs) -> Result<()> {
     let recipe = Recipe::from_file(&args.recipe, &args.overrides)?;
     if args.print_config {
         print!("{}", recipe.to_toml());
         return Ok(());
     }
-    let device = parse_device(device)?;
+    let device = device.open()?;
     let out = recipe
         .run(&device)
         .with_context(|| format!("running {}", args.recipe.display()))?;

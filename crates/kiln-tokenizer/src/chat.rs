@@ -652,6 +652,29 @@ impl JsonWriter {
     }
 }
 
+/// The proleptic Gregorian `(year, month, day)` of a day counted from 1970-01-01 (day 0), by
+/// Howard Hinnant's `civil_from_days` algorithm; months and days count from 1.
+///
+/// ```
+/// use kiln_tokenizer::chat::civil_date;
+///
+/// assert_eq!(civil_date(0), (1970, 1, 1));
+/// assert_eq!(civil_date(19_782), (2024, 2, 29));
+/// assert_eq!(civil_date(-1), (1969, 12, 31));
+/// ```
+pub fn civil_date(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
 /// `strftime_now(format)`: the current time (UTC) formatted with Python's `strftime` directives
 /// (`%Y %m %d %H %M %S %y %b %B %a %A %j %p %I %e %%`).
 fn strftime_now(format: &str) -> String {
@@ -693,16 +716,7 @@ fn strftime(format: &str, unix_secs: u64) -> String {
         (secs_of_day / 60) % 60,
         secs_of_day % 60,
     );
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = civil_date(days);
     let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
     const CUMULATIVE: [i64; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
     let month_index = usize::try_from(month - 1).unwrap_or(0);

@@ -1,17 +1,22 @@
 #![doc = include_str!("../../../README.md")]
 #![warn(missing_docs)]
 
-pub mod device;
-pub mod recipe;
-
 pub use burn;
 pub use kiln_data as data;
 pub use kiln_metrics as metrics;
 pub use kiln_models as models;
 pub use kiln_nn as nn;
 pub use kiln_peft as peft;
+pub use kiln_recipe as recipe;
 pub use kiln_tokenizer as tokenizer;
 pub use kiln_train as train;
+
+/// Choosing a backend at run time (see [`kiln_recipe::device`]); the backends compiled in are
+/// chosen by this crate's cargo features (`flex`, `ndarray`, `wgpu`, `cuda`).
+pub mod device {
+    pub use kiln_recipe::RecipeError as DeviceError;
+    pub use kiln_recipe::device::{compiled_backends, parse_device};
+}
 
 /// The types most programs need.
 pub mod prelude {

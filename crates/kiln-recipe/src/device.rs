@@ -6,28 +6,7 @@
 
 use burn::tensor::Device;
 
-/// A device string that names no backend, or one that was not compiled in.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum DeviceError {
-    /// The backend exists but this build does not include it.
-    #[error(
-        "backend `{backend}` was not compiled into this build; rebuild with `--features {feature}` \
-         (compiled backends: {available})"
-    )]
-    NotCompiled {
-        /// The requested backend.
-        backend: String,
-        /// The cargo feature that enables it.
-        feature: String,
-        /// What this build has.
-        available: String,
-    },
-    /// The string names no known backend or has a malformed index.
-    #[error(
-        "unknown device `{0}`; expected cpu, flex, ndarray, wgpu, wgpu:cpu, wgpu:N, cuda or cuda:N"
-    )]
-    Unknown(String),
-}
+use crate::RecipeError;
 
 /// The backends compiled into this build, in order of preference for `cpu`.
 pub fn compiled_backends() -> Vec<&'static str> {
@@ -47,9 +26,9 @@ pub fn compiled_backends() -> Vec<&'static str> {
     v
 }
 
-fn not_compiled(backend: &str, feature: &str) -> DeviceError {
+fn not_compiled(backend: &str, feature: &str) -> RecipeError {
     let available = compiled_backends();
-    DeviceError::NotCompiled {
+    RecipeError::NotCompiled {
         backend: backend.into(),
         feature: feature.into(),
         available: if available.is_empty() {
@@ -72,24 +51,25 @@ fn not_compiled(backend: &str, feature: &str) -> DeviceError {
 /// | `cuda`, `cuda:N` | CUDA device N (default 0) |
 ///
 /// # Errors
-/// [`DeviceError::NotCompiled`] when the backend's feature is off, [`DeviceError::Unknown`] for
-/// anything else.
+/// [`RecipeError::NotCompiled`] when the backend's feature is off,
+/// [`RecipeError::UnknownDevice`] for anything else.
 ///
 /// ```
-/// let device = kiln::device::parse_device("cpu").unwrap();
+/// let device = kiln_recipe::device::parse_device("cpu").unwrap();
 /// assert!(!device.is_autodiff());
-/// let err = kiln::device::parse_device("tpu").unwrap_err();
+/// let err = kiln_recipe::device::parse_device("tpu").unwrap_err();
 /// assert!(err.to_string().contains("unknown device"));
 /// ```
-pub fn parse_device(spec: &str) -> Result<Device, DeviceError> {
+pub fn parse_device(spec: &str) -> Result<Device, RecipeError> {
     let s = spec.trim().to_ascii_lowercase();
     let (name, arg) = match s.split_once(':') {
         Some((n, a)) => (n, Some(a)),
         None => (s.as_str(), None),
     };
-    let index = |arg: Option<&str>| -> Result<usize, DeviceError> {
+    let index = |arg: Option<&str>| -> Result<usize, RecipeError> {
         arg.map_or(Ok(0), |a| {
-            a.parse().map_err(|_| DeviceError::Unknown(spec.into()))
+            a.parse()
+                .map_err(|_| RecipeError::UnknownDevice(spec.into()))
         })
     };
     match name {
@@ -98,11 +78,11 @@ pub fn parse_device(spec: &str) -> Result<Device, DeviceError> {
         "ndarray" if arg.is_none() => ndarray_device(),
         "wgpu" => wgpu_device(arg, spec),
         "cuda" => cuda_device(index(arg)?),
-        _ => Err(DeviceError::Unknown(spec.into())),
+        _ => Err(RecipeError::UnknownDevice(spec.into())),
     }
 }
 
-fn cpu_device() -> Result<Device, DeviceError> {
+fn cpu_device() -> Result<Device, RecipeError> {
     if cfg!(feature = "flex") {
         flex_device()
     } else if cfg!(feature = "ndarray") {
@@ -113,47 +93,48 @@ fn cpu_device() -> Result<Device, DeviceError> {
 }
 
 #[cfg(feature = "flex")]
-fn flex_device() -> Result<Device, DeviceError> {
+fn flex_device() -> Result<Device, RecipeError> {
     Ok(Device::flex())
 }
 #[cfg(not(feature = "flex"))]
-fn flex_device() -> Result<Device, DeviceError> {
+fn flex_device() -> Result<Device, RecipeError> {
     Err(not_compiled("flex", "flex"))
 }
 
 #[cfg(feature = "ndarray")]
 #[allow(deprecated)]
-fn ndarray_device() -> Result<Device, DeviceError> {
+fn ndarray_device() -> Result<Device, RecipeError> {
     Ok(Device::ndarray())
 }
 #[cfg(not(feature = "ndarray"))]
-fn ndarray_device() -> Result<Device, DeviceError> {
+fn ndarray_device() -> Result<Device, RecipeError> {
     Err(not_compiled("ndarray", "ndarray"))
 }
 
 #[cfg(feature = "wgpu")]
-fn wgpu_device(arg: Option<&str>, spec: &str) -> Result<Device, DeviceError> {
+fn wgpu_device(arg: Option<&str>, spec: &str) -> Result<Device, RecipeError> {
     use burn::tensor::DeviceKind;
     let kind = match arg {
         None | Some("default") => DeviceKind::DefaultDevice,
         Some("cpu") => DeviceKind::Cpu,
-        Some(n) => {
-            DeviceKind::DiscreteGpu(n.parse().map_err(|_| DeviceError::Unknown(spec.into()))?)
-        }
+        Some(n) => DeviceKind::DiscreteGpu(
+            n.parse()
+                .map_err(|_| RecipeError::UnknownDevice(spec.into()))?,
+        ),
     };
     Ok(Device::wgpu(kind))
 }
 #[cfg(not(feature = "wgpu"))]
-fn wgpu_device(_arg: Option<&str>, _spec: &str) -> Result<Device, DeviceError> {
+fn wgpu_device(_arg: Option<&str>, _spec: &str) -> Result<Device, RecipeError> {
     Err(not_compiled("wgpu", "wgpu"))
 }
 
 #[cfg(feature = "cuda")]
-fn cuda_device(index: usize) -> Result<Device, DeviceError> {
+fn cuda_device(index: usize) -> Result<Device, RecipeError> {
     Ok(Device::cuda(index))
 }
 #[cfg(not(feature = "cuda"))]
-fn cuda_device(_index: usize) -> Result<Device, DeviceError> {
+fn cuda_device(_index: usize) -> Result<Device, RecipeError> {
     Err(not_compiled("cuda", "cuda"))
 }
 
@@ -163,14 +144,17 @@ mod tests {
 
     #[test]
     fn unknown_and_malformed_strings() {
-        assert!(matches!(parse_device("tpu"), Err(DeviceError::Unknown(_))));
+        assert!(matches!(
+            parse_device("tpu"),
+            Err(RecipeError::UnknownDevice(_))
+        ));
         assert!(matches!(
             parse_device("cpu:3"),
-            Err(DeviceError::Unknown(_))
+            Err(RecipeError::UnknownDevice(_))
         ));
         assert!(matches!(
             parse_device("cuda:x"),
-            Err(DeviceError::Unknown(_)) | Err(DeviceError::NotCompiled { .. })
+            Err(RecipeError::UnknownDevice(_)) | Err(RecipeError::NotCompiled { .. })
         ));
     }
 

@@ -1,4 +1,4 @@
-//! `kiln bench`: training-step throughput and peak memory.
+//! `kiln bench train-step`: full training steps on random tokens, timed, with peak memory.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -8,38 +8,8 @@ use kiln::burn::module::Module;
 use kiln::models::load_model;
 use kiln::prelude::*;
 
-use crate::method::Method;
-
-/// `kiln bench ...`
-#[derive(Debug, clap::Subcommand)]
-pub enum BenchCommand {
-    /// Full training steps (forward, backward, AdamW) on random tokens, every position labelled.
-    ///
-    /// Prints one line per step on stderr and, as the last line on stdout,
-    /// `tokens_per_s=... peak_rss_mib=... step_s=...` (warm-up steps excluded from the rate).
-    ///
-    /// Example:
-    ///   kiln bench train-step --model assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --method lora --batch 4 --seq 256 --steps 3
-    #[command(verbatim_doc_comment)]
-    TrainStep(TrainStepArgs),
-    /// Compare fine-tuning methods on the same model, data, split and token budget.
-    ///
-    /// Trains full fine-tuning, LoRA, rsLoRA, DoRA, IA3, bottleneck adapters, prefix tuning and
-    /// prompt tuning (each in its own process, with its own learning rate), then reports per
-    /// method: trainable parameters, saved file size, peak memory, time per step, training
-    /// tokens/s, validation loss and held-out answer scores. Writes methods.json, methods.md and
-    /// methods.png into --out (and, with --docs, into docs/benchmarks.md and docs/img/).
-    ///
-    /// Examples:
-    ///   kiln bench methods --quick
-    ///   kiln bench methods --docs docs
-    ///   kiln bench methods --methods lora,dora --lr lora=1e-3 --epochs 3
-    #[command(verbatim_doc_comment)]
-    Methods(crate::methods::MethodsArgs),
-    /// One method of `kiln bench methods`, in its own process.
-    #[command(hide = true)]
-    MethodRun(crate::methods::MethodRunArgs),
-}
+use crate::presets::Method;
+use crate::util::{DeviceArg, peak_rss_mib};
 
 /// Arguments of `kiln bench train-step`.
 #[derive(Debug, clap::Args)]
@@ -70,28 +40,12 @@ pub struct TrainStepArgs {
     pub targets: Vec<String>,
 }
 
-/// Peak resident set size of this process in MiB (`VmHWM`), where the platform reports it.
-pub fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
-/// Runs `kiln bench`.
-pub fn run(device: &str, command: &BenchCommand) -> Result<()> {
-    match command {
-        BenchCommand::TrainStep(args) => train_step(device, args),
-        BenchCommand::Methods(args) => crate::methods::run(device, args),
-        BenchCommand::MethodRun(args) => crate::methods::method_run(device, args),
-    }
-}
-
-fn train_step(device: &str, args: &TrainStepArgs) -> Result<()> {
+/// Runs `kiln bench train-step`.
+pub fn run(device: &DeviceArg, args: &TrainStepArgs) -> Result<()> {
     if args.batch == 0 || args.seq < 2 || args.steps == 0 {
         bail!("--batch must be at least 1, --seq at least 2 and --steps at least 1");
     }
-    let device = parse_device(device)?;
+    let device = device.open()?;
     let train_device = device.clone().autodiff();
     let (_, model) = load_model(&args.model, &train_device)
         .with_context(|| format!("loading {}", args.model.display()))?;

@@ -1,0 +1,125 @@
+//! Small helpers the commands share: the `--device` value, atomic writes, JSON files, child
+//! processes, peak memory, the date and the machine.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use kiln::prelude::{Device, parse_device};
+
+/// The global `--device` value: kept as written (it is passed on to child processes and printed
+/// in reports) and turned into a device by [`DeviceArg::open`] when a command needs one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceArg(String);
+
+impl DeviceArg {
+    /// The string as given.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The device it names.
+    ///
+    /// # Errors
+    /// A backend that is unknown or not compiled into this build.
+    pub fn open(&self) -> Result<Device> {
+        Ok(parse_device(&self.0)?)
+    }
+}
+
+impl std::str::FromStr for DeviceArg {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        Ok(Self(s.to_string()))
+    }
+}
+
+impl std::fmt::Display for DeviceArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file next to it and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Reads a JSON file, naming it in errors.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// A command that runs this executable again (a child process with its own peak memory).
+pub fn kiln_command() -> Result<Command> {
+    let exe = std::env::current_exe().context("locating the kiln executable")?;
+    Ok(Command::new(exe))
+}
+
+/// Runs a child process with inherited output; fails unless it succeeds, naming `what`.
+pub fn run_child(cmd: &mut Command, what: &str) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("running {}", Path::new(cmd.get_program()).display()))?;
+    if !status.success() {
+        bail!("{what}: the run failed ({status}); its output is above");
+    }
+    Ok(())
+}
+
+/// Peak resident set size of this process in MiB (`VmHWM`), where the platform reports it.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Today as `YYYY-MM-DD` in UTC.
+pub fn utc_date() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (y, m, d) = kiln::tokenizer::chat::civil_date((secs / 86_400) as i64);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// The CPU model and core count, and the device string.
+pub fn machine(device: &DeviceArg) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    format!("{cpu}, {cores} logical cores, device {device}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_date_is_well_formed() {
+        let d = utc_date();
+        assert_eq!(d.len(), 10);
+        assert!(d.starts_with("20"), "{d}");
+        assert_eq!(&d[4..5], "-");
+    }
+
+    #[test]
+    fn device_arg_keeps_the_string_and_parses_late() {
+        let d: DeviceArg = "tpu".parse().unwrap();
+        assert_eq!(d.as_str(), "tpu");
+        assert!(format!("{:#}", d.open().unwrap_err()).contains("unknown device"));
+    }
+}

@@ -1,0 +1,240 @@
+//! Running a recipe: load, prepare, attach, train, save and report.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use kiln_data::{TokenizedExample, prepare_path};
+use kiln_models::{AnyCausalLm, AnyConfig, load_pretrained, save_pretrained};
+use kiln_peft::{AdapterConfig, TrainableReport, attach_adapter, full_fine_tuning, save_adapter};
+use kiln_tokenizer::Tokenizer;
+use kiln_train::{Fit, PeftExporter, RunSummary, Trainer};
+
+use crate::{Recipe, RecipeError, Result};
+
+impl Recipe {
+    /// Runs the recipe: loads the model, prepares the data, attaches the method, trains, and
+    /// writes into `fit.output_dir`:
+    /// - `adapter/`: the adapter in Hugging Face PEFT format (full fine-tuning: `model/`, a
+    ///   Hugging Face directory with the tokenizer);
+    /// - `recipe.toml`: the resolved recipe;
+    /// - `report.md`: what was trained and how it went;
+    /// - the [`Fit`] files: `metrics.jsonl`, `loss_curve.png`, `run_summary.json`, `checkpoints/`.
+    ///
+    /// # Errors
+    /// Any loading, data, adapter, training or I/O error, naming the file, key or tensor.
+    pub fn run(&self, device: &Device) -> Result<RecipeOutput> {
+        let out_dir = self.fit.output_dir.clone().expect("validated");
+        std::fs::create_dir_all(&out_dir).map_err(|source| RecipeError::Io {
+            path: out_dir.clone(),
+            source,
+        })?;
+        write_atomic(&out_dir.join("recipe.toml"), self.to_toml().as_bytes())?;
+
+        let train_device = device.clone().autodiff();
+        let start = Instant::now();
+        let pretrained = load_pretrained(&self.model.path, &train_device)?;
+        let load_secs = start.elapsed().as_secs_f64();
+        let tokenizer = pretrained.tokenizer;
+        let (train, validation) = self.prepare(&tokenizer)?;
+        let pad_id = tokenizer.padding_id();
+
+        let (model, adapter) = match &self.adapter {
+            Some(c) => {
+                let mut c = c.clone();
+                c.common_mut().base_model_name_or_path =
+                    Some(self.model.path.display().to_string());
+                let (m, c) = attach_adapter(pretrained.model, &c, None, self.seed, &train_device)?;
+                (m, Some(c))
+            }
+            None => (full_fine_tuning(pretrained.model), None),
+        };
+        let trainable = TrainableReport::of(&model);
+
+        let mut fit_config = self.fit.clone();
+        fit_config.pad_id = pad_id;
+        let total_steps = fit_config.total_steps(train.len());
+        let mut trainer = Trainer::new(
+            self.optimizer.clone(),
+            self.schedule.schedule(total_steps),
+            &train_device,
+        )?;
+        let exporter = adapter.clone().map(|config| PeftExporter { config });
+        let mut fit = Fit::new(fit_config, &train);
+        if let Some(v) = &validation {
+            fit = fit.validation(v);
+        }
+        if let Some(e) = &exporter {
+            fit = fit.exporter(e);
+        }
+        let output = fit.run(model, &mut trainer)?;
+        let model = output.model;
+
+        let saved = match &adapter {
+            Some(c) => {
+                let dir = out_dir.join("adapter");
+                save_adapter(&model, c, &dir)?;
+                dir
+            }
+            None => {
+                let dir = out_dir.join("model");
+                save_pretrained(
+                    &model.clone().valid(),
+                    &pretrained.config,
+                    Some(&tokenizer),
+                    &dir,
+                )?;
+                dir
+            }
+        };
+        let model = model.valid();
+        let report = RunReport {
+            recipe: self.clone(),
+            model_type: pretrained.config.model_type().to_string(),
+            load_secs,
+            train_examples: train.len(),
+            validation_examples: validation.as_ref().map_or(0, Vec::len),
+            trainable_params: trainable.trainable,
+            total_params: trainable.total,
+            summary: output.summary,
+            saved: saved.clone(),
+        };
+        write_atomic(&out_dir.join("report.md"), report.to_markdown().as_bytes())?;
+        Ok(RecipeOutput {
+            model,
+            config: pretrained.config,
+            tokenizer,
+            adapter,
+            report,
+        })
+    }
+
+    /// Tokenizes the training and validation data with the recipe's options.
+    ///
+    /// # Errors
+    /// Data errors naming the file and line.
+    pub fn prepare(
+        &self,
+        tokenizer: &Tokenizer,
+    ) -> Result<(Vec<TokenizedExample>, Option<Vec<TokenizedExample>>)> {
+        let load = |path: &Path, limit: Option<usize>| -> Result<Vec<TokenizedExample>> {
+            let mut p = prepare_path(path, tokenizer, &self.data.prepare)?.examples;
+            if let Some(n) = limit {
+                p.truncate(n);
+            }
+            Ok(p)
+        };
+        let train = load(&self.data.train, self.data.limit_train)?;
+        let validation = match &self.data.validation {
+            Some(v) => Some(load(v, self.data.limit_validation)?),
+            None => None,
+        };
+        Ok((train, validation))
+    }
+}
+
+/// A trained model and what the run did.
+#[derive(Debug)]
+pub struct RecipeOutput {
+    /// The trained model on the inference device (no autodiff).
+    pub model: AnyCausalLm,
+    /// Its configuration.
+    pub config: AnyConfig,
+    /// Its tokenizer.
+    pub tokenizer: Tokenizer,
+    /// The adapter's resolved configuration (`None` after full fine-tuning).
+    pub adapter: Option<AdapterConfig>,
+    /// The run's report (also in `report.md`).
+    pub report: RunReport,
+}
+
+/// What a recipe run did, written as `report.md`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// The resolved recipe.
+    pub recipe: Recipe,
+    /// The base model's `model_type`.
+    pub model_type: String,
+    /// Seconds spent loading the model.
+    pub load_secs: f64,
+    /// Training examples.
+    pub train_examples: usize,
+    /// Validation examples.
+    pub validation_examples: usize,
+    /// Parameters that trained.
+    pub trainable_params: usize,
+    /// All parameters.
+    pub total_params: usize,
+    /// The training run.
+    pub summary: RunSummary,
+    /// Where the adapter (or the full model) was saved.
+    pub saved: PathBuf,
+}
+
+impl RunReport {
+    /// The report as Markdown.
+    pub fn to_markdown(&self) -> String {
+        let s = &self.summary;
+        let method = self
+            .recipe
+            .adapter
+            .as_ref()
+            .map_or("full fine-tuning", AdapterConfig::peft_type);
+        let mut md = format!(
+            "# Training run\n\n| | |\n|---|---|\n\
+             | base model | `{}` ({}) |\n| method | {} |\n\
+             | trainable parameters | {} of {} ({:.4}%) |\n\
+             | examples | {} train, {} validation |\n\
+             | steps | {} of {} ({:.2} epochs, stopped: {:?}) |\n\
+             | tokens | {} input, {} with loss |\n\
+             | time | {:.1} s training ({:.1} tokens/s), {:.1} s loading |\n",
+            self.recipe.model.path.display(),
+            self.model_type,
+            method,
+            self.trainable_params,
+            self.total_params,
+            100.0 * self.trainable_params as f64 / self.total_params.max(1) as f64,
+            self.train_examples,
+            self.validation_examples,
+            s.steps,
+            s.total_steps,
+            s.epochs,
+            s.stop_reason,
+            s.input_tokens,
+            s.loss_tokens,
+            s.elapsed_secs,
+            s.tokens_per_sec,
+            self.load_secs,
+        );
+        if let (Some(first), Some(last)) = (s.losses.first(), s.final_loss) {
+            md.push_str(&format!(
+                "| training loss | {first:.4} (first step) → {last:.4} (last step) |\n"
+            ));
+        }
+        if let Some(e) = &s.last_eval {
+            md.push_str(&format!(
+                "| validation | loss {:.4}, perplexity {:.3} |\n",
+                e.loss, e.perplexity
+            ));
+        }
+        md.push_str(&format!(
+            "| saved | `{}` |\n\nThe curve is in `loss_curve.png`, every step in `metrics.jsonl`.\n",
+            self.saved.display()
+        ));
+        md
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |source| RecipeError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
