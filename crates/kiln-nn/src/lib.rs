@@ -25,4 +25,5 @@ mod target;
 pub use error::{NnError, Result};
 pub use linear::{AdaptableLinear, transpose};
 pub use quant::{QuantFormat, QuantizedMatrix};
+pub use safetensors::write_atomic;
 pub use target::{AdapterTarget, ModelGeometry, layer_index};

@@ -30,6 +30,9 @@ pub enum RecipeError {
     /// A PEFT error.
     #[error(transparent)]
     Peft(#[from] kiln_peft::PeftError),
+    /// A layer or file error (e.g. an atomic write).
+    #[error(transparent)]
+    Nn(#[from] kiln_nn::NnError),
     /// A training error.
     #[error(transparent)]
     Train(#[from] kiln_train::TrainError),

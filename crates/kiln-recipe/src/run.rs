@@ -32,7 +32,7 @@ impl Recipe {
             path: out_dir.clone(),
             source,
         })?;
-        write_atomic(&out_dir.join("recipe.toml"), self.to_toml().as_bytes())?;
+        kiln_nn::write_atomic(&out_dir.join("recipe.toml"), self.to_toml().as_bytes())?;
 
         let train_device = device.clone().autodiff();
         let start = Instant::now();
@@ -102,7 +102,7 @@ impl Recipe {
             summary: output.summary,
             saved: saved.clone(),
         };
-        write_atomic(&out_dir.join("report.md"), report.to_markdown().as_bytes())?;
+        kiln_nn::write_atomic(&out_dir.join("report.md"), report.to_markdown().as_bytes())?;
         Ok(RecipeOutput {
             model,
             config: pretrained.config,
@@ -226,15 +226,4 @@ impl RunReport {
         ));
         md
     }
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |source| RecipeError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
 }

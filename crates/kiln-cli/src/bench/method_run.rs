@@ -12,7 +12,8 @@ use kiln::train::harness::{GenerationScores, generate_answers, score_answers};
 
 use super::report::MethodResult;
 use crate::presets::{BENCH_METHODS, Method};
-use crate::util::{DeviceArg, peak_rss_mib, write_atomic};
+use crate::util::{DeviceArg, peak_rss_mib};
+use kiln::nn::write_atomic;
 
 const SYSTEM: &str = "You are a car diagnostics assistant.";
 

@@ -14,7 +14,8 @@ use kiln::prelude::*;
 
 use super::report::{MethodResult, MethodsReport, render};
 use crate::presets::Method;
-use crate::util::{DeviceArg, kiln_command, machine, read_json, run_child, utc_date, write_atomic};
+use crate::util::{DeviceArg, kiln_command, machine, read_json, run_child, utc_date};
+use kiln::nn::write_atomic;
 
 /// The SmolLM2 checkpoint fetched by `scripts/fetch-assets.sh`.
 const DEFAULT_MODEL: &str = "assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";

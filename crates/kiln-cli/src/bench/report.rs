@@ -4,11 +4,11 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use kiln::nn::write_atomic;
 use kiln::train::harness::GenerationScores;
 use serde::{Deserialize, Serialize};
 
 use crate::chart::{Panel, bar_panels};
-use crate::util::write_atomic;
 
 const DOCS_BEGIN: &str = "<!-- kiln bench methods: begin -->";
 const DOCS_END: &str = "<!-- kiln bench methods: end -->";
