@@ -249,6 +249,10 @@ impl CachedCausalLm for AnyCausalLm {
         KvCache::default()
     }
 
+    fn max_context(&self) -> Option<usize> {
+        delegate!(self, m => m.max_context())
+    }
+
     fn forward_cached(
         &self,
         input_ids: Tensor<2, Int>,

@@ -107,6 +107,12 @@ pub trait CachedCausalLm: CausalLm + Sync {
     /// An empty cache.
     fn new_cache(&self) -> Self::Cache;
 
+    /// How many token positions a prompt and its continuation may fill together (the context
+    /// window, less any virtual tokens of an active prompt encoder), or `None` without a limit.
+    fn max_context(&self) -> Option<usize> {
+        None
+    }
+
     /// Runs `input_ids [batch, new]` after everything already in `cache`, appending to it.
     /// `attention_mask [batch, past + new]` covers all positions (1 = real, 0 = padding).
     /// Returns the final hidden states of the new positions, `[batch, new, hidden]`.

@@ -67,6 +67,23 @@ pub enum ModelError {
         #[source]
         source: kiln_tokenizer::TokenizerError,
     },
+    /// A prompt and the tokens to generate do not fit in the model's context window.
+    #[error(
+        "prompt {prompt} has {prompt_tokens} tokens and max_new_tokens is {max_new_tokens}: \
+         {} positions, more than the model's context of {context} \
+         (shorten the prompt, lower max_new_tokens, or truncate the prompt from the left)",
+        prompt_tokens + max_new_tokens
+    )]
+    ContextLength {
+        /// Index of the first prompt that does not fit.
+        prompt: usize,
+        /// Its length in tokens.
+        prompt_tokens: usize,
+        /// Tokens to generate.
+        max_new_tokens: usize,
+        /// Positions the model can take (see `CachedCausalLm::max_context`).
+        context: usize,
+    },
     /// A layer operation failed (a shape, quantized blocks, a merge, a safetensors file).
     #[error(transparent)]
     Nn(#[from] kiln_nn::NnError),

@@ -166,6 +166,30 @@ fn argmax(v: &[f32]) -> u32 {
     best as u32
 }
 
+/// The context guard: every prompt plus `max_new_tokens` must fit in `context`, checked before
+/// any compute.
+fn check_context(
+    context: Option<usize>,
+    prompts: &[Vec<u32>],
+    max_new_tokens: usize,
+) -> Result<()> {
+    let Some(context) = context else {
+        return Ok(());
+    };
+    match prompts
+        .iter()
+        .position(|p| p.len() + max_new_tokens > context)
+    {
+        Some(prompt) => Err(ModelError::ContextLength {
+            prompt,
+            prompt_tokens: prompts[prompt].len(),
+            max_new_tokens,
+            context,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Generates continuations of `prompts` (token ids; of different lengths, left-padded with
 /// `pad_id` internally), decoding all rows together with one key/value cache.
 ///
@@ -173,7 +197,8 @@ fn argmax(v: &[f32]) -> u32 {
 /// new token as it is produced (streaming).
 ///
 /// # Errors
-/// An empty prompt or an invalid configuration.
+/// An empty prompt, an invalid configuration, or a prompt that with `max_new_tokens` does not
+/// fit in the model's context ([`ModelError::ContextLength`]).
 pub fn generate<M: CachedCausalLm>(
     model: &M,
     prompts: &[Vec<u32>],
@@ -192,6 +217,7 @@ pub fn generate<M: CachedCausalLm>(
     if prompts.is_empty() {
         return Ok(Vec::new());
     }
+    check_context(model.max_context(), prompts, config.max_new_tokens)?;
     let device = model_device(model);
     let b = prompts.len();
     let t = prompts.iter().map(Vec::len).max().unwrap_or(0);
@@ -277,6 +303,50 @@ fn model_device<M: CachedCausalLm>(model: &M) -> burn::tensor::Device {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{LlamaConfig, LlamaForCausalLM};
+
+    /// A prompt that with `max_new_tokens` overruns the context is refused before any compute,
+    /// with a message naming the numbers; one that fits runs.
+    #[test]
+    fn context_guard_names_the_numbers() {
+        let device = burn::tensor::Device::flex();
+        let config = LlamaConfig {
+            vocab_size: 32,
+            hidden_size: 16,
+            intermediate_size: 32,
+            num_hidden_layers: 1,
+            num_attention_heads: 2,
+            max_position_embeddings: 16,
+            ..Default::default()
+        };
+        let model: LlamaForCausalLM = config.init(0, &device);
+        assert_eq!(model.max_context(), Some(16));
+        let gen_config = |max_new_tokens| GenerationConfig {
+            max_new_tokens,
+            ..Default::default()
+        };
+        let prompts = vec![vec![1, 2, 3], (1..=10).collect::<Vec<u32>>()];
+        let err = generate(&model, &prompts, 0, &gen_config(7), None, &mut |_, _| {}).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(
+                err,
+                ModelError::ContextLength {
+                    prompt: 1,
+                    prompt_tokens: 10,
+                    max_new_tokens: 7,
+                    context: 16
+                }
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("10 tokens") && msg.contains("context of 16"),
+            "{msg}"
+        );
+        let out = generate(&model, &prompts, 0, &gen_config(6), None, &mut |_, _| {}).unwrap();
+        assert_eq!(out[1].tokens.len(), 6);
+    }
 
     #[test]
     fn sampling_filters() {

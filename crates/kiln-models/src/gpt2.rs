@@ -768,6 +768,12 @@ impl CachedCausalLm for Gpt2LMHeadModel {
         KvCache::default()
     }
 
+    fn max_context(&self) -> Option<usize> {
+        let n = active_prompt(&self.prompt_encoder, self.prompt_disabled)
+            .map_or(0, PromptEncoder::num_virtual_tokens);
+        Some(self.max_positions().saturating_sub(n))
+    }
+
     /// # Panics
     /// If the total length exceeds the learned positions.
     fn forward_cached(

@@ -507,6 +507,8 @@ pub struct LlamaModel {
     pub rotary_emb: RotaryEmbedding,
     /// Sliding attention window in tokens (Mistral); 0 = full causal attention.
     pub sliding_window: usize,
+    /// Positions the model was trained for (`max_position_embeddings`): the context window.
+    pub max_position_embeddings: usize,
 }
 
 impl LlamaModel {
@@ -625,6 +627,7 @@ impl LlamaForCausalLM {
                 norm: RmsNorm::new(d, cfg.rms_norm_eps, device),
                 rotary_emb: RotaryEmbedding::new(&cfg.inv_freq(), device),
                 sliding_window: cfg.attention_window().unwrap_or(0),
+                max_position_embeddings: cfg.max_position_embeddings,
             },
             lm_head,
             prompt_encoder: None,
@@ -747,6 +750,7 @@ impl LlamaForCausalLM {
                 norm: final_norm,
                 rotary_emb: RotaryEmbedding::new(&inv_freq, device),
                 sliding_window: cfg.attention_window().unwrap_or(0),
+                max_position_embeddings: cfg.max_position_embeddings,
             },
             lm_head,
             prompt_encoder: None,
@@ -852,6 +856,12 @@ impl CachedCausalLm for LlamaForCausalLM {
 
     fn new_cache(&self) -> KvCache {
         KvCache::default()
+    }
+
+    fn max_context(&self) -> Option<usize> {
+        let n = active_prompt(&self.prompt_encoder, self.prompt_disabled)
+            .map_or(0, PromptEncoder::num_virtual_tokens);
+        Some(self.model.max_position_embeddings.saturating_sub(n))
     }
 
     fn forward_cached(
