@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
-use kiln::models::{CausalLm, GenerationConfig, generate, load_pretrained};
+use kiln::models::{CachedCausalLm, CausalLm, GenerationConfig, generate, load_pretrained};
 use kiln::prelude::*;
 use kiln::tokenizer::ChatMessage;
 
@@ -136,6 +136,17 @@ struct GenerateArgs {
     /// Sampler seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Cut a prompt that with --max-new-tokens would overrun the model's context: `left` keeps
+    /// its last tokens. Without it such a prompt is an error that names both numbers.
+    #[arg(long, value_enum)]
+    truncate: Option<Truncate>,
+}
+
+/// Which end of a too-long prompt to cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Truncate {
+    /// Drop the first tokens, keep the end of the prompt.
+    Left,
 }
 
 fn main() -> Result<()> {
@@ -223,6 +234,27 @@ fn run_generate(device: &DeviceArg, args: &GenerateArgs) -> Result<()> {
             bail!("prompt {prompt:?} encodes to no token");
         }
         batch.push(ids);
+    }
+    if let (Some(Truncate::Left), Some(context)) = (args.truncate, model.max_context()) {
+        let keep = context.saturating_sub(args.max_new_tokens);
+        if keep == 0 {
+            bail!(
+                "--max-new-tokens {} leaves no room for a prompt in the model's context of \
+                 {context} tokens",
+                args.max_new_tokens
+            );
+        }
+        for (i, ids) in batch.iter_mut().enumerate() {
+            if ids.len() > keep {
+                eprintln!(
+                    "prompt {i}: kept its last {keep} of {} tokens (--truncate left, context \
+                     {context}, --max-new-tokens {})",
+                    ids.len(),
+                    args.max_new_tokens
+                );
+                ids.drain(..ids.len() - keep);
+            }
+        }
     }
     let eos: Vec<u32> = p.tokenizer.eos_token_id().into_iter().collect();
     let pad = p.tokenizer.padding_id();

@@ -391,6 +391,61 @@ fn bad_paths_are_named() {
     assert!(err.contains("none.py"), "{err}");
 }
 
+/// A prompt that with --max-new-tokens overruns the model's context (128 positions for the tiny
+/// model) fails before any compute, naming both numbers; `--truncate left` keeps the prompt's end.
+#[test]
+fn context_guard_and_left_truncation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    tiny_model(dir);
+    // 124 words and the BOS token: 125 prompt tokens.
+    let prompt = WORDS
+        .iter()
+        .cycle()
+        .take(124)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let args = [
+        "generate",
+        "--model",
+        "tiny-model",
+        "--prompt",
+        prompt.as_str(),
+        "--max-new-tokens",
+        "8",
+    ];
+    let err = fails(&args, dir);
+    assert!(
+        err.contains("125 tokens")
+            && err.contains("max_new_tokens is 8")
+            && err.contains("context of 128"),
+        "{err}"
+    );
+    let out = kiln(&[&args[..], &["--truncate", "left"]].concat(), dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("kept its last 120 of 125 tokens"),
+        "{stderr}"
+    );
+    let err = fails(
+        &[
+            "generate",
+            "--model",
+            "tiny-model",
+            "--prompt",
+            "code",
+            "--max-new-tokens",
+            "128",
+            "--truncate",
+            "left",
+        ],
+        dir,
+    );
+    assert!(err.contains("leaves no room"), "{err}");
+}
+
 /// `kiln bench methods --quick` on the tiny model: every method trains in its own process and
 /// the report, chart and docs section are written.
 #[test]
