@@ -9,8 +9,9 @@
 //!
 //! # Layout
 //!
-//! - Architectures, one file each: [`llama`] (Llama, SmolLM, Mistral, Qwen2), [`gpt2`] and
-//!   [`bert`]. Each also holds its table of llama.cpp GGUF tensor names and the list of keys it
+//! - Architectures, one file each: [`llama`] (Llama, SmolLM, Mistral, Qwen2; its configuration in
+//!   `llama_config.rs`, as transformers' `configuration_llama.py`), [`gpt2`] and [`bert`]. Each
+//!   also holds its table of llama.cpp GGUF tensor names and the list of keys it
 //!   saves in a Hugging Face checkpoint. [`layers`] holds the building blocks they share (RMSNorm,
 //!   rotary embeddings).
 //! - What the decoders share: `cache.rs` (the [`KvCache`]), `mask.rs` (positions and attention
@@ -40,6 +41,7 @@ pub mod gguf;
 pub mod gpt2;
 pub mod layers;
 pub mod llama;
+mod llama_config;
 mod mask;
 mod prompt;
 pub mod retrieval;
