@@ -20,7 +20,7 @@ use kiln_nn::safetensors::{HostTensor, read_safetensors};
 /// Switching costs one upload of the adapter's (small) tensors; the base model is shared.
 ///
 /// ```no_run
-/// # fn demo<M: kiln_peft::AdapterTarget + burn::module::Module>(model: M, device: &burn::tensor::Device) -> kiln_peft::Result<()> {
+/// # fn demo<M: kiln_nn::AdapterTarget + burn::module::Module>(model: M, device: &burn::tensor::Device) -> kiln_peft::Result<()> {
 /// use std::path::Path;
 /// let mut set = kiln_peft::AdapterSet::default();
 /// set.add_dir("dtc", Path::new("out/dtc-adapter"))?;
