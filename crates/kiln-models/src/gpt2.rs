@@ -20,6 +20,7 @@ use kiln_nn::{AdapterTarget, ModelGeometry};
 
 use crate::adapter::{active_prompt, linear_visitors, prompt_encoder_methods};
 use crate::cache::{KvCache, LayerCache};
+use crate::error::positive_sizes;
 use crate::export::ExportTensors;
 use crate::mask::{positions_and_bias, positions_and_bias_cached};
 use crate::prompt::{prompt_on_cache, virtual_tokens, with_prompt_encoder};
@@ -266,18 +267,14 @@ impl Gpt2Config {
                 reason,
             })
         };
-        for (name, v) in [
+        positive_sizes(&[
             ("vocab_size", self.vocab_size),
             ("n_positions", self.n_positions),
             ("n_embd", self.n_embd),
             ("n_layer", self.n_layer),
             ("n_head", self.n_head),
             ("n_inner", self.inner_size()),
-        ] {
-            if v == 0 {
-                return bad(name, "must be positive".into());
-            }
-        }
+        ])?;
         if !self.n_embd.is_multiple_of(self.n_head) {
             return bad(
                 "n_head",

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::positive_sizes;
 use crate::gguf::GgufFile;
 use crate::layers::RotaryEmbedding;
 use crate::{ModelError, Result};
@@ -162,17 +163,13 @@ impl LlamaConfig {
                 reason,
             })
         };
-        for (name, v) in [
+        positive_sizes(&[
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
             ("intermediate_size", self.intermediate_size),
             ("num_hidden_layers", self.num_hidden_layers),
             ("num_attention_heads", self.num_attention_heads),
-        ] {
-            if v == 0 {
-                return bad(name, "must be positive".into());
-            }
-        }
+        ])?;
         if self.kv_heads() == 0 || !self.num_attention_heads.is_multiple_of(self.kv_heads()) {
             return bad(
                 "num_key_value_heads",
