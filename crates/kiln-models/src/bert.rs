@@ -17,6 +17,7 @@ use kiln_nn::adapter::PromptEncoder;
 use kiln_nn::{AdapterTarget, ModelGeometry};
 
 use crate::adapter::{active_prompt, linear_visitors, prompt_encoder_methods};
+use crate::error::parse_json;
 use crate::gpt2::{LayerNorm, embedding};
 use crate::source::{StrictLoader, TensorSource};
 use crate::{LmInput, ModelError, Result};
@@ -82,10 +83,7 @@ impl BertConfig {
     /// # Errors
     /// Malformed JSON or an unsupported value, naming the field.
     pub fn from_json_str(text: &str, path: &std::path::Path) -> Result<Self> {
-        let cfg: Self = serde_json::from_str(text).map_err(|source| ModelError::Json {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let cfg: Self = parse_json(text, path)?;
         cfg.validate()?;
         Ok(cfg)
     }

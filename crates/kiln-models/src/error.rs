@@ -105,3 +105,17 @@ pub(crate) fn positive_sizes(sizes: &[(&str, usize)]) -> Result<()> {
         None => Ok(()),
     }
 }
+
+/// Parses a `config.json` text, naming the file in errors.
+///
+/// # Errors
+/// [`ModelError::Json`] for malformed JSON or a mistyped field.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    text: &str,
+    path: &std::path::Path,
+) -> Result<T> {
+    serde_json::from_str(text).map_err(|source| ModelError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}

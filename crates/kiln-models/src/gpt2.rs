@@ -20,7 +20,7 @@ use kiln_nn::{AdapterTarget, ModelGeometry};
 
 use crate::adapter::{active_prompt, linear_visitors, prompt_encoder_methods};
 use crate::cache::{KvCache, LayerCache};
-use crate::error::positive_sizes;
+use crate::error::{parse_json, positive_sizes};
 use crate::export::ExportTensors;
 use crate::mask::{positions_and_bias, positions_and_bias_cached};
 use crate::prompt::{prompt_on_cache, virtual_tokens, with_prompt_encoder};
@@ -169,10 +169,7 @@ impl Gpt2Config {
     /// # Errors
     /// Malformed JSON or an invalid configuration (see [`Gpt2Config::validate`]).
     pub fn from_json_str(text: &str, path: &std::path::Path) -> Result<Self> {
-        let cfg: Self = serde_json::from_str(text).map_err(|source| ModelError::Json {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let cfg: Self = parse_json(text, path)?;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::positive_sizes;
+use crate::error::{parse_json, positive_sizes};
 use crate::gguf::GgufFile;
 use crate::layers::RotaryEmbedding;
 use crate::{ModelError, Result};
@@ -118,10 +118,7 @@ impl LlamaConfig {
     /// # Errors
     /// Malformed JSON or inconsistent sizes.
     pub fn from_json_str(text: &str, path: &std::path::Path) -> Result<Self> {
-        let cfg: Self = serde_json::from_str(text).map_err(|source| ModelError::Json {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let cfg: Self = parse_json(text, path)?;
         cfg.validate()?;
         Ok(cfg)
     }
