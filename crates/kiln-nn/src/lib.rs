@@ -10,8 +10,10 @@
 //! - [`init`]: seeded host-side initialization ([`init::HostRng`]).
 //! - [`safetensors`]: host tensors and safetensors files, written atomically.
 //! - [`quant`]: a checkpoint's block-quantized weights ([`quant::QuantizedMatrix`]) and their
-//!   CPU kernels; all `unsafe` SIMD code of the crate is in `quant/avx2.rs`, behind safe
-//!   functions.
+//!   CPU kernels.
+//!
+//! All `unsafe` code of the crate (SIMD kernels, calls into `gemm`) is in one private module,
+//! `simd`, behind the safe functions of the modules above.
 #![warn(missing_docs)]
 
 pub mod adapter;
@@ -20,6 +22,7 @@ pub mod init;
 mod linear;
 pub mod quant;
 pub mod safetensors;
+mod simd;
 mod target;
 
 pub use error::{NnError, Result};

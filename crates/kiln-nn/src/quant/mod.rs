@@ -97,11 +97,11 @@ impl QuantFormat {
 /// kernels read one stream of the fewest bytes). Cloning is cheap (the storage is shared).
 #[derive(Debug, Clone)]
 pub struct QuantizedMatrix {
-    format: QuantFormat,
-    rows: usize,
-    cols: usize,
+    pub(crate) format: QuantFormat,
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
     /// GGUF blocks, row-major.
-    data: Arc<[u8]>,
+    pub(crate) data: Arc<[u8]>,
 }
 
 impl QuantizedMatrix {
@@ -163,7 +163,7 @@ impl QuantizedMatrix {
     }
 
     /// Bytes of one row of blocks.
-    fn row_bytes(&self) -> usize {
+    pub(crate) fn row_bytes(&self) -> usize {
         self.cols / QUANT_BLOCK * self.format.block_bytes()
     }
 
@@ -317,7 +317,7 @@ fn forward<const D: usize>(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2;
+use crate::simd::quant_avx2 as avx2;
 
 #[cfg(test)]
 mod tests {

@@ -1,17 +1,15 @@
 //! AVX2 + FMA + F16C kernels: each block is widened to four 8-lane `f32` vectors in registers.
 //!
-//! The only `unsafe` code of kiln-nn. The safe functions of the parent module call these kernels
-//! only after [`available`] confirmed the CPU features, and the kernels assert the lengths of
-//! their slices before reading them.
-#![allow(unsafe_code)]
+//! The safe functions of [`crate::quant`] call these kernels only after [`available`] confirmed
+//! the CPU features, and the kernels assert the lengths of their slices before reading them.
 
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::{QUANT_BLOCK, QuantFormat, QuantizedMatrix};
+use crate::quant::{QUANT_BLOCK, QuantFormat, QuantizedMatrix};
 
 /// Whether this CPU has AVX2, FMA and F16C (checked once).
-pub(super) fn available() -> bool {
+pub(crate) fn available() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
     *HAS.get_or_init(|| {
         is_x86_feature_detected!("avx2")
@@ -22,7 +20,7 @@ pub(super) fn available() -> bool {
 
 /// `out[i·n + j] = W[first + i] · x[j]` for the `out.len() / n` rows from `first`; `xsum`
 /// holds the sum of each 32-value block of each input row (`[n, cols / 32]`).
-pub(super) fn rows_dot(
+pub(crate) fn rows_dot(
     m: &QuantizedMatrix,
     first: usize,
     x: &[f32],
