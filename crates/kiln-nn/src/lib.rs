@@ -19,6 +19,7 @@
 pub mod adapter;
 mod error;
 pub mod init;
+pub mod kernels;
 mod linear;
 pub mod quant;
 pub mod safetensors;

@@ -5,3 +5,4 @@
 #![allow(unsafe_code)]
 
 pub(crate) mod quant_avx2;
+pub(crate) mod gemm;
