@@ -99,14 +99,28 @@ pub trait CausalLm {
             .reshape([b, t, self.vocab_size()])
     }
 
-    /// The summed next-token cross-entropy of `batch` times `scale`, and the gradients of the
-    /// trainable parameters, from the model's own fused CPU training step, or `None` when the
-    /// model has none for its configuration or device. Trainers call this first and build the
-    /// Burn graph only on `None`; both give the same loss and gradients (to float rounding).
-    fn fused_loss_grads(&self, batch: &HostBatch, scale: f32) -> Option<(f64, GradientsParams)> {
-        let _ = (batch, scale);
+    /// The summed next-token cross-entropy of `batch` times `step.scale`, and the gradients of
+    /// the trainable parameters, from the model's own fused CPU training step, or `None` when
+    /// the model has none for its configuration or device. Trainers call this first and build
+    /// the Burn graph only on `None`; both give the same loss and gradients (to float rounding).
+    fn fused_loss_grads(
+        &self,
+        batch: &HostBatch,
+        step: FusedStep,
+    ) -> Option<(f64, GradientsParams)> {
+        let _ = (batch, step);
         None
     }
+}
+
+/// Settings of one [`CausalLm::fused_loss_grads`] call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FusedStep {
+    /// Factor on the summed loss, and so on the gradients (1 / the step's labelled tokens).
+    pub scale: f32,
+    /// Gradient checkpointing: each layer keeps only its input during the forward pass and
+    /// recomputes its activations in the backward pass (less memory, one more forward pass).
+    pub recompute: bool,
 }
 
 /// A training batch on the host, for [`CausalLm::fused_loss_grads`].

@@ -546,9 +546,9 @@ impl CausalLm for LlamaForCausalLM {
     fn fused_loss_grads(
         &self,
         batch: &crate::HostBatch,
-        scale: f32,
+        step: crate::FusedStep,
     ) -> Option<(f64, burn::optim::GradientsParams)> {
-        self.fused_step(batch, scale)
+        self.fused_step(batch, step)
     }
 }
 

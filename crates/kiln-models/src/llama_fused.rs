@@ -21,13 +21,14 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
 
 use kiln_nn::AdaptableLinear;
+use kiln_nn::kernels::pool::{give, take};
 use kiln_nn::kernels::{
     AttentionDims, HostValues, Layout, RopeTable, attention_backward, attention_forward,
     cross_entropy_grad_inplace, matmul, rms_norm_backward, rms_norm_forward, swiglu_backward,
     swiglu_forward,
 };
 
-use crate::{CausalLm, HostBatch, LlamaForCausalLM};
+use crate::{CausalLm, FusedStep, HostBatch, LlamaForCausalLM};
 
 /// Labelled rows per slice of `[c, vocab]` logits.
 const LOSS_ROWS: usize = 256;
@@ -116,7 +117,10 @@ impl HostProj {
             }
         }
         if let Some(l) = &self.lora {
-            xa.resize(n * l.r, 0.0);
+            if xa.len() != n * l.r {
+                give(std::mem::take(xa));
+                *xa = take(n * l.r, false);
+            }
             matmul(x, Layout::Plain, l.a.as_slice(), Layout::Plain, [n, i, l.r], xa, 1.0, false);
             matmul(xa, Layout::Plain, l.b.as_slice(), Layout::Plain, [n, l.r, o], y, l.scaling, true);
         }
@@ -133,6 +137,7 @@ impl HostProj {
         if let Some(l) = &self.lora {
             let dxa = l.dxa(dy, n, o);
             matmul(&dxa, Layout::Plain, l.a.as_slice(), Layout::Transposed, [n, l.r, i], dx, 1.0, true);
+            give(dxa);
         }
     }
 
@@ -149,6 +154,7 @@ impl HostProj {
         matmul(x, Layout::Transposed, &dxa, Layout::Plain, [i, n, r], &mut da, 1.0, false);
         let mut db = vec![0.0f32; r * o];
         matmul(xa, Layout::Transposed, dy, Layout::Plain, [r, n, o], &mut db, l.scaling, false);
+        give(dxa);
         grads.push(HostGrad { id: l.a_param, values: da, shape: [i, r], device: l.device.clone() });
         grads.push(HostGrad { id: l.b_param, values: db, shape: [r, o], device: l.device.clone() });
     }
@@ -157,7 +163,7 @@ impl HostProj {
 impl HostLora {
     /// `s·dy·Bᵀ`, `[n, r]`.
     fn dxa(&self, dy: &[f32], n: usize, d_out: usize) -> Vec<f32> {
-        let mut dxa = vec![0.0f32; n * self.r];
+        let mut dxa = take(n * self.r, false);
         matmul(dy, Layout::Plain, self.b.as_slice(), Layout::Transposed, [n, d_out, self.r], &mut dxa, self.scaling, false);
         dxa
     }
@@ -212,6 +218,15 @@ struct Saved {
     u: Vec<f32>,
     /// `x·A` of each LoRA: q, k, v, o, gate, up, down.
     xa: [Vec<f32>; 7],
+}
+
+/// What every layer's forward pass shares within a step.
+struct Ctx<'a> {
+    batch: &'a HostBatch,
+    n: usize,
+    dims: AttentionDims,
+    att_scale: f32,
+    rope: RopeTable,
 }
 
 /// The frozen model and its LoRA factors as host values.
@@ -317,8 +332,59 @@ impl HostModel {
         }
     }
 
-    /// Loss times `scale` and the LoRA gradients.
-    fn step(&self, batch: &HostBatch, scale: f32) -> (f64, Vec<HostGrad>) {
+    /// One decoder layer's forward pass from its input `x` (moved into the returned state);
+    /// returns what the backward pass needs and the layer's output.
+    fn layer_forward(
+        &self,
+        layer: &HostLayer,
+        c: &Ctx<'_>,
+        x: Vec<f32>,
+        xn: &mut [f32],
+        hbuf: &mut [f32],
+    ) -> (Saved, Vec<f32>) {
+        let n = c.n;
+        let (d, f) = (self.hidden, self.inter);
+        let (qd, kd) = (self.heads * self.head_dim, self.kv_heads * self.head_dim);
+        let mut s = Saved {
+            rstd1: take(n, false),
+            q: take(n * qd, false),
+            k: take(n * kd, false),
+            v: take(n * kd, false),
+            att: take(n * qd, false),
+            lse: take(c.batch.batch * self.heads * c.batch.seq, false),
+            rstd2: take(n, false),
+            g: take(n * f, false),
+            u: take(n * f, false),
+            ..Saved::default()
+        };
+        rms_norm_forward(&x, layer.in_norm.as_slice(), self.eps, xn, &mut s.rstd1);
+        let [xa_q, xa_k, xa_v, xa_o, xa_g, xa_u, xa_d] = &mut s.xa;
+        layer.q.forward(xn, n, &mut s.q, xa_q, false);
+        layer.k.forward(xn, n, &mut s.k, xa_k, false);
+        layer.v.forward(xn, n, &mut s.v, xa_v, false);
+        c.rope.apply(&mut s.q, self.heads, false);
+        c.rope.apply(&mut s.k, self.kv_heads, false);
+        attention_forward(&c.dims, &s.q, &s.k, &s.v, &c.batch.segments, c.att_scale, &mut s.att, &mut s.lse);
+        // mid = x + att·Wo
+        let mut mid = take(n * d, false);
+        mid.copy_from_slice(&x);
+        layer.o.forward(&s.att, n, &mut mid, xa_o, true);
+        rms_norm_forward(&mid, layer.post_norm.as_slice(), self.eps, xn, &mut s.rstd2);
+        layer.gate.forward(xn, n, &mut s.g, xa_g, false);
+        layer.up.forward(xn, n, &mut s.u, xa_u, false);
+        swiglu_forward(&s.g, &s.u, hbuf);
+        // out = mid + h·Wd
+        let mut out = take(n * d, false);
+        out.copy_from_slice(&mid);
+        layer.down.forward(hbuf, n, &mut out, xa_d, true);
+        s.x = x;
+        s.mid = mid;
+        (s, out)
+    }
+
+    /// Loss times `scale` and the LoRA gradients. With `checkpoint`, each layer keeps only its
+    /// input and recomputes the rest in the backward pass.
+    fn step(&self, batch: &HostBatch, scale: f32, checkpoint: bool) -> (f64, Vec<HostGrad>) {
         let n = batch.batch * batch.seq;
         let (d, f) = (self.hidden, self.inter);
         let (qd, kd) = (self.heads * self.head_dim, self.kv_heads * self.head_dim);
@@ -327,53 +393,27 @@ impl HostModel {
         let rope = RopeTable::new(&self.inv_freq, &batch.positions);
 
         // Forward.
-        let mut x = vec![0.0f32; n * d];
+        let mut x = take(n * d, false);
         let table = self.embed.as_slice();
         for (row, &id) in x.chunks_exact_mut(d).zip(&batch.input_ids) {
             let id = id as usize;
             row.copy_from_slice(&table[id * d..(id + 1) * d]);
         }
-        let mut xn = vec![0.0f32; n * d];
-        let mut hbuf = vec![0.0f32; n * f];
+        let mut xn = take(n * d, false);
+        let mut hbuf = take(n * f, false);
+        let ctx = Ctx { batch, n, dims, att_scale, rope };
         let mut saved: Vec<Saved> = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
-            let mut s = Saved {
-                rstd1: vec![0.0; n],
-                q: vec![0.0; n * qd],
-                k: vec![0.0; n * kd],
-                v: vec![0.0; n * kd],
-                att: vec![0.0; n * qd],
-                lse: vec![0.0; batch.batch * self.heads * batch.seq],
-                rstd2: vec![0.0; n],
-                g: vec![0.0; n * f],
-                u: vec![0.0; n * f],
-                ..Saved::default()
-            };
-            rms_norm_forward(&x, layer.in_norm.as_slice(), self.eps, &mut xn, &mut s.rstd1);
-            let [xa_q, xa_k, xa_v, xa_o, xa_g, xa_u, xa_d] = &mut s.xa;
-            layer.q.forward(&xn, n, &mut s.q, xa_q, false);
-            layer.k.forward(&xn, n, &mut s.k, xa_k, false);
-            layer.v.forward(&xn, n, &mut s.v, xa_v, false);
-            rope.apply(&mut s.q, self.heads, false);
-            rope.apply(&mut s.k, self.kv_heads, false);
-            attention_forward(&dims, &s.q, &s.k, &s.v, &batch.segments, att_scale, &mut s.att, &mut s.lse);
-            // mid = x + att·Wo
-            let mut mid = x.clone();
-            layer.o.forward(&s.att, n, &mut mid, xa_o, true);
-            rms_norm_forward(&mid, layer.post_norm.as_slice(), self.eps, &mut xn, &mut s.rstd2);
-            layer.gate.forward(&xn, n, &mut s.g, xa_g, false);
-            layer.up.forward(&xn, n, &mut s.u, xa_u, false);
-            swiglu_forward(&s.g, &s.u, &mut hbuf);
-            // next x = mid + h·Wd
-            let mut next = mid.clone();
-            layer.down.forward(&hbuf, n, &mut next, xa_d, true);
-            s.x = std::mem::replace(&mut x, next);
-            s.mid = mid;
+            let (mut s, next) = self.layer_forward(layer, &ctx, x, &mut xn, &mut hbuf);
+            x = next;
+            if checkpoint {
+                s = s.keep_input();
+            }
             saved.push(s);
         }
 
         // Final norm, output head and loss over the labelled rows, a slice at a time.
-        let mut rstd_f = vec![0.0f32; n];
+        let mut rstd_f = take(n, false);
         rms_norm_forward(&x, self.norm.as_slice(), self.eps, &mut xn, &mut rstd_f);
         let labelled: Vec<(usize, u32)> = batch
             .targets
@@ -383,11 +423,11 @@ impl HostModel {
             .map(|(i, &t)| (i, t as u32))
             .collect();
         let v = self.vocab;
-        let mut dxn = vec![0.0f32; n * d];
+        let mut dxn = take(n * d, true);
         let mut loss = 0.0f64;
-        let mut rows = vec![0.0f32; LOSS_ROWS.min(labelled.len()) * d];
-        let mut logits = vec![0.0f32; LOSS_ROWS.min(labelled.len()) * v];
-        let mut drows = vec![0.0f32; LOSS_ROWS.min(labelled.len()) * d];
+        let mut rows = take(LOSS_ROWS.min(labelled.len()) * d, false);
+        let mut logits = take(LOSS_ROWS.min(labelled.len()) * v, false);
+        let mut drows = take(LOSS_ROWS.min(labelled.len()) * d, false);
         for part in labelled.chunks(LOSS_ROWS) {
             let c = part.len();
             for (k, &(i, _)) in part.iter().enumerate() {
@@ -406,21 +446,32 @@ impl HostModel {
                 dxn[i * d..(i + 1) * d].copy_from_slice(&drows[k * d..(k + 1) * d]);
             }
         }
-        drop((rows, logits, drows));
-        let mut dx = vec![0.0f32; n * d];
+        give(rows);
+        give(logits);
+        give(drows);
+        let mut dx = take(n * d, true);
         rms_norm_backward(&x, self.norm.as_slice(), &rstd_f, &dxn, &mut dx);
 
         // Backward through the layers.
         let mut grads = Vec::new();
-        let mut dh = vec![0.0f32; n * f];
-        let mut dg = vec![0.0f32; n * f];
-        let mut du = vec![0.0f32; n * f];
-        let mut datt = vec![0.0f32; n * qd];
-        let mut dq = vec![0.0f32; n * qd];
-        let mut dk = vec![0.0f32; n * kd];
-        let mut dv = vec![0.0f32; n * kd];
-        let mut rstd = vec![0.0f32; n];
-        for (l, (layer, s)) in self.layers.iter().zip(&saved).enumerate().rev() {
+        let mut dh = take(n * f, false);
+        let mut dg = take(n * f, false);
+        let mut du = take(n * f, false);
+        let mut datt = take(n * qd, false);
+        let mut dq = take(n * qd, false);
+        let mut dk = take(n * kd, false);
+        let mut dv = take(n * kd, false);
+        let mut rstd = take(n, false);
+        let dims = ctx.dims;
+        let (rope, att_scale) = (&ctx.rope, ctx.att_scale);
+        for (l, layer) in self.layers.iter().enumerate().rev() {
+            let mut s = saved.pop().expect("one saved state per layer");
+            if s.is_checkpoint() {
+                // Recompute the layer's activations from its input.
+                let (full, next) = self.layer_forward(layer, &ctx, s.x, &mut xn, &mut hbuf);
+                give(next);
+                s = full;
+            }
             let [xa_q, xa_k, xa_v, xa_o, xa_g, xa_u, xa_d] = &s.xa;
             // MLP: dh = dx·Wdᵀ; h = silu(g)·u recomputed by the SwiGLU backward.
             layer.down.input_grad(&dx, n, &mut dh, false);
@@ -449,8 +500,35 @@ impl HostModel {
                 layer.v.input_grad(&dv, n, &mut dxn, true);
                 rms_norm_backward(&s.x, layer.in_norm.as_slice(), &s.rstd1, &dxn, &mut dx);
             }
+            s.give_back();
+        }
+        for b in [x, xn, hbuf, rstd_f, dxn, dx, dh, dg, du, datt, dq, dk, dv, rstd] {
+            give(b);
         }
         (loss, grads)
+    }
+}
+
+impl Saved {
+    /// Gives back everything but the layer input (gradient checkpointing).
+    fn keep_input(mut self) -> Self {
+        let x = std::mem::take(&mut self.x);
+        self.give_back();
+        Saved {
+            x,
+            ..Saved::default()
+        }
+    }
+
+    fn is_checkpoint(&self) -> bool {
+        self.q.is_empty()
+    }
+
+    fn give_back(self) {
+        let Saved { x, rstd1, q, k, v, att, lse, mid, rstd2, g, u, xa } = self;
+        for b in [x, rstd1, q, k, v, att, lse, mid, rstd2, g, u].into_iter().chain(xa) {
+            give(b);
+        }
     }
 }
 
@@ -460,7 +538,7 @@ impl LlamaForCausalLM {
     }
 
     /// The fused CPU training step (see the module docs); `None` where it does not apply.
-    pub(crate) fn fused_step(&self, batch: &HostBatch, scale: f32) -> Option<(f64, GradientsParams)> {
+    pub(crate) fn fused_step(&self, batch: &HostBatch, step: FusedStep) -> Option<(f64, GradientsParams)> {
         let n = batch.batch * batch.seq;
         if n == 0
             || [&batch.input_ids, &batch.positions, &batch.segments].iter().any(|v| v.len() != n)
@@ -478,7 +556,7 @@ impl LlamaForCausalLM {
         {
             return None;
         }
-        let (loss, host_grads) = host.step(batch, scale);
+        let (loss, host_grads) = host.step(batch, step.scale, step.recompute);
         if host_grads.is_empty() {
             return None;
         }

@@ -7,7 +7,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use kiln_data::TokenBatch;
-use kiln_models::CausalLm;
+use kiln_models::{CausalLm, FusedStep};
 
 use crate::loss::{LossInput, host_batch, labelled_hidden, loss_slices, slice_nll};
 use crate::{Result, Schedule, TrainError};
@@ -155,6 +155,7 @@ pub struct Trainer {
     step: usize,
     device: Device,
     fused: bool,
+    gradient_checkpointing: bool,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -181,6 +182,7 @@ impl Trainer {
             step: 0,
             device: device.clone().autodiff(),
             fused: true,
+            gradient_checkpointing: false,
         })
     }
 
@@ -188,6 +190,13 @@ impl Trainer {
     /// ([`CausalLm::fused_loss_grads`]; on by default). Off, every step builds the Burn graph.
     pub fn set_fused_kernels(&mut self, on: bool) {
         self.fused = on;
+    }
+
+    /// Gradient checkpointing in the fused CPU step: layers keep only their inputs in the
+    /// forward pass and recompute their activations in the backward pass (off by default).
+    /// The Burn graph path keeps every activation either way.
+    pub fn set_gradient_checkpointing(&mut self, on: bool) {
+        self.gradient_checkpointing = on;
     }
 
     /// See [`Trainer::set_fused_kernels`].
@@ -274,7 +283,13 @@ impl Trainer {
         for (input, batch) in inputs.iter().zip(hosts) {
             let fused = self
                 .fused
-                .then(|| model.fused_loss_grads(&host_batch(batch), 1.0 / total as f32))
+                .then(|| {
+                    let step = FusedStep {
+                        scale: 1.0 / total as f32,
+                        recompute: self.gradient_checkpointing,
+                    };
+                    model.fused_loss_grads(&host_batch(batch), step)
+                })
                 .flatten();
             let value = match fused {
                 Some((value, grads)) => {
@@ -471,7 +486,7 @@ mod tests {
     use burn::optim::{GradientsAccumulator, GradientsParams};
     use burn::tensor::{Device, Tensor};
     use kiln_data::{TokenBatch, TokenizedExample};
-    use kiln_models::{CausalLm, LlamaConfig, LlamaForCausalLM};
+    use kiln_models::{CausalLm, FusedStep, LlamaConfig, LlamaForCausalLM};
     use kiln_peft::{LoraConfig, attach_lora};
 
     use super::backward_in_chunks;
@@ -586,7 +601,7 @@ mod tests {
             let want_loss = f64::from(loss.clone().into_scalar::<f32>());
             let want = flat_grads(&model, &GradientsParams::from_grads(loss.backward(), &model));
             let (got_loss, grads) = model
-                .fused_loss_grads(&host, 1.0 / denom)
+                .fused_loss_grads(&host, FusedStep { scale: 1.0 / denom, recompute: heads == 4 })
                 .expect("the fused step applies to LoRA on the flex device");
             let got = flat_grads(&model, &grads);
             let name = format!("{heads}/{kv} heads, {targets:?}");

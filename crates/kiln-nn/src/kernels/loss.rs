@@ -14,7 +14,8 @@ use super::exp::exp_inplace;
 /// When a target is not below `vocab` or the shapes disagree.
 pub fn cross_entropy_grad_inplace(logits: &mut [f32], vocab: usize, targets: &[u32], scale: f32) -> f64 {
     assert_eq!(logits.len(), targets.len() * vocab, "cross_entropy: shapes");
-    logits
+    // Per-row losses summed in row order, so the total does not depend on the thread schedule.
+    let losses: Vec<f64> = logits
         .par_chunks_mut(vocab)
         .zip(targets.par_iter())
         .map(|(z, &target)| {
@@ -35,5 +36,6 @@ pub fn cross_entropy_grad_inplace(logits: &mut [f32], vocab: usize, targets: &[u
             z[target] -= scale;
             loss
         })
-        .sum()
+        .collect();
+    losses.iter().sum()
 }

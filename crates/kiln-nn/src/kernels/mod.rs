@@ -12,6 +12,7 @@ pub mod host;
 pub mod loss;
 pub mod matmul;
 pub mod norm;
+pub mod pool;
 pub mod rope;
 pub mod swiglu;
 
