@@ -74,6 +74,10 @@ pub struct FitConfig {
     pub progress: bool,
     /// Draw the loss curve PNG at the end.
     pub plot: bool,
+    /// Recompute each layer's activations in the backward pass instead of keeping them (less
+    /// memory, about one more forward pass per step; see
+    /// [`Trainer::set_gradient_checkpointing`]).
+    pub gradient_checkpointing: bool,
 }
 
 impl Default for FitConfig {
@@ -96,6 +100,7 @@ impl Default for FitConfig {
             resume: false,
             progress: true,
             plot: true,
+            gradient_checkpointing: false,
         }
     }
 }
@@ -292,6 +297,7 @@ where
     pub fn run(mut self, model: M, trainer: &mut Trainer) -> Result<FitOutput<M>> {
         let cfg = self.config.clone();
         cfg.validate()?;
+        trainer.set_gradient_checkpointing(cfg.gradient_checkpointing);
         if self.train.is_empty() {
             return Err(TrainError::InvalidConfig {
                 field: "train".into(),

@@ -41,6 +41,9 @@ pub struct TrainStepArgs {
     /// Build the Burn graph every step instead of using the model's fused CPU training step.
     #[arg(long)]
     pub no_fused: bool,
+    /// Recompute each layer's activations in the backward pass (fused CPU step only).
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
 }
 
 /// Runs `kiln bench train-step`.
@@ -79,6 +82,7 @@ pub fn run(device: &DeviceArg, args: &TrainStepArgs) -> Result<()> {
         &device,
     )?;
     trainer.set_fused_kernels(!args.no_fused);
+    trainer.set_gradient_checkpointing(args.gradient_checkpointing);
     let mut model = model;
     let mut measured = 0.0f64;
     let mut faults_before = minor_faults();
