@@ -1,27 +1,172 @@
-//! Causal grouped-query attention over packed rows.
+//! Fused causal attention with grouped-query heads, computed blockwise on the CPU
+//! (FlashAttention-2 style): the forward pass keeps one strip of scores per block of queries,
+//! the backward pass recomputes the probabilities per block of keys from the saved
+//! log-sum-exp, and no `[seq, seq]` matrix is ever stored.
 
 use rayon::prelude::*;
 
+use crate::simd::exp::{exp_sub_each, exp_sub_sum};
+use crate::simd::{Isa, attention::matmul, best_isa};
+
 /// Sizes of one attention call.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttentionDims {
-    /// Rows.
+    /// Sequences in the batch.
     pub batch: usize,
-    /// Tokens per row.
+    /// Positions per sequence.
     pub seq: usize,
     /// Query heads.
     pub heads: usize,
-    /// Key/value heads.
+    /// Key/value heads; divides `heads`. Query head `h` uses key/value head
+    /// `h / (heads / kv_heads)`.
     pub kv_heads: usize,
-    /// Width of a head.
+    /// Values per head.
     pub head_dim: usize,
 }
 
-fn allowed(seg: &[u32], i: usize, j: usize) -> bool {
-    j <= i && seg[i] == seg[j]
+impl AttentionDims {
+    /// Length of `q`, `out`, `d_out` and `dq`: `batch · seq · heads · head_dim`.
+    pub fn q_len(&self) -> usize {
+        self.batch * self.seq * self.heads * self.head_dim
+    }
+
+    /// Length of `k`, `v`, `dk` and `dv`: `batch · seq · kv_heads · head_dim`.
+    pub fn kv_len(&self) -> usize {
+        self.batch * self.seq * self.kv_heads * self.head_dim
+    }
+
+    /// Length of `lse`: `batch · heads · seq`.
+    pub fn lse_len(&self) -> usize {
+        self.batch * self.heads * self.seq
+    }
+
+    /// Query heads per key/value head.
+    fn group(&self) -> usize {
+        self.heads / self.kv_heads
+    }
+
+    fn check(&self, q: usize, k: usize, v: usize, segments: usize, lse: usize) {
+        assert!(
+            self.kv_heads > 0 && self.heads.is_multiple_of(self.kv_heads),
+            "attention: kv_heads = {} does not divide heads = {}",
+            self.kv_heads,
+            self.heads
+        );
+        assert!(self.head_dim > 0, "attention: head_dim is 0");
+        assert_eq!(q, self.q_len(), "attention: q/out length");
+        assert_eq!(k, self.kv_len(), "attention: k length");
+        assert_eq!(v, self.kv_len(), "attention: v length");
+        assert_eq!(
+            segments,
+            self.batch * self.seq,
+            "attention: segments length"
+        );
+        assert_eq!(lse, self.lse_len(), "attention: lse length");
+    }
 }
 
-/// Forward pass. See the module docs.
+/// Query rows per block in the backward pass's recomputation (key rows per block in the
+/// backward pass); a multiple of [`CHUNK`].
+const BLOCK: usize = 64;
+/// Rows per causal sub-strip: each strip of scores ends at the last row's diagonal, so at most
+/// `CHUNK` columns per row above the diagonal are computed and thrown away.
+const CHUNK: usize = 16;
+
+fn round8(x: usize) -> usize {
+    x.div_ceil(8) * 8
+}
+
+/// The runs of equal segment ids of one sequence: `start[i]` is the first position of `i`'s
+/// run, `end[i]` one past its last.
+///
+/// # Panics
+/// If an id appears in two runs (segments must be contiguous).
+fn segment_runs(seg: &[u32]) -> (Vec<usize>, Vec<usize>) {
+    let t = seg.len();
+    let (mut start, mut end) = (vec![0; t], vec![0; t]);
+    let mut ids = Vec::new();
+    let mut i = 0;
+    while i < t {
+        let mut j = i + 1;
+        while j < t && seg[j] == seg[i] {
+            j += 1;
+        }
+        start[i..j].fill(i);
+        end[i..j].fill(j);
+        ids.push(seg[i]);
+        i = j;
+    }
+    ids.sort_unstable();
+    assert!(
+        ids.windows(2).all(|w| w[0] != w[1]),
+        "attention: a segment id appears in more than one run of a sequence"
+    );
+    (start, end)
+}
+
+/// Copies head `head` of `x: [batch, seq, nh, d]` for sequence `b` into `[tp, dp]` rows
+/// (zero padding), times `scale`.
+fn pack_rows(
+    x: &[f32],
+    b: usize,
+    head: usize,
+    nh: usize,
+    dims: &AttentionDims,
+    scale: f32,
+) -> Vec<f32> {
+    let (t, d) = (dims.seq, dims.head_dim);
+    let (tp, dp) = (round8(t), round8(d));
+    let mut out = vec![0.0; tp * dp];
+    for i in 0..t {
+        let src = &x[((b * t + i) * nh + head) * d..][..d];
+        for (o, s) in out[i * dp..i * dp + d].iter_mut().zip(src) {
+            *o = s * scale;
+        }
+    }
+    out
+}
+
+/// Copies head `head` of `x: [batch, seq, nh, d]` for sequence `b` transposed into `[d, tp]`
+/// (zero padding), times `scale`.
+fn pack_cols(
+    x: &[f32],
+    b: usize,
+    head: usize,
+    nh: usize,
+    dims: &AttentionDims,
+    scale: f32,
+) -> Vec<f32> {
+    let (t, d) = (dims.seq, dims.head_dim);
+    let tp = round8(t);
+    let mut out = vec![0.0; d * tp];
+    for i in 0..t {
+        let src = &x[((b * t + i) * nh + head) * d..][..d];
+        for (c, s) in src.iter().enumerate() {
+            out[c * tp + i] = s * scale;
+        }
+    }
+    out
+}
+
+/// Causal attention with grouped-query heads over packed sequences, forward pass.
+///
+/// Query `i` attends key `j` of the same sequence iff `j ≤ i` and
+/// `segments[j] == segments[i]`; scores are `scale · q·k`. Also writes the log-sum-exp of
+/// each query's scaled scores for [`attention_backward`].
+///
+/// Work runs on the rayon global pool, one task per (sequence, key/value head).
+///
+/// # Shapes
+/// - `q`, `out`: `[batch, seq, heads, head_dim]` (row-major; the query projection's output
+///   as is).
+/// - `k`, `v`: `[batch, seq, kv_heads, head_dim]`.
+/// - `segments`: `[batch, seq]`; each id occupies one contiguous run of positions of its
+///   sequence (padding gets an id of its own).
+/// - `lse`: `[batch, heads, seq]`.
+///
+/// # Panics
+/// If a slice length does not match `dims`, `kv_heads` does not divide `heads`, or a segment
+/// id appears in two separate runs of a sequence.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_forward(
     dims: &AttentionDims,
@@ -33,49 +178,136 @@ pub fn attention_forward(
     out: &mut [f32],
     lse: &mut [f32],
 ) {
-    let AttentionDims { batch, seq, heads, kv_heads, head_dim: hd } = *dims;
-    let g = heads / kv_heads;
-    out.par_chunks_mut(seq * heads * hd)
-        .zip(lse.par_chunks_mut(heads * seq))
-        .enumerate()
-        .for_each(|(b, (out, lse))| {
-            let seg = &segments[b * seq..(b + 1) * seq];
-            let mut p = vec![0.0f32; seq];
-            for h in 0..heads {
-                let kh = h / g;
-                for i in 0..seq {
-                    let qi = &q[((b * seq + i) * heads + h) * hd..][..hd];
-                    let mut m = f32::NEG_INFINITY;
-                    for j in 0..=i {
-                        if allowed(seg, i, j) {
-                            let kj = &k[((b * seq + j) * kv_heads + kh) * hd..][..hd];
-                            p[j] = qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale;
-                            m = m.max(p[j]);
+    forward_with(best_isa(), dims, q, k, v, segments, scale, out, lse);
+}
+
+/// [`attention_forward`] with the instruction set `isa` (lowered to what the CPU has).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_with(
+    isa: Isa,
+    dims: &AttentionDims,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    segments: &[u32],
+    scale: f32,
+    out: &mut [f32],
+    lse: &mut [f32],
+) {
+    dims.check(q.len(), k.len(), v.len(), segments.len(), lse.len());
+    assert_eq!(out.len(), dims.q_len(), "attention: out length");
+    let (t, d, h, kvh, g) = (
+        dims.seq,
+        dims.head_dim,
+        dims.heads,
+        dims.kv_heads,
+        dims.group(),
+    );
+    if dims.batch == 0 || t == 0 || h == 0 {
+        return;
+    }
+    let (tp, dp) = (round8(t), round8(d));
+    let runs: Vec<_> = segments.chunks(t).map(segment_runs).collect();
+
+    // One task per (sequence, kv head): its query heads' outputs `[t, dp]` and lse `[t]`.
+    let results: Vec<Vec<(Vec<f32>, Vec<f32>)>> = (0..dims.batch * kvh)
+        .into_par_iter()
+        .map(|task| {
+            let (b, kv) = (task / kvh, task % kvh);
+            let (start, _) = &runs[b];
+            let kt = pack_cols(k, b, kv, kvh, dims, 1.0);
+            let vp = pack_rows(v, b, kv, kvh, dims, 1.0);
+            let mut strip = vec![0.0f32; CHUNK * tp];
+            let mut inv = [0.0f32; CHUNK];
+            (0..g)
+                .map(|hh| {
+                    let head = kv * g + hh;
+                    let qs = pack_rows(q, b, head, h, dims, scale);
+                    let mut o = vec![0.0f32; tp * dp];
+                    let mut l = vec![0.0f32; t];
+                    for c0 in (0..t).step_by(CHUNK) {
+                        let c1 = (c0 + CHUNK).min(t);
+                        let rows = c1 - c0;
+                        // Keys from the start of the earliest query's segment (rounded down
+                        // to 8) to the last query's diagonal (rounded up to 8).
+                        let ka = start[c0] / 8 * 8;
+                        let n = round8(c1) - ka;
+                        matmul(
+                            isa,
+                            false,
+                            (rows, n, d),
+                            &qs[c0 * dp..],
+                            dp,
+                            &kt[ka..],
+                            tp,
+                            &mut strip,
+                            tp,
+                        );
+                        for r in 0..rows {
+                            let i = c0 + r;
+                            let row = &mut strip[r * tp..r * tp + n];
+                            let (lo, hi) = (start[i] - ka, i + 1 - ka);
+                            let m = row[lo..hi].iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                            let sum = exp_sub_sum(isa, &mut row[lo..hi], m);
+                            row[..lo].fill(0.0);
+                            row[hi..].fill(0.0);
+                            l[i] = m + sum.ln();
+                            inv[r] = 1.0 / sum;
                         }
-                    }
-                    let mut s = 0.0f32;
-                    let o = &mut out[(i * heads + h) * hd..][..hd];
-                    o.fill(0.0);
-                    for j in 0..=i {
-                        if allowed(seg, i, j) {
-                            let e = (p[j] - m).exp();
-                            s += e;
-                            let vj = &v[((b * seq + j) * kv_heads + kh) * hd..][..hd];
-                            for (o, v) in o.iter_mut().zip(vj) {
-                                *o += e * v;
+                        matmul(
+                            isa,
+                            false,
+                            (rows, dp, n),
+                            &strip,
+                            tp,
+                            &vp[ka * dp..],
+                            dp,
+                            &mut o[c0 * dp..],
+                            dp,
+                        );
+                        for r in 0..rows {
+                            for x in &mut o[(c0 + r) * dp..(c0 + r + 1) * dp] {
+                                *x *= inv[r];
                             }
                         }
                     }
-                    for o in o.iter_mut() {
-                        *o /= s;
-                    }
-                    lse[h * seq + i] = m + s.ln();
-                }
+                    (o, l)
+                })
+                .collect()
+        })
+        .collect();
+
+    for (task, heads_out) in results.into_iter().enumerate() {
+        let (b, kv) = (task / kvh, task % kvh);
+        for (hh, (o, l)) in heads_out.into_iter().enumerate() {
+            let head = kv * g + hh;
+            for i in 0..t {
+                out[((b * t + i) * h + head) * d..][..d].copy_from_slice(&o[i * dp..i * dp + d]);
             }
-        });
+            lse[(b * h + head) * t..][..t].copy_from_slice(&l);
+        }
+    }
 }
 
-/// Backward pass. See the module docs.
+/// Causal attention with grouped-query heads over packed sequences, backward pass.
+///
+/// Given the forward pass's inputs, its `out` and `lse`, and the gradient `d_out` of the loss
+/// with respect to `out`, writes (overwrites) the gradients `dq`, `dk`, `dv`. The
+/// probabilities are recomputed blockwise from `q`, `k` and `lse`; `Dᵢ = Σ dOᵢ·Oᵢ` replaces
+/// the softmax's row sums (FlashAttention-2). The gradient of a key/value head sums over its
+/// query heads.
+///
+/// Work runs on the rayon global pool, one task per (sequence, key/value head), so each task
+/// owns its part of `dk` and `dv`.
+///
+/// # Shapes
+/// - `q`, `out`, `d_out`, `dq`: `[batch, seq, heads, head_dim]`.
+/// - `k`, `v`, `dk`, `dv`: `[batch, seq, kv_heads, head_dim]`.
+/// - `segments`: `[batch, seq]`, as for [`attention_forward`].
+/// - `lse`: `[batch, heads, seq]`.
+///
+/// # Panics
+/// As [`attention_forward`].
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     dims: &AttentionDims,
@@ -91,38 +323,330 @@ pub fn attention_backward(
     dk: &mut [f32],
     dv: &mut [f32],
 ) {
-    let AttentionDims { batch, seq, heads, kv_heads, head_dim: hd } = *dims;
-    let g = heads / kv_heads;
-    dq.fill(0.0);
-    dk.fill(0.0);
-    dv.fill(0.0);
-    for b in 0..batch {
-        let seg = &segments[b * seq..(b + 1) * seq];
-        for h in 0..heads {
-            let kh = h / g;
-            for i in 0..seq {
-                let at = ((b * seq + i) * heads + h) * hd;
-                let qi = &q[at..at + hd];
-                let doi = &d_out[at..at + hd];
-                let delta: f32 = doi.iter().zip(&out[at..at + hd]).map(|(a, b)| a * b).sum();
-                let l = lse[(b * heads + h) * seq + i];
-                for j in 0..=i {
-                    if !allowed(seg, i, j) {
-                        continue;
+    backward_with(
+        best_isa(),
+        dims,
+        (q, k, v),
+        segments,
+        scale,
+        (out, lse, d_out),
+        (dq, dk, dv),
+    );
+}
+
+/// The gradients one backward task returns: per query head `dq` `[t, d]`, then `dk`, `dv`
+/// `[tp, dp]`.
+type TaskGrads = (Vec<Vec<f32>>, Vec<f32>, Vec<f32>);
+
+/// [`attention_backward`] with the instruction set `isa` (lowered to what the CPU has).
+pub(crate) fn backward_with(
+    isa: Isa,
+    dims: &AttentionDims,
+    (q, k, v): (&[f32], &[f32], &[f32]),
+    segments: &[u32],
+    scale: f32,
+    (out, lse, d_out): (&[f32], &[f32], &[f32]),
+    (dq, dk, dv): (&mut [f32], &mut [f32], &mut [f32]),
+) {
+    dims.check(q.len(), k.len(), v.len(), segments.len(), lse.len());
+    assert_eq!(out.len(), dims.q_len(), "attention: out length");
+    assert_eq!(d_out.len(), dims.q_len(), "attention: d_out length");
+    assert_eq!(dq.len(), dims.q_len(), "attention: dq length");
+    assert_eq!(dk.len(), dims.kv_len(), "attention: dk length");
+    assert_eq!(dv.len(), dims.kv_len(), "attention: dv length");
+    let (t, d, h, kvh, g) = (
+        dims.seq,
+        dims.head_dim,
+        dims.heads,
+        dims.kv_heads,
+        dims.group(),
+    );
+    if dims.batch == 0 || t == 0 || h == 0 {
+        return;
+    }
+    let (tp, dp) = (round8(t), round8(d));
+    let runs: Vec<_> = segments.chunks(t).map(segment_runs).collect();
+
+    let results: Vec<TaskGrads> = (0..dims.batch * kvh)
+        .into_par_iter()
+        .map(|task| {
+            let (b, kv) = (task / kvh, task % kvh);
+            let (_, end) = &runs[b];
+            let kp = pack_rows(k, b, kv, kvh, dims, 1.0);
+            let kt = pack_cols(k, b, kv, kvh, dims, 1.0);
+            let vp = pack_rows(v, b, kv, kvh, dims, 1.0);
+            let mut dk_acc = vec![0.0f32; tp * dp];
+            let mut dv_acc = vec![0.0f32; tp * dp];
+            // Transposed probabilities and score gradients of one block of keys:
+            // `[BLOCK, tp]`, column `c` is query `qa + c`.
+            let mut pt = vec![0.0f32; BLOCK * tp];
+            let mut dst = vec![0.0f32; BLOCK * tp];
+            let mut dqs = Vec::with_capacity(g);
+            for hh in 0..g {
+                let head = kv * g + hh;
+                let qst = pack_cols(q, b, head, h, dims, scale);
+                let qp = pack_rows(q, b, head, h, dims, 1.0);
+                let dot = pack_cols(d_out, b, head, h, dims, 1.0);
+                let dop = pack_rows(d_out, b, head, h, dims, 1.0);
+                let lse_h = &lse[(b * h + head) * t..][..t];
+                let delta: Vec<f32> = (0..t)
+                    .map(|i| {
+                        let at = ((b * t + i) * h + head) * d;
+                        out[at..at + d]
+                            .iter()
+                            .zip(&d_out[at..at + d])
+                            .map(|(o, g)| o * g)
+                            .sum()
+                    })
+                    .collect();
+                let mut dqt = vec![0.0f32; d * tp];
+                for j0 in (0..t).step_by(BLOCK) {
+                    let j1 = (j0 + BLOCK).min(t);
+                    // Queries from the block's first key to the end of its last key's segment.
+                    let (qa, qb) = (j0, round8(end[j1 - 1]));
+                    for c0 in (j0..j1).step_by(CHUNK) {
+                        let c1 = (c0 + CHUNK).min(j1);
+                        let (rows, n, off) = (c1 - c0, qb - c0, c0 - qa);
+                        let at = (c0 - j0) * tp;
+                        // Sᵀ = K·(scale·Q)ᵀ, then Pᵀ = exp(Sᵀ − lse) where allowed, else 0.
+                        matmul(
+                            isa,
+                            false,
+                            (rows, n, d),
+                            &kp[c0 * dp..],
+                            dp,
+                            &qst[c0..],
+                            tp,
+                            &mut pt[at + off..],
+                            tp,
+                        );
+                        // dPᵀ = V·dOᵀ.
+                        matmul(
+                            isa,
+                            false,
+                            (rows, n, d),
+                            &vp[c0 * dp..],
+                            dp,
+                            &dot[c0..],
+                            tp,
+                            &mut dst[at + off..],
+                            tp,
+                        );
+                        for r in 0..rows {
+                            let j = c0 + r;
+                            let prow = &mut pt[at + r * tp..at + r * tp + off + n];
+                            let drow = &mut dst[at + r * tp..at + r * tp + off + n];
+                            // Allowed queries of key j: j ..< end of its segment.
+                            let (lo, hi) = (j - qa, end[j] - qa);
+                            exp_sub_each(isa, &mut prow[lo..hi], &lse_h[j..end[j]]);
+                            prow[..lo].fill(0.0);
+                            prow[hi..].fill(0.0);
+                            // dSᵀ = Pᵀ ∘ (dPᵀ − D).
+                            drow[..lo].fill(0.0);
+                            drow[hi..].fill(0.0);
+                            for ((ds, p), dl) in drow[lo..hi]
+                                .iter_mut()
+                                .zip(&prow[lo..hi])
+                                .zip(&delta[j..end[j]])
+                            {
+                                *ds = p * (*ds - dl);
+                            }
+                        }
+                        // dV += Pᵀ·dO, dK += dSᵀ·Q (times scale at the end).
+                        matmul(
+                            isa,
+                            true,
+                            (rows, dp, n),
+                            &pt[at + off..],
+                            tp,
+                            &dop[c0 * dp..],
+                            dp,
+                            &mut dv_acc[c0 * dp..],
+                            dp,
+                        );
+                        matmul(
+                            isa,
+                            true,
+                            (rows, dp, n),
+                            &dst[at + off..],
+                            tp,
+                            &qp[c0 * dp..],
+                            dp,
+                            &mut dk_acc[c0 * dp..],
+                            dp,
+                        );
                     }
-                    let kat = ((b * seq + j) * kv_heads + kh) * hd;
-                    let kj = &k[kat..kat + hd];
-                    let vj = &v[kat..kat + hd];
-                    let s = qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale;
-                    let p = (s - l).exp();
-                    let dp: f32 = doi.iter().zip(vj).map(|(a, b)| a * b).sum();
-                    let ds = p * (dp - delta) * scale;
-                    for d in 0..hd {
-                        dv[kat + d] += p * doi[d];
-                        dq[at + d] += ds * kj[d];
-                        dk[kat + d] += ds * qi[d];
+                    // dQᵀ += Kᵀ·dSᵀ (times scale at the end).
+                    matmul(
+                        isa,
+                        true,
+                        (d, qb - qa, j1 - j0),
+                        &kt[j0..],
+                        tp,
+                        &dst,
+                        tp,
+                        &mut dqt[qa..],
+                        tp,
+                    );
+                }
+                let mut dq_h = vec![0.0f32; t * d];
+                for (c, col) in dqt.chunks(tp).enumerate() {
+                    for i in 0..t {
+                        dq_h[i * d + c] = col[i] * scale;
                     }
                 }
+                dqs.push(dq_h);
+            }
+            (dqs, dk_acc, dv_acc)
+        })
+        .collect();
+
+    for (task, (dqs, dk_acc, dv_acc)) in results.into_iter().enumerate() {
+        let (b, kv) = (task / kvh, task % kvh);
+        for (hh, dq_h) in dqs.iter().enumerate() {
+            let head = kv * g + hh;
+            for i in 0..t {
+                dq[((b * t + i) * h + head) * d..][..d].copy_from_slice(&dq_h[i * d..(i + 1) * d]);
+            }
+        }
+        for i in 0..t {
+            let at = ((b * t + i) * kvh + kv) * d;
+            for (o, x) in dk[at..at + d].iter_mut().zip(&dk_acc[i * dp..]) {
+                *o = x * scale;
+            }
+            dv[at..at + d].copy_from_slice(&dv_acc[i * dp..i * dp + d]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in `[-amp, amp)`.
+    fn values(n: usize, seed: u64, amp: f32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                amp * ((s >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
+            })
+            .collect()
+    }
+
+    /// `(out, dq, dk, dv)` of the definition, in `f64` on the host.
+    #[allow(clippy::type_complexity)]
+    fn naive(
+        dims: &AttentionDims,
+        (q, k, v, seg, d_out): (&[f32], &[f32], &[f32], &[u32], &[f32]),
+        scale: f64,
+    ) -> [Vec<f64>; 4] {
+        let AttentionDims {
+            batch,
+            seq: t,
+            heads: h,
+            kv_heads: kvh,
+            head_dim: d,
+        } = *dims;
+        let f = |x: &[f32], at: usize| -> Vec<f64> {
+            x[at..at + d].iter().map(|&a| f64::from(a)).collect()
+        };
+        let (mut out, mut dq) = (vec![0.0; dims.q_len()], vec![0.0; dims.q_len()]);
+        let (mut dk, mut dv) = (vec![0.0; dims.kv_len()], vec![0.0; dims.kv_len()]);
+        for b in 0..batch {
+            for hi in 0..h {
+                let kv = hi / (h / kvh);
+                for i in 0..t {
+                    let qa = ((b * t + i) * h + hi) * d;
+                    let qi = f(q, qa);
+                    let keys: Vec<usize> = (0..=i)
+                        .filter(|&j| seg[b * t + j] == seg[b * t + i])
+                        .collect();
+                    let ka = |j: usize| ((b * t + j) * kvh + kv) * d;
+                    let s: Vec<f64> = keys
+                        .iter()
+                        .map(|&j| {
+                            f(k, ka(j)).iter().zip(&qi).map(|(a, b)| a * b).sum::<f64>() * scale
+                        })
+                        .collect();
+                    let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+                    let p: Vec<f64> = s.iter().map(|x| (x - m).exp() / z).collect();
+                    let doi = f(d_out, qa);
+                    let dp: Vec<f64> = keys
+                        .iter()
+                        .map(|&j| f(v, ka(j)).iter().zip(&doi).map(|(a, b)| a * b).sum())
+                        .collect();
+                    let delta: f64 = p.iter().zip(&dp).map(|(a, b)| a * b).sum();
+                    for (n, &j) in keys.iter().enumerate() {
+                        let (vj, kj) = (f(v, ka(j)), f(k, ka(j)));
+                        let ds = p[n] * (dp[n] - delta) * scale;
+                        for c in 0..d {
+                            out[qa + c] += p[n] * vj[c];
+                            dq[qa + c] += ds * kj[c];
+                            dk[ka(j) + c] += ds * qi[c];
+                            dv[ka(j) + c] += p[n] * doi[c];
+                        }
+                    }
+                }
+            }
+        }
+        [out, dq, dk, dv]
+    }
+
+    fn rel_err(a: &[f32], b: &[f64]) -> f64 {
+        let scale = b.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        let diff = a
+            .iter()
+            .zip(b)
+            .fold(0.0f64, |m, (x, y)| m.max((f64::from(*x) - y).abs()));
+        diff / scale
+    }
+
+    /// Every instruction set, the scalar one included, matches the definition.
+    #[test]
+    fn every_path_matches_the_definition() {
+        let dims = AttentionDims {
+            batch: 2,
+            seq: 45,
+            heads: 6,
+            kv_heads: 2,
+            head_dim: 12,
+        };
+        let segments: Vec<u32> = (0..90u32)
+            .map(|i| if i < 45 { i / 20 } else { 9 + (i - 45) / 7 })
+            .collect();
+        let q = values(dims.q_len(), 1, 2.0);
+        let k = values(dims.kv_len(), 2, 2.0);
+        let v = values(dims.kv_len(), 3, 1.0);
+        let d_out = values(dims.q_len(), 4, 1.0);
+        let scale = 0.3f32;
+        let want = naive(&dims, (&q, &k, &v, &segments, &d_out), f64::from(scale));
+        for isa in [Isa::Scalar, Isa::Avx2, Isa::Avx512] {
+            let mut out = vec![0.0; dims.q_len()];
+            let mut lse = vec![0.0; dims.lse_len()];
+            forward_with(isa, &dims, &q, &k, &v, &segments, scale, &mut out, &mut lse);
+            let mut dq = vec![0.0; dims.q_len()];
+            let (mut dk, mut dv) = (vec![0.0; dims.kv_len()], vec![0.0; dims.kv_len()]);
+            backward_with(
+                isa,
+                &dims,
+                (&q, &k, &v),
+                &segments,
+                scale,
+                (&out, &lse, &d_out),
+                (&mut dq, &mut dk, &mut dv),
+            );
+            for (name, got, want) in [
+                ("out", &out, &want[0]),
+                ("dq", &dq, &want[1]),
+                ("dk", &dk, &want[2]),
+                ("dv", &dv, &want[3]),
+            ] {
+                let e = rel_err(got, want);
+                assert!(e < 1e-5, "{isa:?}: {name} relative error {e:e}");
             }
         }
     }
