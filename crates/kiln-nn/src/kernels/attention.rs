@@ -76,6 +76,12 @@ fn round8(x: usize) -> usize {
     x.div_ceil(8) * 8
 }
 
+/// Row strides of the packed `[·, seq]` and `[·, head_dim]` buffers: the padded width plus one
+/// cache line, so that the rows of a column panel do not all fall into the same few L1 sets.
+fn strides(t: usize, d: usize) -> (usize, usize) {
+    (round8(t) + 16, round8(d) + 16)
+}
+
 /// The runs of equal segment ids of one sequence: `start[i]` is the first position of `i`'s
 /// run, `end[i]` one past its last.
 ///
@@ -104,48 +110,107 @@ fn segment_runs(seg: &[u32]) -> (Vec<usize>, Vec<usize>) {
     (start, end)
 }
 
-/// Copies head `head` of `x: [batch, seq, nh, d]` for sequence `b` into `[tp, dp]` rows
+/// `buf` resized to `n` zeros; its allocation is kept from call to call.
+fn zeroed(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    buf.clear();
+    buf.resize(n, 0.0);
+    buf
+}
+
+/// Copies head `head` of `x: [batch, seq, nh, d]` for sequence `b` into rows of stride `dp`
 /// (zero padding), times `scale`.
 fn pack_rows(
     x: &[f32],
-    b: usize,
-    head: usize,
-    nh: usize,
+    (b, head, nh): (usize, usize, usize),
     dims: &AttentionDims,
     scale: f32,
-) -> Vec<f32> {
+    buf: &mut Vec<f32>,
+) {
     let (t, d) = (dims.seq, dims.head_dim);
-    let (tp, dp) = (round8(t), round8(d));
-    let mut out = vec![0.0; tp * dp];
+    let (tp, dp) = strides(t, d);
+    let out = zeroed(buf, tp * dp);
     for i in 0..t {
         let src = &x[((b * t + i) * nh + head) * d..][..d];
         for (o, s) in out[i * dp..i * dp + d].iter_mut().zip(src) {
             *o = s * scale;
         }
     }
-    out
 }
 
-/// Copies head `head` of `x: [batch, seq, nh, d]` for sequence `b` transposed into `[d, tp]`
-/// (zero padding), times `scale`.
+/// Copies head `head` of `x: [batch, seq, nh, d]` for sequence `b` transposed into `d` rows
+/// of stride `tp` (zero padding), times `scale`.
 fn pack_cols(
     x: &[f32],
-    b: usize,
-    head: usize,
-    nh: usize,
+    (b, head, nh): (usize, usize, usize),
     dims: &AttentionDims,
     scale: f32,
-) -> Vec<f32> {
+    buf: &mut Vec<f32>,
+) {
     let (t, d) = (dims.seq, dims.head_dim);
-    let tp = round8(t);
-    let mut out = vec![0.0; d * tp];
-    for i in 0..t {
-        let src = &x[((b * t + i) * nh + head) * d..][..d];
-        for (c, s) in src.iter().enumerate() {
-            out[c * tp + i] = s * scale;
+    let (tp, _) = strides(t, d);
+    let out = zeroed(buf, d * tp);
+    // Eight positions at a time: every write is a run of eight consecutive values.
+    for i0 in (0..t).step_by(8) {
+        let rows = (t - i0).min(8);
+        let mut src = [&x[..0]; 8];
+        for (r, s) in src.iter_mut().enumerate().take(rows) {
+            *s = &x[((b * t + i0 + r) * nh + head) * d..][..d];
+        }
+        for c in 0..d {
+            let dst = &mut out[c * tp + i0..c * tp + i0 + rows];
+            for (o, s) in dst.iter_mut().zip(&src) {
+                *o = s[c] * scale;
+            }
         }
     }
-    out
+}
+
+/// The largest value of `xs` (`-∞` if empty).
+fn max(xs: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut chunks = xs.chunks_exact(8);
+    for c in &mut chunks {
+        for (m, x) in lanes.iter_mut().zip(c) {
+            *m = if *x > *m { *x } else { *m };
+        }
+    }
+    for (m, x) in lanes.iter_mut().zip(chunks.remainder()) {
+        *m = if *x > *m { *x } else { *m };
+    }
+    lanes.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b))
+}
+
+/// Splits `x`, viewed as `[batch, seq, kv_heads, w]`, into one list of `seq` rows of `w`
+/// values per (sequence, kv head), in task order: the parts of an output one task owns.
+fn task_rows<'a>(x: &'a mut [f32], dims: &AttentionDims, w: usize) -> Vec<Vec<&'a mut [f32]>> {
+    let (t, kvh) = (dims.seq, dims.kv_heads);
+    let mut tasks: Vec<Vec<&mut [f32]>> = (0..dims.batch * kvh)
+        .map(|_| Vec::with_capacity(t))
+        .collect();
+    for (idx, row) in x.chunks_mut(w).enumerate() {
+        tasks[idx / (t * kvh) * kvh + idx % kvh].push(row);
+    }
+    tasks
+}
+
+/// Buffers of one worker thread, reused from task to task.
+#[derive(Default)]
+struct Scratch {
+    kt: Vec<f32>,
+    kp: Vec<f32>,
+    vp: Vec<f32>,
+    qs: Vec<f32>,
+    qst: Vec<f32>,
+    dot: Vec<f32>,
+    dop: Vec<f32>,
+    strip: Vec<f32>,
+    pt: Vec<f32>,
+    dst: Vec<f32>,
+    o: Vec<f32>,
+    dqt: Vec<f32>,
+    dk: Vec<f32>,
+    dv: Vec<f32>,
+    delta: Vec<f32>,
 }
 
 /// Causal attention with grouped-query heads over packed sequences, forward pass.
@@ -206,87 +271,80 @@ pub(crate) fn forward_with(
     if dims.batch == 0 || t == 0 || h == 0 {
         return;
     }
-    let (tp, dp) = (round8(t), round8(d));
+    // Row strides; `dw` is the padded head width the products compute.
+    let ((tp, dp), dw) = (strides(t, d), round8(d));
     let runs: Vec<_> = segments.chunks(t).map(segment_runs).collect();
 
-    // One task per (sequence, kv head): its query heads' outputs `[t, dp]` and lse `[t]`.
-    let results: Vec<Vec<(Vec<f32>, Vec<f32>)>> = (0..dims.batch * kvh)
+    // One task per (sequence, kv head); it returns, per query head, the output `[t, d]` and
+    // then the lse `[t]`.
+    // Task (b, kv) owns the `g·d` outputs of its query heads at every position, and their lse
+    // (`[g, t]`, contiguous).
+    let out_rows = task_rows(out, dims, g * d);
+    out_rows
         .into_par_iter()
-        .map(|task| {
+        .zip(lse.par_chunks_mut(g * t))
+        .enumerate()
+        .for_each_init(Scratch::default, |s, (task, (mut out_rows, lse_task))| {
             let (b, kv) = (task / kvh, task % kvh);
             let (start, _) = &runs[b];
-            let kt = pack_cols(k, b, kv, kvh, dims, 1.0);
-            let vp = pack_rows(v, b, kv, kvh, dims, 1.0);
-            let mut strip = vec![0.0f32; CHUNK * tp];
+            pack_cols(k, (b, kv, kvh), dims, 1.0, &mut s.kt);
+            pack_rows(v, (b, kv, kvh), dims, 1.0, &mut s.vp);
+            let strip = zeroed(&mut s.strip, CHUNK * tp);
             let mut inv = [0.0f32; CHUNK];
-            (0..g)
-                .map(|hh| {
-                    let head = kv * g + hh;
-                    let qs = pack_rows(q, b, head, h, dims, scale);
-                    let mut o = vec![0.0f32; tp * dp];
-                    let mut l = vec![0.0f32; t];
-                    for c0 in (0..t).step_by(CHUNK) {
-                        let c1 = (c0 + CHUNK).min(t);
-                        let rows = c1 - c0;
-                        // Keys from the start of the earliest query's segment (rounded down
-                        // to 8) to the last query's diagonal (rounded up to 8).
-                        let ka = start[c0] / 8 * 8;
-                        let n = round8(c1) - ka;
-                        matmul(
-                            isa,
-                            false,
-                            (rows, n, d),
-                            &qs[c0 * dp..],
-                            dp,
-                            &kt[ka..],
-                            tp,
-                            &mut strip,
-                            tp,
-                        );
-                        for r in 0..rows {
-                            let i = c0 + r;
-                            let row = &mut strip[r * tp..r * tp + n];
-                            let (lo, hi) = (start[i] - ka, i + 1 - ka);
-                            let m = row[lo..hi].iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                            let sum = exp_sub_sum(isa, &mut row[lo..hi], m);
-                            row[..lo].fill(0.0);
-                            row[hi..].fill(0.0);
-                            l[i] = m + sum.ln();
-                            inv[r] = 1.0 / sum;
-                        }
-                        matmul(
-                            isa,
-                            false,
-                            (rows, dp, n),
-                            &strip,
-                            tp,
-                            &vp[ka * dp..],
-                            dp,
-                            &mut o[c0 * dp..],
-                            dp,
-                        );
-                        for r in 0..rows {
-                            for x in &mut o[(c0 + r) * dp..(c0 + r + 1) * dp] {
-                                *x *= inv[r];
-                            }
+            for (hh, l) in lse_task.chunks_mut(t).enumerate() {
+                let head = kv * g + hh;
+                pack_rows(q, (b, head, h), dims, scale, &mut s.qs);
+                let o = zeroed(&mut s.o, tp * dp);
+                for c0 in (0..t).step_by(CHUNK) {
+                    let c1 = (c0 + CHUNK).min(t);
+                    let rows = c1 - c0;
+                    // Keys from the start of the earliest query's segment (rounded down to 8)
+                    // to the last query's diagonal (rounded up to 8).
+                    let ka = start[c0] / 8 * 8;
+                    let n = round8(c1) - ka;
+                    matmul(
+                        isa,
+                        false,
+                        (rows, n, d),
+                        &s.qs[c0 * dp..],
+                        dp,
+                        &s.kt[ka..],
+                        tp,
+                        strip,
+                        tp,
+                    );
+                    for r in 0..rows {
+                        let i = c0 + r;
+                        let row = &mut strip[r * tp..r * tp + n];
+                        let (lo, hi) = (start[i] - ka, i + 1 - ka);
+                        let m = max(&row[lo..hi]);
+                        let sum = exp_sub_sum(isa, &mut row[lo..hi], m);
+                        row[..lo].fill(0.0);
+                        row[hi..].fill(0.0);
+                        l[i] = m + sum.ln();
+                        inv[r] = 1.0 / sum;
+                    }
+                    matmul(
+                        isa,
+                        false,
+                        (rows, dw, n),
+                        strip,
+                        tp,
+                        &s.vp[ka * dp..],
+                        dp,
+                        &mut o[c0 * dp..],
+                        dp,
+                    );
+                    for (r, inv) in inv.iter().enumerate().take(rows) {
+                        let i = c0 + r;
+                        let dst = &mut out_rows[i][hh * d..(hh + 1) * d];
+                        for (x, y) in dst.iter_mut().zip(&o[i * dp..]) {
+                            *x = y * inv;
                         }
                     }
-                    (o, l)
-                })
-                .collect()
-        })
-        .collect();
-
-    for (task, heads_out) in results.into_iter().enumerate() {
-        let (b, kv) = (task / kvh, task % kvh);
-        for (hh, (o, l)) in heads_out.into_iter().enumerate() {
-            let head = kv * g + hh;
-            for i in 0..t {
-                out[((b * t + i) * h + head) * d..][..d].copy_from_slice(&o[i * dp..i * dp + d]);
+                }
             }
-            lse[(b * h + head) * t..][..t].copy_from_slice(&l);
-        }
-    }
+        });
 }
 
 /// Causal attention with grouped-query heads over packed sequences, backward pass.
@@ -334,10 +392,6 @@ pub fn attention_backward(
     );
 }
 
-/// The gradients one backward task returns: per query head `dq` `[t, d]`, then `dk`, `dv`
-/// `[tp, dp]`.
-type TaskGrads = (Vec<Vec<f32>>, Vec<f32>, Vec<f32>);
-
 /// [`attention_backward`] with the instruction set `isa` (lowered to what the CPU has).
 pub(crate) fn backward_with(
     isa: Isa,
@@ -364,42 +418,48 @@ pub(crate) fn backward_with(
     if dims.batch == 0 || t == 0 || h == 0 {
         return;
     }
-    let (tp, dp) = (round8(t), round8(d));
+    // Row strides; `dw` is the padded head width the products compute.
+    let ((tp, dp), dw) = (strides(t, d), round8(d));
     let runs: Vec<_> = segments.chunks(t).map(segment_runs).collect();
 
-    let results: Vec<TaskGrads> = (0..dims.batch * kvh)
-        .into_par_iter()
-        .map(|task| {
+    // Task (b, kv) owns the `g·d` query gradients of its query heads at every position and the
+    // `d` key and value gradients of its kv head.
+    let tasks = task_rows(dq, dims, g * d)
+        .into_iter()
+        .zip(task_rows(dk, dims, d))
+        .zip(task_rows(dv, dims, d));
+    let tasks: Vec<_> = tasks.collect();
+    tasks.into_par_iter().enumerate().for_each_init(
+        Scratch::default,
+        |s, (task, ((mut dq_rows, mut dk_rows), mut dv_rows))| {
             let (b, kv) = (task / kvh, task % kvh);
             let (_, end) = &runs[b];
-            let kp = pack_rows(k, b, kv, kvh, dims, 1.0);
-            let kt = pack_cols(k, b, kv, kvh, dims, 1.0);
-            let vp = pack_rows(v, b, kv, kvh, dims, 1.0);
-            let mut dk_acc = vec![0.0f32; tp * dp];
-            let mut dv_acc = vec![0.0f32; tp * dp];
-            // Transposed probabilities and score gradients of one block of keys:
-            // `[BLOCK, tp]`, column `c` is query `qa + c`.
-            let mut pt = vec![0.0f32; BLOCK * tp];
-            let mut dst = vec![0.0f32; BLOCK * tp];
-            let mut dqs = Vec::with_capacity(g);
+            pack_rows(k, (b, kv, kvh), dims, 1.0, &mut s.kp);
+            pack_cols(k, (b, kv, kvh), dims, 1.0, &mut s.kt);
+            pack_rows(v, (b, kv, kvh), dims, 1.0, &mut s.vp);
+            let (kp, kt, vp) = (&s.kp, &s.kt, &s.vp);
+            let dk_acc = zeroed(&mut s.dk, tp * dp);
+            let dv_acc = zeroed(&mut s.dv, tp * dp);
+            // Transposed probabilities and score gradients of one block of keys: `[BLOCK, tp]`,
+            // column `c` is query `qa + c`.
+            let pt = zeroed(&mut s.pt, BLOCK * tp);
+            let dst = zeroed(&mut s.dst, BLOCK * tp);
             for hh in 0..g {
                 let head = kv * g + hh;
-                let qst = pack_cols(q, b, head, h, dims, scale);
-                let qp = pack_rows(q, b, head, h, dims, 1.0);
-                let dot = pack_cols(d_out, b, head, h, dims, 1.0);
-                let dop = pack_rows(d_out, b, head, h, dims, 1.0);
+                pack_cols(q, (b, head, h), dims, scale, &mut s.qst);
+                pack_rows(q, (b, head, h), dims, 1.0, &mut s.qs);
+                pack_cols(d_out, (b, head, h), dims, 1.0, &mut s.dot);
+                pack_rows(d_out, (b, head, h), dims, 1.0, &mut s.dop);
+                let (qst, qp, dot, dop) = (&s.qst, &s.qs, &s.dot, &s.dop);
                 let lse_h = &lse[(b * h + head) * t..][..t];
-                let delta: Vec<f32> = (0..t)
-                    .map(|i| {
-                        let at = ((b * t + i) * h + head) * d;
-                        out[at..at + d]
-                            .iter()
-                            .zip(&d_out[at..at + d])
-                            .map(|(o, g)| o * g)
-                            .sum()
-                    })
-                    .collect();
-                let mut dqt = vec![0.0f32; d * tp];
+                s.delta.clear();
+                s.delta.extend((0..t).map(|i| {
+                    let at = ((b * t + i) * h + head) * d;
+                    let (o, g) = (&out[at..at + d], &d_out[at..at + d]);
+                    o.iter().zip(g).map(|(o, g)| o * g).sum::<f32>()
+                }));
+                let delta = &s.delta;
+                let dqt = zeroed(&mut s.dqt, d * tp);
                 for j0 in (0..t).step_by(BLOCK) {
                     let j1 = (j0 + BLOCK).min(t);
                     // Queries from the block's first key to the end of its last key's segment.
@@ -456,7 +516,7 @@ pub(crate) fn backward_with(
                         matmul(
                             isa,
                             true,
-                            (rows, dp, n),
+                            (rows, dw, n),
                             &pt[at + off..],
                             tp,
                             &dop[c0 * dp..],
@@ -467,7 +527,7 @@ pub(crate) fn backward_with(
                         matmul(
                             isa,
                             true,
-                            (rows, dp, n),
+                            (rows, dw, n),
                             &dst[at + off..],
                             tp,
                             &qp[c0 * dp..],
@@ -483,40 +543,26 @@ pub(crate) fn backward_with(
                         (d, qb - qa, j1 - j0),
                         &kt[j0..],
                         tp,
-                        &dst,
+                        dst,
                         tp,
                         &mut dqt[qa..],
                         tp,
                     );
                 }
-                let mut dq_h = vec![0.0f32; t * d];
                 for (c, col) in dqt.chunks(tp).enumerate() {
-                    for i in 0..t {
-                        dq_h[i * d + c] = col[i] * scale;
+                    for (row, x) in dq_rows.iter_mut().zip(col) {
+                        row[hh * d + c] = x * scale;
                     }
                 }
-                dqs.push(dq_h);
             }
-            (dqs, dk_acc, dv_acc)
-        })
-        .collect();
-
-    for (task, (dqs, dk_acc, dv_acc)) in results.into_iter().enumerate() {
-        let (b, kv) = (task / kvh, task % kvh);
-        for (hh, dq_h) in dqs.iter().enumerate() {
-            let head = kv * g + hh;
             for i in 0..t {
-                dq[((b * t + i) * h + head) * d..][..d].copy_from_slice(&dq_h[i * d..(i + 1) * d]);
+                for (o, x) in dk_rows[i].iter_mut().zip(&dk_acc[i * dp..]) {
+                    *o = x * scale;
+                }
+                dv_rows[i].copy_from_slice(&dv_acc[i * dp..i * dp + d]);
             }
-        }
-        for i in 0..t {
-            let at = ((b * t + i) * kvh + kv) * d;
-            for (o, x) in dk[at..at + d].iter_mut().zip(&dk_acc[i * dp..]) {
-                *o = x * scale;
-            }
-            dv[at..at + d].copy_from_slice(&dv_acc[i * dp..i * dp + d]);
-        }
-    }
+        },
+    );
 }
 
 #[cfg(test)]
