@@ -6,7 +6,11 @@
 use rayon::prelude::*;
 
 use crate::simd::exp::{exp_sub_each, exp_sub_sum};
-use crate::simd::{Isa, attention::matmul, best_isa};
+use crate::simd::{
+    Isa,
+    attention::{matmul, transpose},
+    best_isa,
+};
 
 /// Sizes of one attention call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,6 +144,7 @@ fn pack_rows(
 /// Copies head `head` of `x: [batch, seq, nh, d]` for sequence `b` transposed into `d` rows
 /// of stride `tp` (zero padding), times `scale`.
 fn pack_cols(
+    isa: Isa,
     x: &[f32],
     (b, head, nh): (usize, usize, usize),
     dims: &AttentionDims,
@@ -149,20 +154,50 @@ fn pack_cols(
     let (t, d) = (dims.seq, dims.head_dim);
     let (tp, _) = strides(t, d);
     let out = zeroed(buf, d * tp);
-    // Eight positions at a time: every write is a run of eight consecutive values.
-    for i0 in (0..t).step_by(8) {
-        let rows = (t - i0).min(8);
-        let mut src = [&x[..0]; 8];
-        for (r, s) in src.iter_mut().enumerate().take(rows) {
-            *s = &x[((b * t + i0 + r) * nh + head) * d..][..d];
-        }
-        for c in 0..d {
-            let dst = &mut out[c * tp + i0..c * tp + i0 + rows];
-            for (o, s) in dst.iter_mut().zip(&src) {
-                *o = s[c] * scale;
-            }
+    transpose(
+        isa,
+        (t, d),
+        &x[((b * t) * nh + head) * d..],
+        nh * d,
+        scale,
+        out,
+        tp,
+    );
+}
+
+/// Head `head` of `x: [batch, seq, nh, d]` for sequence `b` as `seq` rows and their stride:
+/// the input itself when `d` is a multiple of 8 (the products read whole rows of 8), else a
+/// zero-padded copy in `buf`.
+fn head_rows<'a>(
+    x: &'a [f32],
+    (b, head, nh): (usize, usize, usize),
+    dims: &AttentionDims,
+    buf: &'a mut Vec<f32>,
+) -> (&'a [f32], usize) {
+    let (t, d) = (dims.seq, dims.head_dim);
+    if d.is_multiple_of(8) {
+        return (&x[(b * t * nh + head) * d..], nh * d);
+    }
+    pack_rows(x, (b, head, nh), dims, 1.0, buf);
+    (buf, strides(t, d).1)
+}
+
+/// `Σ a[i]·b[i]` in eight lanes.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let rest: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        for ((l, x), y) in lanes.iter_mut().zip(x).zip(y) {
+            *l += x * y;
         }
     }
+    lanes.iter().sum::<f32>() + rest
 }
 
 /// The largest value of `xs` (`-∞` if empty).
@@ -287,13 +322,14 @@ pub(crate) fn forward_with(
         .for_each_init(Scratch::default, |s, (task, (mut out_rows, lse_task))| {
             let (b, kv) = (task / kvh, task % kvh);
             let (start, _) = &runs[b];
-            pack_cols(k, (b, kv, kvh), dims, 1.0, &mut s.kt);
-            pack_rows(v, (b, kv, kvh), dims, 1.0, &mut s.vp);
+            // The scale goes into the keys.
+            pack_cols(isa, k, (b, kv, kvh), dims, scale, &mut s.kt);
+            let (vr, ldv) = head_rows(v, (b, kv, kvh), dims, &mut s.vp);
             let strip = zeroed(&mut s.strip, CHUNK * tp);
             let mut inv = [0.0f32; CHUNK];
             for (hh, l) in lse_task.chunks_mut(t).enumerate() {
                 let head = kv * g + hh;
-                pack_rows(q, (b, head, h), dims, scale, &mut s.qs);
+                let (qr, ldq) = head_rows(q, (b, head, h), dims, &mut s.qs);
                 let o = zeroed(&mut s.o, tp * dp);
                 for c0 in (0..t).step_by(CHUNK) {
                     let c1 = (c0 + CHUNK).min(t);
@@ -306,8 +342,8 @@ pub(crate) fn forward_with(
                         isa,
                         false,
                         (rows, n, d),
-                        &s.qs[c0 * dp..],
-                        dp,
+                        &qr[c0 * ldq..],
+                        ldq,
                         &s.kt[ka..],
                         tp,
                         strip,
@@ -327,11 +363,12 @@ pub(crate) fn forward_with(
                     matmul(
                         isa,
                         false,
-                        (rows, dw, n),
+                        // Keys past the sequence have probability 0: not read.
+                        (rows, dw, n.min(t - ka)),
                         strip,
                         tp,
-                        &s.vp[ka * dp..],
-                        dp,
+                        &vr[ka * ldv..],
+                        ldv,
                         &mut o[c0 * dp..],
                         dp,
                     );
@@ -434,10 +471,10 @@ pub(crate) fn backward_with(
         |s, (task, ((mut dq_rows, mut dk_rows), mut dv_rows))| {
             let (b, kv) = (task / kvh, task % kvh);
             let (_, end) = &runs[b];
-            pack_rows(k, (b, kv, kvh), dims, 1.0, &mut s.kp);
-            pack_cols(k, (b, kv, kvh), dims, 1.0, &mut s.kt);
-            pack_rows(v, (b, kv, kvh), dims, 1.0, &mut s.vp);
-            let (kp, kt, vp) = (&s.kp, &s.kt, &s.vp);
+            let (kr, ldk) = head_rows(k, (b, kv, kvh), dims, &mut s.kp);
+            pack_cols(isa, k, (b, kv, kvh), dims, 1.0, &mut s.kt);
+            let (vr, ldv) = head_rows(v, (b, kv, kvh), dims, &mut s.vp);
+            let kt = &s.kt;
             let dk_acc = zeroed(&mut s.dk, tp * dp);
             let dv_acc = zeroed(&mut s.dv, tp * dp);
             // Transposed probabilities and score gradients of one block of keys: `[BLOCK, tp]`,
@@ -446,17 +483,17 @@ pub(crate) fn backward_with(
             let dst = zeroed(&mut s.dst, BLOCK * tp);
             for hh in 0..g {
                 let head = kv * g + hh;
-                pack_cols(q, (b, head, h), dims, scale, &mut s.qst);
-                pack_rows(q, (b, head, h), dims, 1.0, &mut s.qs);
-                pack_cols(d_out, (b, head, h), dims, 1.0, &mut s.dot);
-                pack_rows(d_out, (b, head, h), dims, 1.0, &mut s.dop);
-                let (qst, qp, dot, dop) = (&s.qst, &s.qs, &s.dot, &s.dop);
+                pack_cols(isa, q, (b, head, h), dims, scale, &mut s.qst);
+                let (qr, ldq) = head_rows(q, (b, head, h), dims, &mut s.qs);
+                pack_cols(isa, d_out, (b, head, h), dims, 1.0, &mut s.dot);
+                let (dr, ldo) = head_rows(d_out, (b, head, h), dims, &mut s.dop);
+                let (qst, dot_t) = (&s.qst, &s.dot);
                 let lse_h = &lse[(b * h + head) * t..][..t];
                 s.delta.clear();
                 s.delta.extend((0..t).map(|i| {
                     let at = ((b * t + i) * h + head) * d;
                     let (o, g) = (&out[at..at + d], &d_out[at..at + d]);
-                    o.iter().zip(g).map(|(o, g)| o * g).sum::<f32>()
+                    dot(o, g)
                 }));
                 let delta = &s.delta;
                 let dqt = zeroed(&mut s.dqt, d * tp);
@@ -467,14 +504,16 @@ pub(crate) fn backward_with(
                     for c0 in (j0..j1).step_by(CHUNK) {
                         let c1 = (c0 + CHUNK).min(j1);
                         let (rows, n, off) = (c1 - c0, qb - c0, c0 - qa);
+                        // Queries past the sequence have probability 0: not read.
+                        let kk = qb.min(t) - c0;
                         let at = (c0 - j0) * tp;
                         // Sᵀ = K·(scale·Q)ᵀ, then Pᵀ = exp(Sᵀ − lse) where allowed, else 0.
                         matmul(
                             isa,
                             false,
                             (rows, n, d),
-                            &kp[c0 * dp..],
-                            dp,
+                            &kr[c0 * ldk..],
+                            ldk,
                             &qst[c0..],
                             tp,
                             &mut pt[at + off..],
@@ -485,9 +524,9 @@ pub(crate) fn backward_with(
                             isa,
                             false,
                             (rows, n, d),
-                            &vp[c0 * dp..],
-                            dp,
-                            &dot[c0..],
+                            &vr[c0 * ldv..],
+                            ldv,
+                            &dot_t[c0..],
                             tp,
                             &mut dst[at + off..],
                             tp,
@@ -516,22 +555,22 @@ pub(crate) fn backward_with(
                         matmul(
                             isa,
                             true,
-                            (rows, dw, n),
+                            (rows, dw, kk),
                             &pt[at + off..],
                             tp,
-                            &dop[c0 * dp..],
-                            dp,
+                            &dr[c0 * ldo..],
+                            ldo,
                             &mut dv_acc[c0 * dp..],
                             dp,
                         );
                         matmul(
                             isa,
                             true,
-                            (rows, dw, n),
+                            (rows, dw, kk),
                             &dst[at + off..],
                             tp,
-                            &qp[c0 * dp..],
-                            dp,
+                            &qr[c0 * ldq..],
+                            ldq,
                             &mut dk_acc[c0 * dp..],
                             dp,
                         );
@@ -549,10 +588,10 @@ pub(crate) fn backward_with(
                         tp,
                     );
                 }
-                for (c, col) in dqt.chunks(tp).enumerate() {
-                    for (row, x) in dq_rows.iter_mut().zip(col) {
-                        row[hh * d + c] = x * scale;
-                    }
+                let dq_h = zeroed(&mut s.o, t * d);
+                transpose(isa, (d, t), dqt, tp, scale, dq_h, d);
+                for (row, x) in dq_rows.iter_mut().zip(dq_h.chunks(d)) {
+                    row[hh * d..(hh + 1) * d].copy_from_slice(x);
                 }
             }
             for i in 0..t {
