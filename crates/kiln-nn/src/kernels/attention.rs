@@ -1,7 +1,11 @@
 //! Fused causal attention with grouped-query heads, computed blockwise on the CPU
-//! (FlashAttention-2 style): the forward pass keeps one strip of scores per block of queries,
-//! the backward pass recomputes the probabilities per block of keys from the saved
-//! log-sum-exp, and no `[seq, seq]` matrix is ever stored.
+//! (FlashAttention-2 style). The forward pass computes, per chunk of [`CHUNK`] queries, one
+//! strip of scores `[CHUNK, keys]` over the keys the chunk may attend (from the start of its
+//! earliest query's segment to its last query), takes the softmax row by row and multiplies
+//! by the values; it saves the log-sum-exp of each query. The backward pass recomputes the
+//! probabilities per block of [`BLOCK`] keys, transposed (`[keys, queries]`, over the queries
+//! from the block's first key to the end of its last key's segment), from the saved
+//! log-sum-exp. No `[seq, seq]` matrix is stored: the largest buffer is `[BLOCK, seq]`.
 
 use rayon::prelude::*;
 
@@ -69,8 +73,8 @@ impl AttentionDims {
     }
 }
 
-/// Query rows per block in the backward pass's recomputation (key rows per block in the
-/// backward pass); a multiple of [`CHUNK`].
+/// Keys per block of the backward pass (the inner size of `dQ`'s block product); a multiple
+/// of [`CHUNK`].
 const BLOCK: usize = 64;
 /// Rows per causal sub-strip: each strip of scores ends at the last row's diagonal, so at most
 /// `CHUNK` columns per row above the diagonal are computed and thrown away.
