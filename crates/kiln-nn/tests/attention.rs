@@ -290,12 +290,32 @@ fn the_gradients_are_overwritten_not_accumulated() {
 }
 
 #[test]
-#[should_panic(expected = "more than one run")]
-fn a_segment_id_in_two_runs_is_rejected() {
-    let mut c = case(dims(1, 8, 1, 1, 8), &[vec![3, 2, 3]], 11);
-    let first = c.segments[0];
-    c.segments[7] = first;
-    fused(&c);
+fn an_id_in_separate_runs_is_masked_position_by_position() {
+    // Padding (one id) before, between and after two documents; then the second row reuses
+    // the first document's id after the second.
+    for (runs, ids) in [
+        (vec![3, 30, 9, 40, 18], vec![0u32, 1, 0, 2, 0]),
+        (vec![20, 60, 20], vec![5u32, 6, 5]),
+    ] {
+        let dims = dims(1, 100, 6, 2, 64);
+        let mut c = case(dims, std::slice::from_ref(&runs), 11);
+        c.segments = runs
+            .iter()
+            .zip(&ids)
+            .flat_map(|(&len, &id)| std::iter::repeat_n(id, len))
+            .collect();
+        let want = reference(&c);
+        let [out, _, dq, dk, dv] = fused(&c);
+        for (got, want) in [
+            (&out, &want[0]),
+            (&dq, &want[1]),
+            (&dk, &want[2]),
+            (&dv, &want[3]),
+        ] {
+            let e = rel_err(got, want);
+            assert!(e < 1e-5, "{runs:?} {ids:?}: relative error {e:e}");
+        }
+    }
 }
 
 #[test]

@@ -90,32 +90,43 @@ fn strides(t: usize, d: usize) -> (usize, usize) {
     (round8(t) + 16, round8(d) + 16)
 }
 
-/// The runs of equal segment ids of one sequence: `start[i]` is the first position of `i`'s
-/// run, `end[i]` one past its last.
-///
-/// # Panics
-/// If an id appears in two runs (segments must be contiguous).
-fn segment_runs(seg: &[u32]) -> (Vec<usize>, Vec<usize>) {
-    let t = seg.len();
-    let (mut start, mut end) = (vec![0; t], vec![0; t]);
-    let mut ids = Vec::new();
-    let mut i = 0;
-    while i < t {
-        let mut j = i + 1;
-        while j < t && seg[j] == seg[i] {
-            j += 1;
+/// Where each position's segment spans in one sequence.
+struct Runs {
+    /// `start[i]`: the first position with `i`'s segment id.
+    start: Vec<usize>,
+    /// `end[i]`: one past the last position with `i`'s segment id.
+    end: Vec<usize>,
+    /// Whether every id occupies one contiguous run; otherwise the positions between `start`
+    /// and `end` are masked one by one.
+    contiguous: bool,
+}
+
+impl Runs {
+    fn new(seg: &[u32]) -> Self {
+        let t = seg.len();
+        let mut span: std::collections::HashMap<u32, (usize, usize)> = Default::default();
+        let mut runs = 0;
+        for (i, &id) in seg.iter().enumerate() {
+            span.entry(id).or_insert((i, i)).1 = i;
+            runs += usize::from(i == 0 || seg[i - 1] != id);
         }
-        start[i..j].fill(i);
-        end[i..j].fill(j);
-        ids.push(seg[i]);
-        i = j;
+        let start = (0..t).map(|i| span[&seg[i]].0).collect();
+        let end = (0..t).map(|i| span[&seg[i]].1 + 1).collect();
+        Self {
+            start,
+            end,
+            contiguous: runs == span.len(),
+        }
     }
-    ids.sort_unstable();
-    assert!(
-        ids.windows(2).all(|w| w[0] != w[1]),
-        "attention: a segment id appears in more than one run of a sequence"
-    );
-    (start, end)
+}
+
+/// Sets `row[c]` to `-∞` where position `first + c` is in another segment than `id`.
+fn mask_other_segments(row: &mut [f32], seg: &[u32], first: usize, id: u32) {
+    for (x, s) in row.iter_mut().zip(&seg[first..]) {
+        if *s != id {
+            *x = f32::NEG_INFINITY;
+        }
+    }
 }
 
 /// `buf` resized to `n` zeros; its allocation is kept from call to call.
@@ -269,8 +280,7 @@ struct Scratch {
 /// - `lse`: `[batch, heads, seq]`.
 ///
 /// # Panics
-/// If a slice length does not match `dims`, `kv_heads` does not divide `heads`, or a segment
-/// id appears in two separate runs of a sequence.
+/// If a slice length does not match `dims` or `kv_heads` does not divide `heads`.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_forward(
     dims: &AttentionDims,
@@ -312,7 +322,7 @@ pub(crate) fn forward_with(
     }
     // Row strides; `dw` is the padded head width the products compute.
     let ((tp, dp), dw) = (strides(t, d), round8(d));
-    let runs: Vec<_> = segments.chunks(t).map(segment_runs).collect();
+    let runs: Vec<_> = segments.chunks(t).map(Runs::new).collect();
 
     // One task per (sequence, kv head); it returns, per query head, the output `[t, d]` and
     // then the lse `[t]`.
@@ -325,7 +335,7 @@ pub(crate) fn forward_with(
         .enumerate()
         .for_each_init(Scratch::default, |s, (task, (mut out_rows, lse_task))| {
             let (b, kv) = (task / kvh, task % kvh);
-            let (start, _) = &runs[b];
+            let (start, seg) = (&runs[b].start, &segments[b * t..(b + 1) * t]);
             // The scale goes into the keys.
             pack_cols(isa, k, (b, kv, kvh), dims, scale, &mut s.kt);
             let (vr, ldv) = head_rows(v, (b, kv, kvh), dims, &mut s.vp);
@@ -340,7 +350,7 @@ pub(crate) fn forward_with(
                     let rows = c1 - c0;
                     // Keys from the start of the earliest query's segment (rounded down to 8)
                     // to the last query's diagonal (rounded up to 8).
-                    let ka = start[c0] / 8 * 8;
+                    let ka = start[c0..c1].iter().min().map_or(0, |&x| x) / 8 * 8;
                     let n = round8(c1) - ka;
                     matmul(
                         isa,
@@ -357,6 +367,9 @@ pub(crate) fn forward_with(
                         let i = c0 + r;
                         let row = &mut strip[r * tp..r * tp + n];
                         let (lo, hi) = (start[i] - ka, i + 1 - ka);
+                        if !runs[b].contiguous {
+                            mask_other_segments(&mut row[lo..hi], seg, start[i], seg[i]);
+                        }
                         let m = max(&row[lo..hi]);
                         let sum = exp_sub_sum(isa, &mut row[lo..hi], m);
                         row[..lo].fill(0.0);
@@ -461,7 +474,7 @@ pub(crate) fn backward_with(
     }
     // Row strides; `dw` is the padded head width the products compute.
     let ((tp, dp), dw) = (strides(t, d), round8(d));
-    let runs: Vec<_> = segments.chunks(t).map(segment_runs).collect();
+    let runs: Vec<_> = segments.chunks(t).map(Runs::new).collect();
 
     // Task (b, kv) owns the `g·d` query gradients of its query heads at every position and the
     // `d` key and value gradients of its kv head.
@@ -474,7 +487,7 @@ pub(crate) fn backward_with(
         Scratch::default,
         |s, (task, ((mut dq_rows, mut dk_rows), mut dv_rows))| {
             let (b, kv) = (task / kvh, task % kvh);
-            let (_, end) = &runs[b];
+            let (end, seg) = (&runs[b].end, &segments[b * t..(b + 1) * t]);
             let (kr, ldk) = head_rows(k, (b, kv, kvh), dims, &mut s.kp);
             pack_cols(isa, k, (b, kv, kvh), dims, 1.0, &mut s.kt);
             let (vr, ldv) = head_rows(v, (b, kv, kvh), dims, &mut s.vp);
@@ -504,7 +517,8 @@ pub(crate) fn backward_with(
                 for j0 in (0..t).step_by(BLOCK) {
                     let j1 = (j0 + BLOCK).min(t);
                     // Queries from the block's first key to the end of its last key's segment.
-                    let (qa, qb) = (j0, round8(end[j1 - 1]));
+                    let last = end[j0..j1].iter().max().map_or(0, |&x| x);
+                    let (qa, qb) = (j0, round8(last));
                     for c0 in (j0..j1).step_by(CHUNK) {
                         let c1 = (c0 + CHUNK).min(j1);
                         let (rows, n, off) = (c1 - c0, qb - c0, c0 - qa);
@@ -541,6 +555,9 @@ pub(crate) fn backward_with(
                             let drow = &mut dst[at + r * tp..at + r * tp + off + n];
                             // Allowed queries of key j: j ..< end of its segment.
                             let (lo, hi) = (j - qa, end[j] - qa);
+                            if !runs[b].contiguous {
+                                mask_other_segments(&mut prow[lo..hi], seg, j, seg[j]);
+                            }
                             exp_sub_each(isa, &mut prow[lo..hi], &lse_h[j..end[j]]);
                             prow[..lo].fill(0.0);
                             prow[hi..].fill(0.0);
