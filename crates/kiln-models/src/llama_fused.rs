@@ -108,7 +108,16 @@ impl HostProj {
     /// - `x`: `[n, d_in]`; `y`: `[n, d_out]`; `xa`: `[n, r]` (empty without LoRA)
     fn forward(&self, x: &[f32], n: usize, y: &mut [f32], xa: &mut Vec<f32>, accumulate: bool) {
         let (i, o) = (self.d_in, self.d_out);
-        matmul(x, Layout::Plain, self.w.as_slice(), Layout::Plain, [n, i, o], y, 1.0, accumulate);
+        matmul(
+            x,
+            Layout::Plain,
+            self.w.as_slice(),
+            Layout::Plain,
+            [n, i, o],
+            y,
+            1.0,
+            accumulate,
+        );
         if let Some(bias) = &self.bias {
             for row in y.chunks_exact_mut(o) {
                 for (v, b) in row.iter_mut().zip(bias.as_slice()) {
@@ -121,8 +130,26 @@ impl HostProj {
                 give(std::mem::take(xa));
                 *xa = take(n * l.r, false);
             }
-            matmul(x, Layout::Plain, l.a.as_slice(), Layout::Plain, [n, i, l.r], xa, 1.0, false);
-            matmul(xa, Layout::Plain, l.b.as_slice(), Layout::Plain, [n, l.r, o], y, l.scaling, true);
+            matmul(
+                x,
+                Layout::Plain,
+                l.a.as_slice(),
+                Layout::Plain,
+                [n, i, l.r],
+                xa,
+                1.0,
+                false,
+            );
+            matmul(
+                xa,
+                Layout::Plain,
+                l.b.as_slice(),
+                Layout::Plain,
+                [n, l.r, o],
+                y,
+                l.scaling,
+                true,
+            );
         }
     }
 
@@ -133,10 +160,28 @@ impl HostProj {
     /// - `dy`: `[n, d_out]`; `dx`: `[n, d_in]`
     fn input_grad(&self, dy: &[f32], n: usize, dx: &mut [f32], accumulate: bool) {
         let (i, o) = (self.d_in, self.d_out);
-        matmul(dy, Layout::Plain, self.w.as_slice(), Layout::Transposed, [n, o, i], dx, 1.0, accumulate);
+        matmul(
+            dy,
+            Layout::Plain,
+            self.w.as_slice(),
+            Layout::Transposed,
+            [n, o, i],
+            dx,
+            1.0,
+            accumulate,
+        );
         if let Some(l) = &self.lora {
             let dxa = l.dxa(dy, n, o);
-            matmul(&dxa, Layout::Plain, l.a.as_slice(), Layout::Transposed, [n, l.r, i], dx, 1.0, true);
+            matmul(
+                &dxa,
+                Layout::Plain,
+                l.a.as_slice(),
+                Layout::Transposed,
+                [n, l.r, i],
+                dx,
+                1.0,
+                true,
+            );
             give(dxa);
         }
     }
@@ -151,12 +196,40 @@ impl HostProj {
         let (i, o, r) = (self.d_in, self.d_out, l.r);
         let dxa = l.dxa(dy, n, o);
         let mut da = vec![0.0f32; i * r];
-        matmul(x, Layout::Transposed, &dxa, Layout::Plain, [i, n, r], &mut da, 1.0, false);
+        matmul(
+            x,
+            Layout::Transposed,
+            &dxa,
+            Layout::Plain,
+            [i, n, r],
+            &mut da,
+            1.0,
+            false,
+        );
         let mut db = vec![0.0f32; r * o];
-        matmul(xa, Layout::Transposed, dy, Layout::Plain, [r, n, o], &mut db, l.scaling, false);
+        matmul(
+            xa,
+            Layout::Transposed,
+            dy,
+            Layout::Plain,
+            [r, n, o],
+            &mut db,
+            l.scaling,
+            false,
+        );
         give(dxa);
-        grads.push(HostGrad { id: l.a_param, values: da, shape: [i, r], device: l.device.clone() });
-        grads.push(HostGrad { id: l.b_param, values: db, shape: [r, o], device: l.device.clone() });
+        grads.push(HostGrad {
+            id: l.a_param,
+            values: da,
+            shape: [i, r],
+            device: l.device.clone(),
+        });
+        grads.push(HostGrad {
+            id: l.b_param,
+            values: db,
+            shape: [r, o],
+            device: l.device.clone(),
+        });
     }
 }
 
@@ -164,7 +237,16 @@ impl HostLora {
     /// `s·dy·Bᵀ`, `[n, r]`.
     fn dxa(&self, dy: &[f32], n: usize, d_out: usize) -> Vec<f32> {
         let mut dxa = take(n * self.r, false);
-        matmul(dy, Layout::Plain, self.b.as_slice(), Layout::Transposed, [n, d_out, self.r], &mut dxa, self.scaling, false);
+        matmul(
+            dy,
+            Layout::Plain,
+            self.b.as_slice(),
+            Layout::Transposed,
+            [n, d_out, self.r],
+            &mut dxa,
+            self.scaling,
+            false,
+        );
         dxa
     }
 }
@@ -191,9 +273,11 @@ struct HostLayer {
 
 impl HostLayer {
     fn has_lora(&self) -> bool {
-        [&self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down]
-            .iter()
-            .any(|p| p.lora.is_some())
+        [
+            &self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down,
+        ]
+        .iter()
+        .any(|p| p.lora.is_some())
     }
 }
 
@@ -259,7 +343,9 @@ impl HostModel {
         let frozen = |p: &burn::module::Param<Tensor<1>>| !p.val().is_require_grad();
         if m.model.embed_tokens.weight.val().is_require_grad()
             || !frozen(&m.model.norm.weight)
-            || m.layers_iter().any(|l| !frozen(&l.input_layernorm.weight) || !frozen(&l.post_attention_layernorm.weight))
+            || m.layers_iter().any(|l| {
+                !frozen(&l.input_layernorm.weight) || !frozen(&l.post_attention_layernorm.weight)
+            })
         {
             return None;
         }
@@ -270,7 +356,12 @@ impl HostModel {
         let (head, tied) = match &m.lm_head {
             None => (HostValues::of(&m.model.embed_tokens.weight.val()), true),
             Some(h) => {
-                if h.lora.is_some() || h.ia3.is_some() || h.bottleneck.is_some() || h.bias.is_some() || h.weight.val().is_require_grad() {
+                if h.lora.is_some()
+                    || h.ia3.is_some()
+                    || h.bottleneck.is_some()
+                    || h.bias.is_some()
+                    || h.weight.val().is_require_grad()
+                {
                     return None;
                 }
                 (HostValues::of(&h.weight.val()), false)
@@ -364,7 +455,16 @@ impl HostModel {
         layer.v.forward(xn, n, &mut s.v, xa_v, false);
         c.rope.apply(&mut s.q, self.heads, false);
         c.rope.apply(&mut s.k, self.kv_heads, false);
-        attention_forward(&c.dims, &s.q, &s.k, &s.v, &c.batch.segments, c.att_scale, &mut s.att, &mut s.lse);
+        attention_forward(
+            &c.dims,
+            &s.q,
+            &s.k,
+            &s.v,
+            &c.batch.segments,
+            c.att_scale,
+            &mut s.att,
+            &mut s.lse,
+        );
         // mid = x + att·Wo
         let mut mid = take(n * d, false);
         mid.copy_from_slice(&x);
@@ -401,7 +501,13 @@ impl HostModel {
         }
         let mut xn = take(n * d, false);
         let mut hbuf = take(n * f, false);
-        let ctx = Ctx { batch, n, dims, att_scale, rope };
+        let ctx = Ctx {
+            batch,
+            n,
+            dims,
+            att_scale,
+            rope,
+        };
         let mut saved: Vec<Saved> = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
             let (mut s, next) = self.layer_forward(layer, &ctx, x, &mut xn, &mut hbuf);
@@ -438,10 +544,29 @@ impl HostModel {
             } else {
                 (Layout::Plain, Layout::Transposed)
             };
-            matmul(&rows[..c * d], Layout::Plain, self.head.as_slice(), head_layout, [c, d, v], &mut logits[..c * v], 1.0, false);
+            matmul(
+                &rows[..c * d],
+                Layout::Plain,
+                self.head.as_slice(),
+                head_layout,
+                [c, d, v],
+                &mut logits[..c * v],
+                1.0,
+                false,
+            );
             let targets: Vec<u32> = part.iter().map(|&(_, t)| t).collect();
-            loss += cross_entropy_grad_inplace(&mut logits[..c * v], v, &targets, scale) * f64::from(scale);
-            matmul(&logits[..c * v], Layout::Plain, self.head.as_slice(), back_layout, [c, v, d], &mut drows[..c * d], 1.0, false);
+            loss += cross_entropy_grad_inplace(&mut logits[..c * v], v, &targets, scale)
+                * f64::from(scale);
+            matmul(
+                &logits[..c * v],
+                Layout::Plain,
+                self.head.as_slice(),
+                back_layout,
+                [c, v, d],
+                &mut drows[..c * d],
+                1.0,
+                false,
+            );
             for (k, &(i, _)) in part.iter().enumerate() {
                 dxn[i * d..(i + 1) * d].copy_from_slice(&drows[k * d..(k + 1) * d]);
             }
@@ -477,7 +602,13 @@ impl HostModel {
             layer.down.input_grad(&dx, n, &mut dh, false);
             swiglu_backward(&s.g, &s.u, &dh, &mut dg, &mut du, Some(&mut hbuf));
             layer.down.lora_grads(&hbuf, xa_d, &dx, n, &mut grads);
-            rms_norm_forward(&s.mid, layer.post_norm.as_slice(), self.eps, &mut xn, &mut rstd);
+            rms_norm_forward(
+                &s.mid,
+                layer.post_norm.as_slice(),
+                self.eps,
+                &mut xn,
+                &mut rstd,
+            );
             layer.gate.input_grad(&dg, n, &mut dxn, false);
             layer.up.input_grad(&du, n, &mut dxn, true);
             layer.gate.lora_grads(&xn, xa_g, &dg, n, &mut grads);
@@ -486,7 +617,20 @@ impl HostModel {
             // Attention.
             layer.o.input_grad(&dx, n, &mut datt, false);
             layer.o.lora_grads(&s.att, xa_o, &dx, n, &mut grads);
-            attention_backward(&dims, &s.q, &s.k, &s.v, &batch.segments, att_scale, &s.att, &s.lse, &datt, &mut dq, &mut dk, &mut dv);
+            attention_backward(
+                &dims,
+                &s.q,
+                &s.k,
+                &s.v,
+                &batch.segments,
+                att_scale,
+                &s.att,
+                &s.lse,
+                &datt,
+                &mut dq,
+                &mut dk,
+                &mut dv,
+            );
             rope.apply(&mut dq, self.heads, true);
             rope.apply(&mut dk, self.kv_heads, true);
             rms_norm_forward(&s.x, layer.in_norm.as_slice(), self.eps, &mut xn, &mut rstd);
@@ -502,7 +646,9 @@ impl HostModel {
             }
             s.give_back();
         }
-        for b in [x, xn, hbuf, rstd_f, dxn, dx, dh, dg, du, datt, dq, dk, dv, rstd] {
+        for b in [
+            x, xn, hbuf, rstd_f, dxn, dx, dh, dg, du, datt, dq, dk, dv, rstd,
+        ] {
             give(b);
         }
         (loss, grads)
@@ -525,8 +671,24 @@ impl Saved {
     }
 
     fn give_back(self) {
-        let Saved { x, rstd1, q, k, v, att, lse, mid, rstd2, g, u, xa } = self;
-        for b in [x, rstd1, q, k, v, att, lse, mid, rstd2, g, u].into_iter().chain(xa) {
+        let Saved {
+            x,
+            rstd1,
+            q,
+            k,
+            v,
+            att,
+            lse,
+            mid,
+            rstd2,
+            g,
+            u,
+            xa,
+        } = self;
+        for b in [x, rstd1, q, k, v, att, lse, mid, rstd2, g, u]
+            .into_iter()
+            .chain(xa)
+        {
             give(b);
         }
     }
@@ -538,10 +700,16 @@ impl LlamaForCausalLM {
     }
 
     /// The fused CPU training step (see the module docs); `None` where it does not apply.
-    pub(crate) fn fused_step(&self, batch: &HostBatch, step: FusedStep) -> Option<(f64, GradientsParams)> {
+    pub(crate) fn fused_step(
+        &self,
+        batch: &HostBatch,
+        step: FusedStep,
+    ) -> Option<(f64, GradientsParams)> {
         let n = batch.batch * batch.seq;
         if n == 0
-            || [&batch.input_ids, &batch.positions, &batch.segments].iter().any(|v| v.len() != n)
+            || [&batch.input_ids, &batch.positions, &batch.segments]
+                .iter()
+                .any(|v| v.len() != n)
             || batch.targets.len() != n
             || batch.num_targets() == 0
         {

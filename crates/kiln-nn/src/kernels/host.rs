@@ -18,7 +18,8 @@ impl HostValues {
         #[cfg(feature = "flex")]
         {
             use burn::backend::{BackendTensor, DispatchTensorKind};
-            if let DispatchTensorKind::Flex(BackendTensor::Float(t)) = inner.clone().into_dispatch().kind
+            if let DispatchTensorKind::Flex(BackendTensor::Float(t)) =
+                inner.clone().into_dispatch().kind
                 && t.as_slice::<f32>().is_some()
             {
                 return Self {

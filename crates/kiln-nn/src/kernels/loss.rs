@@ -12,7 +12,12 @@ use super::exp::exp_inplace;
 ///
 /// # Panics
 /// When a target is not below `vocab` or the shapes disagree.
-pub fn cross_entropy_grad_inplace(logits: &mut [f32], vocab: usize, targets: &[u32], scale: f32) -> f64 {
+pub fn cross_entropy_grad_inplace(
+    logits: &mut [f32],
+    vocab: usize,
+    targets: &[u32],
+    scale: f32,
+) -> f64 {
     assert_eq!(logits.len(), targets.len() * vocab, "cross_entropy: shapes");
     // Per-row losses summed in row order, so the total does not depend on the thread schedule.
     let losses: Vec<f64> = logits
@@ -20,7 +25,10 @@ pub fn cross_entropy_grad_inplace(logits: &mut [f32], vocab: usize, targets: &[u
         .zip(targets.par_iter())
         .map(|(z, &target)| {
             let target = target as usize;
-            assert!(target < vocab, "target {target} is not below the vocabulary size {vocab}");
+            assert!(
+                target < vocab,
+                "target {target} is not below the vocabulary size {vocab}"
+            );
             let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let picked = z[target];
             for v in z.iter_mut() {

@@ -45,7 +45,10 @@ pub fn matmul(
     scale: f32,
     accumulate: bool,
 ) {
-    assert!(a.len() >= m * k && b.len() >= k * n, "operands shorter than [{m}, {k}]·[{k}, {n}]");
+    assert!(
+        a.len() >= m * k && b.len() >= k * n,
+        "operands shorter than [{m}, {k}]·[{k}, {n}]"
+    );
     gemm_f32(
         view(a, m, k, a_layout),
         view(b, k, n, b_layout),
@@ -83,8 +86,16 @@ mod tests {
             let a = rng.uniform(m * k, -1.0, 1.0);
             let b = rng.uniform(k * n, -1.0, 1.0);
             for (at, bt) in [(false, false), (true, false), (false, true), (true, true)] {
-                let la = if at { Layout::Transposed } else { Layout::Plain };
-                let lb = if bt { Layout::Transposed } else { Layout::Plain };
+                let la = if at {
+                    Layout::Transposed
+                } else {
+                    Layout::Plain
+                };
+                let lb = if bt {
+                    Layout::Transposed
+                } else {
+                    Layout::Plain
+                };
                 let want = naive(&a, at, &b, bt, [m, k, n]);
                 let mut c = vec![1.0f32; m * n];
                 matmul(&a, la, &b, lb, [m, k, n], &mut c, 2.0, true);

@@ -13,7 +13,10 @@ const ROWS_PER_TASK: usize = 16;
 pub fn rms_norm_forward(x: &[f32], w: &[f32], eps: f32, out: &mut [f32], rstd: &mut [f32]) {
     let d = w.len();
     let n = rstd.len();
-    assert!(x.len() == n * d && out.len() == n * d, "rms_norm_forward: shapes");
+    assert!(
+        x.len() == n * d && out.len() == n * d,
+        "rms_norm_forward: shapes"
+    );
     out.par_chunks_mut(d * ROWS_PER_TASK)
         .zip(rstd.par_chunks_mut(ROWS_PER_TASK))
         .enumerate()
@@ -38,7 +41,10 @@ pub fn rms_norm_forward(x: &[f32], w: &[f32], eps: f32, out: &mut [f32], rstd: &
 pub fn rms_norm_backward(x: &[f32], w: &[f32], rstd: &[f32], dy: &[f32], dx: &mut [f32]) {
     let d = w.len();
     let n = rstd.len();
-    assert!(x.len() == n * d && dy.len() == n * d && dx.len() == n * d, "rms_norm_backward: shapes");
+    assert!(
+        x.len() == n * d && dy.len() == n * d && dx.len() == n * d,
+        "rms_norm_backward: shapes"
+    );
     dx.par_chunks_mut(d * ROWS_PER_TASK)
         .enumerate()
         .for_each(|(task, dx)| {

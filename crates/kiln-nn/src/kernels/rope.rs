@@ -39,18 +39,20 @@ impl RopeTable {
         let n = self.cos.len() / self.half.max(1);
         assert_eq!(x.len(), n * heads * hd, "rope: shapes");
         let sign = if inverse { -1.0f32 } else { 1.0 };
-        x.par_chunks_mut(heads * hd).enumerate().for_each(|(t, row)| {
-            let cos = &self.cos[t * self.half..(t + 1) * self.half];
-            let sin = &self.sin[t * self.half..(t + 1) * self.half];
-            for head in row.chunks_exact_mut(hd) {
-                let (x1, x2) = head.split_at_mut(self.half);
-                for i in 0..self.half {
-                    let (a, b) = (x1[i], x2[i]);
-                    let s = sign * sin[i];
-                    x1[i] = a * cos[i] - b * s;
-                    x2[i] = b * cos[i] + a * s;
+        x.par_chunks_mut(heads * hd)
+            .enumerate()
+            .for_each(|(t, row)| {
+                let cos = &self.cos[t * self.half..(t + 1) * self.half];
+                let sin = &self.sin[t * self.half..(t + 1) * self.half];
+                for head in row.chunks_exact_mut(hd) {
+                    let (x1, x2) = head.split_at_mut(self.half);
+                    for i in 0..self.half {
+                        let (a, b) = (x1[i], x2[i]);
+                        let s = sign * sin[i];
+                        x1[i] = a * cos[i] - b * s;
+                        x2[i] = b * cos[i] + a * s;
+                    }
                 }
-            }
-        });
+            });
     }
 }

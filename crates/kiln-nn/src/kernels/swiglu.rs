@@ -11,7 +11,10 @@ const CHUNK: usize = 4096;
 /// # Shapes
 /// - `g`, `u`, `h`: `[n]` (any shape, elementwise)
 pub fn swiglu_forward(g: &[f32], u: &[f32], h: &mut [f32]) {
-    assert!(g.len() == h.len() && u.len() == h.len(), "swiglu_forward: shapes");
+    assert!(
+        g.len() == h.len() && u.len() == h.len(),
+        "swiglu_forward: shapes"
+    );
     h.par_chunks_mut(CHUNK).enumerate().for_each(|(c, h)| {
         let g = &g[c * CHUNK..c * CHUNK + h.len()];
         let u = &u[c * CHUNK..c * CHUNK + h.len()];
@@ -40,7 +43,10 @@ pub fn swiglu_backward(
     mut h: Option<&mut [f32]>,
 ) {
     let n = g.len();
-    assert!(u.len() == n && dh.len() == n && dg.len() == n && du.len() == n, "swiglu_backward: shapes");
+    assert!(
+        u.len() == n && dh.len() == n && dg.len() == n && du.len() == n,
+        "swiglu_backward: shapes"
+    );
     if let Some(h) = &h {
         assert_eq!(h.len(), n, "swiglu_backward: shapes");
     }

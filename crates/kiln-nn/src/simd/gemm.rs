@@ -25,11 +25,22 @@ impl View<'_> {
 
 /// `c = beta·a·b + (accumulate ? c : 0)` with `c` row-major `[a.rows, b.cols]`, on `threads`
 /// rayon threads (1: the calling thread only).
-pub(crate) fn gemm_f32(a: View<'_>, b: View<'_>, c: &mut [f32], beta: f32, accumulate: bool, threads: usize) {
+pub(crate) fn gemm_f32(
+    a: View<'_>,
+    b: View<'_>,
+    c: &mut [f32],
+    beta: f32,
+    accumulate: bool,
+    threads: usize,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "inner dimensions differ");
     assert!(a.extent() <= a.data.len() && b.extent() <= b.data.len());
-    assert!(c.len() >= m * n, "output holds {} values, not {m}·{n}", c.len());
+    assert!(
+        c.len() >= m * n,
+        "output holds {} values, not {m}·{n}",
+        c.len()
+    );
     if m == 0 || n == 0 {
         return;
     }
