@@ -73,6 +73,14 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// Minor page faults of this process so far (`/proc/self/stat`, field 10), on Linux.
+pub fn minor_faults() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces; fields after it follow the closing paren.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(7)?.parse().ok()
+}
+
 /// Today as `YYYY-MM-DD` in UTC.
 pub fn utc_date() -> String {
     let secs = std::time::SystemTime::now()

@@ -240,6 +240,14 @@ impl CausalLm for AnyCausalLm {
     fn logits(&self, hidden: Tensor<2>) -> Tensor<2> {
         delegate!(self, m => m.logits(hidden))
     }
+
+    fn fused_loss_grads(
+        &self,
+        batch: &crate::HostBatch,
+        step: crate::FusedStep,
+    ) -> Option<(f64, burn::optim::GradientsParams)> {
+        delegate!(self, m => m.fused_loss_grads(batch, step))
+    }
 }
 
 impl CachedCausalLm for AnyCausalLm {

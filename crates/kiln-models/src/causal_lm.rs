@@ -1,3 +1,4 @@
+use burn::optim::GradientsParams;
 use burn::tensor::{Int, Tensor};
 
 /// The inputs of a causal language model forward pass.
@@ -96,6 +97,61 @@ pub trait CausalLm {
         let [b, t, d] = h.dims();
         self.logits(h.reshape([b * t, d]))
             .reshape([b, t, self.vocab_size()])
+    }
+
+    /// The summed next-token cross-entropy of `batch` times `step.scale`, and the gradients of
+    /// the trainable parameters, from the model's own fused CPU training step, or `None` when
+    /// the model has none for its configuration or device. Trainers call this first and build
+    /// the Burn graph only on `None`; both give the same loss and gradients (to float rounding).
+    fn fused_loss_grads(
+        &self,
+        batch: &HostBatch,
+        step: FusedStep,
+    ) -> Option<(f64, GradientsParams)> {
+        let _ = (batch, step);
+        None
+    }
+}
+
+/// Settings of one [`CausalLm::fused_loss_grads`] call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FusedStep {
+    /// Factor on the summed loss, and so on the gradients (1 / the step's labelled tokens).
+    pub scale: f32,
+    /// Gradient checkpointing: each layer keeps only its input during the forward pass and
+    /// recomputes its activations in the backward pass (less memory, one more forward pass).
+    pub recompute: bool,
+}
+
+/// A training batch on the host, for [`CausalLm::fused_loss_grads`].
+///
+/// # Shapes
+/// Every field is `[batch · seq]`, row-major.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostBatch {
+    /// Rows.
+    pub batch: usize,
+    /// Tokens per row.
+    pub seq: usize,
+    /// Token ids.
+    pub input_ids: Vec<u32>,
+    /// The position of each token (restarting per example in packed rows).
+    pub positions: Vec<u32>,
+    /// Attention segment of each token: a token attends the earlier tokens of its own segment.
+    /// Padding takes a segment of its own ([`HostBatch::PAD_SEGMENT`]).
+    pub segments: Vec<u32>,
+    /// The label of the *next* token of each position, or a negative value where no loss is
+    /// taken.
+    pub targets: Vec<i64>,
+}
+
+impl HostBatch {
+    /// The segment of padding tokens, which no real token attends.
+    pub const PAD_SEGMENT: u32 = u32::MAX;
+
+    /// Positions that carry a label.
+    pub fn num_targets(&self) -> usize {
+        self.targets.iter().filter(|&&t| t >= 0).count()
     }
 }
 

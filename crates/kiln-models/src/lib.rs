@@ -41,6 +41,7 @@ pub mod gguf;
 pub mod gpt2;
 pub mod layers;
 pub mod llama;
+mod llama_fused;
 mod llama_config;
 mod mask;
 mod prompt;
@@ -54,7 +55,7 @@ pub use auto::{
 pub use bert::{
     BertConfig, BertForSequenceClassification, BertModel, load_bert, load_bert_classifier,
 };
-pub use causal_lm::{CachedCausalLm, CausalLm, LmInput};
+pub use causal_lm::{CachedCausalLm, CausalLm, FusedStep, HostBatch, LmInput};
 pub use checkpoint::Checkpoint;
 pub use error::{ModelError, Result};
 pub use export::{save_pretrained, save_tokenizer};

@@ -542,6 +542,14 @@ impl CausalLm for LlamaForCausalLM {
         }
         crate::causal_lm::tied_logits(self.model.embed_tokens.weight.val(), hidden)
     }
+
+    fn fused_loss_grads(
+        &self,
+        batch: &crate::HostBatch,
+        step: crate::FusedStep,
+    ) -> Option<(f64, burn::optim::GradientsParams)> {
+        self.fused_step(batch, step)
+    }
 }
 
 impl CachedCausalLm for LlamaForCausalLM {

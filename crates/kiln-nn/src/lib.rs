@@ -9,6 +9,8 @@
 //!   Hugging Face path (`model.layers.0.self_attn.q_proj`) and hold a prompt encoder.
 //! - [`init`]: seeded host-side initialization ([`init::HostRng`]).
 //! - [`safetensors`]: host tensors and safetensors files, written atomically.
+//! - [`kernels`]: fused CPU kernels on host `f32` buffers (blockwise causal attention with
+//!   grouped-query heads, norms, RoPE, SwiGLU, loss, products) and a vectorized exponential.
 //! - [`quant`]: a checkpoint's block-quantized weights ([`quant::QuantizedMatrix`]) and their
 //!   CPU kernels.
 //!
@@ -19,6 +21,7 @@
 pub mod adapter;
 mod error;
 pub mod init;
+pub mod kernels;
 mod linear;
 pub mod quant;
 pub mod safetensors;

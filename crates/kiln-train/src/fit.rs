@@ -75,6 +75,10 @@ pub struct FitConfig {
     pub progress: bool,
     /// Draw the loss curve PNG at the end.
     pub plot: bool,
+    /// Recompute each layer's activations in the backward pass instead of keeping them (less
+    /// memory, about one more forward pass per step; see
+    /// [`Trainer::set_gradient_checkpointing`]).
+    pub gradient_checkpointing: bool,
     /// Pack each micro-batch's examples into shared rows instead of padding each example to
     /// the longest ([`RowLayout::Packed`]): positions restart at 0 for every example and
     /// `segment_ids` keep attention within it, so the loss and the optimizer steps are those of
@@ -118,6 +122,7 @@ impl Default for FitConfig {
             resume: false,
             progress: true,
             plot: true,
+            gradient_checkpointing: false,
             packing: false,
             packing_row_len: None,
             group_by_length: false,
@@ -343,6 +348,7 @@ where
     pub fn run(mut self, model: M, trainer: &mut Trainer) -> Result<FitOutput<M>> {
         let cfg = self.config.clone();
         cfg.validate()?;
+        trainer.set_gradient_checkpointing(cfg.gradient_checkpointing);
         if self.train.is_empty() {
             return Err(TrainError::InvalidConfig {
                 field: "train".into(),

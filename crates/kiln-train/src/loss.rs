@@ -4,7 +4,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use kiln_data::TokenBatch;
-use kiln_models::{CausalLm, LmInput};
+use kiln_models::{CausalLm, HostBatch, LmInput};
 
 use crate::{Result, TrainError};
 
@@ -73,6 +73,49 @@ impl LossInput {
             num_targets: n,
         })
     }
+}
+
+/// The host form of a batch for a model's fused training step
+/// ([`CausalLm::fused_loss_grads`]): positions from `position_ids` or counted over the real
+/// tokens (as [`LmInput`] does), one attention segment per example (padding in
+/// [`HostBatch::PAD_SEGMENT`]), and each position's next-token label.
+pub fn host_batch(batch: &TokenBatch) -> HostBatch {
+    let (b, t) = (batch.batch_size(), batch.seq_len());
+    let mut host = HostBatch {
+        batch: b,
+        seq: t,
+        input_ids: Vec::with_capacity(b * t),
+        positions: Vec::with_capacity(b * t),
+        segments: Vec::with_capacity(b * t),
+        targets: vec![-1; b * t],
+    };
+    for row in 0..b {
+        host.input_ids.extend(&batch.input_ids[row]);
+        let mask = &batch.attention_mask[row];
+        match &batch.position_ids {
+            Some(p) => host.positions.extend(&p[row]),
+            None => {
+                let mut seen = 0u32;
+                for &m in mask {
+                    seen += u32::from(m != 0);
+                    host.positions.push(seen.saturating_sub(1));
+                }
+            }
+        }
+        for (i, &m) in mask.iter().enumerate() {
+            host.segments.push(match (&batch.segment_ids, m) {
+                (_, 0) => HostBatch::PAD_SEGMENT,
+                (Some(s), _) => s[row][i],
+                (None, _) => 0,
+            });
+        }
+        for (i, &label) in batch.labels[row].iter().enumerate().skip(1) {
+            if label >= 0 {
+                host.targets[row * t + i - 1] = label;
+            }
+        }
+    }
+    host
 }
 
 /// Mean next-token cross-entropy over the labelled positions, as a `[1]` tensor.

@@ -7,9 +7,9 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use kiln_data::TokenBatch;
-use kiln_models::CausalLm;
+use kiln_models::{CausalLm, FusedStep};
 
-use crate::loss::{LossInput, labelled_hidden, loss_slices, slice_nll};
+use crate::loss::{LossInput, host_batch, labelled_hidden, loss_slices, slice_nll};
 use crate::{Result, Schedule, TrainError};
 
 /// A learning-rate multiplier for the parameters whose path contains `pattern`.
@@ -157,6 +157,8 @@ pub struct Trainer {
     schedule: Schedule,
     step: usize,
     device: Device,
+    fused: bool,
+    gradient_checkpointing: bool,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -182,7 +184,27 @@ impl Trainer {
             schedule,
             step: 0,
             device: device.clone().autodiff(),
+            fused: true,
+            gradient_checkpointing: false,
         })
+    }
+
+    /// Whether steps use the model's fused CPU training step where it has one
+    /// ([`CausalLm::fused_loss_grads`]; on by default). Off, every step builds the Burn graph.
+    pub fn set_fused_kernels(&mut self, on: bool) {
+        self.fused = on;
+    }
+
+    /// Gradient checkpointing in the fused CPU step: layers keep only their inputs in the
+    /// forward pass and recompute their activations in the backward pass (off by default).
+    /// The Burn graph path keeps every activation either way.
+    pub fn set_gradient_checkpointing(&mut self, on: bool) {
+        self.gradient_checkpointing = on;
+    }
+
+    /// See [`Trainer::set_fused_kernels`].
+    pub fn fused_kernels(&self) -> bool {
+        self.fused
     }
 
     /// Optimizer steps taken so far.
@@ -237,6 +259,7 @@ impl Trainer {
         M: CausalLm + Module,
     {
         let mut inputs = Vec::with_capacity(micro.len());
+        let mut hosts = Vec::with_capacity(micro.len());
         let mut input_tokens = 0usize;
         let mut slots = 0usize;
         for batch in micro {
@@ -248,7 +271,10 @@ impl Trainer {
                 .count();
             slots += batch.batch_size() * batch.seq_len();
             match LossInput::from_batch(batch, &self.device) {
-                Ok(input) => inputs.push(input),
+                Ok(input) => {
+                    inputs.push(input);
+                    hosts.push(batch);
+                }
                 Err(TrainError::NoLabels) => {}
                 Err(e) => return Err(e),
             }
@@ -259,8 +285,24 @@ impl Trainer {
         }
         let mut accum = GradientsAccumulator::<M>::new();
         let mut loss_sum = 0.0f64;
-        for input in &inputs {
-            let value = backward_in_chunks(&model, input, total as f32, &mut accum);
+        for (input, batch) in inputs.iter().zip(hosts) {
+            let fused = self
+                .fused
+                .then(|| {
+                    let step = FusedStep {
+                        scale: 1.0 / total as f32,
+                        recompute: self.gradient_checkpointing,
+                    };
+                    model.fused_loss_grads(&host_batch(batch), step)
+                })
+                .flatten();
+            let value = match fused {
+                Some((value, grads)) => {
+                    accum.accumulate(&model, grads);
+                    value
+                }
+                None => backward_in_chunks(&model, input, total as f32, &mut accum),
+            };
             if !value.is_finite() {
                 return Err(TrainError::NonFiniteLoss {
                     step: self.step,
@@ -450,7 +492,7 @@ mod tests {
     use burn::optim::{GradientsAccumulator, GradientsParams};
     use burn::tensor::{Device, Tensor};
     use kiln_data::{TokenBatch, TokenizedExample};
-    use kiln_models::{CausalLm, LlamaConfig, LlamaForCausalLM};
+    use kiln_models::{CausalLm, FusedStep, LlamaConfig, LlamaForCausalLM};
     use kiln_peft::{LoraConfig, attach_lora};
 
     use super::backward_in_chunks;
@@ -504,6 +546,114 @@ mod tests {
             }
         }
         assert!(compared > 0, "{name}: no gradient compared");
+    }
+
+    /// The fused CPU step against the Burn graph: loss and every LoRA gradient.
+    #[test]
+    fn fused_step_matches_the_burn_graph() {
+        let device = Device::flex().autodiff();
+        // Row 0: two packed examples (positions restart, attention blocked between them) then
+        // padding; row 1: one example, no padding; row 2: padding only after 5 tokens.
+        let t = 37;
+        let mut examples = Vec::new();
+        for (r, len) in [(0u32, 30usize), (1, 37), (2, 5)] {
+            examples.push(TokenizedExample::full(
+                &(0..len as u32).map(|i| (i * 5 + r * 11) % 61 + 1).collect::<Vec<_>>(),
+            ));
+        }
+        let mut batch = TokenBatch::pad_right(&examples, 0).unwrap();
+        assert_eq!(batch.seq_len(), t);
+        let mut positions: Vec<Vec<u32>> = (0..3).map(|_| (0..t as u32).collect()).collect();
+        let mut segments: Vec<Vec<u32>> = batch
+            .attention_mask
+            .iter()
+            .map(|m| m.iter().map(|&x| u32::from(x)).collect())
+            .collect();
+        for i in 12..30 {
+            positions[0][i] = (i - 12) as u32;
+            segments[0][i] = 2;
+        }
+        batch.labels[0][12] = -100; // the first token of the second example has no label
+        batch.position_ids = Some(positions);
+        batch.segment_ids = Some(segments);
+        let input = LossInput::from_batch(&batch, &device).unwrap();
+        let host = super::host_batch(&batch);
+        for (heads, kv, targets) in [
+            (6, 2, vec!["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
+            (4, 4, vec!["q_proj", "v_proj"]),
+            (3, 1, vec!["down_proj"]),
+        ] {
+            let config = LlamaConfig {
+                vocab_size: 64,
+                hidden_size: 48,
+                intermediate_size: 40,
+                num_hidden_layers: 2,
+                num_attention_heads: heads,
+                num_key_value_heads: Some(kv),
+                tie_word_embeddings: heads != 4,
+                ..Default::default()
+            };
+            let lora = LoraConfig {
+                r: 4,
+                lora_alpha: 8.0,
+                target_modules: targets.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            };
+            let mut model = attach_lora(config.init(9, &device), &lora, 3, &device).unwrap().0;
+            // B starts at zero; give it values so every gradient path carries signal.
+            model = randomize_lora_b(model, &device);
+            let denom = 7.0;
+            let loss = masked_lm_loss_sum(&model, &input).div_scalar(denom);
+            let want_loss = f64::from(loss.clone().into_scalar::<f32>());
+            let want = flat_grads(&model, &GradientsParams::from_grads(loss.backward(), &model));
+            let (got_loss, grads) = model
+                .fused_loss_grads(&host, FusedStep { scale: 1.0 / denom, recompute: heads == 4 })
+                .expect("the fused step applies to LoRA on the flex device");
+            let got = flat_grads(&model, &grads);
+            let name = format!("{heads}/{kv} heads, {targets:?}");
+            assert!(
+                (got_loss - want_loss).abs() <= 1e-5 * want_loss.abs(),
+                "{name}: loss {got_loss} vs {want_loss}"
+            );
+            let mut compared = 0;
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                match (g, w) {
+                    (None, None) => {}
+                    (Some(g), Some(w)) => {
+                        let scale = w.iter().fold(0f32, |m, x| m.max(x.abs()));
+                        assert!(scale > 0.0, "{name}: param {i}: zero gradient");
+                        let diff = g.iter().zip(w).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                        assert!(diff <= 1e-4 * scale, "{name}: param {i}: max diff {diff} of {scale}");
+                        compared += 1;
+                    }
+                    _ => panic!("{name}: param {i} has a gradient on one side only"),
+                }
+            }
+            assert_eq!(compared, 2 * 2 * targets.len(), "{name}");
+        }
+    }
+
+    fn randomize_lora_b(model: LlamaForCausalLM, device: &Device) -> LlamaForCausalLM {
+        struct Fill<'a>(&'a Device, u64);
+        impl burn::module::ModuleMapper for Fill<'_> {
+            fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+                let dims = param.val().dims();
+                if D != 2 || !param.val().is_require_grad() {
+                    return param;
+                }
+                self.1 += 1;
+                let n: usize = dims.iter().product();
+                let mut rng = kiln_nn::init::HostRng::new(self.1);
+                let values = rng.uniform(n, -0.3, 0.3);
+                let (id, _, _) = param.consume();
+                Param::initialized(
+                    id,
+                    Tensor::<D>::from_data(burn::tensor::TensorData::new(values, dims), self.0)
+                        .require_grad(),
+                )
+            }
+        }
+        model.map(&mut Fill(device, 0))
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub enum BenchCommand {
     /// Full training steps (forward, backward, AdamW) on random tokens, every position labelled.
     ///
     /// Prints one line per step on stderr and, as the last line on stdout,
-    /// `tokens_per_s=... peak_rss_mib=... step_s=...` (warm-up steps excluded from the rate).
+    /// `tokens_per_s=... peak_rss_mib=... step_s=... minor_faults_per_step=...` (warm-up steps excluded from the rate).
     ///
     /// Example:
     ///   kiln bench train-step --model assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --method lora --batch 4 --seq 256 --steps 3

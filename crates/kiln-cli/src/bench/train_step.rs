@@ -9,7 +9,7 @@ use kiln::models::load_model;
 use kiln::prelude::*;
 
 use crate::presets::Method;
-use crate::util::{DeviceArg, peak_rss_mib};
+use crate::util::{DeviceArg, minor_faults, peak_rss_mib};
 
 /// Arguments of `kiln bench train-step`.
 #[derive(Debug, clap::Args)]
@@ -38,6 +38,12 @@ pub struct TrainStepArgs {
     /// Projections to adapt (LoRA family and IA3); empty = the method's default.
     #[arg(long, value_delimiter = ',', default_value = "q_proj,v_proj")]
     pub targets: Vec<String>,
+    /// Build the Burn graph every step instead of using the model's fused CPU training step.
+    #[arg(long)]
+    pub no_fused: bool,
+    /// Recompute each layer's activations in the backward pass (fused CPU step only).
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
 }
 
 /// Runs `kiln bench train-step`.
@@ -75,8 +81,11 @@ pub fn run(device: &DeviceArg, args: &TrainStepArgs) -> Result<()> {
         Schedule::Constant { warmup_steps: 0 },
         &device,
     )?;
+    trainer.set_fused_kernels(!args.no_fused);
+    trainer.set_gradient_checkpointing(args.gradient_checkpointing);
     let mut model = model;
     let mut measured = 0.0f64;
+    let mut faults_before = minor_faults();
     for step in 0..args.warmup + args.steps {
         let start = Instant::now();
         let (m, loss) = trainer.train_step(model, &batch)?;
@@ -88,6 +97,9 @@ pub fn run(device: &DeviceArg, args: &TrainStepArgs) -> Result<()> {
             "step"
         };
         eprintln!("{kind} {step}: loss {loss:.4}, {secs:.2} s");
+        if step + 1 == args.warmup {
+            faults_before = minor_faults();
+        }
         if step >= args.warmup {
             measured += secs;
         }
@@ -95,10 +107,14 @@ pub fn run(device: &DeviceArg, args: &TrainStepArgs) -> Result<()> {
     drop(model.valid());
     let tokens = (args.batch * args.seq * args.steps) as f64;
     println!(
-        "tokens_per_s={:.1} peak_rss_mib={:.0} step_s={:.3}",
+        "tokens_per_s={:.1} peak_rss_mib={:.0} step_s={:.3} minor_faults_per_step={}",
         tokens / measured,
         peak_rss_mib().unwrap_or(f64::NAN),
-        measured / args.steps as f64
+        measured / args.steps as f64,
+        match (faults_before, minor_faults()) {
+            (Some(a), Some(b)) => ((b - a) / args.steps as u64).to_string(),
+            _ => "n/a".into(),
+        }
     );
     Ok(())
 }
