@@ -558,7 +558,9 @@ mod tests {
         let mut examples = Vec::new();
         for (r, len) in [(0u32, 30usize), (1, 37), (2, 5)] {
             examples.push(TokenizedExample::full(
-                &(0..len as u32).map(|i| (i * 5 + r * 11) % 61 + 1).collect::<Vec<_>>(),
+                &(0..len as u32)
+                    .map(|i| (i * 5 + r * 11) % 61 + 1)
+                    .collect::<Vec<_>>(),
             ));
         }
         let mut batch = TokenBatch::pad_right(&examples, 0).unwrap();
@@ -579,7 +581,19 @@ mod tests {
         let input = LossInput::from_batch(&batch, &device).unwrap();
         let host = super::host_batch(&batch);
         for (heads, kv, targets) in [
-            (6, 2, vec!["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
+            (
+                6,
+                2,
+                vec![
+                    "q_proj",
+                    "k_proj",
+                    "v_proj",
+                    "o_proj",
+                    "gate_proj",
+                    "up_proj",
+                    "down_proj",
+                ],
+            ),
             (4, 4, vec!["q_proj", "v_proj"]),
             (3, 1, vec!["down_proj"]),
         ] {
@@ -599,15 +613,26 @@ mod tests {
                 target_modules: targets.iter().map(|s| s.to_string()).collect(),
                 ..Default::default()
             };
-            let mut model = attach_lora(config.init(9, &device), &lora, 3, &device).unwrap().0;
+            let mut model = attach_lora(config.init(9, &device), &lora, 3, &device)
+                .unwrap()
+                .0;
             // B starts at zero; give it values so every gradient path carries signal.
             model = randomize_lora_b(model, &device);
             let denom = 7.0;
             let loss = masked_lm_loss_sum(&model, &input).div_scalar(denom);
             let want_loss = f64::from(loss.clone().into_scalar::<f32>());
-            let want = flat_grads(&model, &GradientsParams::from_grads(loss.backward(), &model));
+            let want = flat_grads(
+                &model,
+                &GradientsParams::from_grads(loss.backward(), &model),
+            );
             let (got_loss, grads) = model
-                .fused_loss_grads(&host, FusedStep { scale: 1.0 / denom, recompute: heads == 4 })
+                .fused_loss_grads(
+                    &host,
+                    FusedStep {
+                        scale: 1.0 / denom,
+                        recompute: heads == 4,
+                    },
+                )
                 .expect("the fused step applies to LoRA on the flex device");
             let got = flat_grads(&model, &grads);
             let name = format!("{heads}/{kv} heads, {targets:?}");
@@ -623,7 +648,10 @@ mod tests {
                         let scale = w.iter().fold(0f32, |m, x| m.max(x.abs()));
                         assert!(scale > 0.0, "{name}: param {i}: zero gradient");
                         let diff = g.iter().zip(w).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-                        assert!(diff <= 1e-4 * scale, "{name}: param {i}: max diff {diff} of {scale}");
+                        assert!(
+                            diff <= 1e-4 * scale,
+                            "{name}: param {i}: max diff {diff} of {scale}"
+                        );
                         compared += 1;
                     }
                     _ => panic!("{name}: param {i} has a gradient on one side only"),
