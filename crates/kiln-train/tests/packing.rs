@@ -143,12 +143,18 @@ mod fit {
     }
 
     fn run(config: FitConfig, train: &[TokenizedExample]) -> RunSummary {
+        run_with(config, train, true)
+    }
+
+    /// A run with the fused CPU step on (where it applies: LoRA on flex) or off (Burn graph).
+    fn run_with(config: FitConfig, train: &[TokenizedExample], fused: bool) -> RunSummary {
         let schedule = Schedule::Constant { warmup_steps: 0 };
         let opt = OptimizerConfig {
             lr: 1e-2,
             ..Default::default()
         };
         let mut trainer = Trainer::new(opt, schedule, &device()).unwrap();
+        trainer.set_fused_kernels(fused);
         Fit::new(config, train)
             .run(model(), &mut trainer)
             .unwrap()
@@ -200,6 +206,20 @@ mod fit {
             packed.padding_tokens, 0,
             "the examples fit the rows exactly"
         );
+
+        // The same through the Burn graph (the runs above take the fused CPU step).
+        let graph = |packing| {
+            let config = FitConfig {
+                packing,
+                ..config()
+            };
+            run_with(config, &train, false)
+        };
+        let (graph_padded, graph_packed) = (graph(false), graph(true));
+        assert!(close(graph_padded.losses[0], graph_packed.losses[0], 1e-5));
+        assert!(close(graph_padded.losses[0], padded.losses[0], 1e-4));
+        assert_eq!(graph_packed.padding_tokens, 0);
+        println!("graph {:?} {:?}", graph_padded.losses, graph_packed.losses);
 
         // A fixed row length packs the whole micro-batch into one row.
         let wide = run(
