@@ -377,6 +377,117 @@ fn train_inspect_generate_eval_merge_score() {
     assert!(err.contains("line-aligned"), "{err}");
 }
 
+/// `kiln train` packs SFT data by default; the first step's loss is the padded run's.
+#[test]
+fn packing_is_the_default_and_keeps_the_loss() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    tiny_model(dir);
+    // Each micro-batch of 8 holds 4 long and 4 short examples (3 prompt words; 7 or 1
+    // completion words): padded, every short row is mostly padding; packed, two short
+    // examples share a row as long as a long one.
+    let mut text = String::new();
+    for (i, (code, _)) in PAIRS.iter().cycle().take(8).enumerate() {
+        let long = ["code {} ?", "code {} :"][i / 4].replace("{}", code);
+        let short = ["{} means :", "code {} means"][i / 4].replace("{}", code);
+        for (prompt, completion) in [
+            (long, "random multiple cylinder misfire detected system too"),
+            (short, "lean"),
+        ] {
+            text.push_str(&format!(
+                "{}\n",
+                serde_json::json!({"prompt": prompt, "completion": completion})
+            ));
+        }
+    }
+    std::fs::write(dir.join("all.jsonl"), text).unwrap();
+    let recipe = r#"
+[model]
+path = "tiny-model"
+
+[data]
+train = "all.jsonl"
+format = { format = "prompt_completion" }
+
+[adapter]
+peft_type = "LORA"
+r = 4
+lora_alpha = 8
+lora_dropout = 0.0
+target_modules = ["q_proj", "v_proj"]
+
+[optimizer]
+lr = 1e-2
+
+[schedule]
+kind = "constant"
+
+[fit]
+batch_size = 8
+max_steps = 2
+shuffle = false
+output_dir = "packed"
+progress = false
+plot = false
+"#;
+    std::fs::write(dir.join("recipe.toml"), recipe).unwrap();
+    let printed = ok(&["train", "recipe.toml", "--print-config"], dir);
+    assert!(printed.contains("packing = true"), "{printed}");
+    assert!(printed.contains("group_by_length = false"), "{printed}");
+    let printed = ok(
+        &["train", "recipe.toml", "--print-config", "--no-packing"],
+        dir,
+    );
+    assert!(printed.contains("packing = false"), "{printed}");
+    let printed = ok(
+        &[
+            "train",
+            "recipe.toml",
+            "--print-config",
+            "--group-by-length",
+        ],
+        dir,
+    );
+    assert!(printed.contains("group_by_length = true"), "{printed}");
+    let err = fails(&["train", "recipe.toml", "--packing", "--no-packing"], dir);
+    assert!(err.contains("--no-packing"), "{err}");
+
+    let report = ok(&["train", "recipe.toml"], dir);
+    assert!(report.contains("(packed rows)"), "{report}");
+    let report = ok(
+        &[
+            "train",
+            "recipe.toml",
+            "--no-packing",
+            "--set",
+            "fit.output_dir=padded",
+        ],
+        dir,
+    );
+    assert!(report.contains("(padded rows)"), "{report}");
+    let summary = |run: &str| -> serde_json::Value {
+        let path = dir.join(run).join("run_summary.json");
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let (packed, padded) = (summary("packed"), summary("padded"));
+    let first = |s: &serde_json::Value| s["losses"][0].as_f64().unwrap();
+    let (a, b) = (first(&packed), first(&padded));
+    assert!(
+        (a - b).abs() <= 1e-5 * b.abs(),
+        "first loss packed {a} vs padded {b}"
+    );
+    for key in ["loss_tokens", "input_tokens"] {
+        assert_eq!(packed[key], padded[key], "{key}");
+    }
+    let pad = |s: &serde_json::Value| s["padding_tokens"].as_u64().unwrap();
+    assert!(
+        pad(&packed) * 4 < pad(&padded),
+        "padding packed {} vs padded {}",
+        pad(&packed),
+        pad(&padded)
+    );
+}
+
 #[test]
 fn bad_paths_are_named() {
     let tmp = tempfile::tempdir().unwrap();

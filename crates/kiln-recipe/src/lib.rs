@@ -11,6 +11,8 @@
 //! max_len = 128
 //! format = { format = "prompt_completion" }
 //! style = { style = "chat_template", system = "You are a car diagnostics assistant." }
+//! packing = true       # the default for prompt_completion, instruction and chat data
+//! group_by_length = false
 //!
 //! [adapter]            # Hugging Face PEFT's adapter_config.json fields; omit for full fine-tuning
 //! peft_type = "LORA"

@@ -177,6 +177,8 @@ impl RecipeBuilder {
             return Err(invalid(format!("unknown key `{key}`")));
         }
         recipe.validate().map_err(invalid)?;
+        let mut recipe = recipe;
+        recipe.data.packing = Some(recipe.packing());
         Ok(recipe)
     }
 }
@@ -420,5 +422,72 @@ output_dir = "runs/x"
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("layers") && err.contains("epoch"), "{err}");
+    }
+
+    #[test]
+    fn packing_defaults_follow_the_data_and_the_method() {
+        let r = Recipe::from_toml(RECIPE, "r.toml").unwrap();
+        assert_eq!(r.data.packing, Some(true), "SFT data packs by default");
+        assert!(r.fit_config().packing && !r.fit_config().group_by_length);
+        assert!(r.to_toml().contains("packing = true"), "{}", r.to_toml());
+        assert_eq!(Recipe::from_toml(&r.to_toml(), "printed").unwrap(), r);
+
+        let off = Recipe::parse(RECIPE, "r.toml", &["data.packing=false".into()]).unwrap();
+        assert!(!off.fit_config().packing);
+        let grouped = Recipe::parse(
+            RECIPE,
+            "r.toml",
+            &[
+                "data.group_by_length=true".into(),
+                "data.packing_row_len=64".into(),
+            ],
+        )
+        .unwrap();
+        let fit = grouped.fit_config();
+        assert!(fit.group_by_length && fit.packing);
+        assert_eq!(fit.packing_row_len, Some(64));
+        assert_eq!(fit.batch_size, 4);
+
+        // Plain text (continued pre-training) is not SFT: padded unless asked.
+        let text = RECIPE.replace(
+            r#"format = { format = "prompt_completion" }"#,
+            r#"format = { format = "text" }"#,
+        );
+        let r = Recipe::from_toml(&text, "text.toml").unwrap();
+        assert_eq!(r.data.packing, Some(false));
+        let r = Recipe::parse(&text, "text.toml", &["data.packing=true".into()]).unwrap();
+        assert!(r.fit_config().packing);
+
+        // Prompt and prefix tuning prepend virtual tokens per row: never packed.
+        let start = RECIPE.find("[adapter]").unwrap();
+        let end = RECIPE.find("[optimizer]").unwrap();
+        for method in ["PROMPT_TUNING", "PREFIX_TUNING"] {
+            let prompt = format!(
+                "{}[adapter]\npeft_type = \"{method}\"\n\n{}",
+                &RECIPE[..start],
+                &RECIPE[end..]
+            );
+            let r = Recipe::from_toml(&prompt, "p.toml").unwrap();
+            assert_eq!(r.data.packing, Some(false), "{method}");
+            let err = Recipe::parse(&prompt, "p.toml", &["data.packing=true".into()])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("data.packing = true") && err.contains(method),
+                "{err}"
+            );
+        }
+
+        let err = Recipe::parse(RECIPE, "r.toml", &["data.packing_row_len=32".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("data.packing_row_len (32) is below data.max_len (64)"),
+            "{err}"
+        );
+        let err = Recipe::parse(RECIPE, "r.toml", &["data.packing=1".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("packing"), "{err}");
     }
 }

@@ -54,7 +54,7 @@ impl Recipe {
         };
         let trainable = TrainableReport::of(&model);
 
-        let mut fit_config = self.fit.clone();
+        let mut fit_config = self.fit_config();
         fit_config.pad_id = pad_id;
         let total_steps = fit_config.total_steps(train.len());
         let mut trainer = Trainer::new(
@@ -189,7 +189,7 @@ impl RunReport {
              | trainable parameters | {} of {} ({:.4}%) |\n\
              | examples | {} train, {} validation |\n\
              | steps | {} of {} ({:.2} epochs, stopped: {:?}) |\n\
-             | tokens | {} input, {} with loss |\n\
+             | tokens | {} input, {} with loss, {} padding ({}) |\n\
              | time | {:.1} s training ({:.1} tokens/s), {:.1} s loading |\n",
             self.recipe.model.path.display(),
             self.model_type,
@@ -205,6 +205,12 @@ impl RunReport {
             s.stop_reason,
             s.input_tokens,
             s.loss_tokens,
+            s.padding_tokens,
+            if self.recipe.packing() {
+                "packed rows"
+            } else {
+                "padded rows"
+            },
             s.elapsed_secs,
             s.tokens_per_sec,
             self.load_secs,

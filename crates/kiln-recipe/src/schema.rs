@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use kiln_data::PrepareOptions;
+use kiln_data::{PrepareOptions, RecordFormat};
 use kiln_peft::AdapterConfig;
 use kiln_train::{FitConfig, OptimizerConfig, Schedule};
 
@@ -30,6 +30,22 @@ pub struct DataSection {
     /// Use only the first N validation examples.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit_validation: Option<usize>,
+    /// Pack the examples of each micro-batch into shared rows, without cross-example attention
+    /// and with positions restarting per example ([`FitConfig::packing`]): the loss is that of
+    /// the padded batch, with less padding computed. When absent, [`Recipe::default_packing`]
+    /// decides: on for supervised fine-tuning data (the `prompt_completion`, `instruction` and
+    /// `chat` formats), off for `text` and for prompt and prefix tuning, whose virtual tokens
+    /// would be shared by the whole row. A loaded recipe always has it set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packing: Option<bool>,
+    /// Tokens per packed row; absent: the longest example of each micro-batch
+    /// ([`FitConfig::packing_row_len`]). Must be at least `max_len` when both are set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packing_row_len: Option<usize>,
+    /// Micro-batches of examples of similar length, seeded by `fit.seed`
+    /// ([`FitConfig::group_by_length`]).
+    #[serde(default)]
+    pub group_by_length: bool,
     /// Record format, prompt style, cleaning and length limits.
     #[serde(flatten)]
     pub prepare: PrepareOptions,
@@ -118,6 +134,42 @@ pub struct Recipe {
 }
 
 impl Recipe {
+    /// Whether the data is for supervised fine-tuning: prompts or conversations whose
+    /// completions alone carry loss (every format but `text`).
+    pub fn is_sft(&self) -> bool {
+        !matches!(self.data.prepare.format, RecordFormat::Text { .. })
+    }
+
+    /// Whether the method feeds virtual tokens to the model (prompt and prefix tuning): they
+    /// are prepended once per row, so packed examples would share them and see each other.
+    pub fn uses_virtual_tokens(&self) -> bool {
+        matches!(
+            self.adapter,
+            Some(AdapterConfig::PromptTuning(_) | AdapterConfig::PrefixTuning(_))
+        )
+    }
+
+    /// What `data.packing` is when the recipe does not set it: on for supervised fine-tuning
+    /// ([`Recipe::is_sft`]) unless the method uses virtual tokens.
+    pub fn default_packing(&self) -> bool {
+        self.is_sft() && !self.uses_virtual_tokens()
+    }
+
+    /// Whether the run packs micro-batches: `data.packing`, else [`Recipe::default_packing`].
+    pub fn packing(&self) -> bool {
+        self.data.packing.unwrap_or_else(|| self.default_packing())
+    }
+
+    /// The `[fit]` settings with the batching of the `[data]` section.
+    pub fn fit_config(&self) -> FitConfig {
+        FitConfig {
+            packing: self.packing(),
+            packing_row_len: self.data.packing_row_len,
+            group_by_length: self.data.group_by_length,
+            ..self.fit.clone()
+        }
+    }
+
     /// Checks the values serde cannot: ranges and required settings.
     pub(crate) fn validate(&self) -> std::result::Result<(), String> {
         if !(0.0..1.0).contains(&self.schedule.warmup_ratio) {
@@ -128,6 +180,26 @@ impl Recipe {
         }
         if self.fit.batch_size == 0 {
             return Err("fit.batch_size must be at least 1".into());
+        }
+        if self.data.packing == Some(true) && self.uses_virtual_tokens() {
+            return Err(format!(
+                "data.packing = true does not work with {}: its virtual tokens are shared by \
+                 every example of a packed row; set data.packing = false",
+                self.adapter.as_ref().map_or("", AdapterConfig::peft_type)
+            ));
+        }
+        if let Some(n) = self.data.packing_row_len {
+            if n == 0 {
+                return Err("data.packing_row_len must be at least 1".into());
+            }
+            if let Some(max) = self.data.prepare.max_len
+                && max > n
+            {
+                return Err(format!(
+                    "data.packing_row_len ({n}) is below data.max_len ({max}): an example of \
+                     max_len tokens would not fit a row"
+                ));
+            }
         }
         if self.fit.output_dir.is_none() {
             return Err("fit.output_dir is required (where the adapter and logs go)".into());

@@ -92,6 +92,11 @@ pub struct DataLayout {
     pub grad_accum_steps: usize,
     /// Whether epochs are shuffled.
     pub shuffle: bool,
+    /// Whether micro-batches group examples of similar length (absent in older checkpoints:
+    /// `false`). Packing is not part of the layout: it changes neither the micro-batches nor
+    /// the loss, so a run may resume with packing switched on or off.
+    #[serde(default)]
+    pub group_by_length: bool,
 }
 
 /// Everything besides tensors that a resumed run needs.
@@ -117,6 +122,9 @@ pub struct TrainerState {
     pub loss_tokens_seen: u64,
     /// Input tokens processed.
     pub input_tokens_seen: u64,
+    /// Padding tokens computed along (absent in older checkpoints: 0).
+    #[serde(default)]
+    pub padding_tokens_seen: u64,
     /// Training wall time so far, in seconds.
     pub elapsed_secs: f64,
     /// Loss of the last step.
@@ -404,6 +412,7 @@ mod tests {
                     batch_size: 3,
                     grad_accum_steps: 2,
                     shuffle: true,
+                    group_by_length: false,
                 },
                 best: Some(BestMetric {
                     value: next(),
@@ -412,6 +421,7 @@ mod tests {
                 evals_without_improvement: 1,
                 loss_tokens_seen: 96,
                 input_tokens_seen: 180,
+                padding_tokens_seen: 12,
                 elapsed_secs: next(),
                 last_loss: Some(next() as f32),
             };

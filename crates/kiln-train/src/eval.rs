@@ -1,9 +1,10 @@
 use burn::module::Module;
 use serde::{Deserialize, Serialize};
 
-use kiln_data::{TokenBatch, TokenizedExample};
+use kiln_data::TokenizedExample;
 use kiln_models::CausalLm;
 
+use crate::data::RowLayout;
 use crate::loss::{LossInput, masked_lm_loss_sum};
 use crate::{Result, TrainError};
 
@@ -35,6 +36,23 @@ pub fn evaluate<M>(
 where
     M: CausalLm + Module,
 {
+    evaluate_rows(model, examples, batch_size, pad_id, RowLayout::Padded)
+}
+
+/// [`evaluate`] with the batches' examples laid out by `rows` (packed rows give the same loss).
+///
+/// # Errors
+/// As [`evaluate`]; with a fixed packed row length, an example longer than it.
+pub fn evaluate_rows<M>(
+    model: &M,
+    examples: &[TokenizedExample],
+    batch_size: usize,
+    pad_id: u32,
+    rows: RowLayout,
+) -> Result<EvalResult>
+where
+    M: CausalLm + Module,
+{
     if batch_size == 0 {
         return Err(TrainError::InvalidConfig {
             field: "eval_batch_size".into(),
@@ -46,7 +64,7 @@ where
     let mut sum = 0.0f64;
     let mut tokens = 0usize;
     for chunk in examples.chunks(batch_size) {
-        let batch = TokenBatch::pad_right(chunk, pad_id)?;
+        let batch = rows.batch(chunk, pad_id)?;
         let input = match LossInput::from_batch(&batch, &device) {
             Ok(input) => input,
             Err(TrainError::NoLabels) => continue,

@@ -1,13 +1,14 @@
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::{Module, ParamGroup};
 use burn::store::ModuleRecord;
 use serde::{Deserialize, Serialize};
 
-use kiln_data::{TokenBatch, TokenizedExample};
+use kiln_data::TokenizedExample;
 use kiln_models::CausalLm;
 
 use crate::callback::{Callback, EarlyStopping, EvalLog, StepLog};
@@ -15,8 +16,8 @@ use crate::checkpoint::{
     AdapterExporter, BEST_PARAMS_FILE, BestMetric, CheckpointManager, DataLayout, TrainerState,
     write_json,
 };
-use crate::data::{DataOrder, mix};
-use crate::eval::{EvalResult, evaluate};
+use crate::data::{DataOrder, RowLayout, mix};
+use crate::eval::{EvalResult, evaluate_rows};
 use crate::logs::{LogRecord, MetricsLog, plot_curves, progress_bar};
 use crate::trainer::trainable_params;
 use crate::{Result, TrainError, Trainer};
@@ -78,6 +79,27 @@ pub struct FitConfig {
     /// memory, about one more forward pass per step; see
     /// [`Trainer::set_gradient_checkpointing`]).
     pub gradient_checkpointing: bool,
+    /// Pack each micro-batch's examples into shared rows instead of padding each example to
+    /// the longest ([`RowLayout::Packed`]): positions restart at 0 for every example and
+    /// `segment_ids` keep attention within it, so the loss and the optimizer steps are those of
+    /// the padded batch (up to float rounding) while fewer padding tokens are computed. The
+    /// micro-batches hold the same examples as without packing. The model must honour
+    /// [`kiln_models::LmInput::segment_ids`] (prompt and prefix tuning do not). Validation
+    /// batches are packed the same way. Off by default here; recipes turn it on for SFT data.
+    /// Not part of the serialized configuration: recipes set it from their `[data]` section.
+    #[serde(skip)]
+    pub packing: bool,
+    /// Tokens per packed row; `None` (the default) takes the longest example of each
+    /// micro-batch, so attention costs no more than in the padded batch. Every example must
+    /// fit. Used only with `packing`.
+    #[serde(skip)]
+    pub packing_row_len: Option<usize>,
+    /// Build micro-batches from examples of similar length
+    /// ([`kiln_data::length_grouped_batches`], deterministic from `seed` and the epoch), so
+    /// padding or packing leaves little unused. Changes the data order: a run resumes only with
+    /// the same setting. Not part of the serialized configuration (see `packing`).
+    #[serde(skip)]
+    pub group_by_length: bool,
 }
 
 impl Default for FitConfig {
@@ -101,6 +123,9 @@ impl Default for FitConfig {
             progress: true,
             plot: true,
             gradient_checkpointing: false,
+            packing: false,
+            packing_row_len: None,
+            group_by_length: false,
         }
     }
 }
@@ -110,16 +135,36 @@ impl FitConfig {
     /// [`crate::Schedule`] needs as `total_steps`).
     pub fn total_steps(&self, num_examples: usize) -> usize {
         self.max_steps
-            .unwrap_or_else(|| self.epochs * self.order(num_examples).steps_per_epoch())
+            .unwrap_or_else(|| self.epochs * self.order(num_examples, None).steps_per_epoch())
     }
 
-    fn order(&self, num_examples: usize) -> DataOrder {
+    /// How the examples of a micro-batch are laid out in rows.
+    pub fn row_layout(&self) -> RowLayout {
+        if self.packing {
+            RowLayout::Packed {
+                row_len: self.packing_row_len,
+            }
+        } else {
+            RowLayout::Padded
+        }
+    }
+
+    /// The data order of a run over `train`.
+    pub fn data_order(&self, train: &[TokenizedExample]) -> DataOrder {
+        let lengths = self
+            .group_by_length
+            .then(|| train.iter().map(TokenizedExample::len).collect());
+        self.order(train.len(), lengths)
+    }
+
+    fn order(&self, num_examples: usize, lengths: Option<Arc<[usize]>>) -> DataOrder {
         DataOrder {
             num_examples,
             batch_size: self.batch_size,
             grad_accum_steps: self.grad_accum_steps,
             shuffle: self.shuffle,
             seed: self.seed,
+            lengths,
         }
     }
 
@@ -153,6 +198,9 @@ impl FitConfig {
         }
         if self.resume && self.output_dir.is_none() {
             return bad("resume", "needs output_dir");
+        }
+        if self.packing_row_len == Some(0) {
+            return bad("packing_row_len", "must be at least 1");
         }
         if let Some(es) = &self.early_stopping
             && !(es.min_delta.is_finite() && es.min_delta >= 0.0)
@@ -191,6 +239,9 @@ pub struct RunSummary {
     pub loss_tokens: u64,
     /// Input tokens processed.
     pub input_tokens: u64,
+    /// Padding tokens computed along the input tokens (what packing saves).
+    #[serde(default)]
+    pub padding_tokens: u64,
     /// Training wall time in seconds (including before a resume).
     pub elapsed_secs: f64,
     /// Input tokens per second.
@@ -304,13 +355,19 @@ where
                 reason: "no training example".into(),
             });
         }
-        let order = cfg.order(self.train.len());
+        let rows = cfg.row_layout();
+        rows.check(self.train, "packing_row_len")?;
+        if let Some(val) = self.val {
+            rows.check(val, "packing_row_len")?;
+        }
+        let order = cfg.data_order(self.train);
         let total = cfg.total_steps(self.train.len());
         let layout = DataLayout {
             num_examples: self.train.len(),
             batch_size: cfg.batch_size,
             grad_accum_steps: cfg.grad_accum_steps,
             shuffle: cfg.shuffle,
+            group_by_length: cfg.group_by_length,
         };
         let watch = cfg.early_stopping.clone().unwrap_or_default();
         let device = trainer.device().clone();
@@ -333,6 +390,7 @@ where
             evals_without_improvement: 0,
             loss_tokens_seen: 0,
             input_tokens_seen: 0,
+            padding_tokens_seen: 0,
             elapsed_secs: 0.0,
             last_loss: None,
         };
@@ -401,17 +459,18 @@ where
                 .map(|idx| {
                     let examples: Vec<TokenizedExample> =
                         idx.iter().map(|&i| self.train[i].clone()).collect();
-                    TokenBatch::pad_right(&examples, cfg.pad_id)
+                    rows.batch(&examples, cfg.pad_id)
                 })
-                .collect::<std::result::Result<Vec<_>, _>>()?;
+                .collect::<Result<Vec<_>>>()?;
             // Dropout masks depend on (seed, step) only, so a resumed run draws the same ones.
             device.seed(mix(cfg.seed, state.step as u64));
             let (m, stats) = trainer.train_step_accum(model, &micro)?;
             model = m;
             state.step = trainer.step_count();
-            state.epoch = order.step_batches(state.step).0;
+            state.epoch = order.epoch_of(state.step);
             state.loss_tokens_seen += stats.loss_tokens as u64;
             state.input_tokens_seen += stats.input_tokens as u64;
+            state.padding_tokens_seen += stats.padding_tokens as u64;
             state.elapsed_secs = elapsed_before + start.elapsed().as_secs_f64();
             state.last_loss = Some(stats.loss);
             losses.push(stats.loss);
@@ -445,7 +504,7 @@ where
             if let Some(val) = self.val
                 && (last || cfg.eval_every.is_some_and(|n| state.step.is_multiple_of(n)))
             {
-                let result = evaluate(&model, val, eval_bs, cfg.pad_id)?;
+                let result = evaluate_rows(&model, val, eval_bs, cfg.pad_id, rows)?;
                 let mut eval_log = EvalLog {
                     step: state.step,
                     val_loss: result.loss,
@@ -549,6 +608,7 @@ where
             epochs: state.step as f64 / steps_per_epoch as f64,
             loss_tokens: state.loss_tokens_seen,
             input_tokens: state.input_tokens_seen,
+            padding_tokens: state.padding_tokens_seen,
             elapsed_secs: state.elapsed_secs,
             tokens_per_sec: state.input_tokens_seen as f64 / state.elapsed_secs.max(1e-9),
             final_loss: state.last_loss,

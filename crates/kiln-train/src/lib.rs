@@ -57,9 +57,9 @@ mod trainer;
 
 pub use callback::{Callback, Direction, EarlyStopping, EvalLog, EvalMetric, StepLog};
 pub use checkpoint::{AdapterExporter, BestMetric, CheckpointManager, PeftExporter, TrainerState};
-pub use data::DataOrder;
+pub use data::{DataOrder, RowLayout};
 pub use error::{Result, TrainError};
-pub use eval::{EvalResult, evaluate};
+pub use eval::{EvalResult, evaluate, evaluate_rows};
 pub use fit::{EvalHook, Fit, FitConfig, FitOutput, RunSummary, StopReason, files};
 pub use logs::{LogRecord, MetricsLog, plot_curves};
 pub use loss::{LOSS_CHUNK, LossInput, masked_lm_loss, masked_lm_loss_sum};

@@ -140,6 +140,9 @@ pub struct StepStats {
     pub loss_tokens: usize,
     /// Real (non-padding) input tokens processed.
     pub input_tokens: usize,
+    /// Padding tokens computed along (row slots of the micro-batches holding no token).
+    #[serde(default)]
+    pub padding_tokens: usize,
     /// Micro-batches that carried at least one label.
     pub micro_batches: usize,
 }
@@ -258,6 +261,7 @@ impl Trainer {
         let mut inputs = Vec::with_capacity(micro.len());
         let mut hosts = Vec::with_capacity(micro.len());
         let mut input_tokens = 0usize;
+        let mut slots = 0usize;
         for batch in micro {
             input_tokens += batch
                 .attention_mask
@@ -265,6 +269,7 @@ impl Trainer {
                 .flatten()
                 .filter(|&&m| m != 0)
                 .count();
+            slots += batch.batch_size() * batch.seq_len();
             match LossInput::from_batch(batch, &self.device) {
                 Ok(input) => {
                     inputs.push(input);
@@ -319,6 +324,7 @@ impl Trainer {
                 lr,
                 loss_tokens: total,
                 input_tokens,
+                padding_tokens: slots - input_tokens,
                 micro_batches: inputs.len(),
             },
         ))

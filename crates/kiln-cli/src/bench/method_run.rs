@@ -203,7 +203,7 @@ mod tests {
             truncation: Truncation::Skip,
             ..PrepareOptions::new(RecordFormat::prompt_completion())
         };
-        Recipe {
+        let mut recipe = Recipe {
             model: ModelSection {
                 path: args.model.clone(),
             },
@@ -212,6 +212,9 @@ mod tests {
                 validation: Some(args.data.join("validation.jsonl")),
                 limit_train: None,
                 limit_validation: None,
+                packing: None,
+                packing_row_len: None,
+                group_by_length: false,
                 prepare,
             },
             adapter: args
@@ -238,7 +241,10 @@ mod tests {
                 progress: false,
                 ..Default::default()
             },
-        }
+        };
+        // A loaded recipe has its packing default resolved.
+        recipe.data.packing = Some(recipe.packing());
+        recipe
     }
 
     #[test]
