@@ -38,8 +38,8 @@ pub struct DataSection {
     /// would be shared by the whole row. A loaded recipe always has it set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packing: Option<bool>,
-    /// Tokens per packed row; absent: the longest example of each micro-batch
-    /// ([`FitConfig::packing_row_len`]). Must be at least `max_len` when both are set.
+    /// Tokens per packed row; absent: each micro-batch in one row of up to 2,048 tokens
+    /// ([`kiln_train::PACKED_ROW_TOKENS`], [`FitConfig::packing_row_len`]). Must be at least `max_len` when both are set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packing_row_len: Option<usize>,
     /// Micro-batches of examples of similar length, seeded by `fit.seed`

@@ -98,13 +98,20 @@ pub enum RowLayout {
     Padded,
     /// Examples packed into rows ([`kiln_data::pack`]): positions restart at 0 for every
     /// example and `segment_ids` keep attention within it. `row_len` is the row's token budget;
-    /// `None` takes the longest example of the micro-batch, so a packed row costs no more
-    /// attention than the padded batch's rows.
+    /// `None` puts the whole micro-batch in one row when it holds at most
+    /// [`PACKED_ROW_TOKENS`] tokens, and otherwise fills rows of that many tokens (or of the
+    /// longest example, when longer).
     Packed {
-        /// Tokens per row; `None`: the longest example of the micro-batch.
+        /// Tokens per row; `None`: see above.
         row_len: Option<usize>,
     },
 }
+
+/// The default token budget of a packed row: one row holds a whole micro-batch of up to this
+/// many tokens, with no padding. The fused CPU attention skips the blocks between examples, so
+/// a long row costs no more attention there than the examples apart; the Burn graph computes the
+/// whole `[row, row]` score matrix, which this bound keeps small.
+pub const PACKED_ROW_TOKENS: usize = 2048;
 
 impl RowLayout {
     /// The rows of `examples` as a host batch.
@@ -121,9 +128,10 @@ impl RowLayout {
             Self::Padded => Ok(TokenBatch::pad_right(examples, pad_id)?),
             Self::Packed { row_len } => {
                 let longest = examples.iter().map(TokenizedExample::len).max();
+                let total: usize = examples.iter().map(TokenizedExample::len).sum();
                 let row_len = match (row_len, longest) {
                     (Some(n), _) => n,
-                    (None, Some(n)) if n > 0 => n,
+                    (None, Some(n)) if n > 0 => n.max(total.min(PACKED_ROW_TOKENS)),
                     // Nothing to pack: the batch has no row.
                     _ => return Ok(packed_token_batch(&[])),
                 };
@@ -247,18 +255,27 @@ mod tests {
         let packed = RowLayout::Packed { row_len: None }
             .batch(&examples, 0)
             .unwrap();
-        // Rows of the longest example (4): [1 2 3 4] and [5 6 7 8].
-        assert_eq!(packed.input_ids, [[1, 2, 3, 4], [5, 6, 7, 8]]);
-        assert_eq!(packed.labels, [[-100, -100, 3, 4], [-100, 6, -100, 8]]);
+        // One row of the whole micro-batch (8 tokens), no padding.
+        assert_eq!(packed.input_ids, [[1, 2, 3, 4, 5, 6, 7, 8]]);
+        assert_eq!(packed.labels, [[-100, -100, 3, 4, -100, 6, -100, 8]]);
         assert_eq!(
             packed.position_ids.as_ref().unwrap(),
-            &[[0, 1, 2, 3], [0, 1, 0, 1]]
+            &[[0, 1, 2, 3, 0, 1, 0, 1]]
         );
         assert_eq!(
             packed.segment_ids.as_ref().unwrap(),
+            &[[1, 1, 1, 1, 2, 2, 3, 3]]
+        );
+        assert_eq!(packed.attention_mask, [[1, 1, 1, 1, 1, 1, 1, 1]]);
+        // A fixed budget of the longest example: [1 2 3 4] and [5 6 7 8].
+        let rows = RowLayout::Packed { row_len: Some(4) }
+            .batch(&examples, 0)
+            .unwrap();
+        assert_eq!(rows.input_ids, [[1, 2, 3, 4], [5, 6, 7, 8]]);
+        assert_eq!(
+            rows.segment_ids.as_ref().unwrap(),
             &[[1, 1, 1, 1], [1, 1, 2, 2]]
         );
-        assert_eq!(packed.attention_mask, [[1, 1, 1, 1], [1, 1, 1, 1]]);
         assert_eq!(packed.num_loss_tokens(), padded.num_loss_tokens());
 
         let wide = RowLayout::Packed { row_len: Some(10) }

@@ -89,9 +89,9 @@ pub struct FitConfig {
     /// Not part of the serialized configuration: recipes set it from their `[data]` section.
     #[serde(skip)]
     pub packing: bool,
-    /// Tokens per packed row; `None` (the default) takes the longest example of each
-    /// micro-batch, so attention costs no more than in the padded batch. Every example must
-    /// fit. Used only with `packing`.
+    /// Tokens per packed row; `None` (the default) puts each micro-batch in one row of up to
+    /// [`crate::PACKED_ROW_TOKENS`] tokens (rows of that budget beyond it). Every example
+    /// must fit. Used only with `packing`.
     #[serde(skip)]
     pub packing_row_len: Option<usize>,
     /// Build micro-batches from examples of similar length

@@ -57,7 +57,7 @@ mod trainer;
 
 pub use callback::{Callback, Direction, EarlyStopping, EvalLog, EvalMetric, StepLog};
 pub use checkpoint::{AdapterExporter, BestMetric, CheckpointManager, PeftExporter, TrainerState};
-pub use data::{DataOrder, RowLayout};
+pub use data::{DataOrder, PACKED_ROW_TOKENS, RowLayout};
 pub use error::{Result, TrainError};
 pub use eval::{EvalResult, evaluate, evaluate_rows};
 pub use fit::{EvalHook, Fit, FitConfig, FitOutput, RunSummary, StopReason, files};
