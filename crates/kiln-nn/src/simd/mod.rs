@@ -4,4 +4,5 @@
 //! and falls back to portable code where the features are missing.
 #![allow(unsafe_code)]
 
+pub(crate) mod k_quants_avx2;
 pub(crate) mod quant_avx2;
