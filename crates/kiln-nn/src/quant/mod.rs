@@ -150,6 +150,8 @@ pub struct QuantizedMatrix {
     pub(crate) cols: usize,
     /// GGUF blocks, row-major.
     pub(crate) data: Arc<[u8]>,
+    /// Whether [`matmul`](Self::matmul) quantizes its input to 8 bits (integer kernels).
+    pub(crate) quantize_inputs: bool,
 }
 
 impl QuantizedMatrix {
@@ -188,7 +190,22 @@ impl QuantizedMatrix {
             rows,
             cols,
             data: data.into(),
+            quantize_inputs: false,
         })
+    }
+
+    /// The same matrix, whose [`matmul`](Self::matmul) quantizes its input rows to 8 bits and
+    /// uses integer dot products (`true`, llama.cpp's method: fewer operations per weight, an
+    /// error from the rounding of the inputs) or keeps them in `f32` (`false`, the default: the
+    /// exact product up to the order of the `f32` sums).
+    pub fn with_quantized_inputs(mut self, quantize: bool) -> Self {
+        self.quantize_inputs = quantize;
+        self
+    }
+
+    /// Whether [`matmul`](Self::matmul) quantizes its input rows to 8 bits.
+    pub fn quantizes_inputs(&self) -> bool {
+        self.quantize_inputs
     }
 
     /// The block format.
@@ -264,12 +281,16 @@ impl QuantizedMatrix {
 
     /// `x·Wᵀ` for `n` input rows: `x` is `[n, cols]` row-major, the result `[n, rows]`.
     ///
-    /// Like llama.cpp, each input row is first quantized to 8 bits per block of the weight's
-    /// block size ([`Q8Input`]: a scale `d = max|x| / 127` per block), once for all weight rows;
-    /// each block product is then an integer dot product of the weight's and the input's
-    /// quantized values, scaled by both scales (`d_w·d_x·Σ q_w·q_x`, plus `m·d_x·Σ q_x` for
-    /// Q4_1). Rounding each input value to the nearest of 255 levels moves it by at most
-    /// `d_x / 2`, so the result differs from `x·Wᵀ` by at most `Σ_blocks (d_x/2)·Σ|w|`.
+    /// By default the inputs stay `f32` and each block is widened to `f32` in registers: the
+    /// result equals `x·Wᵀ` with the dequantized weight up to the order of the `f32` sums.
+    /// With [`with_quantized_inputs`](Self::with_quantized_inputs), each input row is first
+    /// quantized to 8 bits per block of the weight's block size, like llama.cpp does
+    /// ([`Q8Input`]: a scale `d = max|x| / 127` per block), once for all weight rows; each block
+    /// product is then an integer dot product of the weight's and the input's quantized values,
+    /// scaled by both scales (`d_w·d_x·Σ q_w·q_x`, minus `dmin·d_x·Σ m·Σq_x` for the k-quants,
+    /// plus `m·d_x·Σ q_x` for Q4_1). Rounding each input value to the nearest of 255 levels
+    /// moves it by at most `d_x / 2`, so the result differs from `x·Wᵀ` by at most
+    /// `Σ_blocks (d_x/2)·Σ|w|`; one large input value in a block makes that block's `d_x` large.
     /// Rows of the matrix are split over the rayon thread pool.
     ///
     /// # Panics
@@ -281,17 +302,18 @@ impl QuantizedMatrix {
         if n == 0 {
             return out_t;
         }
-        // Enough tasks to balance the pool, few enough to keep the scheduling cheap.
-        let per_task = (self.rows / 32).clamp(8, 256);
-        let xq = Q8Input::quantize(x, n, self.cols, self.format.block_values());
-        let work = |(c, out): (usize, &mut [f32])| self.rows_dot(c * per_task, &xq, out);
-        if self.rows * self.cols >= 1 << 16 {
-            out_t
-                .par_chunks_mut(per_task * n)
-                .enumerate()
-                .for_each(work);
+        if self.quantize_inputs {
+            let xq = Q8Input::quantize(x, n, self.cols, self.format.block_values());
+            self.split(&mut out_t, n, &|first, out| self.rows_dot(first, &xq, out));
         } else {
-            out_t.chunks_mut(per_task * n).enumerate().for_each(work);
+            // Σx per block of each input row, for the offset term of Q4_0/Q4_1.
+            let xsum: Vec<f32> = x
+                .chunks_exact(QUANT_BLOCK)
+                .map(|b| b.iter().sum())
+                .collect();
+            self.split(&mut out_t, n, &|first, out| {
+                self.rows_dot_f32(first, x, &xsum, n, out);
+            });
         }
         if n == 1 {
             return out_t;
@@ -303,6 +325,56 @@ impl QuantizedMatrix {
             }
         }
         out
+    }
+
+    /// Runs `work(first_row, out)` over runs of rows of `out_t` (`[rows, n]`), on the rayon
+    /// pool for large matrices.
+    fn split(&self, out_t: &mut [f32], n: usize, work: &(dyn Fn(usize, &mut [f32]) + Sync)) {
+        // Enough tasks to balance the pool, few enough to keep the scheduling cheap.
+        let per_task = (self.rows / 32).clamp(8, 256);
+        let task = |(c, out): (usize, &mut [f32])| work(c * per_task, out);
+        if self.rows * self.cols >= 1 << 16 {
+            out_t
+                .par_chunks_mut(per_task * n)
+                .enumerate()
+                .for_each(task);
+        } else {
+            out_t.chunks_mut(per_task * n).enumerate().for_each(task);
+        }
+    }
+
+    /// `out[i·n + j] = Σ_k W[first + i, k] · x[j, k]` for the `out.len() / n` rows from `first`,
+    /// with `f32` inputs (`xsum`: the sum of each 32-value block of `x`).
+    fn rows_dot_f32(&self, first: usize, x: &[f32], xsum: &[f32], n: usize, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.format.block_values() == QUANT_BLOCK && avx2::available() {
+            f32_avx2::rows_dot(self, first, x, xsum, n, out);
+            return;
+        }
+        let _ = xsum;
+        for (i, o) in out.chunks_exact_mut(n).enumerate() {
+            self.row_dot_f32_scalar(first + i, x, o);
+        }
+    }
+
+    /// The portable `f32`-input kernel: each block dequantized, then multiplied.
+    fn row_dot_f32_scalar(&self, row: usize, x: &[f32], out: &mut [f32]) {
+        let bv = self.format.block_values();
+        let bb = self.format.block_bytes();
+        let rb = self.row_bytes();
+        let data = &self.data[row * rb..(row + 1) * rb];
+        let mut w = vec![0.0f32; bv];
+        for (j, o) in out.iter_mut().enumerate() {
+            let xr = &x[j * self.cols..(j + 1) * self.cols];
+            let mut lanes = [0.0f32; 8];
+            for (block, xb) in data.chunks_exact(bb).zip(xr.chunks_exact(bv)) {
+                self.format.decode_into(block, &mut w);
+                for k in 0..bv {
+                    lanes[k % 8] = w[k].mul_add(xb[k], lanes[k % 8]);
+                }
+            }
+            *o = lanes.iter().sum();
+        }
     }
 
     /// `out[i·n + j] = W[first + i] · x[j]` for the `out.len() / n` rows from `first`, with the
@@ -482,7 +554,7 @@ fn forward<const D: usize>(
 }
 
 #[cfg(target_arch = "x86_64")]
-use crate::simd::{k_quants_avx2 as k_avx2, quant_avx2 as avx2};
+use crate::simd::{k_quants_avx2 as k_avx2, quant_avx2 as avx2, quant_f32_avx2 as f32_avx2};
 
 #[cfg(test)]
 mod tests {
@@ -595,6 +667,40 @@ mod tests {
         }
     }
 
+    /// Checks the `f32`-input `m.matmul` against `x·Wᵀ` in `f64` (`w`: the dequantized
+    /// weights) and the portable kernel against the dispatched one.
+    fn check_matmul_f32(m: &QuantizedMatrix, w: &[f32], rng: &mut ChaCha8Rng) {
+        assert!(!m.quantizes_inputs());
+        let (rows, cols) = (m.rows(), m.cols());
+        for n in [1, 2, 3, 5] {
+            let x: Vec<f32> = (0..n * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let y = m.matmul(&x, n);
+            let mut scalar = vec![0.0f32; n];
+            for r in 0..rows {
+                m.row_dot_f32_scalar(r, &x, &mut scalar);
+                for j in 0..n {
+                    let prods =
+                        (0..cols).map(|k| f64::from(w[r * cols + k]) * f64::from(x[j * cols + k]));
+                    let want: f64 = prods.clone().sum();
+                    let mag: f64 = prods.map(f64::abs).sum();
+                    let got = f64::from(y[j * rows + r]);
+                    let tol = 1e-5 * (1.0 + mag);
+                    assert!(
+                        (got - want).abs() < tol,
+                        "{:?} n={n} [{j}, {r}]: {got} vs {want}",
+                        m.format()
+                    );
+                    let s = f64::from(scalar[j]);
+                    assert!(
+                        (s - got).abs() < tol,
+                        "{:?} portable {s} vs {got}",
+                        m.format()
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn matmul_matches_dequantized_weights() {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
@@ -604,7 +710,8 @@ mod tests {
             let m = QuantizedMatrix::from_gguf_blocks(format, rows, cols, &data).unwrap();
             let w = reference_weights(format, &data);
             assert_eq!(m.dequantize(), w, "{format:?} dequantize");
-            check_matmul(&m, &w, QUANT_BLOCK, &mut rng);
+            check_matmul_f32(&m, &w, &mut rng);
+            check_matmul(&m.with_quantized_inputs(true), &w, QUANT_BLOCK, &mut rng);
         }
     }
 
@@ -634,7 +741,8 @@ mod tests {
             let m = QuantizedMatrix::from_gguf_blocks(format, rows, cols, &data).unwrap();
             let w = m.dequantize();
             assert!(w.iter().all(|v| v.is_finite()) && w.iter().any(|&v| v != 0.0));
-            check_matmul(&m, &w, QK_K, &mut rng);
+            check_matmul_f32(&m, &w, &mut rng);
+            check_matmul(&m.with_quantized_inputs(true), &w, QK_K, &mut rng);
         }
         let err = QuantizedMatrix::from_gguf_blocks(QuantFormat::Q4_K, 1, 576, &[0; 324]);
         assert!(err.unwrap_err().to_string().contains("256-value blocks"));
@@ -673,7 +781,9 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let (rows, cols) = (1000, 128);
         let data = random_blocks(QuantFormat::Q4_1, rows * cols / 32, &mut rng);
-        let m = QuantizedMatrix::from_gguf_blocks(QuantFormat::Q4_1, rows, cols, &data).unwrap();
+        let m = QuantizedMatrix::from_gguf_blocks(QuantFormat::Q4_1, rows, cols, &data)
+            .unwrap()
+            .with_quantized_inputs(true);
         let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-1.0..1.0)).collect();
         let y = m.matmul(&x, 1);
         let mut one = [0.0f32];
@@ -681,6 +791,36 @@ mod tests {
         for r in [0, 1, 499, 999] {
             m.rows_dot(r, &xq, &mut one);
             assert!((one[0] - y[r]).abs() <= 1e-6 * (1.0 + y[r].abs()));
+        }
+    }
+
+    /// Times `f32`-input and 8-bit-input products of SmolLM2-sized Q4_1 matrices, interleaved
+    /// (`cargo test -p kiln-nn --release quant_input_timings -- --ignored --nocapture`).
+    #[test]
+    #[ignore = "prints timings"]
+    fn quant_input_timings() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for (rows, cols) in [(1536, 576), (576, 1536), (49152, 576)] {
+            let data = random_blocks(QuantFormat::Q4_1, rows * cols / 32, &mut rng);
+            let m =
+                QuantizedMatrix::from_gguf_blocks(QuantFormat::Q4_1, rows, cols, &data).unwrap();
+            let mq = m.clone().with_quantized_inputs(true);
+            let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let reps = (200_000_000 / (rows * cols)).max(20);
+            let time = |m: &QuantizedMatrix| {
+                let t = std::time::Instant::now();
+                for _ in 0..reps {
+                    std::hint::black_box(m.matmul(std::hint::black_box(&x), 1));
+                }
+                t.elapsed().as_secs_f64() / reps as f64 * 1e6
+            };
+            for round in 0..4 {
+                let (a, b) = (time(&m), time(&mq));
+                println!(
+                    "[{rows}, {cols}] round {round}: f32 inputs {a:.1} us, 8-bit inputs {b:.1} us, ratio {:.2}",
+                    a / b
+                );
+            }
         }
     }
 

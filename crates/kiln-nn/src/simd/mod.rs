@@ -6,3 +6,4 @@
 
 pub(crate) mod k_quants_avx2;
 pub(crate) mod quant_avx2;
+pub(crate) mod quant_f32_avx2;
