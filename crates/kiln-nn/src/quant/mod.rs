@@ -190,14 +190,16 @@ impl QuantizedMatrix {
             rows,
             cols,
             data: data.into(),
-            quantize_inputs: false,
+            quantize_inputs: format.block_values() == QK_K,
         })
     }
 
     /// The same matrix, whose [`matmul`](Self::matmul) quantizes its input rows to 8 bits and
     /// uses integer dot products (`true`, llama.cpp's method: fewer operations per weight, an
-    /// error from the rounding of the inputs) or keeps them in `f32` (`false`, the default: the
-    /// exact product up to the order of the `f32` sums).
+    /// error from the rounding of the inputs) or keeps them in `f32` (`false`: the exact product
+    /// up to the order of the `f32` sums). The default is `f32` inputs for Q4_0, Q4_1 and Q8_0
+    /// (AVX2 kernels for both) and 8-bit inputs for the k-quants, whose `f32`-input kernel is
+    /// portable code only (slower than a dense `f32` product).
     pub fn with_quantized_inputs(mut self, quantize: bool) -> Self {
         self.quantize_inputs = quantize;
         self
@@ -281,8 +283,9 @@ impl QuantizedMatrix {
 
     /// `x·Wᵀ` for `n` input rows: `x` is `[n, cols]` row-major, the result `[n, rows]`.
     ///
-    /// By default the inputs stay `f32` and each block is widened to `f32` in registers: the
-    /// result equals `x·Wᵀ` with the dequantized weight up to the order of the `f32` sums.
+    /// With `f32` inputs (the default for Q4_0, Q4_1 and Q8_0) each block is widened to `f32` in
+    /// registers: the result equals `x·Wᵀ` with the dequantized weight up to the order of the
+    /// `f32` sums.
     /// With [`with_quantized_inputs`](Self::with_quantized_inputs), each input row is first
     /// quantized to 8 bits per block of the weight's block size, like llama.cpp does
     /// ([`Q8Input`]: a scale `d = max|x| / 127` per block), once for all weight rows; each block
@@ -670,7 +673,7 @@ mod tests {
     /// Checks the `f32`-input `m.matmul` against `x·Wᵀ` in `f64` (`w`: the dequantized
     /// weights) and the portable kernel against the dispatched one.
     fn check_matmul_f32(m: &QuantizedMatrix, w: &[f32], rng: &mut ChaCha8Rng) {
-        assert!(!m.quantizes_inputs());
+        let m = &m.clone().with_quantized_inputs(false);
         let (rows, cols) = (m.rows(), m.cols());
         for n in [1, 2, 3, 5] {
             let x: Vec<f32> = (0..n * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
@@ -710,6 +713,7 @@ mod tests {
             let m = QuantizedMatrix::from_gguf_blocks(format, rows, cols, &data).unwrap();
             let w = reference_weights(format, &data);
             assert_eq!(m.dequantize(), w, "{format:?} dequantize");
+            assert!(!m.quantizes_inputs(), "f32 inputs by default");
             check_matmul_f32(&m, &w, &mut rng);
             check_matmul(&m.with_quantized_inputs(true), &w, QUANT_BLOCK, &mut rng);
         }
@@ -741,6 +745,7 @@ mod tests {
             let m = QuantizedMatrix::from_gguf_blocks(format, rows, cols, &data).unwrap();
             let w = m.dequantize();
             assert!(w.iter().all(|v| v.is_finite()) && w.iter().any(|&v| v != 0.0));
+            assert!(m.quantizes_inputs(), "k-quants default to 8-bit inputs");
             check_matmul_f32(&m, &w, &mut rng);
             check_matmul(&m.with_quantized_inputs(true), &w, QK_K, &mut rng);
         }
@@ -794,17 +799,30 @@ mod tests {
         }
     }
 
-    /// Times `f32`-input and 8-bit-input products of SmolLM2-sized Q4_1 matrices, interleaved
+    /// Times `f32`-input and 8-bit-input products of SmolLM2-sized matrices, interleaved, beside a
+    /// one-thread dense `f32` product
     /// (`cargo test -p kiln-nn --release quant_input_timings -- --ignored --nocapture`).
     #[test]
     #[ignore = "prints timings"]
     fn quant_input_timings() {
         let mut rng = ChaCha8Rng::seed_from_u64(5);
-        for (rows, cols) in [(1536, 576), (576, 1536), (49152, 576)] {
-            let data = random_blocks(QuantFormat::Q4_1, rows * cols / 32, &mut rng);
-            let m =
-                QuantizedMatrix::from_gguf_blocks(QuantFormat::Q4_1, rows, cols, &data).unwrap();
+        for (format, rows, cols) in [
+            (QuantFormat::Q4_1, 1536, 576),
+            (QuantFormat::Q4_1, 576, 1536),
+            (QuantFormat::Q4_1, 49152, 576),
+            (QuantFormat::Q4_K, 576, 1536),
+            (QuantFormat::Q6_K, 576, 1536),
+        ] {
+            let blocks = rows * cols / format.block_values();
+            let data = if format == QuantFormat::Q4_1 {
+                random_blocks(format, blocks, &mut rng)
+            } else {
+                random_k_blocks(format, blocks, &mut rng)
+            };
+            let m = QuantizedMatrix::from_gguf_blocks(format, rows, cols, &data).unwrap();
+            let dense: Vec<f32> = m.dequantize();
             let mq = m.clone().with_quantized_inputs(true);
+            let m = m.with_quantized_inputs(false);
             let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-1.0..1.0)).collect();
             let reps = (200_000_000 / (rows * cols)).max(20);
             let time = |m: &QuantizedMatrix| {
@@ -814,10 +832,22 @@ mod tests {
                 }
                 t.elapsed().as_secs_f64() / reps as f64 * 1e6
             };
-            for round in 0..4 {
-                let (a, b) = (time(&m), time(&mq));
+            let time_dense = || {
+                let t = std::time::Instant::now();
+                for _ in 0..reps {
+                    let y: Vec<f32> = dense
+                        .chunks_exact(cols)
+                        .map(|w| w.iter().zip(&x).map(|(a, b)| a * b).sum())
+                        .collect();
+                    std::hint::black_box(y);
+                }
+                t.elapsed().as_secs_f64() / reps as f64 * 1e6
+            };
+            for round in 0..3 {
+                let (a, b, c) = (time(&m), time(&mq), time_dense());
                 println!(
-                    "[{rows}, {cols}] round {round}: f32 inputs {a:.1} us, 8-bit inputs {b:.1} us, ratio {:.2}",
+                    "{format:?} [{rows}, {cols}] round {round}: f32 inputs {a:.1} us, 8-bit inputs \
+                     {b:.1} us (ratio {:.2}), dense f32 one thread {c:.1} us",
                     a / b
                 );
             }
