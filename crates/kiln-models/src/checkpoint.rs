@@ -113,7 +113,7 @@ pub(crate) fn llama_from_gguf(
     Ok((cfg, model))
 }
 
-/// Keeps the block-quantized (Q4_0, Q4_1, Q8_0) weights of a Llama-family GGUF file next to the
+/// Keeps the block-quantized (Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K) weights of a Llama-family GGUF file next to the
 /// dequantized ones, for fast decoding on the CPU (see [`AdaptableLinear::set_quantized`]).
 fn attach_quantized<M: AdapterTarget>(model: &mut M, source: &GgufSource) -> Result<()> {
     let mut res = Ok(());

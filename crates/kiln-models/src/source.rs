@@ -343,7 +343,7 @@ impl GgufSource {
         &self.file
     }
 
-    /// The blocks of a 2-D weight stored as Q4_0, Q4_1 or Q8_0, as a `[out, in]` matrix in the
+    /// The blocks of a 2-D weight stored as Q4_0, Q4_1, Q8_0, Q4_K, Q5_K or Q6_K, as a `[out, in]` matrix in the
     /// Hugging Face row order (llama.cpp's q/k permutation undone); `None` for other types,
     /// other ranks or unknown names.
     ///
@@ -358,6 +358,9 @@ impl GgufSource {
             GgmlType::Q4_0 => QuantFormat::Q4_0,
             GgmlType::Q4_1 => QuantFormat::Q4_1,
             GgmlType::Q8_0 => QuantFormat::Q8_0,
+            GgmlType::Q4_K => QuantFormat::Q4_K,
+            GgmlType::Q5_K => QuantFormat::Q5_K,
+            GgmlType::Q6_K => QuantFormat::Q6_K,
             _ => return Ok(None),
         };
         let &[rows, cols] = info.shape().as_slice() else {

@@ -179,79 +179,19 @@ pub(crate) fn decode_q3_k_block(x: &[u8; 110], y: &mut [f32; QK_K]) {
     }
 }
 
-/// The `j`-th 6-bit scale and minimum of a Q4_K/Q5_K block (`get_scale_min_k4` in ggml).
-#[inline]
-fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
-    if j < 4 {
-        (q[j] & 63, q[j + 4] & 63)
-    } else {
-        (
-            (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4),
-            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
-        )
-    }
-}
-
-/// `d: f16, dmin: f16, scales: [u8; 12], qs: [u8; 128]`.
+/// Q4_K: the decoder the CPU kernels use ([`kiln_nn::QuantFormat::decode_into`]).
 pub(crate) fn decode_q4_k_block(x: &[u8; 144], y: &mut [f32; QK_K]) {
-    let d = f16_le(x[0], x[1]);
-    let min = f16_le(x[2], x[3]);
-    let scales = &x[4..16];
-    for (j, y) in y.chunks_exact_mut(64).enumerate() {
-        let (sc1, m1) = scale_min_k4(2 * j, scales);
-        let (sc2, m2) = scale_min_k4(2 * j + 1, scales);
-        let (d1, m1) = (d * f32::from(sc1), min * f32::from(m1));
-        let (d2, m2) = (d * f32::from(sc2), min * f32::from(m2));
-        let q = &x[16 + 32 * j..16 + 32 * j + 32];
-        for l in 0..32 {
-            y[l] = d1 * f32::from(q[l] & 0x0F) - m1;
-            y[l + 32] = d2 * f32::from(q[l] >> 4) - m2;
-        }
-    }
+    QuantFormat::Q4_K.decode_into(x, y);
 }
 
-/// `d: f16, dmin: f16, scales: [u8; 12], qh: [u8; 32], qs: [u8; 128]`.
+/// Q5_K: the decoder the CPU kernels use ([`kiln_nn::QuantFormat::decode_into`]).
 pub(crate) fn decode_q5_k_block(x: &[u8; 176], y: &mut [f32; QK_K]) {
-    let d = f16_le(x[0], x[1]);
-    let min = f16_le(x[2], x[3]);
-    let scales = &x[4..16];
-    let qh = &x[16..48];
-    for (j, y) in y.chunks_exact_mut(64).enumerate() {
-        let (sc1, m1) = scale_min_k4(2 * j, scales);
-        let (sc2, m2) = scale_min_k4(2 * j + 1, scales);
-        let (d1, m1) = (d * f32::from(sc1), min * f32::from(m1));
-        let (d2, m2) = (d * f32::from(sc2), min * f32::from(m2));
-        let u1 = 1u8 << (2 * j);
-        let u2 = 2u8 << (2 * j);
-        let ql = &x[48 + 32 * j..48 + 32 * j + 32];
-        for l in 0..32 {
-            let h1 = if qh[l] & u1 != 0 { 16 } else { 0 };
-            let h2 = if qh[l] & u2 != 0 { 16 } else { 0 };
-            y[l] = d1 * f32::from((ql[l] & 0x0F) + h1) - m1;
-            y[l + 32] = d2 * f32::from((ql[l] >> 4) + h2) - m2;
-        }
-    }
+    QuantFormat::Q5_K.decode_into(x, y);
 }
 
-/// `ql: [u8; 128], qh: [u8; 64], scales: [i8; 16], d: f16`.
+/// Q6_K: the decoder the CPU kernels use ([`kiln_nn::QuantFormat::decode_into`]).
 pub(crate) fn decode_q6_k_block(x: &[u8; 210], y: &mut [f32; QK_K]) {
-    let d = f16_le(x[208], x[209]);
-    for (n, y) in y.chunks_exact_mut(128).enumerate() {
-        let ql = &x[64 * n..64 * n + 64];
-        let qh = &x[128 + 32 * n..128 + 32 * n + 32];
-        let sc = &x[192 + 8 * n..192 + 8 * n + 8];
-        for l in 0..32 {
-            let is = l / 16;
-            let q1 = i32::from((ql[l] & 0x0F) | ((qh[l] & 3) << 4)) - 32;
-            let q2 = i32::from((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) - 32;
-            let q3 = i32::from((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-            let q4 = i32::from((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-            y[l] = d * f32::from(sc[is] as i8) * q1 as f32;
-            y[l + 32] = d * f32::from(sc[is + 2] as i8) * q2 as f32;
-            y[l + 64] = d * f32::from(sc[is + 4] as i8) * q3 as f32;
-            y[l + 96] = d * f32::from(sc[is + 6] as i8) * q4 as f32;
-        }
-    }
+    QuantFormat::Q6_K.decode_into(x, y);
 }
 
 /// `d: f32, qs: [i8; 256], bsums: [i16; 16]`; `y = d * q`.

@@ -1,5 +1,5 @@
-//! Weights kept in llama.cpp's block-quantized formats (Q4_0, Q4_1, Q8_0) for fast inference on
-//! the CPU.
+//! Weights kept in llama.cpp's block-quantized formats (Q4_0, Q4_1, Q8_0 and the k-quants
+//! Q4_K, Q5_K, Q6_K) for fast inference on the CPU.
 //!
 //! Decoding one token reads every weight of the model once, so on a CPU it is bound by memory
 //! bandwidth: a 135M-parameter model is 540 MB in `f32` but 85 MB in Q4_1. A [`QuantizedMatrix`]
@@ -23,10 +23,14 @@ use crate::{NnError, Result};
 /// (prompt prefill, training batches) are compute-bound and use the dense `f32` weight.
 pub const QUANTIZED_MAX_ROWS: usize = 16;
 
-/// Values per block in every supported format.
+/// Values per block of Q4_0, Q4_1 and Q8_0 (the k-quants have super-blocks of [`QK_K`] values).
 pub const QUANT_BLOCK: usize = 32;
 
-/// A llama.cpp block format.
+pub(crate) mod k_quants;
+pub use k_quants::QK_K;
+
+/// A llama.cpp block format (variants named as in llama.cpp).
+#[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuantFormat {
     /// `d: f16, qs: [u8; 16]`; `w = (q - 8)·d` with 4-bit `q`.
@@ -35,6 +39,15 @@ pub enum QuantFormat {
     Q4_1,
     /// `d: f16, qs: [i8; 32]`; `w = q·d`.
     Q8_0,
+    /// 256-value super-blocks `d: f16, dmin: f16, scales: [u8; 12], qs: [u8; 128]`: eight runs
+    /// of 32 values with 6-bit scales `s` and minimums `m`; `w = d·s·q - dmin·m` with 4-bit `q`.
+    Q4_K,
+    /// As [`Q4_K`](Self::Q4_K) with a fifth bit of each value in `qh: [u8; 32]` (after the
+    /// scales).
+    Q5_K,
+    /// 256-value super-blocks `ql: [u8; 128], qh: [u8; 64], scales: [i8; 16], d: f16`: sixteen
+    /// runs of 16 values with 8-bit scales `s`; `w = d·s·(q - 32)` with 6-bit `q`.
+    Q6_K,
 }
 
 impl QuantFormat {
@@ -44,6 +57,34 @@ impl QuantFormat {
             Self::Q4_0 => 18,
             Self::Q4_1 => 20,
             Self::Q8_0 => 34,
+            Self::Q4_K => 144,
+            Self::Q5_K => 176,
+            Self::Q6_K => 210,
+        }
+    }
+
+    /// Values per block: [`QUANT_BLOCK`] (32), or [`QK_K`] (256) for the k-quants.
+    pub fn block_values(self) -> usize {
+        match self {
+            Self::Q4_0 | Self::Q4_1 | Self::Q8_0 => QUANT_BLOCK,
+            Self::Q4_K | Self::Q5_K | Self::Q6_K => QK_K,
+        }
+    }
+
+    /// One block (`block_bytes()` bytes) dequantized into `out` (`block_values()` values), with
+    /// llama.cpp's formulas. The GGUF reader (kiln-models) decodes these formats with this
+    /// function too.
+    ///
+    /// # Panics
+    /// When `block` or `out` is too short.
+    pub fn decode_into(self, block: &[u8], out: &mut [f32]) {
+        match self {
+            Self::Q4_0 | Self::Q4_1 | Self::Q8_0 => {
+                out[..QUANT_BLOCK].copy_from_slice(&self.decode_block(block));
+            }
+            Self::Q4_K | Self::Q5_K | Self::Q6_K => {
+                k_quants::decode(self, &block[..self.block_bytes()], out);
+            }
         }
     }
 
@@ -53,7 +94,8 @@ impl QuantFormat {
     /// `q·d + m` equals the unfused one of ggml's reference code.
     ///
     /// # Panics
-    /// When `block` is shorter than [`block_bytes`](Self::block_bytes).
+    /// When `block` is shorter than [`block_bytes`](Self::block_bytes), or for a k-quant
+    /// format (use [`decode_into`](Self::decode_into)).
     pub fn decode_block(self, block: &[u8]) -> [f32; QUANT_BLOCK] {
         let x = &block[..self.block_bytes()];
         let h = |i: usize| f16::from_bits(u16::from_le_bytes([x[i], x[i + 1]])).to_f32();
@@ -78,6 +120,9 @@ impl QuantFormat {
                     *wj = f32::from(q as i8) * d;
                 }
             }
+            Self::Q4_K | Self::Q5_K | Self::Q6_K => {
+                panic!("{} blocks hold {QK_K} values: use decode_into", self.name())
+            }
         }
         w
     }
@@ -88,12 +133,15 @@ impl QuantFormat {
             Self::Q4_0 => "Q4_0",
             Self::Q4_1 => "Q4_1",
             Self::Q8_0 => "Q8_0",
+            Self::Q4_K => "Q4_K",
+            Self::Q5_K => "Q5_K",
+            Self::Q6_K => "Q6_K",
         }
     }
 }
 
 /// A `[rows, cols]` matrix (PyTorch's `[out, in]` for a projection) in a block format; each row is
-/// `cols / 32` blocks, stored exactly as in a GGUF file (`f16` scales inside each block, so the
+/// `cols / block_values()` blocks, stored exactly as in a GGUF file (`f16` scales inside each block, so the
 /// kernels read one stream of the fewest bytes). Cloning is cheap (the storage is shared).
 #[derive(Debug, Clone)]
 pub struct QuantizedMatrix {
@@ -102,14 +150,16 @@ pub struct QuantizedMatrix {
     pub(crate) cols: usize,
     /// GGUF blocks, row-major.
     pub(crate) data: Arc<[u8]>,
+    /// Whether [`matmul`](Self::matmul) quantizes its input to 8 bits (integer kernels).
+    pub(crate) quantize_inputs: bool,
 }
 
 impl QuantizedMatrix {
-    /// Builds a matrix from GGUF block data (`rows · cols / 32` blocks, row-major).
+    /// Builds a matrix from GGUF block data (`rows · cols / block_values()` blocks, row-major).
     ///
     /// # Errors
-    /// [`NnError::QuantizedBlocks`] when `cols` is not a multiple of 32 or the data has the
-    /// wrong length.
+    /// [`NnError::QuantizedBlocks`] when `cols` is not a multiple of the block size or the data
+    /// has the wrong length.
     pub fn from_gguf_blocks(
         format: QuantFormat,
         rows: usize,
@@ -120,13 +170,14 @@ impl QuantizedMatrix {
             format: format.name().into(),
             reason,
         };
-        if !cols.is_multiple_of(QUANT_BLOCK) {
+        let bv = format.block_values();
+        if !cols.is_multiple_of(bv) {
             return Err(bad(format!(
-                "{} rows of {cols} values: not a whole number of {QUANT_BLOCK}-value blocks",
+                "{} rows of {cols} values: not a whole number of {bv}-value blocks",
                 format.name()
             )));
         }
-        let need = rows * cols / QUANT_BLOCK * format.block_bytes();
+        let need = rows * cols / bv * format.block_bytes();
         if data.len() != need {
             return Err(bad(format!(
                 "a [{rows}, {cols}] {} matrix needs {need} bytes, got {}",
@@ -139,7 +190,24 @@ impl QuantizedMatrix {
             rows,
             cols,
             data: data.into(),
+            quantize_inputs: format.block_values() == QK_K,
         })
+    }
+
+    /// The same matrix, whose [`matmul`](Self::matmul) quantizes its input rows to 8 bits and
+    /// uses integer dot products (`true`, llama.cpp's method: fewer operations per weight, an
+    /// error from the rounding of the inputs) or keeps them in `f32` (`false`: the exact product
+    /// up to the order of the `f32` sums). The default is `f32` inputs for Q4_0, Q4_1 and Q8_0
+    /// (AVX2 kernels for both) and 8-bit inputs for the k-quants, whose `f32`-input kernel is
+    /// portable code only (slower than a dense `f32` product).
+    pub fn with_quantized_inputs(mut self, quantize: bool) -> Self {
+        self.quantize_inputs = quantize;
+        self
+    }
+
+    /// Whether [`matmul`](Self::matmul) quantizes its input rows to 8 bits.
+    pub fn quantizes_inputs(&self) -> bool {
+        self.quantize_inputs
     }
 
     /// The block format.
@@ -164,7 +232,7 @@ impl QuantizedMatrix {
 
     /// Bytes of one row of blocks.
     pub(crate) fn row_bytes(&self) -> usize {
-        self.cols / QUANT_BLOCK * self.format.block_bytes()
+        self.cols / self.format.block_values() * self.format.block_bytes()
     }
 
     /// The same matrix with its rows reordered: row `i` of the result is row `order[i]` of this one.
@@ -186,16 +254,15 @@ impl QuantizedMatrix {
     /// The values as `f32`, row-major `[rows, cols]`.
     pub fn dequantize(&self) -> Vec<f32> {
         let mut out = vec![0.0f32; self.rows * self.cols];
-        for (b, chunk) in out.chunks_exact_mut(QUANT_BLOCK).enumerate() {
-            chunk.copy_from_slice(&self.block(b));
+        let bb = self.format.block_bytes();
+        for (block, chunk) in self
+            .data
+            .chunks_exact(bb)
+            .zip(out.chunks_exact_mut(self.format.block_values()))
+        {
+            self.format.decode_into(block, chunk);
         }
         out
-    }
-
-    /// Block `b` (row-major block index) dequantized.
-    fn block(&self, b: usize) -> [f32; QUANT_BLOCK] {
-        let bb = self.format.block_bytes();
-        self.format.decode_block(&self.data[b * bb..(b + 1) * bb])
     }
 
     /// `x·Wᵀ` as a tensor `[..., rows]` when the quantized path applies to `x` (`[..., cols]`):
@@ -216,6 +283,17 @@ impl QuantizedMatrix {
 
     /// `x·Wᵀ` for `n` input rows: `x` is `[n, cols]` row-major, the result `[n, rows]`.
     ///
+    /// With `f32` inputs (the default for Q4_0, Q4_1 and Q8_0) each block is widened to `f32` in
+    /// registers: the result equals `x·Wᵀ` with the dequantized weight up to the order of the
+    /// `f32` sums.
+    /// With [`with_quantized_inputs`](Self::with_quantized_inputs), each input row is first
+    /// quantized to 8 bits per block of the weight's block size, like llama.cpp does
+    /// ([`Q8Input`]: a scale `d = max|x| / 127` per block), once for all weight rows; each block
+    /// product is then an integer dot product of the weight's and the input's quantized values,
+    /// scaled by both scales (`d_w·d_x·Σ q_w·q_x`, minus `dmin·d_x·Σ m·Σq_x` for the k-quants,
+    /// plus `m·d_x·Σ q_x` for Q4_1). Rounding each input value to the nearest of 255 levels
+    /// moves it by at most `d_x / 2`, so the result differs from `x·Wᵀ` by at most
+    /// `Σ_blocks (d_x/2)·Σ|w|`; one large input value in a block makes that block's `d_x` large.
     /// Rows of the matrix are split over the rayon thread pool.
     ///
     /// # Panics
@@ -227,21 +305,18 @@ impl QuantizedMatrix {
         if n == 0 {
             return out_t;
         }
-        // Enough tasks to balance the pool, few enough to keep the scheduling cheap.
-        let per_task = (self.rows / 32).clamp(8, 256);
-        // Σx per block of each input row, for the offset term of Q4_0/Q4_1.
-        let xsum: Vec<f32> = x
-            .chunks_exact(QUANT_BLOCK)
-            .map(|b| b.iter().sum())
-            .collect();
-        let work = |(c, out): (usize, &mut [f32])| self.rows_dot(c * per_task, x, &xsum, n, out);
-        if self.rows * self.cols >= 1 << 16 {
-            out_t
-                .par_chunks_mut(per_task * n)
-                .enumerate()
-                .for_each(work);
+        if self.quantize_inputs {
+            let xq = Q8Input::quantize(x, n, self.cols, self.format.block_values());
+            self.split(&mut out_t, n, &|first, out| self.rows_dot(first, &xq, out));
         } else {
-            out_t.chunks_mut(per_task * n).enumerate().for_each(work);
+            // Σx per block of each input row, for the offset term of Q4_0/Q4_1.
+            let xsum: Vec<f32> = x
+                .chunks_exact(QUANT_BLOCK)
+                .map(|b| b.iter().sum())
+                .collect();
+            self.split(&mut out_t, n, &|first, out| {
+                self.rows_dot_f32(first, x, &xsum, n, out);
+            });
         }
         if n == 1 {
             return out_t;
@@ -255,33 +330,198 @@ impl QuantizedMatrix {
         out
     }
 
-    /// `out[i·n + j] = Σ_k W[first + i, k] · x[j, k]` for the `out.len() / n` rows from `first`.
-    fn rows_dot(&self, first: usize, x: &[f32], xsum: &[f32], n: usize, out: &mut [f32]) {
+    /// Runs `work(first_row, out)` over runs of rows of `out_t` (`[rows, n]`), on the rayon
+    /// pool for large matrices.
+    fn split(&self, out_t: &mut [f32], n: usize, work: &(dyn Fn(usize, &mut [f32]) + Sync)) {
+        // Enough tasks to balance the pool, few enough to keep the scheduling cheap.
+        let per_task = (self.rows / 32).clamp(8, 256);
+        let task = |(c, out): (usize, &mut [f32])| work(c * per_task, out);
+        if self.rows * self.cols >= 1 << 16 {
+            out_t
+                .par_chunks_mut(per_task * n)
+                .enumerate()
+                .for_each(task);
+        } else {
+            out_t.chunks_mut(per_task * n).enumerate().for_each(task);
+        }
+    }
+
+    /// `out[i·n + j] = Σ_k W[first + i, k] · x[j, k]` for the `out.len() / n` rows from `first`,
+    /// with `f32` inputs (`xsum`: the sum of each 32-value block of `x`).
+    fn rows_dot_f32(&self, first: usize, x: &[f32], xsum: &[f32], n: usize, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
-        if avx2::available() {
-            avx2::rows_dot(self, first, x, xsum, n, out);
+        if self.format.block_values() == QUANT_BLOCK && avx2::available() {
+            f32_avx2::rows_dot(self, first, x, xsum, n, out);
             return;
         }
         let _ = xsum;
         for (i, o) in out.chunks_exact_mut(n).enumerate() {
-            self.row_dot_scalar(first + i, x, o);
+            self.row_dot_f32_scalar(first + i, x, o);
         }
     }
 
-    fn row_dot_scalar(&self, row: usize, x: &[f32], out: &mut [f32]) {
-        let nb = self.cols / QUANT_BLOCK;
+    /// The portable `f32`-input kernel: each block dequantized, then multiplied.
+    fn row_dot_f32_scalar(&self, row: usize, x: &[f32], out: &mut [f32]) {
+        let bv = self.format.block_values();
+        let bb = self.format.block_bytes();
+        let rb = self.row_bytes();
+        let data = &self.data[row * rb..(row + 1) * rb];
+        let mut w = vec![0.0f32; bv];
         for (j, o) in out.iter_mut().enumerate() {
             let xr = &x[j * self.cols..(j + 1) * self.cols];
             let mut lanes = [0.0f32; 8];
-            for b in 0..nb {
-                let w = self.block(row * nb + b);
-                let xb = &xr[b * QUANT_BLOCK..(b + 1) * QUANT_BLOCK];
-                for k in 0..QUANT_BLOCK {
+            for (block, xb) in data.chunks_exact(bb).zip(xr.chunks_exact(bv)) {
+                self.format.decode_into(block, &mut w);
+                for k in 0..bv {
                     lanes[k % 8] = w[k].mul_add(xb[k], lanes[k % 8]);
                 }
             }
             *o = lanes.iter().sum();
         }
+    }
+
+    /// `out[i·n + j] = W[first + i] · x[j]` for the `out.len() / n` rows from `first`, with the
+    /// input rows quantized in `xq`.
+    fn rows_dot(&self, first: usize, xq: &Q8Input, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if avx2::available() {
+            match self.format {
+                QuantFormat::Q4_0 | QuantFormat::Q4_1 | QuantFormat::Q8_0 => {
+                    avx2::rows_dot(self, first, xq, out);
+                }
+                QuantFormat::Q4_K | QuantFormat::Q5_K | QuantFormat::Q6_K => {
+                    k_avx2::rows_dot(self, first, xq, out);
+                }
+            }
+            return;
+        }
+        for (i, o) in out.chunks_exact_mut(xq.n).enumerate() {
+            self.row_dot_scalar(first + i, xq, o);
+        }
+    }
+
+    /// The portable kernel: the same integer products as the SIMD one, summed in another order.
+    fn row_dot_scalar(&self, row: usize, xq: &Q8Input, out: &mut [f32]) {
+        let bv = self.format.block_values();
+        let nb = self.cols / bv;
+        let bb = self.format.block_bytes();
+        let rb = self.row_bytes();
+        let data = &self.data[row * rb..(row + 1) * rb];
+        if bv == QK_K {
+            for (j, o) in out.iter_mut().enumerate() {
+                *o = data
+                    .chunks_exact(bb)
+                    .enumerate()
+                    .map(|(b, w)| {
+                        let k = j * nb + b;
+                        k_quants::dot_block(
+                            self.format,
+                            w,
+                            &xq.qs[k * QK_K..(k + 1) * QK_K],
+                            xq.d[k],
+                            &xq.bsums[k * 16..(k + 1) * 16],
+                        )
+                    })
+                    .sum();
+            }
+            return;
+        }
+        for (j, o) in out.iter_mut().enumerate() {
+            let mut sum = 0.0f32;
+            for (b, w) in data.chunks_exact(bb).enumerate() {
+                let k = j * nb + b;
+                let q = &xq.qs[k * QUANT_BLOCK..(k + 1) * QUANT_BLOCK];
+                let h = |i: usize| f16::from_bits(u16::from_le_bytes([w[i], w[i + 1]])).to_f32();
+                let dd = h(0) * xq.d[k];
+                sum += match self.format {
+                    QuantFormat::Q4_0 => {
+                        let sumi: i32 = (0..16)
+                            .map(|i| {
+                                let v = w[2 + i];
+                                (i32::from(v & 0x0F) - 8) * i32::from(q[i])
+                                    + (i32::from(v >> 4) - 8) * i32::from(q[i + 16])
+                            })
+                            .sum();
+                        dd * sumi as f32
+                    }
+                    QuantFormat::Q4_1 => {
+                        let sumi: i32 = (0..16)
+                            .map(|i| {
+                                let v = w[4 + i];
+                                i32::from(v & 0x0F) * i32::from(q[i])
+                                    + i32::from(v >> 4) * i32::from(q[i + 16])
+                            })
+                            .sum();
+                        dd * sumi as f32 + h(2) * xq.s[k]
+                    }
+                    QuantFormat::Q8_0 => {
+                        let sumi: i32 = (0..32)
+                            .map(|i| i32::from(w[2 + i] as i8) * i32::from(q[i]))
+                            .sum();
+                        dd * sumi as f32
+                    }
+                    QuantFormat::Q4_K | QuantFormat::Q5_K | QuantFormat::Q6_K => {
+                        unreachable!("k-quants are handled above")
+                    }
+                };
+            }
+            *o = sum;
+        }
+    }
+}
+
+/// Input rows quantized to 8 bits per block, as llama.cpp quantizes activations (its Q8_0,
+/// Q8_1 and Q8_K blocks): per block of `block` values a scale `d = max|x| / 127` and
+/// `q = round(x / d)` (ties to even) in `-127..=127`. The scales stay `f32` (llama.cpp rounds
+/// the 32-value ones to `f16`).
+#[derive(Debug, Clone)]
+pub(crate) struct Q8Input {
+    /// Input rows.
+    pub(crate) n: usize,
+    /// Values per block (32, or 256 for the k-quant super-blocks).
+    pub(crate) block: usize,
+    /// The scale of each block, `[n, cols / block]`.
+    pub(crate) d: Vec<f32>,
+    /// `d · Σ q` of each block (llama.cpp's `s` of Q8_1), `[n, cols / block]`.
+    pub(crate) s: Vec<f32>,
+    /// The quantized values, `[n, cols]`.
+    pub(crate) qs: Vec<i8>,
+    /// `Σ q` of each run of 16 values (llama.cpp's `bsums` of Q8_K), `[n, cols / 16]`.
+    pub(crate) bsums: Vec<i16>,
+}
+
+impl Q8Input {
+    /// Quantizes `n` rows of `cols` values (`cols` a multiple of `block`, itself a multiple
+    /// of 16).
+    pub(crate) fn quantize(x: &[f32], n: usize, cols: usize, block: usize) -> Self {
+        debug_assert!(
+            x.len() == n * cols && cols.is_multiple_of(block) && block.is_multiple_of(16)
+        );
+        let blocks = x.len() / block;
+        let mut q = Self {
+            n,
+            block,
+            d: Vec::with_capacity(blocks),
+            s: Vec::with_capacity(blocks),
+            qs: vec![0; x.len()],
+            bsums: Vec::with_capacity(x.len() / 16),
+        };
+        for (xb, qb) in x.chunks_exact(block).zip(q.qs.chunks_exact_mut(block)) {
+            let amax = xb.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d > 0.0 { 127.0 / amax } else { 0.0 };
+            for (qv, &v) in qb.iter_mut().zip(xb) {
+                *qv = (v * id).round_ties_even().clamp(-127.0, 127.0) as i8;
+            }
+            let sum: i32 = qb.iter().map(|&v| i32::from(v)).sum();
+            q.d.push(d);
+            q.s.push(d * sum as f32);
+            q.bsums.extend(
+                qb.chunks_exact(16)
+                    .map(|c| c.iter().map(|&v| i16::from(v)).sum::<i16>()),
+            );
+        }
+        q
     }
 }
 
@@ -317,7 +557,7 @@ fn forward<const D: usize>(
 }
 
 #[cfg(target_arch = "x86_64")]
-use crate::simd::quant_avx2 as avx2;
+use crate::simd::{k_quants_avx2 as k_avx2, quant_avx2 as avx2, quant_f32_avx2 as f32_avx2};
 
 #[cfg(test)]
 mod tests {
@@ -361,9 +601,107 @@ mod tests {
                     w.extend(q.iter().map(|&v| f32::from(v >> 4) * d + m));
                 }
                 QuantFormat::Q8_0 => w.extend(b[2..].iter().map(|&v| f32::from(v as i8) * d)),
+                _ => unreachable!("32-value formats only"),
             }
         }
         w
+    }
+
+    /// The input values the kernels multiply: each row quantized and dequantized again.
+    fn requantized(x: &[f32], n: usize, cols: usize, block: usize) -> Vec<f64> {
+        let q = Q8Input::quantize(x, n, cols, block);
+        q.qs.iter()
+            .enumerate()
+            .map(|(i, &v)| f64::from(v) * f64::from(q.d[i / block]))
+            .collect()
+    }
+
+    /// Checks `m.matmul` against `w` (the dequantized weights) for several input row counts:
+    /// - against `x̃·Wᵀ` in `f64`, `x̃` the 8-bit quantized input, up to the `f32` sums;
+    /// - against `x·Wᵀ` in `f64` within the rounding bound `Σ_blocks (d_x/2)·Σ|w|`;
+    /// - the portable kernel against the dispatched one on every row.
+    fn check_matmul(m: &QuantizedMatrix, w: &[f32], block: usize, rng: &mut ChaCha8Rng) {
+        let (rows, cols) = (m.rows(), m.cols());
+        for n in [1, 2, 3, 5, 6] {
+            let x: Vec<f32> = (0..n * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let xt = requantized(&x, n, cols, block);
+            let xq = Q8Input::quantize(&x, n, cols, block);
+            let y = m.matmul(&x, n);
+            let mut scalar = vec![0.0f32; n];
+            for r in 0..rows {
+                let wr = &w[r * cols..(r + 1) * cols];
+                m.row_dot_scalar(r, &xq, &mut scalar);
+                for j in 0..n {
+                    let xr = &x[j * cols..(j + 1) * cols];
+                    let xtr = &xt[j * cols..(j + 1) * cols];
+                    let got = f64::from(y[j * rows + r]);
+                    let mag: f64 = wr.iter().zip(xr).map(|(a, b)| f64::from(a * b).abs()).sum();
+                    let tol = 1e-5 * (1.0 + mag);
+                    let exact: f64 = wr.iter().zip(xtr).map(|(a, b)| f64::from(*a) * b).sum();
+                    assert!(
+                        (got - exact).abs() < tol,
+                        "{:?} n={n} [{j}, {r}]: {got} vs {exact} (quantized input)",
+                        m.format()
+                    );
+                    let want: f64 = wr.iter().zip(xr).map(|(a, b)| f64::from(a * b)).sum();
+                    let bound: f64 = (0..cols / block)
+                        .map(|b| {
+                            let d = f64::from(xq.d[j * cols / block + b]);
+                            let sw: f64 = wr[b * block..(b + 1) * block]
+                                .iter()
+                                .map(|v| f64::from(v.abs()))
+                                .sum();
+                            d / 2.0 * sw
+                        })
+                        .sum();
+                    assert!(
+                        (got - want).abs() <= bound + tol,
+                        "{:?} n={n} [{j}, {r}]: {got} vs {want}, bound {bound}",
+                        m.format()
+                    );
+                    let s = f64::from(scalar[j]);
+                    assert!(
+                        (s - got).abs() < tol,
+                        "{:?} n={n} [{j}, {r}]: portable {s} vs {got}",
+                        m.format()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Checks the `f32`-input `m.matmul` against `x·Wᵀ` in `f64` (`w`: the dequantized
+    /// weights) and the portable kernel against the dispatched one.
+    fn check_matmul_f32(m: &QuantizedMatrix, w: &[f32], rng: &mut ChaCha8Rng) {
+        let m = &m.clone().with_quantized_inputs(false);
+        let (rows, cols) = (m.rows(), m.cols());
+        for n in [1, 2, 3, 5] {
+            let x: Vec<f32> = (0..n * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let y = m.matmul(&x, n);
+            let mut scalar = vec![0.0f32; n];
+            for r in 0..rows {
+                m.row_dot_f32_scalar(r, &x, &mut scalar);
+                for j in 0..n {
+                    let prods =
+                        (0..cols).map(|k| f64::from(w[r * cols + k]) * f64::from(x[j * cols + k]));
+                    let want: f64 = prods.clone().sum();
+                    let mag: f64 = prods.map(f64::abs).sum();
+                    let got = f64::from(y[j * rows + r]);
+                    let tol = 1e-5 * (1.0 + mag);
+                    assert!(
+                        (got - want).abs() < tol,
+                        "{:?} n={n} [{j}, {r}]: {got} vs {want}",
+                        m.format()
+                    );
+                    let s = f64::from(scalar[j]);
+                    assert!(
+                        (s - got).abs() < tol,
+                        "{:?} portable {s} vs {got}",
+                        m.format()
+                    );
+                }
+            }
+        }
     }
 
     #[test]
@@ -375,30 +713,72 @@ mod tests {
             let m = QuantizedMatrix::from_gguf_blocks(format, rows, cols, &data).unwrap();
             let w = reference_weights(format, &data);
             assert_eq!(m.dequantize(), w, "{format:?} dequantize");
-            for n in [1, 2, 3, 5] {
-                let x: Vec<f32> = (0..n * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
-                let y = m.matmul(&x, n);
-                for j in 0..n {
-                    for r in 0..rows {
-                        let want: f64 = (0..cols)
-                            .map(|k| f64::from(w[r * cols + k]) * f64::from(x[j * cols + k]))
-                            .sum();
-                        let got = f64::from(y[j * rows + r]);
-                        assert!(
-                            (got - want).abs() < 1e-5 * (1.0 + want.abs()),
-                            "{format:?} n={n} [{j}, {r}]: {got} vs {want}"
-                        );
-                    }
-                }
-                // The portable path agrees with the dispatched one.
-                let mut s = vec![0.0f32; n];
-                m.row_dot_scalar(rows - 1, &x, &mut s);
-                for j in 0..n {
-                    let got = y[j * rows + rows - 1];
-                    assert!((s[j] - got).abs() < 1e-5 * (1.0 + got.abs()));
-                }
+            assert!(!m.quantizes_inputs(), "f32 inputs by default");
+            check_matmul_f32(&m, &w, &mut rng);
+            check_matmul(&m.with_quantized_inputs(true), &w, QUANT_BLOCK, &mut rng);
+        }
+    }
+
+    /// Random k-quant super-blocks: random bytes with realistic `f16` scales.
+    fn random_k_blocks(format: QuantFormat, blocks: usize, rng: &mut ChaCha8Rng) -> Vec<u8> {
+        let bb = format.block_bytes();
+        let mut data: Vec<u8> = (0..blocks * bb).map(|_| rng.random()).collect();
+        for b in data.chunks_exact_mut(bb) {
+            let d = f16::from_f32(rng.random_range(0.0001..0.002)).to_bits();
+            let dmin = f16::from_f32(rng.random_range(0.0..0.002)).to_bits();
+            if format == QuantFormat::Q6_K {
+                b[208..210].copy_from_slice(&d.to_le_bytes());
+            } else {
+                b[0..2].copy_from_slice(&d.to_le_bytes());
+                b[2..4].copy_from_slice(&dmin.to_le_bytes());
             }
         }
+        data
+    }
+
+    #[test]
+    fn k_quant_matmul_matches_dequantized_weights() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        for format in [QuantFormat::Q4_K, QuantFormat::Q5_K, QuantFormat::Q6_K] {
+            let (rows, cols) = (13, 512);
+            let data = random_k_blocks(format, rows * cols / QK_K, &mut rng);
+            let m = QuantizedMatrix::from_gguf_blocks(format, rows, cols, &data).unwrap();
+            let w = m.dequantize();
+            assert!(w.iter().all(|v| v.is_finite()) && w.iter().any(|&v| v != 0.0));
+            assert!(m.quantizes_inputs(), "k-quants default to 8-bit inputs");
+            check_matmul_f32(&m, &w, &mut rng);
+            check_matmul(&m.with_quantized_inputs(true), &w, QK_K, &mut rng);
+        }
+        let err = QuantizedMatrix::from_gguf_blocks(QuantFormat::Q4_K, 1, 576, &[0; 324]);
+        assert!(err.unwrap_err().to_string().contains("256-value blocks"));
+    }
+
+    #[test]
+    fn quantized_input_rounds_to_the_nearest_level() {
+        let x: Vec<f32> = (0..64).map(|i| (i as f32 - 20.0) * 0.37).collect();
+        let q = Q8Input::quantize(&x, 1, 64, 32);
+        for (b, xb) in x.chunks_exact(32).enumerate() {
+            let amax = xb.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+            assert_eq!(q.d[b], amax / 127.0);
+            let mut sum = 0;
+            for (k, &v) in xb.iter().enumerate() {
+                let qv = q.qs[b * 32 + k];
+                assert!((f32::from(qv) * q.d[b] - v).abs() <= q.d[b] / 2.0 * (1.0 + 1e-5));
+                sum += i32::from(qv);
+            }
+            assert_eq!(q.s[b], q.d[b] * sum as f32);
+            let b16: i32 = q.qs[b * 32..b * 32 + 16]
+                .iter()
+                .map(|&v| i32::from(v))
+                .sum();
+            assert_eq!(i32::from(q.bsums[2 * b]), b16);
+        }
+        assert!(
+            Q8Input::quantize(&[0.0; 32], 1, 32, 32)
+                .qs
+                .iter()
+                .all(|&v| v == 0)
+        );
     }
 
     #[test]
@@ -406,14 +786,71 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let (rows, cols) = (1000, 128);
         let data = random_blocks(QuantFormat::Q4_1, rows * cols / 32, &mut rng);
-        let m = QuantizedMatrix::from_gguf_blocks(QuantFormat::Q4_1, rows, cols, &data).unwrap();
+        let m = QuantizedMatrix::from_gguf_blocks(QuantFormat::Q4_1, rows, cols, &data)
+            .unwrap()
+            .with_quantized_inputs(true);
         let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-1.0..1.0)).collect();
         let y = m.matmul(&x, 1);
         let mut one = [0.0f32];
+        let xq = Q8Input::quantize(&x, 1, cols, QUANT_BLOCK);
         for r in [0, 1, 499, 999] {
-            let xsum: Vec<f32> = x.chunks_exact(32).map(|b| b.iter().sum()).collect();
-            m.rows_dot(r, &x, &xsum, 1, &mut one);
+            m.rows_dot(r, &xq, &mut one);
             assert!((one[0] - y[r]).abs() <= 1e-6 * (1.0 + y[r].abs()));
+        }
+    }
+
+    /// Times `f32`-input and 8-bit-input products of SmolLM2-sized matrices, interleaved, beside a
+    /// one-thread dense `f32` product
+    /// (`cargo test -p kiln-nn --release quant_input_timings -- --ignored --nocapture`).
+    #[test]
+    #[ignore = "prints timings"]
+    fn quant_input_timings() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for (format, rows, cols) in [
+            (QuantFormat::Q4_1, 1536, 576),
+            (QuantFormat::Q4_1, 576, 1536),
+            (QuantFormat::Q4_1, 49152, 576),
+            (QuantFormat::Q4_K, 576, 1536),
+            (QuantFormat::Q6_K, 576, 1536),
+        ] {
+            let blocks = rows * cols / format.block_values();
+            let data = if format == QuantFormat::Q4_1 {
+                random_blocks(format, blocks, &mut rng)
+            } else {
+                random_k_blocks(format, blocks, &mut rng)
+            };
+            let m = QuantizedMatrix::from_gguf_blocks(format, rows, cols, &data).unwrap();
+            let dense: Vec<f32> = m.dequantize();
+            let mq = m.clone().with_quantized_inputs(true);
+            let m = m.with_quantized_inputs(false);
+            let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let reps = (200_000_000 / (rows * cols)).max(20);
+            let time = |m: &QuantizedMatrix| {
+                let t = std::time::Instant::now();
+                for _ in 0..reps {
+                    std::hint::black_box(m.matmul(std::hint::black_box(&x), 1));
+                }
+                t.elapsed().as_secs_f64() / reps as f64 * 1e6
+            };
+            let time_dense = || {
+                let t = std::time::Instant::now();
+                for _ in 0..reps {
+                    let y: Vec<f32> = dense
+                        .chunks_exact(cols)
+                        .map(|w| w.iter().zip(&x).map(|(a, b)| a * b).sum())
+                        .collect();
+                    std::hint::black_box(y);
+                }
+                t.elapsed().as_secs_f64() / reps as f64 * 1e6
+            };
+            for round in 0..3 {
+                let (a, b, c) = (time(&m), time(&mq), time_dense());
+                println!(
+                    "{format:?} [{rows}, {cols}] round {round}: f32 inputs {a:.1} us, 8-bit inputs \
+                     {b:.1} us (ratio {:.2}), dense f32 one thread {c:.1} us",
+                    a / b
+                );
+            }
         }
     }
 

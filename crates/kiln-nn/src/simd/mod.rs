@@ -7,7 +7,9 @@
 pub(crate) mod attention;
 pub(crate) mod exp;
 pub(crate) mod gemm;
+pub(crate) mod k_quants_avx2;
 pub(crate) mod quant_avx2;
+pub(crate) mod quant_f32_avx2;
 
 use std::sync::OnceLock;
 

@@ -1,4 +1,6 @@
-//! AVX2 + FMA + F16C kernels: each block is widened to four 8-lane `f32` vectors in registers.
+//! AVX2 + FMA + F16C kernels for the 32-value block formats: integer dot products of each weight
+//! block with the input block quantized to 8 bits (llama.cpp's `ggml_vec_dot_q4_0_q8_0`,
+//! `q4_1_q8_1` and `q8_0_q8_0` formulas).
 //!
 //! The safe functions of [`crate::quant`] call these kernels only after [`available`] confirmed
 //! the CPU features, and the kernels assert the lengths of their slices before reading them.
@@ -6,7 +8,7 @@
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use crate::quant::{QUANT_BLOCK, QuantFormat, QuantizedMatrix};
+use crate::quant::{Q8Input, QUANT_BLOCK, QuantFormat, QuantizedMatrix};
 
 /// Whether this CPU has AVX2, FMA and F16C (checked once).
 pub(crate) fn available() -> bool {
@@ -18,29 +20,32 @@ pub(crate) fn available() -> bool {
     })
 }
 
-/// `out[i·n + j] = W[first + i] · x[j]` for the `out.len() / n` rows from `first`; `xsum`
-/// holds the sum of each 32-value block of each input row (`[n, cols / 32]`).
-pub(crate) fn rows_dot(
-    m: &QuantizedMatrix,
-    first: usize,
-    x: &[f32],
-    xsum: &[f32],
-    n: usize,
-    out: &mut [f32],
-) {
+/// `out[i·n + j] = W[first + i] · x[j]` for the `out.len() / n` rows from `first`, with the
+/// `n` input rows quantized in 32-value blocks in `xq`.
+pub(crate) fn rows_dot(m: &QuantizedMatrix, first: usize, xq: &Q8Input, out: &mut [f32]) {
+    let n = xq.n;
     let nb = m.cols / QUANT_BLOCK;
     let count = out.len() / n;
     let rb = m.row_bytes();
     let data = &m.data[first * rb..(first + count) * rb];
-    assert!(x.len() >= n * m.cols && xsum.len() >= n * nb && out.len() == count * n);
+    assert!(
+        xq.block == QUANT_BLOCK
+            && xq.qs.len() == n * m.cols
+            && xq.d.len() == n * nb
+            && xq.s.len() == n * nb
+            && out.len() == count * n
+    );
     // SAFETY: `available()` confirmed AVX2, FMA and F16C; `data` holds exactly `count · nb`
-    // blocks of the format, `x` holds `n` rows of `cols = nb · 32` values, and every load
-    // below stays inside them.
+    // blocks of the format, `xq` holds `n` rows of `nb` quantized blocks, and every load below
+    // stays inside them.
     unsafe {
         match m.format {
-            QuantFormat::Q4_0 => rows::<0>(data, nb, x, xsum, n, out),
-            QuantFormat::Q4_1 => rows::<1>(data, nb, x, xsum, n, out),
-            QuantFormat::Q8_0 => rows::<2>(data, nb, x, xsum, n, out),
+            QuantFormat::Q4_0 => rows::<0>(data, nb, xq, out),
+            QuantFormat::Q4_1 => rows::<1>(data, nb, xq, out),
+            QuantFormat::Q8_0 => rows::<2>(data, nb, xq, out),
+            QuantFormat::Q4_K | QuantFormat::Q5_K | QuantFormat::Q6_K => {
+                unreachable!("the k-quants have their own kernels")
+            }
         }
     }
 }
@@ -62,147 +67,119 @@ unsafe fn header(p: *const u8) -> __m128 {
     unsafe { _mm_cvtph_ps(_mm_cvtsi32_si128(p.cast::<i32>().read_unaligned())) }
 }
 
-/// The 32 quantized values of a block of format `F` as four vectors of 8 `f32`.
+/// The 32 quantized values of a weight block of format `F` as bytes in value order: unsigned
+/// `0..=15` for Q4_1, signed for Q4_0 (`q - 8`) and Q8_0.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn values<const F: u8>(p: *const u8) -> [__m256; 4] {
+unsafe fn weights<const F: u8>(p: *const u8) -> __m256i {
     // SAFETY: the caller passes a pointer to a whole block.
-    let q32 = unsafe {
+    unsafe {
         if F == 2 {
-            let q = p.add(2);
-            [
-                _mm256_cvtepi8_epi32(_mm_loadl_epi64(q.cast())),
-                _mm256_cvtepi8_epi32(_mm_loadl_epi64(q.add(8).cast())),
-                _mm256_cvtepi8_epi32(_mm_loadl_epi64(q.add(16).cast())),
-                _mm256_cvtepi8_epi32(_mm_loadl_epi64(q.add(24).cast())),
-            ]
+            _mm256_loadu_si256(p.add(2).cast())
         } else {
-            let q = p.add(if F == 1 { 4 } else { 2 });
             // Byte i holds value i (low nibble) and value i + 16 (high nibble).
-            let v0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(q.cast()));
-            let v1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(q.add(8).cast()));
-            let mask = _mm256_set1_epi32(0x0F);
-            [
-                _mm256_and_si256(v0, mask),
-                _mm256_and_si256(v1, mask),
-                _mm256_srli_epi32(v0, 4),
-                _mm256_srli_epi32(v1, 4),
-            ]
+            let q = _mm_loadu_si128(p.add(if F == 1 { 4 } else { 2 }).cast());
+            let both = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
+            let v = _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+            if F == 0 {
+                _mm256_sub_epi8(v, _mm256_set1_epi8(8))
+            } else {
+                v
+            }
         }
+    }
+}
+
+/// `Σ w·y` of the 32 byte pairs, as 8 lanes of partial sums converted to `f32` (exact: each
+/// lane is at most 4 · 128 · 127 in magnitude).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn products<const F: u8>(w: __m256i, y: __m256i) -> __m256 {
+    // `maddubs` multiplies unsigned by signed bytes; signed weights lend their sign to `y`.
+    let p16 = if F == 1 {
+        _mm256_maddubs_epi16(w, y)
+    } else {
+        _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w))
     };
-    q32.map(|v| _mm256_cvtepi32_ps(v))
+    _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)))
 }
 
-/// `Σ_k q[k] · x[k]` lane-wise over the four vectors of a block.
+/// The sum of the 8 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot(q: &[__m256; 4], x: *const f32) -> __m256 {
-    // SAFETY: the caller passes a pointer to 32 values.
-    unsafe {
-        let a = _mm256_mul_ps(q[0], _mm256_loadu_ps(x));
-        let b = _mm256_mul_ps(q[1], _mm256_loadu_ps(x.add(8)));
-        let a = _mm256_fmadd_ps(q[2], _mm256_loadu_ps(x.add(16)), a);
-        let b = _mm256_fmadd_ps(q[3], _mm256_loadu_ps(x.add(24)), b);
-        _mm256_add_ps(a, b)
-    }
-}
-
-/// One block of one row against one input block: `t += d·Σq·x`, `h += [d, m]·Σx`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn step<const F: u8>(
-    p: *const u8,
-    q: &[__m256; 4],
-    x: *const f32,
-    xsum: f32,
-    t: &mut __m256,
-    h: &mut __m128,
-) {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        let dm = header(p);
-        *t = _mm256_fmadd_ps(dot(q, x), _mm256_broadcastss_ps(dm), *t);
-        if F != 2 {
-            *h = _mm_fmadd_ps(dm, _mm_set1_ps(xsum), *h);
-        }
-    }
-}
-
-/// The row's result from its accumulators: `Σ lanes of t` plus the offset term
-/// (`m·Σx` for Q4_1, `-8d·Σx` for Q4_0).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn finish<const F: u8>(t: __m256, h: __m128) -> f32 {
+fn hsum(t: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)));
-    match F {
-        0 => s - 8.0 * _mm_cvtss_f32(h),
-        1 => s + _mm_cvtss_f32(_mm_shuffle_ps(h, h, 1)),
-        _ => s,
-    }
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
 }
 
-/// `d·Σ q·x + m·Σ x` per block: the scale multiplies one partial sum instead of every weight.
+/// Input rows handled together, sharing each unpacked weight block.
+const GROUP: usize = 4;
+
+/// `Σ_blocks d_w·d_x·Σ q_w·q_x (+ m_w·s_x)` for each weight row and input row.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows<const F: u8>(
-    data: &[u8],
-    nb: usize,
-    x: &[f32],
-    xsum: &[f32],
-    n: usize,
-    out: &mut [f32],
-) {
+unsafe fn rows<const F: u8>(data: &[u8], nb: usize, xq: &Q8Input, out: &mut [f32]) {
+    let n = xq.n;
     let count = out.len() / n;
     let bb = block_bytes(F);
     let dp = data.as_ptr();
-    let cols = nb * QUANT_BLOCK;
-    let xp = x.as_ptr();
+    let qp = xq.qs.as_ptr();
     let mut r = 0;
     // One input row: two weight rows at a time share each load of `x`.
     while n == 1 && r + 2 <= count {
-        let (p0, p1) = (r * nb * bb, (r + 1) * nb * bb);
         let (mut t0, mut t1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let (mut h0, mut h1) = (_mm_setzero_ps(), _mm_setzero_ps());
-        for (b, &xs) in xsum[..nb].iter().enumerate() {
-            // SAFETY: blocks `b` of rows `r` and `r + 1` exist; `x` has `cols` values.
+        let (mut m0, mut m1) = (0.0f32, 0.0f32);
+        for b in 0..nb {
+            // SAFETY: blocks `b` of rows `r` and `r + 1` exist; `xq` has `nb` blocks.
             unsafe {
-                let (a0, a1) = (dp.add(p0 + b * bb), dp.add(p1 + b * bb));
-                let xb = xp.add(b * QUANT_BLOCK);
-                step::<F>(a0, &values::<F>(a0), xb, xs, &mut t0, &mut h0);
-                step::<F>(a1, &values::<F>(a1), xb, xs, &mut t1, &mut h1);
+                let a0 = dp.add((r * nb + b) * bb);
+                let a1 = dp.add(((r + 1) * nb + b) * bb);
+                let y = _mm256_loadu_si256(qp.add(b * QUANT_BLOCK).cast());
+                let (dx, sx) = (*xq.d.get_unchecked(b), *xq.s.get_unchecked(b));
+                let (h0, h1) = (header(a0), header(a1));
+                let p0 = products::<F>(weights::<F>(a0), y);
+                let p1 = products::<F>(weights::<F>(a1), y);
+                t0 = _mm256_fmadd_ps(_mm256_set1_ps(_mm_cvtss_f32(h0) * dx), p0, t0);
+                t1 = _mm256_fmadd_ps(_mm256_set1_ps(_mm_cvtss_f32(h1) * dx), p1, t1);
+                if F == 1 {
+                    m0 += _mm_cvtss_f32(_mm_movehdup_ps(h0)) * sx;
+                    m1 += _mm_cvtss_f32(_mm_movehdup_ps(h1)) * sx;
+                }
             }
         }
-        out[r] = finish::<F>(t0, h0);
-        out[r + 1] = finish::<F>(t1, h1);
+        out[r] = hsum(t0) + m0;
+        out[r + 1] = hsum(t1) + m1;
         r += 2;
     }
-    // Otherwise one weight row at a time, two input rows sharing each decoded block.
+    // Otherwise one weight row at a time against up to GROUP input rows.
     while r < count {
-        let p0 = r * nb * bb;
         let mut j = 0;
         while j < n {
-            let two = j + 1 < n;
-            let (mut t0, mut t1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-            let (mut h0, mut h1) = (_mm_setzero_ps(), _mm_setzero_ps());
+            let g = (n - j).min(GROUP);
+            let mut t = [_mm256_setzero_ps(); GROUP];
+            let mut m = [0.0f32; GROUP];
             for b in 0..nb {
-                // SAFETY: block `b` of row `r` exists; `x` has `n` rows of `cols` values.
+                // SAFETY: block `b` of row `r` exists; input rows `j..j + g` exist.
                 unsafe {
-                    let a = dp.add(p0 + b * bb);
-                    let q = values::<F>(a);
-                    let x0 = xp.add(j * cols + b * QUANT_BLOCK);
-                    step::<F>(a, &q, x0, xsum[j * nb + b], &mut t0, &mut h0);
-                    if two {
-                        let x1 = xp.add((j + 1) * cols + b * QUANT_BLOCK);
-                        step::<F>(a, &q, x1, xsum[(j + 1) * nb + b], &mut t1, &mut h1);
+                    let a = dp.add((r * nb + b) * bb);
+                    let h = header(a);
+                    let (dw, mw) = (_mm_cvtss_f32(h), _mm_cvtss_f32(_mm_movehdup_ps(h)));
+                    let w = weights::<F>(a);
+                    for (i, (ti, mi)) in t.iter_mut().zip(&mut m).take(g).enumerate() {
+                        let k = (j + i) * nb + b;
+                        let y = _mm256_loadu_si256(qp.add(k * QUANT_BLOCK).cast());
+                        let p = products::<F>(w, y);
+                        *ti = _mm256_fmadd_ps(_mm256_set1_ps(dw * *xq.d.get_unchecked(k)), p, *ti);
+                        if F == 1 {
+                            *mi += mw * *xq.s.get_unchecked(k);
+                        }
                     }
                 }
             }
-            out[r * n + j] = finish::<F>(t0, h0);
-            if two {
-                out[r * n + j + 1] = finish::<F>(t1, h1);
+            for i in 0..g {
+                out[r * n + j + i] = hsum(t[i]) + m[i];
             }
-            j += 2;
+            j += g;
         }
         r += 1;
     }
