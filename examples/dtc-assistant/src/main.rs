@@ -9,7 +9,7 @@
 //!    general text before and after (forgetting).
 //!
 //! ```text
-//! cargo run --release -p kiln-example-dtc-assistant            # about 10 minutes on 2 cores
+//! cargo run --release -p kiln-example-dtc-assistant            # about 6 minutes on 2 cores
 //! cargo run --release -p kiln-example-dtc-assistant -- --full  # every code: hours on a CPU
 //! ```
 

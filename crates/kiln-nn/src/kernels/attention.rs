@@ -1,9 +1,9 @@
 //! Fused causal attention with grouped-query heads, computed blockwise on the CPU
-//! (FlashAttention-2 style). The forward pass computes, per chunk of [`CHUNK`] queries, one
+//! (FlashAttention-2 style). The forward pass computes, per chunk of `CHUNK` (16) queries, one
 //! strip of scores `[CHUNK, keys]` over the keys the chunk may attend (from the start of its
 //! earliest query's segment to its last query), takes the softmax row by row and multiplies
 //! by the values; it saves the log-sum-exp of each query. The backward pass recomputes the
-//! probabilities per block of [`BLOCK`] keys, transposed (`[keys, queries]`, over the queries
+//! probabilities per block of `BLOCK` (64) keys, transposed (`[keys, queries]`, over the queries
 //! from the block's first key to the end of its last key's segment), from the saved
 //! log-sum-exp. No `[seq, seq]` matrix is stored: the largest buffer is `[BLOCK, seq]`.
 

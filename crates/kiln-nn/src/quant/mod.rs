@@ -288,7 +288,7 @@ impl QuantizedMatrix {
     /// `f32` sums.
     /// With [`with_quantized_inputs`](Self::with_quantized_inputs), each input row is first
     /// quantized to 8 bits per block of the weight's block size, like llama.cpp does
-    /// ([`Q8Input`]: a scale `d = max|x| / 127` per block), once for all weight rows; each block
+    /// (`Q8Input`: a scale `d = max|x| / 127` per block), once for all weight rows; each block
     /// product is then an integer dot product of the weight's and the input's quantized values,
     /// scaled by both scales (`d_w·d_x·Σ q_w·q_x`, minus `dmin·d_x·Σ m·Σq_x` for the k-quants,
     /// plus `m·d_x·Σ q_x` for Q4_1). Rounding each input value to the nearest of 255 levels
