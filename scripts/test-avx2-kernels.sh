@@ -3,9 +3,11 @@
 # AVX-512 (where the default build picks the AVX-512 kernels at run time).
 #
 # The gemm crate has no run-time switch between its kernels: the AVX-512 ones exist only when
-# Burn's `x86-v4` feature is on (the workspace turns it on). This script copies the working tree
-# (tracked and untracked, not ignored files) under target/avx2-tree, drops `x86-v4` from the
-# copy's workspace manifest and runs the test command there, with its own target directory.
+# the `x86-v4` feature is on (the workspace turns it on, for Burn and for kiln-nn's direct `gemm`
+# dependency). This script copies the working tree (tracked and untracked, not ignored files)
+# under target/avx2-tree, drops `x86-v4` from the copy's workspace manifest and runs the test
+# command there, with its own target directory. kiln's own exp and attention kernels pick their
+# instruction set at run time; their unit tests force each one.
 # Extra arguments go to `cargo test` (for example `-p kiln-train` or `--no-fail-fast`).
 #
 #   ./scripts/fetch-assets.sh && ./scripts/test-avx2-kernels.sh
@@ -17,6 +19,7 @@ mkdir -p "$tree"
 (cd "$root" && git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t "$tree")
 [ -d "$root/assets" ] && ln -s "$root/assets" "$tree/assets"
 sed -i 's/features = \["std", "x86-v4"\]/features = ["std"]/' "$tree/Cargo.toml"
+sed -i 's/features = \["std", "rayon", "x86-v4"\]/features = ["std", "rayon"]/' "$tree/Cargo.toml"
 if grep -v '^\s*#' "$tree/Cargo.toml" | grep -q '"x86-v4"'; then
   echo "test-avx2-kernels: could not remove x86-v4 from $tree/Cargo.toml" >&2
   exit 1
