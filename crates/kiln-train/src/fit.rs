@@ -626,6 +626,8 @@ where
             }
             write_json(&dir.join(files::SUMMARY), &summary)?;
         }
+        // The fused step's buffers are reused across steps; the run is over, so free them.
+        kiln_nn::kernels::pool::clear();
         Ok(FitOutput { model, summary })
     }
 }
