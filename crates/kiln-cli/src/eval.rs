@@ -5,12 +5,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use kiln::data::{PrepareOptions, PromptStyle, RecordFormat};
-use kiln::models::load_pretrained;
+use kiln::models::{CachedCausalLm, load_pretrained};
 use kiln::prelude::*;
 use kiln::recipe::{answer_config, eval_cases, general_text};
 use kiln::train::harness::{compare_models, generate_answers, score_answers};
 
-use crate::util::DeviceArg;
+use crate::util::{DeviceArg, Truncate, truncate_prompts};
 
 /// Arguments of `kiln eval`.
 #[derive(Debug, clap::Args)]
@@ -45,6 +45,10 @@ pub struct EvalArgs {
     /// Folder for `report.md` and `report.json`.
     #[arg(long, default_value = "runs/eval")]
     pub out: PathBuf,
+    /// Cut a prompt that with --max-new-tokens would overrun the model's context: `left` keeps
+    /// its last tokens. Without it such a prompt is an error that names both numbers.
+    #[arg(long, value_enum)]
+    pub truncate: Option<Truncate>,
 }
 
 /// Runs `kiln eval`.
@@ -61,7 +65,7 @@ pub fn run(device: &DeviceArg, args: &EvalArgs) -> Result<()> {
         style,
         ..PrepareOptions::new(RecordFormat::prompt_completion())
     };
-    let cases = eval_cases(&args.data, tok, &options, args.limit)?;
+    let mut cases = eval_cases(&args.data, tok, &options, args.limit)?;
     let general = match &args.general {
         Some(path) => Some(general_text(
             tok,
@@ -83,6 +87,15 @@ pub fn run(device: &DeviceArg, args: &EvalArgs) -> Result<()> {
             let base = p.model.clone();
             let (tuned, adapter) = load_adapter(p.model, dir, &device)
                 .with_context(|| format!("loading the adapter {}", dir.display()))?;
+            if let Some(how) = args.truncate {
+                // The smaller context of the two (virtual tokens of an adapter take room).
+                let context = match (base.max_context(), tuned.max_context()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                let prompts = cases.iter_mut().map(|c| &mut c.prompt);
+                truncate_prompts(how, context, args.max_new_tokens, prompts)?;
+            }
             eprintln!("adapter: {} from {}", adapter.peft_type(), dir.display());
             let report =
                 compare_models(&base, &tuned, &cases, general.as_deref(), &config, &decode)?;
@@ -91,6 +104,10 @@ pub fn run(device: &DeviceArg, args: &EvalArgs) -> Result<()> {
             eprintln!("report: {}", md.display());
         }
         None => {
+            if let Some(how) = args.truncate {
+                let prompts = cases.iter_mut().map(|c| &mut c.prompt);
+                truncate_prompts(how, p.model.max_context(), args.max_new_tokens, prompts)?;
+            }
             let (answers, lengths) = generate_answers(&p.model, &cases, &config, &decode)?;
             let references: Vec<String> = cases.iter().map(|c| c.reference.clone()).collect();
             let mut scores = score_answers(&answers, &references, config.rouge_stemmer)?;

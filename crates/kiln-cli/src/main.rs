@@ -21,7 +21,7 @@ mod score;
 mod train;
 mod util;
 
-use util::DeviceArg;
+use util::{DeviceArg, Truncate, truncate_prompts};
 
 /// Customize small language models to a domain.
 #[derive(Debug, Parser)]
@@ -142,13 +142,6 @@ struct GenerateArgs {
     truncate: Option<Truncate>,
 }
 
-/// Which end of a too-long prompt to cut.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Truncate {
-    /// Drop the first tokens, keep the end of the prompt.
-    Left,
-}
-
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -235,26 +228,13 @@ fn run_generate(device: &DeviceArg, args: &GenerateArgs) -> Result<()> {
         }
         batch.push(ids);
     }
-    if let (Some(Truncate::Left), Some(context)) = (args.truncate, model.max_context()) {
-        let keep = context.saturating_sub(args.max_new_tokens);
-        if keep == 0 {
-            bail!(
-                "--max-new-tokens {} leaves no room for a prompt in the model's context of \
-                 {context} tokens",
-                args.max_new_tokens
-            );
-        }
-        for (i, ids) in batch.iter_mut().enumerate() {
-            if ids.len() > keep {
-                eprintln!(
-                    "prompt {i}: kept its last {keep} of {} tokens (--truncate left, context \
-                     {context}, --max-new-tokens {})",
-                    ids.len(),
-                    args.max_new_tokens
-                );
-                ids.drain(..ids.len() - keep);
-            }
-        }
+    if let Some(how) = args.truncate {
+        truncate_prompts(
+            how,
+            model.max_context(),
+            args.max_new_tokens,
+            batch.iter_mut(),
+        )?;
     }
     let eos: Vec<u32> = p.tokenizer.eos_token_id().into_iter().collect();
     let pad = p.tokenizer.padding_id();

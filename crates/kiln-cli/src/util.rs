@@ -124,3 +124,47 @@ mod tests {
         assert!(format!("{:#}", d.open().unwrap_err()).contains("unknown device"));
     }
 }
+
+/// Which end of a too-long prompt to cut (`--truncate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Truncate {
+    /// Drop the first tokens, keep the end of the prompt.
+    Left,
+}
+
+/// Cuts every prompt that with `max_new_tokens` would overrun `context`, saying so on stderr.
+///
+/// # Errors
+/// When `max_new_tokens` alone fills the context.
+pub fn truncate_prompts<'a>(
+    how: Truncate,
+    context: Option<usize>,
+    max_new_tokens: usize,
+    prompts: impl Iterator<Item = &'a mut Vec<u32>>,
+) -> anyhow::Result<()> {
+    let Some(context) = context else {
+        return Ok(());
+    };
+    let keep = context.saturating_sub(max_new_tokens);
+    if keep == 0 {
+        anyhow::bail!(
+            "--max-new-tokens {max_new_tokens} leaves no room for a prompt in the model's \
+             context of {context} tokens"
+        );
+    }
+    match how {
+        Truncate::Left => {
+            for (i, ids) in prompts.enumerate() {
+                if ids.len() > keep {
+                    eprintln!(
+                        "prompt {i}: kept its last {keep} of {} tokens (--truncate left, \
+                         context {context}, --max-new-tokens {max_new_tokens})",
+                        ids.len()
+                    );
+                    ids.drain(..ids.len() - keep);
+                }
+            }
+        }
+    }
+    Ok(())
+}

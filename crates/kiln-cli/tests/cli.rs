@@ -555,6 +555,33 @@ fn context_guard_and_left_truncation() {
         dir,
     );
     assert!(err.contains("leaves no room"), "{err}");
+
+    // `kiln eval` guards and truncates the same way.
+    let record = serde_json::json!({ "prompt": prompt, "completion": "code" });
+    std::fs::write(dir.join("long.jsonl"), format!("{record}\n")).unwrap();
+    let args = [
+        "eval",
+        "--model",
+        "tiny-model",
+        "--data",
+        "long.jsonl",
+        "--style",
+        "raw",
+        "--max-new-tokens",
+        "8",
+        "--out",
+        "eval-out",
+    ];
+    let err = fails(&args, dir);
+    assert!(
+        err.contains("max_new_tokens is 8") && err.contains("context of 128"),
+        "{err}"
+    );
+    let out = kiln(&[&args[..], &["--truncate", "left"]].concat(), dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("kept its last 120 of"), "{stderr}");
+    assert!(dir.join("eval-out/report.md").exists());
 }
 
 /// `kiln bench methods --quick` on the tiny model: every method trains in its own process and
