@@ -29,16 +29,15 @@ impl LossInput {
     /// [`TrainError::NoLabels`] when no position carries a label.
     pub fn from_batch(batch: &TokenBatch, device: &Device) -> Result<Self> {
         let (b, t) = (batch.batch_size(), batch.seq_len());
-        let mut positions = Vec::new();
-        let mut targets = Vec::new();
-        for (row, labels) in batch.labels.iter().enumerate() {
-            for (i, &label) in labels.iter().enumerate().skip(1) {
-                if label >= 0 {
-                    positions.push((row * t + i - 1) as i64);
-                    targets.push(label);
-                }
-            }
-        }
+        // The host form holds each position's next-token label (negative: none).
+        let host = host_batch(batch);
+        let (positions, targets): (Vec<i64>, Vec<i64>) = host
+            .targets
+            .iter()
+            .enumerate()
+            .filter(|(_, label)| **label >= 0)
+            .map(|(i, &label)| (i as i64, label))
+            .unzip();
         if positions.is_empty() {
             return Err(TrainError::NoLabels);
         }

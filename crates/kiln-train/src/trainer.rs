@@ -258,7 +258,7 @@ impl Trainer {
     where
         M: CausalLm + Module,
     {
-        let mut inputs = Vec::with_capacity(micro.len());
+        // Each micro-batch's host form: its labelled-token count, and the fused step's input.
         let mut hosts = Vec::with_capacity(micro.len());
         let mut input_tokens = 0usize;
         let mut slots = 0usize;
@@ -270,38 +270,36 @@ impl Trainer {
                 .filter(|&&m| m != 0)
                 .count();
             slots += batch.batch_size() * batch.seq_len();
-            match LossInput::from_batch(batch, &self.device) {
-                Ok(input) => {
-                    inputs.push(input);
-                    hosts.push(batch);
-                }
-                Err(TrainError::NoLabels) => {}
-                Err(e) => return Err(e),
+            let host = host_batch(batch);
+            if host.num_targets() > 0 {
+                hosts.push((batch, host));
             }
         }
-        let total: usize = inputs.iter().map(|i| i.num_targets).sum();
+        let total: usize = hosts.iter().map(|(_, h)| h.num_targets()).sum();
         if total == 0 {
             return Err(TrainError::NoLabels);
         }
         let mut accum = GradientsAccumulator::<M>::new();
         let mut loss_sum = 0.0f64;
-        for (input, batch) in inputs.iter().zip(hosts) {
+        for (batch, host) in &hosts {
+            let step = FusedStep {
+                scale: 1.0 / total as f32,
+                recompute: self.gradient_checkpointing,
+            };
             let fused = self
                 .fused
-                .then(|| {
-                    let step = FusedStep {
-                        scale: 1.0 / total as f32,
-                        recompute: self.gradient_checkpointing,
-                    };
-                    model.fused_loss_grads(&host_batch(batch), step)
-                })
+                .then(|| model.fused_loss_grads(host, step))
                 .flatten();
             let value = match fused {
                 Some((value, grads)) => {
                     accum.accumulate(&model, grads);
                     value
                 }
-                None => backward_in_chunks(&model, input, total as f32, &mut accum),
+                // The Burn graph: the batch's tensors are uploaded only on this path.
+                None => {
+                    let input = LossInput::from_batch(batch, &self.device)?;
+                    backward_in_chunks(&model, &input, total as f32, &mut accum)
+                }
             };
             if !value.is_finite() {
                 return Err(TrainError::NonFiniteLoss {
@@ -325,7 +323,7 @@ impl Trainer {
                 loss_tokens: total,
                 input_tokens,
                 padding_tokens: slots - input_tokens,
-                micro_batches: inputs.len(),
+                micro_batches: hosts.len(),
             },
         ))
     }
