@@ -343,7 +343,7 @@ impl HostModel {
         let frozen = |p: &burn::module::Param<Tensor<1>>| !p.val().is_require_grad();
         if m.model.embed_tokens.weight.val().is_require_grad()
             || !frozen(&m.model.norm.weight)
-            || m.layers_iter().any(|l| {
+            || m.model.layers.iter().any(|l| {
                 !frozen(&l.input_layernorm.weight) || !frozen(&l.post_attention_layernorm.weight)
             })
         {
@@ -695,10 +695,6 @@ impl Saved {
 }
 
 impl LlamaForCausalLM {
-    fn layers_iter(&self) -> impl Iterator<Item = &crate::llama::LlamaDecoderLayer> {
-        self.model.layers.iter()
-    }
-
     /// The fused CPU training step (see the module docs); `None` where it does not apply.
     pub(crate) fn fused_step(
         &self,
