@@ -261,6 +261,10 @@ impl CachedCausalLm for AnyCausalLm {
         delegate!(self, m => m.max_context())
     }
 
+    fn host_decoder(&self, capacity: &[usize]) -> Option<Box<dyn crate::HostDecoder + '_>> {
+        delegate!(self, m => m.host_decoder(capacity))
+    }
+
     fn forward_cached(
         &self,
         input_ids: Tensor<2, Int>,

@@ -169,6 +169,16 @@ pub trait CachedCausalLm: CausalLm + Sync {
         None
     }
 
+    /// A decoder over host buffers for `capacity.len()` sequences of up to `capacity[i]`
+    /// positions each (prompt and continuation), or `None` when the model has none for its
+    /// configuration or device. [`generate`](crate::generate()) prefers it to
+    /// [`forward_cached`](Self::forward_cached); both compute the same logits up to float
+    /// rounding.
+    fn host_decoder(&self, capacity: &[usize]) -> Option<Box<dyn HostDecoder + '_>> {
+        let _ = capacity;
+        None
+    }
+
     /// Runs `input_ids [batch, new]` after everything already in `cache`, appending to it.
     /// `attention_mask [batch, past + new]` covers all positions (1 = real, 0 = padding).
     /// Returns the final hidden states of the new positions, `[batch, new, hidden]`.
@@ -178,6 +188,18 @@ pub trait CachedCausalLm: CausalLm + Sync {
         attention_mask: Tensor<2, Int>,
         cache: &mut Self::Cache,
     ) -> Tensor<3>;
+}
+
+/// Incremental decoding over host buffers, with a key/value cache per sequence (see
+/// [`CachedCausalLm::host_decoder`]). Sequences need no padding: each keeps its own length.
+pub trait HostDecoder: Send {
+    /// Runs `tokens[i]` after everything sequence `i` has seen so far (nothing for an empty
+    /// list) and returns the logits of the last new token of each sequence given tokens, in
+    /// sequence order.
+    ///
+    /// # Shapes
+    /// - `tokens`: one list per sequence; output: `[sequences with tokens, vocab]`
+    fn step(&mut self, tokens: &[&[u32]]) -> Vec<f32>;
 }
 
 /// Logits through an output head tied to the `[vocab, hidden]` embedding table `table`.

@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::{CachedCausalLm, ModelError, Result};
+use crate::{CachedCausalLm, HostDecoder, ModelError, Result};
 
 /// Turns generated token ids into text (for stop strings).
 pub type Decoder<'a> = dyn Fn(&[u32]) -> String + 'a;
@@ -218,42 +218,31 @@ pub fn generate<M: CachedCausalLm>(
         return Ok(Vec::new());
     }
     check_context(model.max_context(), prompts, config.max_new_tokens)?;
-    let device = model_device(model);
     let b = prompts.len();
-    let t = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    let mut ids = Vec::with_capacity(b * t);
-    let mut mask: Vec<Vec<i64>> = Vec::with_capacity(b);
-    for p in prompts {
-        let pad = t - p.len();
-        ids.extend(std::iter::repeat_n(i64::from(pad_id), pad));
-        ids.extend(p.iter().map(|&x| i64::from(x)));
-        let mut m = vec![0i64; pad];
-        m.resize(t, 1);
-        mask.push(m);
-    }
+    let capacity: Vec<usize> = prompts
+        .iter()
+        .map(|p| p.len() + config.max_new_tokens)
+        .collect();
+    // The model's own decoder over host buffers when it has one, else the tensor graph.
+    let mut engine = match model.host_decoder(&capacity) {
+        Some(dec) => Engine::Host {
+            dec,
+            feed: prompts.to_vec(),
+        },
+        None => Engine::graph(model, prompts, pad_id),
+    };
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-    let mut cache = model.new_cache();
     let mut out: Vec<Vec<u32>> = vec![Vec::new(); b];
     let mut done: Vec<Option<FinishReason>> = vec![None; b];
     let mut seen: Vec<Vec<u32>> = prompts.to_vec();
-    let mut input = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, t]), &device);
     for _step in 0..config.max_new_tokens {
-        let s = mask[0].len();
-        let flat: Vec<i64> = mask.iter().flatten().copied().collect();
-        let mask_t = Tensor::<2, Int>::from_data(TensorData::new(flat, [b, s]), &device);
         // One step runs as a task of the rayon pool: the CPU kernels it calls then split their
         // work with cheap joins instead of handing each operation over from this thread.
-        let logits: Vec<f32> = rayon::scope(|_| {
-            let hidden = model.forward_cached(input, mask_t, &mut cache);
-            let [_, n, d] = hidden.dims();
-            let last = hidden.narrow(1, n - 1, 1).reshape([b, d]);
-            model.logits(last).into_data().iter::<f32>().collect()
-        });
-        let vocab = logits.len() / b;
+        let (logits, vocab) = rayon::scope(|_| engine.logits(model, b));
         let mut next = Vec::with_capacity(b);
         for row in 0..b {
             if done[row].is_some() {
-                next.push(pad_id);
+                next.push(None);
                 continue;
             }
             let mut l = logits[row * vocab..(row + 1) * vocab].to_vec();
@@ -275,16 +264,12 @@ pub fn generate<M: CachedCausalLm>(
                     done[row] = Some(FinishReason::StopString);
                 }
             }
-            next.push(tok);
+            next.push(done[row].is_none().then_some(tok));
         }
         if done.iter().all(Option::is_some) {
             break;
         }
-        for m in &mut mask {
-            m.push(1);
-        }
-        let flat: Vec<i64> = next.iter().map(|&x| i64::from(x)).collect();
-        input = Tensor::from_data(TensorData::new(flat, [b, 1]), &device);
+        engine.advance(&next, pad_id);
     }
     Ok(out
         .into_iter()
@@ -296,8 +281,98 @@ pub fn generate<M: CachedCausalLm>(
         .collect())
 }
 
-fn model_device<M: CachedCausalLm>(model: &M) -> burn::tensor::Device {
-    model.device()
+/// Where the logits of each step come from.
+enum Engine<'m, C> {
+    /// The model's decoder over host buffers; `feed[i]`: the tokens sequence `i` runs next
+    /// (empty once it is done).
+    Host {
+        dec: Box<dyn HostDecoder + 'm>,
+        feed: Vec<Vec<u32>>,
+    },
+    /// The tensor graph with a padded batch: `input [b, new]`, the attention mask of every
+    /// position so far, and the model's cache.
+    Graph {
+        input: Tensor<2, Int>,
+        mask: Vec<Vec<i64>>,
+        cache: C,
+    },
+}
+
+impl<'m, C: Send> Engine<'m, C> {
+    /// The graph engine for `prompts`, left-padded with `pad_id` to one length.
+    fn graph<M: CachedCausalLm<Cache = C>>(model: &M, prompts: &[Vec<u32>], pad_id: u32) -> Self {
+        let b = prompts.len();
+        let t = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(b * t);
+        let mut mask: Vec<Vec<i64>> = Vec::with_capacity(b);
+        for p in prompts {
+            let pad = t - p.len();
+            ids.extend(std::iter::repeat_n(i64::from(pad_id), pad));
+            ids.extend(p.iter().map(|&x| i64::from(x)));
+            let mut m = vec![0i64; pad];
+            m.resize(t, 1);
+            mask.push(m);
+        }
+        Self::Graph {
+            input: Tensor::from_data(TensorData::new(ids, [b, t]), &model.device()),
+            mask,
+            cache: model.new_cache(),
+        }
+    }
+
+    /// The logits of the last position of each of the `b` sequences, `[b, vocab]` (rows of
+    /// finished sequences are unspecified), and `vocab`.
+    fn logits<M: CachedCausalLm<Cache = C>>(&mut self, model: &M, b: usize) -> (Vec<f32>, usize) {
+        match self {
+            Self::Host { dec, feed } => {
+                let refs: Vec<&[u32]> = feed.iter().map(Vec::as_slice).collect();
+                let got = dec.step(&refs);
+                let active = feed.iter().filter(|f| !f.is_empty()).count().max(1);
+                let vocab = got.len() / active;
+                let mut all = vec![0.0f32; b * vocab];
+                let rows = feed.iter().enumerate().filter(|(_, f)| !f.is_empty());
+                for ((row, _), l) in rows.zip(got.chunks_exact(vocab)) {
+                    all[row * vocab..(row + 1) * vocab].copy_from_slice(l);
+                }
+                (all, vocab)
+            }
+            Self::Graph { input, mask, cache } => {
+                let device = model.device();
+                let s = mask[0].len();
+                let flat: Vec<i64> = mask.iter().flatten().copied().collect();
+                let mask_t = Tensor::<2, Int>::from_data(TensorData::new(flat, [b, s]), &device);
+                let hidden = model.forward_cached(input.clone(), mask_t, cache);
+                let [_, n, d] = hidden.dims();
+                let last = hidden.narrow(1, n - 1, 1).reshape([b, d]);
+                let logits: Vec<f32> = model.logits(last).into_data().iter::<f32>().collect();
+                let vocab = logits.len() / b;
+                (logits, vocab)
+            }
+        }
+    }
+
+    /// Feeds each sequence its new token (`None` once it is done).
+    fn advance(&mut self, next: &[Option<u32>], pad_id: u32) {
+        match self {
+            Self::Host { feed, .. } => {
+                for (f, t) in feed.iter_mut().zip(next) {
+                    f.clear();
+                    f.extend(t);
+                }
+            }
+            Self::Graph { input, mask, .. } => {
+                for m in mask.iter_mut() {
+                    m.push(1);
+                }
+                let flat: Vec<i64> = next
+                    .iter()
+                    .map(|t| i64::from(t.unwrap_or(pad_id)))
+                    .collect();
+                let device = input.device();
+                *input = Tensor::from_data(TensorData::new(flat, [next.len(), 1]), &device);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -42,6 +42,7 @@ pub mod gpt2;
 pub mod layers;
 pub mod llama;
 mod llama_config;
+mod llama_decode;
 mod llama_fused;
 mod mask;
 mod prompt;
@@ -55,7 +56,7 @@ pub use auto::{
 pub use bert::{
     BertConfig, BertForSequenceClassification, BertModel, load_bert, load_bert_classifier,
 };
-pub use causal_lm::{CachedCausalLm, CausalLm, FusedStep, HostBatch, LmInput};
+pub use causal_lm::{CachedCausalLm, CausalLm, FusedStep, HostBatch, HostDecoder, LmInput};
 pub use checkpoint::Checkpoint;
 pub use error::{ModelError, Result};
 pub use export::{save_pretrained, save_tokenizer};

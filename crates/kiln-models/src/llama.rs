@@ -565,6 +565,11 @@ impl CachedCausalLm for LlamaForCausalLM {
         Some(self.model.max_position_embeddings.saturating_sub(n))
     }
 
+    fn host_decoder(&self, capacity: &[usize]) -> Option<Box<dyn crate::HostDecoder + '_>> {
+        crate::llama_decode::LlamaDecoder::of(self, capacity)
+            .map(|d| Box::new(d) as Box<dyn crate::HostDecoder>)
+    }
+
     fn forward_cached(
         &self,
         input_ids: Tensor<2, Int>,

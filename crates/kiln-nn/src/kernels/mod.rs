@@ -1,12 +1,15 @@
-//! Fused CPU kernels over host `f32` buffers: the hot paths of training on the CPU device.
+//! Fused CPU kernels over host `f32` buffers: the hot paths of training and inference on the
+//! CPU device.
 //!
-//! Each kernel has a forward and a backward pass and works on row-major slices, so a model can
-//! run its whole training step without building a tensor graph (see `kiln_models`' fused Llama
-//! step). Rows are split over the rayon pool; matrix products call the `gemm` crate. The Burn
+//! Each training kernel has a forward and a backward pass and works on row-major slices, so a
+//! model can run its whole training step without building a tensor graph (see `kiln_models`'
+//! fused Llama step); `decode.rs` holds what inference adds (attention against a key/value
+//! cache). Rows are split over the rayon pool; matrix products call the `gemm` crate. The Burn
 //! composition of the same functions stays the path on every other device, and the tests check
 //! these kernels against it, values and gradients.
 
 pub mod attention;
+pub mod decode;
 pub mod exp;
 pub mod host;
 pub mod loss;
@@ -17,6 +20,7 @@ pub mod rope;
 pub mod swiglu;
 
 pub use attention::{AttentionDims, attention_backward, attention_forward};
+pub use decode::{attend_cached, rms_norm_rows};
 pub use exp::exp_inplace;
 pub use host::HostValues;
 pub use loss::cross_entropy_grad_inplace;

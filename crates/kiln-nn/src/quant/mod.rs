@@ -299,35 +299,51 @@ impl QuantizedMatrix {
     /// # Panics
     /// When `x.len() != n · cols`.
     pub fn matmul(&self, x: &[f32], n: usize) -> Vec<f32> {
+        let mut out = vec![0.0f32; n * self.rows];
+        self.matmul_into(x, n, &mut out);
+        out
+    }
+
+    /// [`matmul`](Self::matmul) into `out` (`[n, rows]`, overwritten): no allocation for one
+    /// input row.
+    ///
+    /// # Panics
+    /// When `x.len() != n · cols` or `out.len() != n · rows`.
+    pub fn matmul_into(&self, x: &[f32], n: usize, out: &mut [f32]) {
         assert_eq!(x.len(), n * self.cols, "matmul: x must be [n, cols]");
+        assert_eq!(out.len(), n * self.rows, "matmul: out must be [n, rows]");
+        if n == 0 {
+            return;
+        }
+        if n == 1 {
+            self.matmul_t(x, 1, out);
+            return;
+        }
         // Row-major [rows, n] first: each task owns a run of weight rows.
         let mut out_t = vec![0.0f32; self.rows * n];
-        if n == 0 {
-            return out_t;
+        self.matmul_t(x, n, &mut out_t);
+        for r in 0..self.rows {
+            for j in 0..n {
+                out[j * self.rows + r] = out_t[r * n + j];
+            }
         }
+    }
+
+    /// `x·Wᵀ` transposed: `out_t` is `[rows, n]`.
+    fn matmul_t(&self, x: &[f32], n: usize, out_t: &mut [f32]) {
         if self.quantize_inputs {
             let xq = Q8Input::quantize(x, n, self.cols, self.format.block_values());
-            self.split(&mut out_t, n, &|first, out| self.rows_dot(first, &xq, out));
+            self.split(out_t, n, &|first, out| self.rows_dot(first, &xq, out));
         } else {
             // Σx per block of each input row, for the offset term of Q4_0/Q4_1.
             let xsum: Vec<f32> = x
                 .chunks_exact(QUANT_BLOCK)
                 .map(|b| b.iter().sum())
                 .collect();
-            self.split(&mut out_t, n, &|first, out| {
+            self.split(out_t, n, &|first, out| {
                 self.rows_dot_f32(first, x, &xsum, n, out);
             });
         }
-        if n == 1 {
-            return out_t;
-        }
-        let mut out = vec![0.0f32; n * self.rows];
-        for r in 0..self.rows {
-            for j in 0..n {
-                out[j * self.rows + r] = out_t[r * n + j];
-            }
-        }
-        out
     }
 
     /// Runs `work(first_row, out)` over runs of rows of `out_t` (`[rows, n]`), on the rayon

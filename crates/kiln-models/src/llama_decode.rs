@@ -1,0 +1,503 @@
+//! The Llama family's inference on the CPU over host buffers (no tensor graph): a prompt goes
+//! through the blocked attention kernel of [`kiln_nn::kernels`] with memory linear in its length,
+//! then each new token runs against a key/value cache preallocated per sequence and written in
+//! place, through the block-quantized matrix products of [`kiln_nn::quant`] (the checkpoint's
+//! blocks, read as stored) with unmerged LoRA adapters added on the fly.
+//!
+//! It applies on the `flex` CPU device when nothing needs the graph: no active prompt encoder,
+//! no unmerged IA3 or DoRA adapter, no active bottleneck adapter. [`generate`](crate::generate())
+//! uses it when [`CachedCausalLm::host_decoder`](crate::CachedCausalLm::host_decoder) offers one;
+//! `tests::host_decoder_matches_the_burn_graph` compares the two paths' logits.
+//!
+//! Notation in the shapes: `n` new tokens of all sequences together, `d` hidden, `f`
+//! intermediate, `h`/`kvh` query/key-value heads of width `hd`, `r` a LoRA rank, `cap` the
+//! positions a sequence's cache holds.
+
+use rayon::prelude::*;
+
+use kiln_nn::kernels::{
+    AttentionDims, HostValues, Layout, RopeTable, attend_cached, attention_forward, matmul,
+    rms_norm_rows, swiglu_forward,
+};
+use kiln_nn::quant::QUANTIZED_MAX_ROWS;
+use kiln_nn::{AdaptableLinear, QuantizedMatrix};
+
+use crate::causal_lm::HostDecoder;
+use crate::{CausalLm, LlamaForCausalLM};
+
+/// Prompts longer than this go through the blocked attention kernel (when nothing is cached
+/// yet); shorter runs attend the cache query by query.
+const BLOCKED_PREFILL: usize = 32;
+
+/// A LoRA adapter's factors: `y += s·(x·A)·B`.
+struct Lora {
+    /// `[d_in, r]`
+    a: HostValues,
+    /// `[r, d_out]`
+    b: HostValues,
+    r: usize,
+    scaling: f32,
+}
+
+/// One projection as inference computes it.
+struct Proj {
+    /// `[d_in, d_out]`
+    w: HostValues,
+    /// The checkpoint's blocks of `w` (`[d_out, d_in]`), used for up to
+    /// [`QUANTIZED_MAX_ROWS`] rows.
+    quant: Option<QuantizedMatrix>,
+    bias: Option<HostValues>,
+    lora: Option<Lora>,
+    d_in: usize,
+    d_out: usize,
+}
+
+impl Proj {
+    /// `None` when the projection's forward pass holds something this path does not compute.
+    fn of(p: &AdaptableLinear) -> Option<Self> {
+        let active = !p.disabled && p.has_adapter();
+        if active && p.bottleneck.is_some() {
+            return None;
+        }
+        let unmerged = active && !p.merged;
+        if unmerged && p.ia3.is_some() {
+            return None;
+        }
+        let lora = match &p.lora {
+            Some(l) if unmerged => {
+                if l.magnitude.is_some() {
+                    return None;
+                }
+                let a = HostValues::of(&l.lora_a.val());
+                let b = HostValues::of(&l.lora_b.val());
+                if !a.is_borrowed() || !b.is_borrowed() {
+                    return None;
+                }
+                Some(Lora {
+                    a,
+                    b,
+                    r: l.rank(),
+                    scaling: l.scaling as f32,
+                })
+            }
+            _ => None,
+        };
+        let w = HostValues::of(&p.weight.val());
+        if !w.is_borrowed() {
+            return None;
+        }
+        Some(Self {
+            w,
+            quant: p.quantized().filter(|_| !p.merged).cloned(),
+            bias: p.bias.as_ref().map(|b| HostValues::of(&b.val())),
+            lora,
+            d_in: p.d_in(),
+            d_out: p.d_out(),
+        })
+    }
+
+    /// `y = x·W (+ bias) + s·(x·A)·B`.
+    ///
+    /// # Shapes
+    /// - `x`: `[n, d_in]`; `y`: `[n, d_out]` (overwritten)
+    fn forward(&self, x: &[f32], n: usize, y: &mut [f32]) {
+        let (i, o) = (self.d_in, self.d_out);
+        match &self.quant {
+            Some(q) if n <= QUANTIZED_MAX_ROWS => q.matmul_into(x, n, y),
+            _ => matmul(
+                x,
+                Layout::Plain,
+                self.w.as_slice(),
+                Layout::Plain,
+                [n, i, o],
+                y,
+                1.0,
+                false,
+            ),
+        }
+        if let Some(bias) = &self.bias {
+            for row in y.chunks_exact_mut(o) {
+                for (v, b) in row.iter_mut().zip(bias.as_slice()) {
+                    *v += b;
+                }
+            }
+        }
+        if let Some(l) = &self.lora {
+            l.add(x, n, i, o, y);
+        }
+    }
+}
+
+impl Lora {
+    /// `y += s·(x·A)·B`: loops on the calling thread for a few rows, the `gemm` kernels for
+    /// more.
+    fn add(&self, x: &[f32], n: usize, d_in: usize, d_out: usize, y: &mut [f32]) {
+        let (a, b, r) = (self.a.as_slice(), self.b.as_slice(), self.r);
+        if n > QUANTIZED_MAX_ROWS {
+            let mut xa = vec![0.0f32; n * r];
+            matmul(
+                x,
+                Layout::Plain,
+                a,
+                Layout::Plain,
+                [n, d_in, r],
+                &mut xa,
+                1.0,
+                false,
+            );
+            matmul(
+                &xa,
+                Layout::Plain,
+                b,
+                Layout::Plain,
+                [n, r, d_out],
+                y,
+                self.scaling,
+                true,
+            );
+            return;
+        }
+        let mut xa = vec![0.0f32; r];
+        for (xr, yr) in x.chunks_exact(d_in).zip(y.chunks_exact_mut(d_out)) {
+            xa.fill(0.0);
+            for (xv, ar) in xr.iter().zip(a.chunks_exact(r)) {
+                for (acc, av) in xa.iter_mut().zip(ar) {
+                    *acc = xv.mul_add(*av, *acc);
+                }
+            }
+            for (c, br) in xa.iter().zip(b.chunks_exact(d_out)) {
+                let c = c * self.scaling;
+                for (yv, bv) in yr.iter_mut().zip(br) {
+                    *yv = c.mul_add(*bv, *yv);
+                }
+            }
+        }
+    }
+}
+
+struct Layer {
+    in_norm: HostValues,
+    post_norm: HostValues,
+    q: Proj,
+    k: Proj,
+    v: Proj,
+    o: Proj,
+    gate: Proj,
+    up: Proj,
+    down: Proj,
+}
+
+/// The output head.
+enum Head {
+    /// Tied to the `[vocab, d]` embedding table, with the table's blocks when the checkpoint
+    /// has them.
+    Tied(Option<QuantizedMatrix>),
+    /// A projection `[d, vocab]` of its own.
+    Proj(Proj),
+}
+
+/// One sequence's key/value cache.
+struct Seq {
+    /// Positions filled.
+    len: usize,
+    /// Positions allocated.
+    cap: usize,
+    /// Keys and values, `[layers, kvh, cap, hd]` each.
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+/// The frozen model as host values, and the caches of the sequences it decodes.
+pub(crate) struct LlamaDecoder {
+    embed: HostValues,
+    head: Head,
+    norm: HostValues,
+    layers: Vec<Layer>,
+    inv_freq: Vec<f32>,
+    eps: f32,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    hidden: usize,
+    inter: usize,
+    vocab: usize,
+    /// Sliding-window width (0: attend every earlier position).
+    window: usize,
+    seqs: Vec<Seq>,
+}
+
+impl LlamaDecoder {
+    /// A decoder of `capacity.len()` sequences of up to `capacity[i]` positions each, or `None`
+    /// when the model holds something this path does not compute, or is not on the `flex`
+    /// device.
+    pub(crate) fn of(m: &LlamaForCausalLM, capacity: &[usize]) -> Option<Self> {
+        if m.prompt_encoder.is_some() && !m.prompt_disabled {
+            return None;
+        }
+        let embed = HostValues::of(&m.model.embed_tokens.weight.val());
+        if !embed.is_borrowed() {
+            return None;
+        }
+        let head = match &m.lm_head {
+            None => Head::Tied(m.quantized_head.clone()),
+            Some(h) => Head::Proj(Proj::of(h)?),
+        };
+        let first = m.model.layers.first()?;
+        let attn = &first.self_attn;
+        let mut layers = Vec::with_capacity(m.model.layers.len());
+        let eps = m.model.norm.eps;
+        for l in &m.model.layers {
+            if l.input_layernorm.eps != eps || l.post_attention_layernorm.eps != eps {
+                return None;
+            }
+            layers.push(Layer {
+                in_norm: HostValues::of(&l.input_layernorm.weight.val()),
+                post_norm: HostValues::of(&l.post_attention_layernorm.weight.val()),
+                q: Proj::of(&l.self_attn.q_proj)?,
+                k: Proj::of(&l.self_attn.k_proj)?,
+                v: Proj::of(&l.self_attn.v_proj)?,
+                o: Proj::of(&l.self_attn.o_proj)?,
+                gate: Proj::of(&l.mlp.gate_proj)?,
+                up: Proj::of(&l.mlp.up_proj)?,
+                down: Proj::of(&l.mlp.down_proj)?,
+            });
+        }
+        // The rotary table duplicates the frequencies (`cat(freqs, freqs)`); keep one half.
+        let inv = HostValues::of(&m.model.rotary_emb.inv_freq);
+        let inv_freq = inv.as_slice()[..attn.head_dim / 2].to_vec();
+        let mut dec = Self {
+            embed,
+            head,
+            norm: HostValues::of(&m.model.norm.weight.val()),
+            inter: first.mlp.gate_proj.d_out(),
+            layers,
+            inv_freq,
+            eps: eps as f32,
+            heads: attn.num_heads,
+            kv_heads: attn.num_kv_heads,
+            head_dim: attn.head_dim,
+            hidden: m.hidden_size(),
+            vocab: m.vocab_size(),
+            window: m.model.sliding_window,
+            seqs: Vec::new(),
+        };
+        dec.seqs = capacity
+            .iter()
+            .map(|&cap| {
+                let size = dec.layers.len() * dec.kv_heads * cap * dec.head_dim;
+                Seq {
+                    len: 0,
+                    cap,
+                    k: vec![0.0; size],
+                    v: vec![0.0; size],
+                }
+            })
+            .collect();
+        Some(dec)
+    }
+
+    /// Makes room for `need` positions in sequence `s` (a larger cache, the filled positions
+    /// moved over).
+    fn reserve(&mut self, s: usize, need: usize) {
+        let (layers, kvh, hd) = (self.layers.len(), self.kv_heads, self.head_dim);
+        let seq = &mut self.seqs[s];
+        if need <= seq.cap {
+            return;
+        }
+        let cap = need.max(2 * seq.cap);
+        let grow = |old: &[f32]| {
+            let mut new = vec![0.0f32; layers * kvh * cap * hd];
+            for lh in 0..layers * kvh {
+                new[lh * cap * hd..][..seq.len * hd]
+                    .copy_from_slice(&old[lh * seq.cap * hd..][..seq.len * hd]);
+            }
+            new
+        };
+        seq.k = grow(&seq.k);
+        seq.v = grow(&seq.v);
+        seq.cap = cap;
+    }
+
+    /// Attention of the new tokens of every sequence, `att: [n, h·hd]`, after their keys and
+    /// values were written to the caches. `runs[i] = (sequence, first token row, tokens, first
+    /// position)`; `q`, `k`, `v`: `[n, ·]` of this layer.
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        layer: usize,
+        runs: &[(usize, usize, usize, usize)],
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        att: &mut [f32],
+        lse: &mut Vec<f32>,
+    ) {
+        let (h, kvh, hd) = (self.heads, self.kv_heads, self.head_dim);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let group = h / kvh;
+        // Fresh long prompts: the blocked kernel, over the run's own keys and values.
+        let blocked = |&(_, _, t, p0): &(usize, usize, usize, usize)| {
+            p0 == 0 && t > BLOCKED_PREFILL && (self.window == 0 || t <= self.window)
+        };
+        for &(_, row, t, _) in runs.iter().filter(|r| blocked(r)) {
+            let dims = AttentionDims {
+                batch: 1,
+                seq: t,
+                heads: h,
+                kv_heads: kvh,
+                head_dim: hd,
+            };
+            lse.resize(h * t, 0.0);
+            let segments = vec![0u32; t];
+            attention_forward(
+                &dims,
+                &q[row * h * hd..(row + t) * h * hd],
+                &k[row * kvh * hd..(row + t) * kvh * hd],
+                &v[row * kvh * hd..(row + t) * kvh * hd],
+                &segments,
+                scale,
+                &mut att[row * h * hd..(row + t) * h * hd],
+                lse,
+            );
+        }
+        // Everything else: each (token, head) against the cache, in parallel.
+        let mut at: Vec<Option<(usize, usize)>> = vec![None; att.len() / (h * hd)];
+        for &(s, row, t, p0) in runs.iter().filter(|r| !blocked(r)) {
+            for i in 0..t {
+                at[row + i] = Some((s, p0 + i));
+            }
+        }
+        att.par_chunks_mut(hd).enumerate().for_each(|(task, out)| {
+            let (row, head) = (task / h, task % h);
+            let Some((s, pos)) = at[row] else { return };
+            let seq = &self.seqs[s];
+            let base = (layer * kvh + head / group) * seq.cap * hd;
+            let start = if self.window > 0 {
+                (pos + 1).saturating_sub(self.window)
+            } else {
+                0
+            };
+            let keys = &seq.k[base + start * hd..base + (pos + 1) * hd];
+            let values = &seq.v[base + start * hd..base + (pos + 1) * hd];
+            attend_cached(&q[task * hd..(task + 1) * hd], keys, values, scale, out);
+        });
+    }
+
+    /// Runs the new tokens of each sequence and returns the logits of each one's last token,
+    /// `[sequences with tokens, vocab]`.
+    fn run(&mut self, tokens: &[&[u32]]) -> Vec<f32> {
+        assert_eq!(tokens.len(), self.seqs.len(), "one token list per sequence");
+        let (d, f) = (self.hidden, self.inter);
+        let (h, kvh, hd) = (self.heads, self.kv_heads, self.head_dim);
+        // (sequence, first row, tokens, first position)
+        let mut runs = Vec::new();
+        let mut n = 0;
+        for (s, t) in tokens.iter().enumerate() {
+            if t.is_empty() {
+                continue;
+            }
+            let p0 = self.seqs[s].len;
+            self.reserve(s, p0 + t.len());
+            runs.push((s, n, t.len(), p0));
+            n += t.len();
+        }
+        if n == 0 {
+            return Vec::new();
+        }
+        let positions: Vec<u32> = runs
+            .iter()
+            .flat_map(|&(_, _, t, p0)| (p0..p0 + t).map(|p| p as u32))
+            .collect();
+        let rope = RopeTable::new(&self.inv_freq, &positions);
+        let table = self.embed.as_slice();
+        let mut x: Vec<f32> = tokens
+            .iter()
+            .flat_map(|t| t.iter())
+            .flat_map(|&id| {
+                table[id as usize * d..(id as usize + 1) * d]
+                    .iter()
+                    .copied()
+            })
+            .collect();
+        let mut xn = vec![0.0f32; n * d];
+        let mut tmp = vec![0.0f32; n * d];
+        let mut q = vec![0.0f32; n * h * hd];
+        let mut k = vec![0.0f32; n * kvh * hd];
+        let mut v = vec![0.0f32; n * kvh * hd];
+        let mut att = vec![0.0f32; n * h * hd];
+        let mut g = vec![0.0f32; n * f];
+        let mut u = vec![0.0f32; n * f];
+        let mut hb = vec![0.0f32; n * f];
+        let mut lse = Vec::new();
+        for (l, layer) in self.layers.iter().enumerate() {
+            rms_norm_rows(&x, layer.in_norm.as_slice(), self.eps, &mut xn);
+            layer.q.forward(&xn, n, &mut q);
+            layer.k.forward(&xn, n, &mut k);
+            layer.v.forward(&xn, n, &mut v);
+            rope.apply(&mut q, h, false);
+            rope.apply(&mut k, kvh, false);
+            for &(s, row, t, p0) in &runs {
+                let seq = &mut self.seqs[s];
+                for i in 0..t {
+                    for kv in 0..kvh {
+                        let at = ((l * kvh + kv) * seq.cap + p0 + i) * hd;
+                        let from = ((row + i) * kvh + kv) * hd;
+                        seq.k[at..at + hd].copy_from_slice(&k[from..from + hd]);
+                        seq.v[at..at + hd].copy_from_slice(&v[from..from + hd]);
+                    }
+                }
+            }
+            self.attention(l, &runs, &q, &k, &v, &mut att, &mut lse);
+            layer.o.forward(&att, n, &mut tmp);
+            add(&mut x, &tmp);
+            rms_norm_rows(&x, layer.post_norm.as_slice(), self.eps, &mut xn);
+            layer.gate.forward(&xn, n, &mut g);
+            layer.up.forward(&xn, n, &mut u);
+            swiglu_forward(&g, &u, &mut hb);
+            layer.down.forward(&hb, n, &mut tmp);
+            add(&mut x, &tmp);
+        }
+        for &(s, _, t, _) in &runs {
+            self.seqs[s].len += t;
+        }
+        // The last token of each run: final norm and head.
+        let m = runs.len();
+        let mut last = vec![0.0f32; m * d];
+        for (i, &(_, row, t, _)) in runs.iter().enumerate() {
+            last[i * d..(i + 1) * d].copy_from_slice(&x[(row + t - 1) * d..(row + t) * d]);
+        }
+        let mut normed = vec![0.0f32; m * d];
+        rms_norm_rows(&last, self.norm.as_slice(), self.eps, &mut normed);
+        let mut logits = vec![0.0f32; m * self.vocab];
+        match &self.head {
+            Head::Proj(p) => p.forward(&normed, m, &mut logits),
+            Head::Tied(Some(qh)) if m <= QUANTIZED_MAX_ROWS => {
+                qh.matmul_into(&normed, m, &mut logits);
+            }
+            Head::Tied(_) => matmul(
+                &normed,
+                Layout::Plain,
+                table,
+                Layout::Transposed,
+                [m, d, self.vocab],
+                &mut logits,
+                1.0,
+                false,
+            ),
+        }
+        logits
+    }
+}
+
+impl HostDecoder for LlamaDecoder {
+    fn step(&mut self, tokens: &[&[u32]]) -> Vec<f32> {
+        self.run(tokens)
+    }
+}
+
+/// `x += y`.
+fn add(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
