@@ -281,7 +281,8 @@ pub fn generate<M: CachedCausalLm>(
         .collect())
 }
 
-/// Where the logits of each step come from.
+/// Where the logits of each step come from (one per `generate` call: its size does not matter).
+#[allow(clippy::large_enum_variant)]
 enum Engine<'m, C> {
     /// The model's decoder over host buffers; `feed[i]`: the tokens sequence `i` runs next
     /// (empty once it is done).

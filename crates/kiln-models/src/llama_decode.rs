@@ -162,13 +162,13 @@ impl Lora {
             xa.fill(0.0);
             for (xv, ar) in xr.iter().zip(a.chunks_exact(r)) {
                 for (acc, av) in xa.iter_mut().zip(ar) {
-                    *acc = xv.mul_add(*av, *acc);
+                    *acc += xv * av;
                 }
             }
             for (c, br) in xa.iter().zip(b.chunks_exact(d_out)) {
                 let c = c * self.scaling;
                 for (yv, bv) in yr.iter_mut().zip(br) {
-                    *yv = c.mul_add(*bv, *yv);
+                    *yv += c * bv;
                 }
             }
         }
@@ -193,7 +193,7 @@ enum Head {
     /// has them.
     Tied(Option<QuantizedMatrix>),
     /// A projection `[d, vocab]` of its own.
-    Proj(Proj),
+    Proj(Box<Proj>),
 }
 
 /// One sequence's key/value cache.
@@ -240,7 +240,7 @@ impl LlamaDecoder {
         }
         let head = match &m.lm_head {
             None => Head::Tied(m.quantized_head.clone()),
-            Some(h) => Head::Proj(Proj::of(h)?),
+            Some(h) => Head::Proj(Box::new(Proj::of(h)?)),
         };
         let first = m.model.layers.first()?;
         let attn = &first.self_attn;

@@ -218,7 +218,7 @@ fn checkpoint_errors_name_the_tensor() {
 
 /// Logits at every prompt position and the greedy continuation of the model in `model`, against
 /// `tiny-llama-quant.json`.
-fn check_quantized_reference(model: &kiln_models::LlamaForCausalLM, label: &str) {
+fn check_quantized_reference(model: &kiln_models::LlamaForCausalLM, label: &str, tol: f32) {
     use kiln_models::CachedCausalLm;
     let r: Value = serde_json::from_str(
         &std::fs::read_to_string(fixture("gguf/tiny-llama-quant.json")).unwrap(),
@@ -250,7 +250,7 @@ fn check_quantized_reference(model: &kiln_models::LlamaForCausalLM, label: &str)
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
     println!("tiny-llama-quant ({label}): max |logit diff| {max:e}");
-    assert!(max < 1e-4, "{label}: max |diff| {max}");
+    assert!(max < tol, "{label}: max |diff| {max}");
     let cfg = GenerationConfig {
         max_new_tokens: r["output_ids"].as_array().unwrap().len(),
         ..Default::default()
@@ -292,11 +292,19 @@ fn quantized_gguf_matches_transformers_on_blocks_and_dense_weights() {
         model.quantized_head.as_ref().map(|q| q.format()),
         Some(QuantFormat::Q8_0)
     );
-    check_quantized_reference(&model, "block kernels");
+    // The block kernels with `f32` inputs compute the dequantized model up to float sums.
+    let mut exact = load_llama(fixture("gguf/tiny-llama-quant.gguf"), &device)
+        .unwrap()
+        .1;
+    with_inputs(&mut exact, kiln_nn::Inputs::F32);
+    check_quantized_reference(&exact, "block kernels, f32 inputs", 1e-4);
+    // The default 16-bit inputs round each input to 1.5e-5 of its block's largest value; this
+    // random model (weights of std 0.5) amplifies that to a few 1e-4 on logits of size 3.5.
+    check_quantized_reference(&model, "block kernels, 16-bit inputs", 2e-3);
     model.clear_quantized();
     assert!(model.quantized_head.is_none());
     model.visit_linears(&mut |path, l| assert!(l.quantized().is_none(), "{path}"));
-    check_quantized_reference(&model, "dense weights");
+    check_quantized_reference(&model, "dense weights", 1e-4);
 }
 
 /// The blocks stand for the base weight only: a merged LoRA update, full fine-tuning and PiSSA
@@ -329,12 +337,15 @@ fn quantized_weights_never_stand_for_a_changed_base_weight() {
         init_lora_weights: InitLoraWeights::Flag(false),
         ..Default::default()
     };
+    let before = logits(&base);
     let (mut lora, _) = attach_lora(base, &config, 3, &device).unwrap();
     let unmerged = logits(&lora);
+    assert!(max_diff(&before, &unmerged) > 0.1, "the update shows");
     lora.merge_adapters().unwrap();
     let merged = logits(&lora);
+    // Unmerged: blocks with 16-bit inputs plus the update; merged: the dense weights.
     assert!(
-        max_diff(&unmerged, &merged) < 1e-4,
+        max_diff(&unmerged, &merged) < 2e-3,
         "merged LoRA output moved"
     );
 
@@ -364,7 +375,10 @@ fn host_decoder_matches_the_graph_with_lora() {
     use kiln_peft::lora::InitLoraWeights;
     use kiln_peft::{LoraConfig, attach_lora};
     let device = Device::flex();
-    let (_, base) = load_llama(fixture("gguf/tiny-llama-quant.gguf"), &device).unwrap();
+    let (_, mut base) = load_llama(fixture("gguf/tiny-llama-quant.gguf"), &device).unwrap();
+    // Exact block products, so that the two paths differ only by float sums (long runs take
+    // the dense weights, short ones the blocks).
+    with_inputs(&mut base, kiln_nn::Inputs::F32);
     let config = LoraConfig {
         r: 4,
         lora_alpha: 8.0,
@@ -404,7 +418,7 @@ fn host_decoder_matches_the_graph_with_lora() {
                 .zip(&want)
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0f32, f32::max);
-            assert!(max < 1e-3, "step {step}, sequence {s}: max |diff| {max}");
+            assert!(max < 1e-4, "step {step}, sequence {s}: max |diff| {max}");
             // Feed back the argmax (the second sequence outgrows its capacity of 8).
             let next = want
                 .iter()
@@ -416,4 +430,14 @@ fn host_decoder_matches_the_graph_with_lora() {
             feed[s] = vec![next];
         }
     }
+}
+
+/// Sets how every block-quantized matrix of `model` treats its inputs.
+fn with_inputs(model: &mut kiln_models::LlamaForCausalLM, inputs: kiln_nn::Inputs) {
+    use kiln_nn::AdapterTarget;
+    model.visit_linears_mut(&mut |_, l| {
+        let q = l.quantized().cloned().map(|q| q.with_inputs(inputs));
+        l.set_quantized(q).unwrap();
+    });
+    model.quantized_head = model.quantized_head.take().map(|q| q.with_inputs(inputs));
 }

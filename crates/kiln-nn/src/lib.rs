@@ -30,6 +30,6 @@ mod target;
 
 pub use error::{NnError, Result};
 pub use linear::{AdaptableLinear, transpose};
-pub use quant::{QuantFormat, QuantizedMatrix};
+pub use quant::{Inputs, QuantFormat, QuantizedMatrix};
 pub use safetensors::write_atomic;
 pub use target::{AdapterTarget, ModelGeometry, layer_index};

@@ -1,8 +1,9 @@
-//! `kiln bench`: training-step throughput and peak memory; PEFT methods compared.
+//! `kiln bench`: training-step and decoding throughput and peak memory; PEFT methods compared.
 //!
 //! | module | command |
 //! |---|---|
 //! | `train_step` | `kiln bench train-step` |
+//! | `decode` | `kiln bench decode` |
 //! | `methods` | `kiln bench methods` (the parent: data, model, one child per method) |
 //! | `method_run` | `kiln bench method-run` (the hidden child: one method's run) |
 //! | `report` | `methods.json`, `methods.md`, `methods.png` and the docs section |
@@ -11,6 +12,7 @@ use anyhow::Result;
 
 use crate::util::DeviceArg;
 
+mod decode;
 mod method_run;
 mod methods;
 mod report;
@@ -28,6 +30,15 @@ pub enum BenchCommand {
     ///   kiln bench train-step --model assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --method lora --batch 4 --seq 256 --steps 3
     #[command(verbatim_doc_comment)]
     TrainStep(train_step::TrainStepArgs),
+    /// Prefill and greedy decoding of one prompt, timed.
+    ///
+    /// Prints one line per run on stderr and, as the last line on stdout,
+    /// `prefill_tokens_per_s=... decode_tokens_per_s=... peak_rss_mib=...` (medians over the runs after a warm-up run).
+    ///
+    /// Example:
+    ///   kiln bench decode --model assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --prompt-tokens 1024 --new-tokens 100
+    #[command(verbatim_doc_comment)]
+    Decode(decode::DecodeArgs),
     /// Compare fine-tuning methods on the same model, data, split and token budget.
     ///
     /// Trains full fine-tuning, LoRA, rsLoRA, DoRA, IA3, bottleneck adapters, prefix tuning and
@@ -51,6 +62,7 @@ pub enum BenchCommand {
 pub fn run(device: &DeviceArg, command: &BenchCommand) -> Result<()> {
     match command {
         BenchCommand::TrainStep(args) => train_step::run(device, args),
+        BenchCommand::Decode(args) => decode::run(device, args),
         BenchCommand::Methods(args) => methods::run(device, args),
         BenchCommand::MethodRun(args) => method_run::run(device, args),
     }

@@ -16,12 +16,12 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     let (ar, br) = (ac.remainder(), bc.remainder());
     for (x, y) in ac.zip(bc) {
         for i in 0..8 {
-            lanes[i] = x[i].mul_add(y[i], lanes[i]);
+            lanes[i] += x[i] * y[i];
         }
     }
     let mut s: f32 = lanes.iter().sum();
     for (x, y) in ar.iter().zip(br) {
-        s = x.mul_add(*y, s);
+        s += x * y;
     }
     s
 }
@@ -38,7 +38,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 pub fn attend_cached(q: &[f32], keys: &[f32], values: &[f32], scale: f32, out: &mut [f32]) {
     let hd = q.len();
     assert!(
-        hd > 0 && out.len() == hd && keys.len() == values.len() && keys.len() % hd == 0,
+        hd > 0 && out.len() == hd && keys.len() == values.len() && keys.len().is_multiple_of(hd),
         "attend_cached: shapes"
     );
     let n = keys.len() / hd;
@@ -52,7 +52,7 @@ pub fn attend_cached(q: &[f32], keys: &[f32], values: &[f32], scale: f32, out: &
         for (p, v) in s.iter().zip(values.chunks_exact(hd)) {
             let p = p / total;
             for (o, v) in out.iter_mut().zip(v) {
-                *o = p.mul_add(*v, *o);
+                *o += p * v;
             }
         }
     });
@@ -66,7 +66,7 @@ pub fn attend_cached(q: &[f32], keys: &[f32], values: &[f32], scale: f32, out: &
 pub fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let d = w.len();
     assert!(
-        x.len() == out.len() && x.len() % d.max(1) == 0,
+        x.len() == out.len() && x.len().is_multiple_of(d.max(1)),
         "rms_norm_rows: shapes"
     );
     for (row, o) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {

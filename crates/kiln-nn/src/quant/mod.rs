@@ -150,8 +150,25 @@ pub struct QuantizedMatrix {
     pub(crate) cols: usize,
     /// GGUF blocks, row-major.
     pub(crate) data: Arc<[u8]>,
-    /// Whether [`matmul`](Self::matmul) quantizes its input to 8 bits (integer kernels).
-    pub(crate) quantize_inputs: bool,
+    /// How [`matmul`](Self::matmul) treats its input rows.
+    pub(crate) inputs: Inputs,
+}
+
+/// How [`QuantizedMatrix::matmul`] treats its input rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inputs {
+    /// Kept in `f32`; each block is widened to `f32` in registers: `x·Wᵀ` with the
+    /// dequantized weight up to the order of the `f32` sums (the slowest kernels).
+    F32,
+    /// Quantized to 16 bits per 32-value block (`d = max|x| / 32767`), multiplied with 16-bit
+    /// integer dot products: each input moves by at most `d / 2`, a relative error of
+    /// `1.5·10⁻⁵` of its block's largest value (about the rounding of an `f16`). The default for
+    /// Q4_0, Q4_1 and Q8_0.
+    Q16,
+    /// Quantized to 8 bits per block (`d = max|x| / 127`), as llama.cpp does (its Q8_0, Q8_1
+    /// and Q8_K blocks), with 8-bit integer dot products: the fewest operations, a relative
+    /// error of `0.4%` of the block's largest value. The default for the k-quants.
+    Q8,
 }
 
 impl QuantizedMatrix {
@@ -190,24 +207,27 @@ impl QuantizedMatrix {
             rows,
             cols,
             data: data.into(),
-            quantize_inputs: format.block_values() == QK_K,
+            inputs: if format.block_values() == QK_K {
+                Inputs::Q8
+            } else {
+                Inputs::Q16
+            },
         })
     }
 
-    /// The same matrix, whose [`matmul`](Self::matmul) quantizes its input rows to 8 bits and
-    /// uses integer dot products (`true`, llama.cpp's method: fewer operations per weight, an
-    /// error from the rounding of the inputs) or keeps them in `f32` (`false`: the exact product
-    /// up to the order of the `f32` sums). The default is `f32` inputs for Q4_0, Q4_1 and Q8_0
-    /// (AVX2 kernels for both) and 8-bit inputs for the k-quants, whose `f32`-input kernel is
-    /// portable code only (slower than a dense `f32` product).
-    pub fn with_quantized_inputs(mut self, quantize: bool) -> Self {
-        self.quantize_inputs = quantize;
+    /// The same matrix, whose [`matmul`](Self::matmul) treats its inputs as `inputs` says.
+    /// The default is [`Inputs::Q16`] for Q4_0, Q4_1 and Q8_0 (AVX2 kernels for every choice)
+    /// and [`Inputs::Q8`] for the k-quants, whose `f32`-input kernel is portable code only
+    /// (slower than a dense `f32` product) and which have no 16-bit kernel ([`Inputs::Q16`]
+    /// is served by the 8-bit one there).
+    pub fn with_inputs(mut self, inputs: Inputs) -> Self {
+        self.inputs = inputs;
         self
     }
 
-    /// Whether [`matmul`](Self::matmul) quantizes its input rows to 8 bits.
-    pub fn quantizes_inputs(&self) -> bool {
-        self.quantize_inputs
+    /// How [`matmul`](Self::matmul) treats its input rows.
+    pub fn inputs(&self) -> Inputs {
+        self.inputs
     }
 
     /// The block format.
@@ -283,17 +303,17 @@ impl QuantizedMatrix {
 
     /// `x·Wᵀ` for `n` input rows: `x` is `[n, cols]` row-major, the result `[n, rows]`.
     ///
-    /// With `f32` inputs (the default for Q4_0, Q4_1 and Q8_0) each block is widened to `f32` in
-    /// registers: the result equals `x·Wᵀ` with the dequantized weight up to the order of the
-    /// `f32` sums.
-    /// With [`with_quantized_inputs`](Self::with_quantized_inputs), each input row is first
-    /// quantized to 8 bits per block of the weight's block size, like llama.cpp does
-    /// (`Q8Input`: a scale `d = max|x| / 127` per block), once for all weight rows; each block
-    /// product is then an integer dot product of the weight's and the input's quantized values,
-    /// scaled by both scales (`d_w·d_x·Σ q_w·q_x`, minus `dmin·d_x·Σ m·Σq_x` for the k-quants,
-    /// plus `m·d_x·Σ q_x` for Q4_1). Rounding each input value to the nearest of 255 levels
-    /// moves it by at most `d_x / 2`, so the result differs from `x·Wᵀ` by at most
-    /// `Σ_blocks (d_x/2)·Σ|w|`; one large input value in a block makes that block's `d_x` large.
+    /// With [`Inputs::F32`] each block is widened to `f32` in registers: the result equals `x·Wᵀ`
+    /// with the dequantized weight up to the order of the `f32` sums.
+    /// With [`Inputs::Q16`] (the default for Q4_0, Q4_1 and Q8_0) or [`Inputs::Q8`] (llama.cpp's
+    /// method, the default for the k-quants), each input row is first quantized per block of
+    /// the weight's block size (a scale `d_x = max|x| / 32767` or `/ 127` per block), once for
+    /// all weight rows; each block product is then an integer dot product of the weight's and
+    /// the input's quantized values, scaled by both scales (`d_w·d_x·Σ q_w·q_x`, minus
+    /// `dmin·d_x·Σ m·Σq_x` for the k-quants, plus `m·Σx` for Q4_1). Rounding each input value
+    /// to the nearest level moves it by at most `d_x / 2`, so the result differs from `x·Wᵀ`
+    /// by at most `Σ_blocks (d_x/2)·Σ|w|`; one large input value in a block makes that block's
+    /// `d_x` large.
     /// Rows of the matrix are split over the rayon thread pool.
     ///
     /// # Panics
@@ -331,8 +351,16 @@ impl QuantizedMatrix {
 
     /// `x·Wᵀ` transposed: `out_t` is `[rows, n]`.
     fn matmul_t(&self, x: &[f32], n: usize, out_t: &mut [f32]) {
-        if self.quantize_inputs {
-            let xq = Q8Input::quantize(x, n, self.cols, self.format.block_values());
+        let bv = self.format.block_values();
+        let inputs = match self.inputs {
+            Inputs::Q16 if bv == QK_K => Inputs::Q8,
+            other => other,
+        };
+        if inputs == Inputs::Q16 {
+            let xq = Q16Input::quantize(x, n, self.cols);
+            self.split(out_t, n, &|first, out| self.rows_dot_q16(first, &xq, out));
+        } else if inputs == Inputs::Q8 {
+            let xq = Q8Input::quantize(x, n, self.cols, bv);
             self.split(out_t, n, &|first, out| self.rows_dot(first, &xq, out));
         } else {
             // Σx per block of each input row, for the offset term of Q4_0/Q4_1.
@@ -393,6 +421,59 @@ impl QuantizedMatrix {
                 }
             }
             *o = lanes.iter().sum();
+        }
+    }
+
+    /// `out[i·n + j] = W[first + i] · x[j]` for the `out.len() / n` rows from `first`, with the
+    /// input rows quantized to 16 bits in `xq`.
+    fn rows_dot_q16(&self, first: usize, xq: &Q16Input, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if avx2::available() {
+            i16_avx2::rows_dot(self, first, xq, out);
+            return;
+        }
+        for (i, o) in out.chunks_exact_mut(xq.n).enumerate() {
+            self.row_dot_q16_scalar(first + i, xq, o);
+        }
+    }
+
+    /// The portable 16-bit-input kernel: the same integer products as the SIMD one, summed
+    /// in another order.
+    fn row_dot_q16_scalar(&self, row: usize, xq: &Q16Input, out: &mut [f32]) {
+        let nb = self.cols / QUANT_BLOCK;
+        let bb = self.format.block_bytes();
+        let rb = self.row_bytes();
+        let data = &self.data[row * rb..(row + 1) * rb];
+        for (j, o) in out.iter_mut().enumerate() {
+            let mut sum = 0.0f32;
+            for (b, w) in data.chunks_exact(bb).enumerate() {
+                let k = j * nb + b;
+                let q = &xq.qs[k * QUANT_BLOCK..(k + 1) * QUANT_BLOCK];
+                let h = |i: usize| f16::from_bits(u16::from_le_bytes([w[i], w[i + 1]])).to_f32();
+                let (d, dx, xs) = (h(0), xq.d[k], xq.sum[k]);
+                let nibbles = |v: &[u8]| -> i32 {
+                    (0..16)
+                        .map(|i| {
+                            i32::from(v[i] & 0x0F) * i32::from(q[i])
+                                + i32::from(v[i] >> 4) * i32::from(q[i + 16])
+                        })
+                        .sum()
+                };
+                sum += match self.format {
+                    QuantFormat::Q4_0 => d * dx * nibbles(&w[2..18]) as f32 - 8.0 * d * xs,
+                    QuantFormat::Q4_1 => d * dx * nibbles(&w[4..20]) as f32 + h(2) * xs,
+                    QuantFormat::Q8_0 => {
+                        let sumi: i32 = (0..32)
+                            .map(|i| i32::from(w[2 + i] as i8) * i32::from(q[i]))
+                            .sum();
+                        d * dx * sumi as f32
+                    }
+                    QuantFormat::Q4_K | QuantFormat::Q5_K | QuantFormat::Q6_K => {
+                        unreachable!("32-value block formats only")
+                    }
+                };
+            }
+            *o = sum;
         }
     }
 
@@ -486,6 +567,49 @@ impl QuantizedMatrix {
     }
 }
 
+/// Input rows quantized to 16 bits per 32-value block ([`Inputs::Q16`]): a scale
+/// `d = max|x| / 32767` and `q = round(x / d)` (ties to even) in `-32767..=32767`, with the
+/// exact `f32` sum of each block for the formats' offset terms.
+#[derive(Debug, Clone)]
+pub(crate) struct Q16Input {
+    /// Input rows.
+    pub(crate) n: usize,
+    /// The scale of each block, `[n, cols / 32]`.
+    pub(crate) d: Vec<f32>,
+    /// `Σ x` of each block, `[n, cols / 32]`.
+    pub(crate) sum: Vec<f32>,
+    /// The quantized values, `[n, cols]`.
+    pub(crate) qs: Vec<i16>,
+}
+
+impl Q16Input {
+    /// Quantizes `n` rows of `cols` values (`cols` a multiple of 32).
+    pub(crate) fn quantize(x: &[f32], n: usize, cols: usize) -> Self {
+        debug_assert!(x.len() == n * cols && cols.is_multiple_of(QUANT_BLOCK));
+        let blocks = x.len() / QUANT_BLOCK;
+        let mut q = Self {
+            n,
+            d: Vec::with_capacity(blocks),
+            sum: Vec::with_capacity(blocks),
+            qs: vec![0; x.len()],
+        };
+        for (xb, qb) in x
+            .chunks_exact(QUANT_BLOCK)
+            .zip(q.qs.chunks_exact_mut(QUANT_BLOCK))
+        {
+            let amax = xb.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+            let d = amax / 32767.0;
+            let id = if d > 0.0 { 32767.0 / amax } else { 0.0 };
+            for (qv, &v) in qb.iter_mut().zip(xb) {
+                *qv = (v * id).round_ties_even().clamp(-32767.0, 32767.0) as i16;
+            }
+            q.d.push(d);
+            q.sum.push(xb.iter().sum());
+        }
+        q
+    }
+}
+
 /// Input rows quantized to 8 bits per block, as llama.cpp quantizes activations (its Q8_0,
 /// Q8_1 and Q8_K blocks): per block of `block` values a scale `d = max|x| / 127` and
 /// `q = round(x / d)` (ties to even) in `-127..=127`. The scales stay `f32` (llama.cpp rounds
@@ -573,7 +697,10 @@ fn forward<const D: usize>(
 }
 
 #[cfg(target_arch = "x86_64")]
-use crate::simd::{k_quants_avx2 as k_avx2, quant_avx2 as avx2, quant_f32_avx2 as f32_avx2};
+use crate::simd::{
+    k_quants_avx2 as k_avx2, quant_avx2 as avx2, quant_f32_avx2 as f32_avx2,
+    quant_i16_avx2 as i16_avx2,
+};
 
 #[cfg(test)]
 mod tests {
@@ -689,7 +816,7 @@ mod tests {
     /// Checks the `f32`-input `m.matmul` against `x·Wᵀ` in `f64` (`w`: the dequantized
     /// weights) and the portable kernel against the dispatched one.
     fn check_matmul_f32(m: &QuantizedMatrix, w: &[f32], rng: &mut ChaCha8Rng) {
-        let m = &m.clone().with_quantized_inputs(false);
+        let m = &m.clone().with_inputs(Inputs::F32);
         let (rows, cols) = (m.rows(), m.cols());
         for n in [1, 2, 3, 5] {
             let x: Vec<f32> = (0..n * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
@@ -720,6 +847,84 @@ mod tests {
         }
     }
 
+    /// Checks the 16-bit-input `m.matmul` against `x̃·Wᵀ` in `f64` (`x̃` the input quantized
+    /// to 16 bits; up to the `f32` sums), against `x·Wᵀ` within the rounding bound, and the
+    /// portable kernel against the dispatched one.
+    fn check_matmul_q16(m: &QuantizedMatrix, w: &[f32], rng: &mut ChaCha8Rng) {
+        let m = &m.clone().with_inputs(Inputs::Q16);
+        let (rows, cols) = (m.rows(), m.cols());
+        for n in [1, 2, 3, 5] {
+            let mut x: Vec<f32> = (0..n * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
+            // One large value: its block's scale grows, the other blocks keep theirs.
+            x[3] = 40.0;
+            let xq = Q16Input::quantize(&x, n, cols);
+            let y = m.matmul(&x, n);
+            let mut scalar = vec![0.0f32; n];
+            for r in 0..rows {
+                m.row_dot_q16_scalar(r, &xq, &mut scalar);
+                for j in 0..n {
+                    let wr = &w[r * cols..(r + 1) * cols];
+                    let xr = &x[j * cols..(j + 1) * cols];
+                    let xt = (0..cols).map(|k| {
+                        let i = j * cols + k;
+                        f64::from(xq.qs[i]) * f64::from(xq.d[i / QUANT_BLOCK])
+                    });
+                    let mut exact: f64 = wr.iter().zip(xt).map(|(a, b)| f64::from(*a) * b).sum();
+                    // The offset term of each block (`-8d` for Q4_0, `m` for Q4_1) multiplies
+                    // the exact `Σx`, not the quantized one.
+                    let bb = m.format().block_bytes();
+                    for b in 0..cols / QUANT_BLOCK {
+                        let blk = &m.data[(r * cols / QUANT_BLOCK + b) * bb..];
+                        let h = |i: usize| {
+                            f64::from(f16::from_bits(u16::from_le_bytes([blk[i], blk[i + 1]])))
+                        };
+                        let off = match m.format() {
+                            QuantFormat::Q4_0 => -8.0 * h(0),
+                            QuantFormat::Q4_1 => h(2),
+                            _ => 0.0,
+                        };
+                        let k = j * cols + b * QUANT_BLOCK;
+                        let sx: f64 = x[k..k + QUANT_BLOCK].iter().map(|&v| f64::from(v)).sum();
+                        let sxt: f64 = (k..k + QUANT_BLOCK)
+                            .map(|i| f64::from(xq.qs[i]) * f64::from(xq.d[i / QUANT_BLOCK]))
+                            .sum();
+                        exact += off * (sx - sxt);
+                    }
+                    let mag: f64 = wr.iter().zip(xr).map(|(a, b)| f64::from(a * b).abs()).sum();
+                    let got = f64::from(y[j * rows + r]);
+                    let tol = 1e-5 * (1.0 + mag);
+                    assert!(
+                        (got - exact).abs() < tol,
+                        "{:?} n={n} [{j}, {r}]: {got} vs {exact} (16-bit input)",
+                        m.format()
+                    );
+                    let want: f64 = wr.iter().zip(xr).map(|(a, b)| f64::from(a * b)).sum();
+                    let bound: f64 = (0..cols / QUANT_BLOCK)
+                        .map(|b| {
+                            let d = f64::from(xq.d[j * cols / QUANT_BLOCK + b]);
+                            let sw: f64 = wr[b * QUANT_BLOCK..(b + 1) * QUANT_BLOCK]
+                                .iter()
+                                .map(|v| f64::from(v.abs()))
+                                .sum();
+                            d / 2.0 * sw
+                        })
+                        .sum();
+                    assert!(
+                        (got - want).abs() <= bound + tol,
+                        "{:?} n={n} [{j}, {r}]: {got} vs {want}, bound {bound}",
+                        m.format()
+                    );
+                    let s = f64::from(scalar[j]);
+                    assert!(
+                        (s - got).abs() < tol,
+                        "{:?} portable {s} vs {got}",
+                        m.format()
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn matmul_matches_dequantized_weights() {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
@@ -729,9 +934,10 @@ mod tests {
             let m = QuantizedMatrix::from_gguf_blocks(format, rows, cols, &data).unwrap();
             let w = reference_weights(format, &data);
             assert_eq!(m.dequantize(), w, "{format:?} dequantize");
-            assert!(!m.quantizes_inputs(), "f32 inputs by default");
+            assert_eq!(m.inputs(), Inputs::Q16, "16-bit inputs by default");
             check_matmul_f32(&m, &w, &mut rng);
-            check_matmul(&m.with_quantized_inputs(true), &w, QUANT_BLOCK, &mut rng);
+            check_matmul_q16(&m, &w, &mut rng);
+            check_matmul(&m.with_inputs(Inputs::Q8), &w, QUANT_BLOCK, &mut rng);
         }
     }
 
@@ -761,9 +967,9 @@ mod tests {
             let m = QuantizedMatrix::from_gguf_blocks(format, rows, cols, &data).unwrap();
             let w = m.dequantize();
             assert!(w.iter().all(|v| v.is_finite()) && w.iter().any(|&v| v != 0.0));
-            assert!(m.quantizes_inputs(), "k-quants default to 8-bit inputs");
+            assert_eq!(m.inputs(), Inputs::Q8, "k-quants default to 8-bit inputs");
             check_matmul_f32(&m, &w, &mut rng);
-            check_matmul(&m.with_quantized_inputs(true), &w, QK_K, &mut rng);
+            check_matmul(&m, &w, QK_K, &mut rng);
         }
         let err = QuantizedMatrix::from_gguf_blocks(QuantFormat::Q4_K, 1, 576, &[0; 324]);
         assert!(err.unwrap_err().to_string().contains("256-value blocks"));
@@ -804,7 +1010,7 @@ mod tests {
         let data = random_blocks(QuantFormat::Q4_1, rows * cols / 32, &mut rng);
         let m = QuantizedMatrix::from_gguf_blocks(QuantFormat::Q4_1, rows, cols, &data)
             .unwrap()
-            .with_quantized_inputs(true);
+            .with_inputs(Inputs::Q8);
         let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-1.0..1.0)).collect();
         let y = m.matmul(&x, 1);
         let mut one = [0.0f32];
@@ -837,8 +1043,9 @@ mod tests {
             };
             let m = QuantizedMatrix::from_gguf_blocks(format, rows, cols, &data).unwrap();
             let dense: Vec<f32> = m.dequantize();
-            let mq = m.clone().with_quantized_inputs(true);
-            let m = m.with_quantized_inputs(false);
+            let mq = m.clone().with_inputs(Inputs::Q8);
+            let m16 = m.clone().with_inputs(Inputs::Q16);
+            let m = m.with_inputs(Inputs::F32);
             let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-1.0..1.0)).collect();
             let reps = (200_000_000 / (rows * cols)).max(20);
             let time = |m: &QuantizedMatrix| {
@@ -860,11 +1067,10 @@ mod tests {
                 t.elapsed().as_secs_f64() / reps as f64 * 1e6
             };
             for round in 0..3 {
-                let (a, b, c) = (time(&m), time(&mq), time_dense());
+                let (a, a16, b, c) = (time(&m), time(&m16), time(&mq), time_dense());
                 println!(
-                    "{format:?} [{rows}, {cols}] round {round}: f32 inputs {a:.1} us, 8-bit inputs \
-                     {b:.1} us (ratio {:.2}), dense f32 one thread {c:.1} us",
-                    a / b
+                    "{format:?} [{rows}, {cols}] round {round}: f32 inputs {a:.1} us, 16-bit \
+                     inputs {a16:.1} us, 8-bit inputs {b:.1} us, dense f32 one thread {c:.1} us"
                 );
             }
         }

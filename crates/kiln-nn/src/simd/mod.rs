@@ -10,6 +10,7 @@ pub(crate) mod gemm;
 pub(crate) mod k_quants_avx2;
 pub(crate) mod quant_avx2;
 pub(crate) mod quant_f32_avx2;
+pub(crate) mod quant_i16_avx2;
 
 use std::sync::OnceLock;
 
