@@ -17,8 +17,8 @@ use kiln_nn::adapter::PromptEncoder;
 use kiln_nn::{AdapterTarget, ModelGeometry};
 
 use crate::adapter::{active_prompt, linear_visitors, prompt_encoder_methods};
-use crate::error::parse_json;
-use crate::gpt2::{LayerNorm, embedding};
+use crate::error::{invalid_config, parse_json};
+use crate::layers::{LayerNorm, embedding};
 use crate::source::{StrictLoader, TensorSource};
 use crate::{LmInput, ModelError, Result};
 
@@ -98,20 +98,14 @@ impl BertConfig {
     /// # Errors
     /// [`ModelError::InvalidConfig`] naming the field.
     pub fn validate(&self) -> Result<()> {
-        let bad = |field: &str, reason: String| {
-            Err(ModelError::InvalidConfig {
-                field: field.into(),
-                reason,
-            })
-        };
         if self.hidden_act != "gelu" {
-            return bad(
+            return invalid_config(
                 "hidden_act",
                 format!("`{}` is not supported (gelu)", self.hidden_act),
             );
         }
         if self.position_embedding_type != "absolute" {
-            return bad(
+            return invalid_config(
                 "position_embedding_type",
                 format!(
                     "`{}` is not supported (absolute)",
@@ -122,7 +116,7 @@ impl BertConfig {
         if self.num_attention_heads == 0
             || !self.hidden_size.is_multiple_of(self.num_attention_heads)
         {
-            return bad(
+            return invalid_config(
                 "num_attention_heads",
                 format!(
                     "{} does not divide hidden_size {}",
