@@ -445,11 +445,7 @@ impl BertModel {
     ) -> Result<Self> {
         cfg.validate()?;
         let mut ld = StrictLoader::new(source);
-        let prefix = if ld.has("bert.embeddings.word_embeddings.weight") {
-            "bert."
-        } else {
-            ""
-        };
+        let prefix = bert_prefix(&ld);
         let model = Self::load(cfg, &mut ld, prefix, device)?;
         ld.finish(&|n| {
             n.ends_with("position_ids") || n.starts_with("classifier.") || n.starts_with("cls.")
@@ -488,6 +484,16 @@ impl BertModel {
     }
 }
 
+/// The prefix of the `BertModel` keys in a checkpoint: `bert.` in a classifier's checkpoint,
+/// none in an encoder's.
+fn bert_prefix<S: TensorSource + ?Sized>(ld: &StrictLoader<'_, S>) -> &'static str {
+    if ld.has("bert.embeddings.word_embeddings.weight") {
+        "bert."
+    } else {
+        ""
+    }
+}
+
 impl BertForSequenceClassification {
     /// Class logits `[batch, num_labels]` from the pooled first token.
     pub fn forward(&self, input: &LmInput) -> Tensor<2> {
@@ -509,11 +515,7 @@ impl BertForSequenceClassification {
     ) -> Result<Self> {
         cfg.validate()?;
         let mut ld = StrictLoader::new(source);
-        let prefix = if ld.has("bert.embeddings.word_embeddings.weight") {
-            "bert."
-        } else {
-            ""
-        };
+        let prefix = bert_prefix(&ld);
         let bert = BertModel::load(cfg, &mut ld, prefix, device)?;
         let (d, n) = (cfg.hidden_size, cfg.num_labels());
         let classifier = match ld.take_optional("classifier.weight", &[n, d])? {
