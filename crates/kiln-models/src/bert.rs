@@ -17,8 +17,8 @@ use kiln_nn::adapter::PromptEncoder;
 use kiln_nn::{AdapterTarget, ModelGeometry};
 
 use crate::adapter::{active_prompt, linear_visitors, prompt_encoder_methods};
-use crate::error::parse_json;
-use crate::gpt2::{LayerNorm, embedding};
+use crate::error::{invalid_config, parse_json};
+use crate::layers::{LayerNorm, embedding};
 use crate::source::{StrictLoader, TensorSource};
 use crate::{LmInput, ModelError, Result};
 
@@ -98,20 +98,14 @@ impl BertConfig {
     /// # Errors
     /// [`ModelError::InvalidConfig`] naming the field.
     pub fn validate(&self) -> Result<()> {
-        let bad = |field: &str, reason: String| {
-            Err(ModelError::InvalidConfig {
-                field: field.into(),
-                reason,
-            })
-        };
         if self.hidden_act != "gelu" {
-            return bad(
+            return invalid_config(
                 "hidden_act",
                 format!("`{}` is not supported (gelu)", self.hidden_act),
             );
         }
         if self.position_embedding_type != "absolute" {
-            return bad(
+            return invalid_config(
                 "position_embedding_type",
                 format!(
                     "`{}` is not supported (absolute)",
@@ -122,7 +116,7 @@ impl BertConfig {
         if self.num_attention_heads == 0
             || !self.hidden_size.is_multiple_of(self.num_attention_heads)
         {
-            return bad(
+            return invalid_config(
                 "num_attention_heads",
                 format!(
                     "{} does not divide hidden_size {}",
@@ -451,11 +445,7 @@ impl BertModel {
     ) -> Result<Self> {
         cfg.validate()?;
         let mut ld = StrictLoader::new(source);
-        let prefix = if ld.has("bert.embeddings.word_embeddings.weight") {
-            "bert."
-        } else {
-            ""
-        };
+        let prefix = bert_prefix(&ld);
         let model = Self::load(cfg, &mut ld, prefix, device)?;
         ld.finish(&|n| {
             n.ends_with("position_ids") || n.starts_with("classifier.") || n.starts_with("cls.")
@@ -494,6 +484,16 @@ impl BertModel {
     }
 }
 
+/// The prefix of the `BertModel` keys in a checkpoint: `bert.` in a classifier's checkpoint,
+/// none in an encoder's.
+fn bert_prefix<S: TensorSource + ?Sized>(ld: &StrictLoader<'_, S>) -> &'static str {
+    if ld.has("bert.embeddings.word_embeddings.weight") {
+        "bert."
+    } else {
+        ""
+    }
+}
+
 impl BertForSequenceClassification {
     /// Class logits `[batch, num_labels]` from the pooled first token.
     pub fn forward(&self, input: &LmInput) -> Tensor<2> {
@@ -515,11 +515,7 @@ impl BertForSequenceClassification {
     ) -> Result<Self> {
         cfg.validate()?;
         let mut ld = StrictLoader::new(source);
-        let prefix = if ld.has("bert.embeddings.word_embeddings.weight") {
-            "bert."
-        } else {
-            ""
-        };
+        let prefix = bert_prefix(&ld);
         let bert = BertModel::load(cfg, &mut ld, prefix, device)?;
         let (d, n) = (cfg.hidden_size, cfg.num_labels());
         let classifier = match ld.take_optional("classifier.weight", &[n, d])? {

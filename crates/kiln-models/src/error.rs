@@ -92,16 +92,21 @@ pub enum ModelError {
 /// Result alias of the models crate.
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 
+/// `Err(ModelError::InvalidConfig)` naming `field`.
+pub(crate) fn invalid_config<T>(field: &str, reason: impl Into<String>) -> Result<T> {
+    Err(ModelError::InvalidConfig {
+        field: field.into(),
+        reason: reason.into(),
+    })
+}
+
 /// Checks that each named size of a configuration is positive.
 ///
 /// # Errors
 /// [`ModelError::InvalidConfig`] naming the first size that is 0.
 pub(crate) fn positive_sizes(sizes: &[(&str, usize)]) -> Result<()> {
     match sizes.iter().find(|(_, v)| *v == 0) {
-        Some((name, _)) => Err(ModelError::InvalidConfig {
-            field: (*name).into(),
-            reason: "must be positive".into(),
-        }),
+        Some((name, _)) => invalid_config(name, "must be positive"),
         None => Ok(()),
     }
 }

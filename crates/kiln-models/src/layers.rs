@@ -1,6 +1,8 @@
-//! Building blocks shared by architectures: RMSNorm and rotate-half rotary embeddings.
+//! Building blocks shared by architectures: RMSNorm, LayerNorm (GPT-2, BERT), rotate-half rotary
+//! embeddings and an embedding table from given values.
 
 use burn::module::{Module, Param};
+use burn::nn::{Embedding, EmbeddingConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 /// Root-mean-square layer norm, `x / sqrt(mean(x²) + eps) · weight` (field named as in HF).
@@ -85,4 +87,52 @@ impl RotaryEmbedding {
         let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
         x * cos.clone() + rotated * sin.clone()
     }
+}
+
+/// Layer normalization over the last dimension, `(x - mean) / sqrt(var + eps) · weight + bias`
+/// (biased variance, fields named as in Hugging Face checkpoints).
+///
+/// # Shapes
+/// `[..., d]` → `[..., d]`
+#[derive(Module, Debug)]
+pub struct LayerNorm {
+    /// Per-channel gain, `[d]`.
+    pub weight: Param<Tensor<1>>,
+    /// Per-channel shift, `[d]`.
+    pub bias: Param<Tensor<1>>,
+    /// Added to the variance.
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    /// A norm with unit gain and zero shift.
+    pub fn new(d: usize, eps: f64, device: &Device) -> Self {
+        Self::from_values(vec![1.0; d], vec![0.0; d], eps, device)
+    }
+
+    /// A norm from gain and shift values (each of length `d`).
+    pub fn from_values(weight: Vec<f32>, bias: Vec<f32>, eps: f64, device: &Device) -> Self {
+        let (dw, db) = (weight.len(), bias.len());
+        Self {
+            weight: Param::from_data(TensorData::new(weight, [dw]), device),
+            bias: Param::from_data(TensorData::new(bias, [db]), device),
+            eps,
+        }
+    }
+
+    /// Normalizes the last dimension.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let mean = x.clone().mean_dim(D - 1);
+        let centered = x - mean;
+        let var = centered.clone().square().mean_dim(D - 1);
+        let normed = centered / var.add_scalar(self.eps).sqrt();
+        normed * self.weight.val().unsqueeze::<D>() + self.bias.val().unsqueeze::<D>()
+    }
+}
+
+/// An embedding table holding `values` (`[rows, width]`).
+pub(crate) fn embedding(values: Param<Tensor<2>>, device: &Device) -> Embedding {
+    let mut e = EmbeddingConfig::new(1, 1).init(device);
+    e.weight = values;
+    e
 }

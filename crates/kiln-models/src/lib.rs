@@ -10,10 +10,10 @@
 //! # Layout
 //!
 //! - Architectures, one file each: [`llama`] (Llama, SmolLM, Mistral, Qwen2; its configuration in
-//!   `llama_config.rs`, as transformers' `configuration_llama.py`), [`gpt2`] and [`bert`]. Each
-//!   also holds its table of llama.cpp GGUF tensor names and the list of keys it
-//!   saves in a Hugging Face checkpoint. [`layers`] holds the building blocks they share (RMSNorm,
-//!   rotary embeddings).
+//!   `llama_config.rs`, as transformers' `configuration_llama.py`), [`gpt2`] (its configuration
+//!   in `gpt2_config.rs`) and [`bert`]. Each also holds its table of llama.cpp GGUF tensor names
+//!   and the list of keys it saves in a Hugging Face checkpoint. [`layers`] holds the building
+//!   blocks they share (RMSNorm, LayerNorm, rotary embeddings).
 //! - What the decoders share: `cache.rs` (the [`KvCache`]), `mask.rs` (positions and attention
 //!   biases), `prompt.rs` (prompt and prefix tuning in the forward pass, [`llama::ids_tensor`]),
 //!   `adapter.rs` (the common parts of the [`kiln_nn::AdapterTarget`] implementations) and
@@ -39,6 +39,7 @@ mod export;
 pub mod generate;
 pub mod gguf;
 pub mod gpt2;
+mod gpt2_config;
 pub mod layers;
 pub mod llama;
 mod llama_config;

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{parse_json, positive_sizes};
+use crate::error::{invalid_config, parse_json, positive_sizes};
 use crate::gguf::GgufFile;
 use crate::layers::RotaryEmbedding;
 use crate::{ModelError, Result};
@@ -154,12 +154,6 @@ impl LlamaConfig {
     /// # Errors
     /// [`ModelError::InvalidConfig`] naming the field.
     pub fn validate(&self) -> Result<()> {
-        let bad = |field: &str, reason: String| {
-            Err(ModelError::InvalidConfig {
-                field: field.into(),
-                reason,
-            })
-        };
         positive_sizes(&[
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
@@ -168,7 +162,7 @@ impl LlamaConfig {
             ("num_attention_heads", self.num_attention_heads),
         ])?;
         if self.kv_heads() == 0 || !self.num_attention_heads.is_multiple_of(self.kv_heads()) {
-            return bad(
+            return invalid_config(
                 "num_key_value_heads",
                 format!(
                     "{} does not divide num_attention_heads {}",
@@ -178,22 +172,22 @@ impl LlamaConfig {
             );
         }
         if !self.head_dim().is_multiple_of(2) {
-            return bad(
+            return invalid_config(
                 "head_dim",
                 format!("{} must be even for RoPE", self.head_dim()),
             );
         }
         if self.model_type == "qwen2" && self.use_sliding_window == Some(true) {
-            return bad(
+            return invalid_config(
                 "use_sliding_window",
-                "Qwen2's per-layer sliding window is not supported".into(),
+                "Qwen2's per-layer sliding window is not supported",
             );
         }
         if self.attention_window() == Some(0) {
-            return bad("sliding_window", "must be positive".into());
+            return invalid_config("sliding_window", "must be positive");
         }
         if self.hidden_act != "silu" {
-            return bad(
+            return invalid_config(
                 "hidden_act",
                 format!("`{}` is not supported (silu only)", self.hidden_act),
             );
@@ -201,7 +195,7 @@ impl LlamaConfig {
         if let Some(s) = &self.rope_scaling
             && !matches!(s.rope_type.as_str(), "llama3" | "linear" | "default")
         {
-            return bad(
+            return invalid_config(
                 "rope_scaling.rope_type",
                 format!(
                     "`{}` is not supported (llama3, linear, default)",

@@ -85,6 +85,11 @@ impl SpecialTokens {
             ("pad_token", self.pad_token.as_deref()),
         ]
     }
+
+    /// The tokens that are set, in the order BOS, EOS, unknown, padding.
+    pub(crate) fn named(&self) -> impl Iterator<Item = &str> {
+        self.entries().into_iter().filter_map(|(_, token)| token)
+    }
 }
 
 /// A compiled chat template.

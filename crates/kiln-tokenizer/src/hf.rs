@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde_json::Value as Json;
 
-use crate::gguf::{add_named_special_tokens, bos_eos_post_processor};
+use crate::special::{add_named_special_tokens, bos_eos_post_processor};
 use crate::{ChatTemplate, Result, SpecialTokens, Tokenizer, TokenizerError};
 
 fn load_error(path: &Path, message: impl Into<String>) -> TokenizerError {
@@ -101,17 +101,9 @@ impl Tokenizer {
             .map_err(|e| TokenizerError::Codec(e.to_string()))?;
         add_named_special_tokens(
             inner,
-            [
-                &special.bos_token,
-                &special.eos_token,
-                &special.unk_token,
-                &special.pad_token,
-            ]
-            .into_iter()
-            .flatten()
-            .chain(&others)
-            .chain(&extra)
-            .map(String::as_str),
+            special
+                .named()
+                .chain(others.iter().chain(&extra).map(String::as_str)),
         );
 
         let flag = |name: &str| config.get(name).and_then(Json::as_bool);

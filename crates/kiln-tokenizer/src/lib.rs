@@ -34,6 +34,7 @@
 pub mod chat;
 pub mod gguf;
 mod hf;
+mod special;
 pub mod vocab;
 
 use std::path::{Path, PathBuf};

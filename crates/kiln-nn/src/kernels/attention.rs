@@ -120,6 +120,35 @@ impl Runs {
     }
 }
 
+/// What the forward and backward passes derive from the sizes of a call, or `None` when it has
+/// nothing to compute (no sequence, position or head):
+/// - `(t, d, h, kvh, g)`: positions per sequence, values per head, query heads, key/value heads
+///   and query heads per key/value head;
+/// - `(tp, dp, dw)`: the row strides of the packed `[·, seq]` and `[·, head_dim]` buffers and
+///   the padded head width the products compute;
+/// - the segment runs of each sequence.
+#[allow(clippy::type_complexity)]
+fn plan(
+    dims: &AttentionDims,
+    segments: &[u32],
+) -> Option<(
+    (usize, usize, usize, usize, usize),
+    (usize, usize, usize),
+    Vec<Runs>,
+)> {
+    let (t, d, h) = (dims.seq, dims.head_dim, dims.heads);
+    if dims.batch == 0 || t == 0 || h == 0 {
+        return None;
+    }
+    let (tp, dp) = strides(t, d);
+    let runs = segments.chunks(t).map(Runs::new).collect();
+    Some((
+        (t, d, h, dims.kv_heads, dims.group()),
+        (tp, dp, round8(d)),
+        runs,
+    ))
+}
+
 /// Sets `row[c]` to `-∞` where position `first + c` is in another segment than `id`.
 fn mask_other_segments(row: &mut [f32], seg: &[u32], first: usize, id: u32) {
     for (x, s) in row.iter_mut().zip(&seg[first..]) {
@@ -310,19 +339,9 @@ pub(crate) fn forward_with(
 ) {
     dims.check(q.len(), k.len(), v.len(), segments.len(), lse.len());
     assert_eq!(out.len(), dims.q_len(), "attention: out length");
-    let (t, d, h, kvh, g) = (
-        dims.seq,
-        dims.head_dim,
-        dims.heads,
-        dims.kv_heads,
-        dims.group(),
-    );
-    if dims.batch == 0 || t == 0 || h == 0 {
+    let Some(((t, d, h, kvh, g), (tp, dp, dw), runs)) = plan(dims, segments) else {
         return;
-    }
-    // Row strides; `dw` is the padded head width the products compute.
-    let ((tp, dp), dw) = (strides(t, d), round8(d));
-    let runs: Vec<_> = segments.chunks(t).map(Runs::new).collect();
+    };
 
     // One task per (sequence, kv head); it returns, per query head, the output `[t, d]` and
     // then the lse `[t]`.
@@ -462,19 +481,9 @@ pub(crate) fn backward_with(
     assert_eq!(dq.len(), dims.q_len(), "attention: dq length");
     assert_eq!(dk.len(), dims.kv_len(), "attention: dk length");
     assert_eq!(dv.len(), dims.kv_len(), "attention: dv length");
-    let (t, d, h, kvh, g) = (
-        dims.seq,
-        dims.head_dim,
-        dims.heads,
-        dims.kv_heads,
-        dims.group(),
-    );
-    if dims.batch == 0 || t == 0 || h == 0 {
+    let Some(((t, d, h, kvh, g), (tp, dp, dw), runs)) = plan(dims, segments) else {
         return;
-    }
-    // Row strides; `dw` is the padded head width the products compute.
-    let ((tp, dp), dw) = (strides(t, d), round8(d));
-    let runs: Vec<_> = segments.chunks(t).map(Runs::new).collect();
+    };
 
     // Task (b, kv) owns the `g·d` query gradients of its query heads at every position and the
     // `d` key and value gradients of its kv head.

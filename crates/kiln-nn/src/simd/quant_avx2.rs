@@ -4,6 +4,8 @@
 //!
 //! The safe functions of [`crate::quant`] call these kernels only after [`available`] confirmed
 //! the CPU features, and the kernels assert the lengths of their slices before reading them.
+//! The block layout helpers (`block_bytes`, `header`) and `hsum` serve the `f32`-input
+//! kernels of `quant_f32_avx2.rs` too.
 
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
@@ -51,7 +53,7 @@ pub(crate) fn rows_dot(m: &QuantizedMatrix, first: usize, xq: &Q8Input, out: &mu
 }
 
 /// Block bytes of format `F` (0 = Q4_0, 1 = Q4_1, 2 = Q8_0).
-const fn block_bytes(f: u8) -> usize {
+pub(super) const fn block_bytes(f: u8) -> usize {
     match f {
         0 => 18,
         1 => 20,
@@ -62,7 +64,7 @@ const fn block_bytes(f: u8) -> usize {
 /// The block's `f16` header widened: lane 0 is `d`, lane 1 is `m` (Q4_1).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn header(p: *const u8) -> __m128 {
+pub(super) unsafe fn header(p: *const u8) -> __m128 {
     // SAFETY: every block starts with at least 4 bytes.
     unsafe { _mm_cvtph_ps(_mm_cvtsi32_si128(p.cast::<i32>().read_unaligned())) }
 }
@@ -107,7 +109,7 @@ fn products<const F: u8>(w: __m256i, y: __m256i) -> __m256 {
 /// The sum of the 8 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn hsum(t: __m256) -> f32 {
+pub(super) fn hsum(t: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
