@@ -115,7 +115,7 @@ unsafe fn step<const F: u8>(
 /// (`m·Σx` for Q4_1, `-8d·Σx` for Q4_0).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn finish<const F: u8>(t: __m256, h: __m128) -> f32 {
+pub(super) fn finish<const F: u8>(t: __m256, h: __m128) -> f32 {
     let s = hsum(t);
     match F {
         0 => s - 8.0 * _mm_cvtss_f32(h),

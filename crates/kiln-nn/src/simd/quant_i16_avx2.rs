@@ -9,6 +9,8 @@
 
 use std::arch::x86_64::*;
 
+use super::quant_avx2::{block_bytes, header};
+use super::quant_f32_avx2::finish;
 use crate::quant::{Q16Input, QUANT_BLOCK, QuantFormat, QuantizedMatrix};
 
 /// `out[i·n + j] = W[first + i] · x[j]` for the `out.len() / n` rows from `first`, with the
@@ -39,23 +41,6 @@ pub(crate) fn rows_dot(m: &QuantizedMatrix, first: usize, xq: &Q16Input, out: &m
             }
         }
     }
-}
-
-/// Block bytes of format `F` (0 = Q4_0, 1 = Q4_1, 2 = Q8_0).
-const fn block_bytes(f: u8) -> usize {
-    match f {
-        0 => 18,
-        1 => 20,
-        _ => 34,
-    }
-}
-
-/// The block's `f16` header widened: lane 0 is `d`, lane 1 is `m` (Q4_1).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn header(p: *const u8) -> __m128 {
-    // SAFETY: every block starts with at least 4 bytes.
-    unsafe { _mm_cvtph_ps(_mm_cvtsi32_si128(p.cast::<i32>().read_unaligned())) }
 }
 
 /// The block's 32 weights as two vectors of 16 `i16`: values 0..16 and 16..32 (unsigned
@@ -104,21 +89,6 @@ unsafe fn step<const F: u8>(
         if F != 2 {
             *h = _mm_fmadd_ps(dm, _mm_set1_ps(xsum), *h);
         }
-    }
-}
-
-/// The row's result from its accumulators: `Σ lanes of t` plus the offset term
-/// (`m·Σx` for Q4_1, `-8d·Σx` for Q4_0).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn finish<const F: u8>(t: __m256, h: __m128) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)));
-    match F {
-        0 => s - 8.0 * _mm_cvtss_f32(h),
-        1 => s + _mm_cvtss_f32(_mm_shuffle_ps(h, h, 1)),
-        _ => s,
     }
 }
 
