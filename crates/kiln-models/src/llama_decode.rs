@@ -29,6 +29,10 @@ use crate::{CausalLm, LlamaForCausalLM};
 /// yet); shorter runs attend the cache query by query.
 const BLOCKED_PREFILL: usize = 32;
 
+/// Below this many (query head, cached position) pairs per layer, attention runs on the
+/// calling thread.
+const SERIAL_ATTENTION: usize = 1024;
+
 /// A LoRA adapter's factors: `y += s·(x·A)·B`.
 struct Lora {
     /// `[d_in, r]`
@@ -115,6 +119,12 @@ impl Proj {
                 false,
             ),
         }
+        self.finish(x, n, y);
+    }
+
+    /// Adds the bias and the LoRA update to the base product `y`.
+    fn finish(&self, x: &[f32], n: usize, y: &mut [f32]) {
+        let (i, o) = (self.d_in, self.d_out);
         if let Some(bias) = &self.bias {
             for row in y.chunks_exact_mut(o) {
                 for (v, b) in row.iter_mut().zip(bias.as_slice()) {
@@ -124,6 +134,33 @@ impl Proj {
         }
         if let Some(l) = &self.lora {
             l.add(x, n, i, o, y);
+        }
+    }
+}
+
+/// `ys[i] = projs[i](x)` for projections that read the same input: for one row on blocks,
+/// one parallel region over the rows of all of them (the input prepared once).
+fn forward_many(projs: &[&Proj], x: &[f32], n: usize, ys: &mut [&mut [f32]]) {
+    let blocks: Option<Vec<&QuantizedMatrix>> = projs.iter().map(|p| p.quant.as_ref()).collect();
+    match blocks {
+        Some(mats) if n == 1 => {
+            QuantizedMatrix::matmul_many(&mats, x, ys);
+            if projs.iter().any(|p| p.lora.is_some()) {
+                // The adapters' updates read their `f32` factors: one projection per task.
+                projs
+                    .par_iter()
+                    .zip(ys.par_iter_mut())
+                    .for_each(|(p, y)| p.finish(x, n, y));
+            } else {
+                for (p, y) in projs.iter().zip(ys.iter_mut()) {
+                    p.finish(x, n, y);
+                }
+            }
+        }
+        _ => {
+            for (p, y) in projs.iter().zip(ys.iter_mut()) {
+                p.forward(x, n, y);
+            }
         }
     }
 }
@@ -367,7 +404,7 @@ impl LlamaDecoder {
                 at[row + i] = Some((s, p0 + i));
             }
         }
-        att.par_chunks_mut(hd).enumerate().for_each(|(task, out)| {
+        let work = |(task, out): (usize, &mut [f32])| {
             let (row, head) = (task / h, task % h);
             let Some((s, pos)) = at[row] else { return };
             let seq = &self.seqs[s];
@@ -380,7 +417,15 @@ impl LlamaDecoder {
             let keys = &seq.k[base + start * hd..base + (pos + 1) * hd];
             let values = &seq.v[base + start * hd..base + (pos + 1) * hd];
             attend_cached(&q[task * hd..(task + 1) * hd], keys, values, scale, out);
-        });
+        };
+        // Positions attended, over all heads: a short context is cheaper on this thread than
+        // handed over to the pool.
+        let positions: usize = at.iter().flatten().map(|&(_, pos)| pos + 1).sum::<usize>() * h;
+        if positions < SERIAL_ATTENTION {
+            att.chunks_mut(hd).enumerate().for_each(work);
+        } else {
+            att.par_chunks_mut(hd).enumerate().for_each(work);
+        }
     }
 
     /// Runs the new tokens of each sequence and returns the logits of each one's last token,
@@ -431,9 +476,12 @@ impl LlamaDecoder {
         let mut lse = Vec::new();
         for (l, layer) in self.layers.iter().enumerate() {
             rms_norm_rows(&x, layer.in_norm.as_slice(), self.eps, &mut xn);
-            layer.q.forward(&xn, n, &mut q);
-            layer.k.forward(&xn, n, &mut k);
-            layer.v.forward(&xn, n, &mut v);
+            forward_many(
+                &[&layer.q, &layer.k, &layer.v],
+                &xn,
+                n,
+                &mut [&mut q, &mut k, &mut v],
+            );
             rope.apply(&mut q, h, false);
             rope.apply(&mut k, kvh, false);
             for &(s, row, t, p0) in &runs {
@@ -451,8 +499,7 @@ impl LlamaDecoder {
             layer.o.forward(&att, n, &mut tmp);
             add(&mut x, &tmp);
             rms_norm_rows(&x, layer.post_norm.as_slice(), self.eps, &mut xn);
-            layer.gate.forward(&xn, n, &mut g);
-            layer.up.forward(&xn, n, &mut u);
+            forward_many(&[&layer.gate, &layer.up], &xn, n, &mut [&mut g, &mut u]);
             swiglu_forward(&g, &u, &mut hb);
             layer.down.forward(&hb, n, &mut tmp);
             add(&mut x, &tmp);

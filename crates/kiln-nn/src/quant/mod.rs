@@ -349,36 +349,96 @@ impl QuantizedMatrix {
         }
     }
 
+    /// `x·Wᵀ` of one input row `x` (`[cols]`) for several matrices of the same columns:
+    /// `outs[i] = mats[i]·x` (`[mats[i].rows()]`). The input is prepared (quantized) once when
+    /// the matrices treat it alike, and the rows of all of them are split over the rayon pool
+    /// together: one parallel region for the projections that share an input (a layer's
+    /// query, key and value; gate and up).
+    ///
+    /// # Panics
+    /// When a matrix's columns differ from `x.len()`, or an output's length from its rows.
+    pub fn matmul_many(mats: &[&QuantizedMatrix], x: &[f32], outs: &mut [&mut [f32]]) {
+        assert_eq!(mats.len(), outs.len(), "matmul_many: one output per matrix");
+        for (m, o) in mats.iter().zip(outs.iter()) {
+            assert_eq!(x.len(), m.cols, "matmul_many: x must be [cols]");
+            assert_eq!(o.len(), m.rows, "matmul_many: out must be [rows]");
+        }
+        let Some(first) = mats.first() else { return };
+        let key = |m: &QuantizedMatrix| (m.effective_inputs(), m.format.block_values());
+        if mats.iter().any(|m| key(m) != key(first)) {
+            for (m, o) in mats.iter().zip(outs.iter_mut()) {
+                m.matmul_t(x, 1, o);
+            }
+            return;
+        }
+        let prep = first.prepare(x, 1);
+        let mut tasks: Vec<(&QuantizedMatrix, usize, &mut [f32])> = Vec::new();
+        for (m, o) in mats.iter().zip(outs.iter_mut()) {
+            let per_task = m.rows_per_task();
+            for (c, chunk) in o.chunks_mut(per_task).enumerate() {
+                tasks.push((m, c * per_task, chunk));
+            }
+        }
+        tasks
+            .into_par_iter()
+            .for_each(|(m, first, out)| m.rows_prepared(first, &prep, x, 1, out));
+    }
+
+    /// How [`matmul`](Self::matmul) treats its inputs for this format ([`Inputs::Q16`] is
+    /// served by the 8-bit kernels for the k-quants).
+    fn effective_inputs(&self) -> Inputs {
+        match self.inputs {
+            Inputs::Q16 if self.format.block_values() == QK_K => Inputs::Q8,
+            other => other,
+        }
+    }
+
+    /// The input rows `x` (`[n, cols]`) as the kernels of this matrix read them.
+    fn prepare(&self, x: &[f32], n: usize) -> Prepared {
+        match self.effective_inputs() {
+            Inputs::Q16 => Prepared::Q16(Q16Input::quantize(x, n, self.cols)),
+            Inputs::Q8 => Prepared::Q8(Q8Input::quantize(
+                x,
+                n,
+                self.cols,
+                self.format.block_values(),
+            )),
+            // Σx per block of each input row, for the offset term of Q4_0/Q4_1.
+            Inputs::F32 => Prepared::F32(
+                x.chunks_exact(QUANT_BLOCK)
+                    .map(|b| b.iter().sum())
+                    .collect(),
+            ),
+        }
+    }
+
+    /// `out[i·n + j] = W[first + i] · x[j]` for the `out.len() / n` rows from `first`.
+    fn rows_prepared(&self, first: usize, prep: &Prepared, x: &[f32], n: usize, out: &mut [f32]) {
+        match prep {
+            Prepared::Q16(xq) => self.rows_dot_q16(first, xq, out),
+            Prepared::Q8(xq) => self.rows_dot(first, xq, out),
+            Prepared::F32(xsum) => self.rows_dot_f32(first, x, xsum, n, out),
+        }
+    }
+
     /// `x·Wᵀ` transposed: `out_t` is `[rows, n]`.
     fn matmul_t(&self, x: &[f32], n: usize, out_t: &mut [f32]) {
-        let bv = self.format.block_values();
-        let inputs = match self.inputs {
-            Inputs::Q16 if bv == QK_K => Inputs::Q8,
-            other => other,
-        };
-        if inputs == Inputs::Q16 {
-            let xq = Q16Input::quantize(x, n, self.cols);
-            self.split(out_t, n, &|first, out| self.rows_dot_q16(first, &xq, out));
-        } else if inputs == Inputs::Q8 {
-            let xq = Q8Input::quantize(x, n, self.cols, bv);
-            self.split(out_t, n, &|first, out| self.rows_dot(first, &xq, out));
-        } else {
-            // Σx per block of each input row, for the offset term of Q4_0/Q4_1.
-            let xsum: Vec<f32> = x
-                .chunks_exact(QUANT_BLOCK)
-                .map(|b| b.iter().sum())
-                .collect();
-            self.split(out_t, n, &|first, out| {
-                self.rows_dot_f32(first, x, &xsum, n, out);
-            });
-        }
+        let prep = self.prepare(x, n);
+        self.split(out_t, n, &|first, out| {
+            self.rows_prepared(first, &prep, x, n, out);
+        });
+    }
+
+    /// Weight rows per rayon task: enough tasks to balance the pool, few enough to keep the
+    /// scheduling cheap.
+    fn rows_per_task(&self) -> usize {
+        (self.rows / 32).clamp(8, 256)
     }
 
     /// Runs `work(first_row, out)` over runs of rows of `out_t` (`[rows, n]`), on the rayon
     /// pool for large matrices.
     fn split(&self, out_t: &mut [f32], n: usize, work: &(dyn Fn(usize, &mut [f32]) + Sync)) {
-        // Enough tasks to balance the pool, few enough to keep the scheduling cheap.
-        let per_task = (self.rows / 32).clamp(8, 256);
+        let per_task = self.rows_per_task();
         let task = |(c, out): (usize, &mut [f32])| work(c * per_task, out);
         if self.rows * self.cols >= 1 << 16 {
             out_t
@@ -567,6 +627,22 @@ impl QuantizedMatrix {
     }
 }
 
+/// Input rows as one kind of kernel reads them.
+enum Prepared {
+    Q16(Q16Input),
+    Q8(Q8Input),
+    /// `Σx` per 32-value block (the values themselves are read from `x`).
+    F32(Vec<f32>),
+}
+
+/// `x` rounded to the nearest integer, ties to even, for `|x| < 2²²`: adding `1.5·2²³` leaves
+/// no fraction bits, so the addition itself rounds (no call into libm on CPUs whose baseline
+/// lacks a rounding instruction).
+fn round_even(x: f32) -> f32 {
+    const SHIFT: f32 = 12_582_912.0;
+    (x + SHIFT) - SHIFT
+}
+
 /// Input rows quantized to 16 bits per 32-value block ([`Inputs::Q16`]): a scale
 /// `d = max|x| / 32767` and `q = round(x / d)` (ties to even) in `-32767..=32767`, with the
 /// exact `f32` sum of each block for the formats' offset terms.
@@ -601,7 +677,7 @@ impl Q16Input {
             let d = amax / 32767.0;
             let id = if d > 0.0 { 32767.0 / amax } else { 0.0 };
             for (qv, &v) in qb.iter_mut().zip(xb) {
-                *qv = (v * id).round_ties_even().clamp(-32767.0, 32767.0) as i16;
+                *qv = round_even(v * id).clamp(-32767.0, 32767.0) as i16;
             }
             q.d.push(d);
             q.sum.push(xb.iter().sum());
@@ -651,7 +727,7 @@ impl Q8Input {
             let d = amax / 127.0;
             let id = if d > 0.0 { 127.0 / amax } else { 0.0 };
             for (qv, &v) in qb.iter_mut().zip(xb) {
-                *qv = (v * id).round_ties_even().clamp(-127.0, 127.0) as i8;
+                *qv = round_even(v * id).clamp(-127.0, 127.0) as i8;
             }
             let sum: i32 = qb.iter().map(|&v| i32::from(v)).sum();
             q.d.push(d);
@@ -1072,6 +1148,31 @@ mod tests {
                     "{format:?} [{rows}, {cols}] round {round}: f32 inputs {a:.1} us, 16-bit \
                      inputs {a16:.1} us, 8-bit inputs {b:.1} us, dense f32 one thread {c:.1} us"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn matmul_many_equals_one_matmul_each() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let cols = 64;
+        let make = |format, rows, rng: &mut ChaCha8Rng| {
+            let data = random_blocks(format, rows * cols / 32, rng);
+            QuantizedMatrix::from_gguf_blocks(format, rows, cols, &data).unwrap()
+        };
+        let a = make(QuantFormat::Q4_1, 300, &mut rng);
+        let b = make(QuantFormat::Q8_0, 40, &mut rng);
+        let c = make(QuantFormat::Q4_0, 9, &mut rng);
+        let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-1.0..1.0)).collect();
+        // Alike inputs (one preparation), then one matrix with 8-bit inputs (one each).
+        for mats in [vec![&a, &b, &c], vec![&a, &b.clone().with_inputs(Inputs::Q8)]] {
+            let mats: Vec<QuantizedMatrix> = mats.into_iter().cloned().collect();
+            let refs: Vec<&QuantizedMatrix> = mats.iter().collect();
+            let mut outs: Vec<Vec<f32>> = mats.iter().map(|m| vec![0.0; m.rows()]).collect();
+            let mut slices: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
+            QuantizedMatrix::matmul_many(&refs, &x, &mut slices);
+            for (m, o) in mats.iter().zip(&outs) {
+                assert_eq!(o, &m.matmul(&x, 1), "{:?}", m.format());
             }
         }
     }

@@ -5,6 +5,7 @@
 #![allow(unsafe_code)]
 
 pub(crate) mod attention;
+pub(crate) mod decode;
 pub(crate) mod exp;
 pub(crate) mod gemm;
 pub(crate) mod k_quants_avx2;

@@ -114,7 +114,29 @@ unsafe fn rows<const F: u8>(data: &[u8], nb: usize, xq: &Q16Input, out: &mut [f3
     let dp = data.as_ptr();
     let qs = xq.qs.as_ptr();
     let mut r = 0;
-    // One input row: two weight rows at a time share each load of the input.
+    // One input row: four weight rows at a time share each load of the input.
+    while n == 1 && r + 4 <= count {
+        let p0 = r * nb * bb;
+        let stride = nb * bb;
+        let mut t = [_mm256_setzero_ps(); 4];
+        let mut h = [_mm_setzero_ps(); 4];
+        for b in 0..nb {
+            // SAFETY: blocks `b` of rows `r..r + 4` exist; the input has `nb` blocks.
+            unsafe {
+                let x = input(qs, b);
+                let (dx, xs) = (xq.d[b], xq.sum[b]);
+                for i in 0..4 {
+                    let a = dp.add(p0 + i * stride + b * bb);
+                    step::<F>(a, weights::<F>(a), x, dx, xs, &mut t[i], &mut h[i]);
+                }
+            }
+        }
+        for i in 0..4 {
+            out[r + i] = finish::<F>(t[i], h[i]);
+        }
+        r += 4;
+    }
+    // Then two weight rows at a time.
     while n == 1 && r + 2 <= count {
         let (p0, p1) = (r * nb * bb, (r + 1) * nb * bb);
         let (mut t0, mut t1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
