@@ -215,6 +215,49 @@ impl QuantizedMatrix {
         })
     }
 
+    /// A matrix from GGUF Q5_0 blocks (`d: f16, qh: u32, qs: [u8; 16]`, `w = (q - 16)·d` with
+    /// 5-bit `q`), held as Q8_0 blocks of the same values: `q - 16` fits an `i8` and `d` is
+    /// kept, so the values are exact, and the Q8_0 kernels multiply them (34 bytes per 32
+    /// values instead of 22). llama.cpp writes Q5_0 for the tensors of a Q4_K_M file whose
+    /// rows are not a multiple of 256 values.
+    ///
+    /// # Errors
+    /// As [`from_gguf_blocks`](Self::from_gguf_blocks).
+    pub fn from_q5_0_blocks(rows: usize, cols: usize, data: &[u8]) -> Result<Self> {
+        let bad = |reason: String| NnError::QuantizedBlocks {
+            format: "Q5_0".into(),
+            reason,
+        };
+        if !cols.is_multiple_of(QUANT_BLOCK) {
+            return Err(bad(format!(
+                "Q5_0 rows of {cols} values: not a whole number of 32-value blocks"
+            )));
+        }
+        let need = rows * cols / QUANT_BLOCK * 22;
+        if data.len() != need {
+            return Err(bad(format!(
+                "a [{rows}, {cols}] Q5_0 matrix needs {need} bytes, got {}",
+                data.len()
+            )));
+        }
+        let mut q8 = Vec::with_capacity(rows * cols / QUANT_BLOCK * 34);
+        for x in data.chunks_exact(22) {
+            let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]);
+            q8.extend_from_slice(&x[..2]);
+            let value = |j: usize| {
+                let nibble = if j < 16 {
+                    x[6 + j] & 0x0F
+                } else {
+                    x[6 + j - 16] >> 4
+                };
+                let high = ((qh >> j) & 1) as u8;
+                ((nibble | (high << 4)) as i8 - 16) as u8
+            };
+            q8.extend((0..32).map(value));
+        }
+        Self::from_gguf_blocks(QuantFormat::Q8_0, rows, cols, &q8)
+    }
+
     /// The same matrix, whose [`matmul`](Self::matmul) treats its inputs as `inputs` says.
     /// The default is [`Inputs::Q16`] for Q4_0, Q4_1 and Q8_0 (AVX2 kernels for every choice)
     /// and [`Inputs::Q8`] for the k-quants, whose `f32`-input kernel is portable code only
@@ -1165,7 +1208,10 @@ mod tests {
         let c = make(QuantFormat::Q4_0, 9, &mut rng);
         let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-1.0..1.0)).collect();
         // Alike inputs (one preparation), then one matrix with 8-bit inputs (one each).
-        for mats in [vec![&a, &b, &c], vec![&a, &b.clone().with_inputs(Inputs::Q8)]] {
+        for mats in [
+            vec![&a, &b, &c],
+            vec![&a, &b.clone().with_inputs(Inputs::Q8)],
+        ] {
             let mats: Vec<QuantizedMatrix> = mats.into_iter().cloned().collect();
             let refs: Vec<&QuantizedMatrix> = mats.iter().collect();
             let mut outs: Vec<Vec<f32>> = mats.iter().map(|m| vec![0.0; m.rows()]).collect();

@@ -1,0 +1,56 @@
+"""Greedy continuations of a few prompts from three implementations of the same GGUF: kiln
+(`kiln generate`), llama.cpp (llama-cpp-python, 8-bit activations) and transformers (the
+dequantized weights in f32, a greedy loop over full forward passes), and which agree.
+
+    python benches/reference/greedy_text.py --model assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+"""
+
+import argparse
+import os
+import subprocess
+
+import torch
+from llama_cpp import Llama
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+PROMPTS = [
+    "The capital of France is",
+    "What does P0300 mean?",
+    "Once upon a time, in a small village,",
+]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--kiln", default="target/release/kiln")
+    ap.add_argument("--new-tokens", type=int, default=60)
+    args = ap.parse_args()
+    d, f = os.path.split(args.model)
+    tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
+    hf = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, torch_dtype=torch.float32)
+    llm = Llama(model_path=args.model, n_ctx=512, n_threads=2, verbose=False)
+    for prompt in PROMPTS:
+        ids = tok(prompt, return_tensors="pt").input_ids
+        n = ids.shape[1]
+        with torch.no_grad():
+            for _ in range(args.new_tokens):
+                nxt = hf(ids).logits[0, -1].argmax()
+                ids = torch.cat([ids, nxt.view(1, 1)], 1)
+                if nxt.item() == tok.eos_token_id:
+                    break
+        ref = tok.decode(ids[0, n:], skip_special_tokens=True).strip()
+        cpp = llm(prompt, max_tokens=args.new_tokens, temperature=0.0, top_k=1,
+                  repeat_penalty=1.0)["choices"][0]["text"].strip()
+        kiln = subprocess.run(
+            [args.kiln, "generate", "--model", args.model, "--prompt", prompt,
+             "--max-new-tokens", str(args.new_tokens)],
+            capture_output=True, text=True, check=True).stdout.strip()
+        print(f"{prompt!r}: kiln {'=' if kiln == ref else '!='} transformers, "
+              f"llama.cpp {'=' if cpp == ref else '!='} transformers")
+        for name, text in [("transformers", ref), ("kiln", kiln), ("llama.cpp", cpp)]:
+            print(f"  {name:>12}: {text[:200]!r}")
+
+
+if __name__ == "__main__":
+    main()
