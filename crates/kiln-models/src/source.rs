@@ -343,7 +343,7 @@ impl GgufSource {
         &self.file
     }
 
-    /// The blocks of a 2-D weight stored as Q4_0, Q4_1, Q5_0 (held as Q8_0), Q8_0, Q4_K, Q5_K or Q6_K, as a `[out, in]` matrix in the
+    /// The blocks of a 2-D weight stored as Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K or Q6_K, as a `[out, in]` matrix in the
     /// Hugging Face row order (llama.cpp's q/k permutation undone); `None` for other types,
     /// other ranks or unknown names.
     ///
@@ -361,20 +361,14 @@ impl GgufSource {
             GgmlType::Q4_K => QuantFormat::Q4_K,
             GgmlType::Q5_K => QuantFormat::Q5_K,
             GgmlType::Q6_K => QuantFormat::Q6_K,
-            // Held as the Q8_0 blocks of the same values.
-            GgmlType::Q5_0 => QuantFormat::Q8_0,
+            GgmlType::Q5_0 => QuantFormat::Q5_0,
             _ => return Ok(None),
         };
         let &[rows, cols] = info.shape().as_slice() else {
             return Ok(None);
         };
         let bytes = self.file.tensor_bytes(g)?;
-        let m = if info.ggml_type() == GgmlType::Q5_0 {
-            QuantizedMatrix::from_q5_0_blocks(rows, cols, bytes)
-        } else {
-            QuantizedMatrix::from_gguf_blocks(format, rows, cols, bytes)
-        };
-        let m = m.map_err(|e| {
+        let m = QuantizedMatrix::from_gguf_blocks(format, rows, cols, bytes).map_err(|e| {
             self.tensor_error(
                 name,
                 format!(

@@ -37,6 +37,10 @@ pub enum QuantFormat {
     Q4_0,
     /// `d: f16, m: f16, qs: [u8; 16]`; `w = q·d + m` with 4-bit `q`.
     Q4_1,
+    /// `d: f16, qh: u32, qs: [u8; 16]`; `w = (q - 16)·d` with 5-bit `q` (its fifth bit in
+    /// `qh`). llama.cpp writes it for the tensors of a Q4_K_M file whose rows are not a
+    /// multiple of 256 values.
+    Q5_0,
     /// `d: f16, qs: [i8; 32]`; `w = q·d`.
     Q8_0,
     /// 256-value super-blocks `d: f16, dmin: f16, scales: [u8; 12], qs: [u8; 128]`: eight runs
@@ -56,6 +60,7 @@ impl QuantFormat {
         match self {
             Self::Q4_0 => 18,
             Self::Q4_1 => 20,
+            Self::Q5_0 => 22,
             Self::Q8_0 => 34,
             Self::Q4_K => 144,
             Self::Q5_K => 176,
@@ -66,7 +71,7 @@ impl QuantFormat {
     /// Values per block: [`QUANT_BLOCK`] (32), or [`QK_K`] (256) for the k-quants.
     pub fn block_values(self) -> usize {
         match self {
-            Self::Q4_0 | Self::Q4_1 | Self::Q8_0 => QUANT_BLOCK,
+            Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q8_0 => QUANT_BLOCK,
             Self::Q4_K | Self::Q5_K | Self::Q6_K => QK_K,
         }
     }
@@ -79,7 +84,7 @@ impl QuantFormat {
     /// When `block` or `out` is too short.
     pub fn decode_into(self, block: &[u8], out: &mut [f32]) {
         match self {
-            Self::Q4_0 | Self::Q4_1 | Self::Q8_0 => {
+            Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q8_0 => {
                 out[..QUANT_BLOCK].copy_from_slice(&self.decode_block(block));
             }
             Self::Q4_K | Self::Q5_K | Self::Q6_K => {
@@ -115,6 +120,11 @@ impl QuantFormat {
                     w[j + 16] = f32::from(q >> 4).mul_add(d, m);
                 }
             }
+            Self::Q5_0 => {
+                for (j, q) in q5_values(x).into_iter().enumerate() {
+                    w[j] = (f32::from(q) - 16.0) * d;
+                }
+            }
             Self::Q8_0 => {
                 for (wj, &q) in w.iter_mut().zip(&x[2..]) {
                     *wj = f32::from(q as i8) * d;
@@ -132,12 +142,24 @@ impl QuantFormat {
         match self {
             Self::Q4_0 => "Q4_0",
             Self::Q4_1 => "Q4_1",
+            Self::Q5_0 => "Q5_0",
             Self::Q8_0 => "Q8_0",
             Self::Q4_K => "Q4_K",
             Self::Q5_K => "Q5_K",
             Self::Q6_K => "Q6_K",
         }
     }
+}
+
+/// The 32 unsigned 5-bit values of a Q5_0 block: the nibbles of `qs` (value `j` in the low
+/// nibble of byte `j`, value `j + 16` in its high nibble) with the fifth bit `j` of `qh`.
+fn q5_values(block: &[u8]) -> [u8; QUANT_BLOCK] {
+    let qh = u32::from_le_bytes([block[2], block[3], block[4], block[5]]);
+    std::array::from_fn(|j| {
+        let byte = block[6 + j % 16];
+        let nibble = if j < 16 { byte & 0x0F } else { byte >> 4 };
+        nibble | ((((qh >> j) & 1) as u8) << 4)
+    })
 }
 
 /// A `[rows, cols]` matrix (PyTorch's `[out, in]` for a projection) in a block format; each row is
@@ -213,49 +235,6 @@ impl QuantizedMatrix {
                 Inputs::Q16
             },
         })
-    }
-
-    /// A matrix from GGUF Q5_0 blocks (`d: f16, qh: u32, qs: [u8; 16]`, `w = (q - 16)·d` with
-    /// 5-bit `q`), held as Q8_0 blocks of the same values: `q - 16` fits an `i8` and `d` is
-    /// kept, so the values are exact, and the Q8_0 kernels multiply them (34 bytes per 32
-    /// values instead of 22). llama.cpp writes Q5_0 for the tensors of a Q4_K_M file whose
-    /// rows are not a multiple of 256 values.
-    ///
-    /// # Errors
-    /// As [`from_gguf_blocks`](Self::from_gguf_blocks).
-    pub fn from_q5_0_blocks(rows: usize, cols: usize, data: &[u8]) -> Result<Self> {
-        let bad = |reason: String| NnError::QuantizedBlocks {
-            format: "Q5_0".into(),
-            reason,
-        };
-        if !cols.is_multiple_of(QUANT_BLOCK) {
-            return Err(bad(format!(
-                "Q5_0 rows of {cols} values: not a whole number of 32-value blocks"
-            )));
-        }
-        let need = rows * cols / QUANT_BLOCK * 22;
-        if data.len() != need {
-            return Err(bad(format!(
-                "a [{rows}, {cols}] Q5_0 matrix needs {need} bytes, got {}",
-                data.len()
-            )));
-        }
-        let mut q8 = Vec::with_capacity(rows * cols / QUANT_BLOCK * 34);
-        for x in data.chunks_exact(22) {
-            let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]);
-            q8.extend_from_slice(&x[..2]);
-            let value = |j: usize| {
-                let nibble = if j < 16 {
-                    x[6 + j] & 0x0F
-                } else {
-                    x[6 + j - 16] >> 4
-                };
-                let high = ((qh >> j) & 1) as u8;
-                ((nibble | (high << 4)) as i8 - 16) as u8
-            };
-            q8.extend((0..32).map(value));
-        }
-        Self::from_gguf_blocks(QuantFormat::Q8_0, rows, cols, &q8)
     }
 
     /// The same matrix, whose [`matmul`](Self::matmul) treats its inputs as `inputs` says.
@@ -497,7 +476,10 @@ impl QuantizedMatrix {
     /// with `f32` inputs (`xsum`: the sum of each 32-value block of `x`).
     fn rows_dot_f32(&self, first: usize, x: &[f32], xsum: &[f32], n: usize, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
-        if self.format.block_values() == QUANT_BLOCK && avx2::available() {
+        if self.format.block_values() == QUANT_BLOCK
+            && self.format != QuantFormat::Q5_0
+            && avx2::available()
+        {
             f32_avx2::rows_dot(self, first, x, xsum, n, out);
             return;
         }
@@ -565,6 +547,14 @@ impl QuantizedMatrix {
                 sum += match self.format {
                     QuantFormat::Q4_0 => d * dx * nibbles(&w[2..18]) as f32 - 8.0 * d * xs,
                     QuantFormat::Q4_1 => d * dx * nibbles(&w[4..20]) as f32 + h(2) * xs,
+                    QuantFormat::Q5_0 => {
+                        let sumi: i32 = q5_values(w)
+                            .iter()
+                            .zip(q)
+                            .map(|(&a, &b)| i32::from(a) * i32::from(b))
+                            .sum();
+                        d * dx * sumi as f32 - 16.0 * d * xs
+                    }
                     QuantFormat::Q8_0 => {
                         let sumi: i32 = (0..32)
                             .map(|i| i32::from(w[2 + i] as i8) * i32::from(q[i]))
@@ -588,6 +578,11 @@ impl QuantizedMatrix {
             match self.format {
                 QuantFormat::Q4_0 | QuantFormat::Q4_1 | QuantFormat::Q8_0 => {
                     avx2::rows_dot(self, first, xq, out);
+                }
+                QuantFormat::Q5_0 => {
+                    for (i, o) in out.chunks_exact_mut(xq.n).enumerate() {
+                        self.row_dot_scalar(first + i, xq, o);
+                    }
                 }
                 QuantFormat::Q4_K | QuantFormat::Q5_K | QuantFormat::Q6_K => {
                     k_avx2::rows_dot(self, first, xq, out);
@@ -653,6 +648,14 @@ impl QuantizedMatrix {
                             })
                             .sum();
                         dd * sumi as f32 + h(2) * xq.s[k]
+                    }
+                    QuantFormat::Q5_0 => {
+                        let sumi: i32 = q5_values(w)
+                            .iter()
+                            .zip(q)
+                            .map(|(&a, &b)| (i32::from(a) - 16) * i32::from(b))
+                            .sum();
+                        dd * sumi as f32
                     }
                     QuantFormat::Q8_0 => {
                         let sumi: i32 = (0..32)
@@ -837,6 +840,10 @@ mod tests {
                 let m = f16::from_f32(rng.random_range(-0.4..0.0)).to_bits();
                 data.extend_from_slice(&m.to_le_bytes());
             }
+            if format == QuantFormat::Q5_0 {
+                let qh: u32 = rng.random();
+                data.extend_from_slice(&qh.to_le_bytes());
+            }
             let values = if format == QuantFormat::Q8_0 { 32 } else { 16 };
             for _ in 0..values {
                 data.push(rng.random());
@@ -861,6 +868,15 @@ mod tests {
                     let (m, q) = (h(2), &b[4..]);
                     w.extend(q.iter().map(|&v| f32::from(v & 15) * d + m));
                     w.extend(q.iter().map(|&v| f32::from(v >> 4) * d + m));
+                }
+                QuantFormat::Q5_0 => {
+                    let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+                    let q = &b[6..];
+                    let high = |j: usize| ((qh >> j) & 1) as i32 * 16;
+                    w.extend((0..16).map(|j| (i32::from(q[j] & 15) + high(j) - 16) as f32 * d));
+                    w.extend(
+                        (0..16).map(|j| (i32::from(q[j] >> 4) + high(j + 16) - 16) as f32 * d),
+                    );
                 }
                 QuantFormat::Q8_0 => w.extend(b[2..].iter().map(|&v| f32::from(v as i8) * d)),
                 _ => unreachable!("32-value formats only"),
@@ -1000,6 +1016,7 @@ mod tests {
                         let off = match m.format() {
                             QuantFormat::Q4_0 => -8.0 * h(0),
                             QuantFormat::Q4_1 => h(2),
+                            QuantFormat::Q5_0 => -16.0 * h(0),
                             _ => 0.0,
                         };
                         let k = j * cols + b * QUANT_BLOCK;
@@ -1047,7 +1064,12 @@ mod tests {
     #[test]
     fn matmul_matches_dequantized_weights() {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
-        for format in [QuantFormat::Q4_0, QuantFormat::Q4_1, QuantFormat::Q8_0] {
+        for format in [
+            QuantFormat::Q4_0,
+            QuantFormat::Q4_1,
+            QuantFormat::Q5_0,
+            QuantFormat::Q8_0,
+        ] {
             let (rows, cols) = (71, 96);
             let data = random_blocks(format, rows * cols / 32, &mut rng);
             let m = QuantizedMatrix::from_gguf_blocks(format, rows, cols, &data).unwrap();

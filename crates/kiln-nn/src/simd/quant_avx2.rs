@@ -45,18 +45,19 @@ pub(crate) fn rows_dot(m: &QuantizedMatrix, first: usize, xq: &Q8Input, out: &mu
             QuantFormat::Q4_0 => rows::<0>(data, nb, xq, out),
             QuantFormat::Q4_1 => rows::<1>(data, nb, xq, out),
             QuantFormat::Q8_0 => rows::<2>(data, nb, xq, out),
-            QuantFormat::Q4_K | QuantFormat::Q5_K | QuantFormat::Q6_K => {
+            QuantFormat::Q5_0 | QuantFormat::Q4_K | QuantFormat::Q5_K | QuantFormat::Q6_K => {
                 unreachable!("the k-quants have their own kernels")
             }
         }
     }
 }
 
-/// Block bytes of format `F` (0 = Q4_0, 1 = Q4_1, 2 = Q8_0).
+/// Block bytes of format `F` (0 = Q4_0, 1 = Q4_1, 2 = Q8_0, 3 = Q5_0).
 pub(super) const fn block_bytes(f: u8) -> usize {
     match f {
         0 => 18,
         1 => 20,
+        3 => 22,
         _ => 34,
     }
 }

@@ -38,7 +38,7 @@ pub(crate) fn rows_dot(
             QuantFormat::Q4_0 => rows::<0>(data, nb, x, xsum, n, out),
             QuantFormat::Q4_1 => rows::<1>(data, nb, x, xsum, n, out),
             QuantFormat::Q8_0 => rows::<2>(data, nb, x, xsum, n, out),
-            QuantFormat::Q4_K | QuantFormat::Q5_K | QuantFormat::Q6_K => {
+            QuantFormat::Q5_0 | QuantFormat::Q4_K | QuantFormat::Q5_K | QuantFormat::Q6_K => {
                 unreachable!("32-value block formats only")
             }
         }
@@ -119,6 +119,7 @@ pub(super) fn finish<const F: u8>(t: __m256, h: __m128) -> f32 {
     let s = hsum(t);
     match F {
         0 => s - 8.0 * _mm_cvtss_f32(h),
+        3 => s - 16.0 * _mm_cvtss_f32(h),
         1 => s + _mm_cvtss_f32(_mm_shuffle_ps(h, h, 1)),
         _ => s,
     }

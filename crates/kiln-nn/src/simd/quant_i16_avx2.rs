@@ -36,6 +36,7 @@ pub(crate) fn rows_dot(m: &QuantizedMatrix, first: usize, xq: &Q16Input, out: &m
             QuantFormat::Q4_0 => rows::<0>(data, nb, xq, out),
             QuantFormat::Q4_1 => rows::<1>(data, nb, xq, out),
             QuantFormat::Q8_0 => rows::<2>(data, nb, xq, out),
+            QuantFormat::Q5_0 => rows::<3>(data, nb, xq, out),
             QuantFormat::Q4_K | QuantFormat::Q5_K | QuantFormat::Q6_K => {
                 unreachable!("32-value block formats only")
             }
@@ -44,7 +45,7 @@ pub(crate) fn rows_dot(m: &QuantizedMatrix, first: usize, xq: &Q16Input, out: &m
 }
 
 /// The block's 32 weights as two vectors of 16 `i16`: values 0..16 and 16..32 (unsigned
-/// nibbles for Q4_0 and Q4_1, whose offsets are applied per block).
+/// 4- or 5-bit values for Q4_0, Q4_1 and Q5_0, whose offsets are applied per block).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn weights<const F: u8>(p: *const u8) -> (__m256i, __m256i) {
@@ -56,12 +57,47 @@ unsafe fn weights<const F: u8>(p: *const u8) -> (__m256i, __m256i) {
                 _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(18).cast())),
             )
         } else {
-            let q = _mm_loadu_si128(p.add(if F == 1 { 4 } else { 2 }).cast());
+            let offset = match F {
+                1 => 4,
+                3 => 6,
+                _ => 2,
+            };
+            let q = _mm_loadu_si128(p.add(offset).cast());
             // Byte i holds value i (low nibble) and value i + 16 (high nibble).
             let mask = _mm_set1_epi8(0x0F);
+            let lo = _mm256_cvtepu8_epi16(_mm_and_si128(q, mask));
+            let hi = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(q, 4), mask));
+            if F != 3 {
+                return (lo, hi);
+            }
+            // Q5_0: bit j of `qh` is the fifth bit (16) of value j.
+            let qh = p.add(2).cast::<u32>().read_unaligned();
+            let bits = _mm256_setr_epi16(
+                1,
+                2,
+                4,
+                8,
+                16,
+                32,
+                64,
+                128,
+                256,
+                512,
+                1024,
+                2048,
+                4096,
+                8192,
+                16384,
+                i16::MIN,
+            );
+            let sixteen = _mm256_set1_epi16(16);
+            let fifth = |h: u32| {
+                let set = _mm256_and_si256(_mm256_set1_epi16(h as u16 as i16), bits);
+                _mm256_and_si256(_mm256_cmpeq_epi16(set, bits), sixteen)
+            };
             (
-                _mm256_cvtepu8_epi16(_mm_and_si128(q, mask)),
-                _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(q, 4), mask)),
+                _mm256_or_si256(lo, fifth(qh)),
+                _mm256_or_si256(hi, fifth(qh >> 16)),
             )
         }
     }
