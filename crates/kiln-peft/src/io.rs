@@ -365,12 +365,57 @@ pub fn read_adapter_config(dir: &Path) -> Result<AdapterConfig> {
     serde_json::from_str(&text).map_err(|source| PeftError::Json { path, source })
 }
 
+/// Checks an adapter's tensors without a model: every value is finite, and the LoRA factors'
+/// rank (`lora_A.weight` rows, `lora_B.weight` columns) is the configuration's `r`. `file`
+/// names the weights file in errors.
+///
+/// # Errors
+/// [`PeftError::NonFinite`] naming the first tensor with NaN or an infinity;
+/// [`PeftError::ConfigMismatch`] naming a LoRA factor whose rank is not `r`.
+pub fn check_adapter_tensors(
+    config: &AdapterConfig,
+    tensors: &BTreeMap<String, HostTensor>,
+    file: &Path,
+) -> Result<()> {
+    for (key, t) in tensors {
+        if let Some((index, &value)) = t.data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(PeftError::NonFinite {
+                path: file.to_path_buf(),
+                key: key.clone(),
+                value,
+                index,
+            });
+        }
+    }
+    if let AdapterConfig::Lora(c) = config {
+        for (key, t) in tensors {
+            let rank = if key.ends_with("lora_A.weight") {
+                t.shape.first()
+            } else if key.ends_with("lora_B.weight") {
+                t.shape.get(1)
+            } else {
+                continue;
+            };
+            if t.shape.len() != 2 || rank != Some(&c.r) {
+                return Err(PeftError::ConfigMismatch {
+                    path: file.to_path_buf(),
+                    key: key.clone(),
+                    shape: t.shape.clone(),
+                    field: "r".into(),
+                    value: c.r.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Loads a PEFT adapter folder into a model: reads the config, attaches the method, and fills
 /// its parameters strictly from `adapter_model.safetensors`.
 ///
 /// # Errors
-/// I/O, JSON and safetensors errors naming the file; a missing/unexpected tensor or a shape
-/// mismatch naming the key (typically an adapter made for another architecture).
+/// I/O, JSON and safetensors errors naming the file; a missing/unexpected tensor, a shape
+/// mismatch or a non-finite value naming the key (see [`check_adapter_tensors`]).
 pub fn load_adapter<M: AdapterTarget + Module>(
     model: M,
     dir: &Path,
@@ -384,6 +429,7 @@ pub fn load_adapter<M: AdapterTarget + Module>(
     let (mut model, _) = attach_adapter(model, &config, None, 0, device)?;
     let file = dir.join(WEIGHTS_FILE);
     let tensors = read_safetensors(&file)?;
+    check_adapter_tensors(&config, &tensors, &file)?;
     set_adapter_state(&mut model, &config, tensors, &file, device)?;
     Ok((model, read_adapter_config(dir)?))
 }

@@ -71,6 +71,9 @@ impl Recipe {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RecipeBuilder {
     table: toml::Table,
+    /// The keys set by `key=value` overrides, with the override as given: an error at such a
+    /// key is reported against `--set`, not the file.
+    overridden: Vec<(String, String)>,
 }
 
 impl RecipeBuilder {
@@ -118,6 +121,9 @@ impl RecipeBuilder {
                 origin: format!("--set {o}"),
                 message,
             })?;
+            if let Some((key, _)) = o.split_once('=') {
+                self.overridden.push((key.trim().to_string(), o.clone()));
+            }
         }
         Ok(self)
     }
@@ -155,16 +161,38 @@ impl RecipeBuilder {
             origin: origin.to_string(),
             message,
         };
-        let value = self.table;
+        // An error at a key an override set (or inside it) is the override's.
+        let blame = |key: &str, message: String| {
+            let by = self.overridden.iter().rev().find(|(k, _)| {
+                key == k || key.starts_with(&format!("{k}.")) || k.starts_with(&format!("{key}."))
+            });
+            match by {
+                Some((_, spec)) => RecipeError::Invalid {
+                    origin: format!("--set {spec}"),
+                    message,
+                },
+                None => invalid(message),
+            }
+        };
+        let value = self.table.clone();
         let recipe: Recipe = serde_path_to_error::deserialize(toml::Value::Table(value.clone()))
             .map_err(|e| {
-                let path = e.path().to_string();
+                let mut path = e.path().to_string();
                 let inner = e.into_inner();
-                let message = inner.message();
+                let mut message = inner.message().to_string();
+                // `[adapter]` is a tagged enum, whose fields serde reads from a buffer that
+                // loses their names: read the table again as its method's own type.
+                if path == "adapter"
+                    && let Some(toml::Value::Table(t)) = value.get("adapter")
+                    && let Some((key, m)) = adapter_field_error(t)
+                {
+                    path = format!("adapter.{key}");
+                    message = m;
+                }
                 if path == "." || message.contains(&format!("`{path}`")) {
-                    invalid(message.to_string())
+                    blame(&path, message)
                 } else {
-                    invalid(format!("`{path}`: {message}"))
+                    blame(&path, format!("`{path}`: {message}"))
                 }
             })?;
         // Sections such as `[adapter]` accept PEFT's files, which carry fields kiln does not
@@ -174,13 +202,35 @@ impl RecipeBuilder {
         let mut unknown = BTreeSet::new();
         unknown_keys(&toml::Value::Table(value), &back, "", &mut unknown);
         if let Some(key) = unknown.into_iter().next() {
-            return Err(invalid(format!("unknown key `{key}`")));
+            return Err(blame(&key, format!("unknown key `{key}`")));
         }
         recipe.validate().map_err(invalid)?;
         let mut recipe = recipe;
         recipe.data.packing = Some(recipe.packing());
         Ok(recipe)
     }
+}
+
+/// The field and message of the error that reading `[adapter]` as its `peft_type`'s own
+/// configuration gives, if any.
+fn adapter_field_error(table: &toml::Table) -> Option<(String, String)> {
+    fn read<T: DeserializeOwned>(value: toml::Value) -> Option<(String, String)> {
+        serde_path_to_error::deserialize::<_, T>(value)
+            .err()
+            .map(|e| (e.path().to_string(), e.into_inner().message().to_string()))
+    }
+    let mut fields = table.clone();
+    let kind = fields.remove("peft_type")?;
+    let value = toml::Value::Table(fields);
+    match kind.as_str()? {
+        "LORA" => read::<kiln_peft::LoraConfig>(value),
+        "IA3" => read::<kiln_peft::Ia3Config>(value),
+        "PROMPT_TUNING" => read::<kiln_peft::PromptTuningConfig>(value),
+        "PREFIX_TUNING" => read::<kiln_peft::PrefixTuningConfig>(value),
+        "BOTTLENECK" => read::<kiln_peft::BottleneckConfig>(value),
+        _ => None,
+    }
+    .filter(|(path, _)| path != ".")
 }
 
 /// Merges `from` into `into`: tables key by key, other values replace.
