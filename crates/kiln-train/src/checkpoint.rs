@@ -501,6 +501,30 @@ fn sync_dir(path: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn verify_names_a_changed_or_missing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::write(d.join(OPTIMIZER_FILE), [7u8; 64]).unwrap();
+        fs::write(d.join(PARAMS_FILE), [1u8; 32]).unwrap();
+        write_json(&d.join(CHECKSUMS_FILE), &checksums(d).unwrap()).unwrap();
+        CheckpointManager::verify(d).unwrap();
+
+        // Same length, other bytes.
+        fs::write(d.join(OPTIMIZER_FILE), [8u8; 64]).unwrap();
+        let err = CheckpointManager::verify(d).unwrap_err().to_string();
+        assert!(
+            err.contains(OPTIMIZER_FILE) && err.contains("corrupt"),
+            "{err}"
+        );
+        fs::write(d.join(OPTIMIZER_FILE), [7u8; 64]).unwrap();
+        CheckpointManager::verify(d).unwrap();
+
+        fs::remove_file(d.join(PARAMS_FILE)).unwrap();
+        let err = CheckpointManager::verify(d).unwrap_err().to_string();
+        assert!(err.contains(PARAMS_FILE), "{err}");
+    }
+
     /// A resumed run continues bit for bit only if every float of the state reads back as
     /// written. serde_json's default parser is one unit in the last place off for about one in
     /// twelve f64 values (3.1196087731255426 reads back as 3.119608773125542); the workspace

@@ -22,6 +22,21 @@ pub enum TrainError {
         /// The value.
         value: f32,
     },
+    /// An example longer than the model's learned positions.
+    #[error(
+        "{set} example {index} has {tokens} tokens, more than the model's {positions} positions \
+         (lower data.max_len or drop the example)"
+    )]
+    TooLong {
+        /// Which examples (`training`, `validation`, `evaluation`).
+        set: String,
+        /// Its index.
+        index: usize,
+        /// Its length.
+        tokens: usize,
+        /// The positions the model has.
+        positions: usize,
+    },
     /// Reading or writing a file failed.
     #[error("I/O error on `{path}`: {source}")]
     Io {
@@ -70,8 +85,9 @@ pub enum TrainError {
     /// The output directory holds the checkpoints of an earlier run, and the run neither
     /// resumes nor overwrites.
     #[error(
-        "`{path}` holds checkpoints of an earlier run (newest: step {step}); set `resume = true` \
-         to continue it or `overwrite = true` to delete them and start over"
+        "`{path}` holds checkpoints of an earlier run (newest: step {step}); continue it with \
+         `resume` (`kiln train --resume`) or delete them and start over with `overwrite` \
+         (`kiln train --overwrite`)"
     )]
     PreviousRun {
         /// The checkpoints directory.

@@ -18,7 +18,7 @@ use crate::checkpoint::{
     write_json,
 };
 use crate::data::{DataOrder, RowLayout, mix};
-use crate::eval::{EvalResult, evaluate_rows};
+use crate::eval::{EvalResult, check_positions, evaluate_rows};
 use crate::logs::{LogRecord, MetricsLog, plot_curves, progress_bar};
 use crate::trainer::trainable_params;
 use crate::{Result, TrainError, Trainer};
@@ -406,6 +406,10 @@ where
                 field: "train".into(),
                 reason: "no training example".into(),
             });
+        }
+        check_positions(&model, self.train, "training")?;
+        if let Some(val) = self.val {
+            check_positions(&model, val, "validation")?;
         }
         let rows = cfg.row_layout();
         rows.check(self.train, "packing_row_len")?;
