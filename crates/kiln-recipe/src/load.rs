@@ -343,6 +343,101 @@ output_dir = "runs/x"
 "#;
 
     #[test]
+    fn errors_name_the_adapter_key_and_the_override() {
+        let err = Recipe::from_toml(&RECIPE.replace("r = 4", "r = \"abc\""), "r.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("r.toml: `adapter.r`"), "{err}");
+        let err = Recipe::parse(RECIPE, "r.toml", &["adapter.r=\"abc\"".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("--set adapter.r=\"abc\": `adapter.r`"),
+            "{err}"
+        );
+        let err = Recipe::parse(RECIPE, "r.toml", &["fit.epoch=3".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("--set fit.epoch=3: "), "{err}");
+        // A key of the file stays the file's.
+        let err = Recipe::parse(
+            &RECIPE.replace("lr = 2e-3", "lr = 2e-3\nlrr = 1"),
+            "r.toml",
+            &["fit.epochs=3".into()],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("r.toml: "), "{err}");
+    }
+
+    /// Bounded fuzzing of recipe TOML and `--set` overrides: every mutation parses to a recipe
+    /// or to an error; never a panic. A recipe that parses prints as TOML that parses back to it.
+    #[test]
+    fn mutated_recipes_and_overrides_never_panic() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let keys = [
+            "fit.epochs",
+            "fit",
+            "adapter.r",
+            "adapter.peft_type",
+            "optimizer.lr",
+            "data.max_len",
+            "schedule.kind",
+            "model",
+            "x.y.z",
+            ".",
+            "fit..epochs",
+        ];
+        let values = [
+            "3",
+            "-1",
+            "0",
+            "1e400",
+            "\"abc\"",
+            "[1, 2]",
+            "{ a = 1 }",
+            "",
+            "=",
+            "\"IA3\"",
+            "true",
+        ];
+        let mut parsed = 0;
+        for _ in 0..400 {
+            let mut b = RECIPE.as_bytes().to_vec();
+            for _ in 0..next() % 3 {
+                let at = (next() % b.len() as u64) as usize;
+                b[at] = match next() % 6 {
+                    0 => b'"',
+                    1 => b'=',
+                    2 => b'[',
+                    3 => b'\n',
+                    _ => b' ' + (next() % 95) as u8,
+                };
+            }
+            let text = String::from_utf8_lossy(&b);
+            let overrides: Vec<String> = (0..next() % 3)
+                .map(|_| {
+                    let k = keys[(next() % keys.len() as u64) as usize];
+                    let v = values[(next() % values.len() as u64) as usize];
+                    format!("{k}={v}")
+                })
+                .collect();
+            if let Ok(recipe) = Recipe::parse(&text, "fuzz.toml", &overrides) {
+                parsed += 1;
+                let again = Recipe::from_toml(&recipe.to_toml(), "printed").unwrap();
+                assert_eq!(again, recipe, "{text}\n{overrides:?}");
+            }
+        }
+        assert!(parsed > 0);
+    }
+
+    #[test]
     fn parses_and_round_trips() {
         let r = Recipe::from_toml(RECIPE, "r.toml").unwrap();
         assert_eq!(r.optimizer.lr, 2e-3);
