@@ -885,6 +885,26 @@ fn bad_input_fails_naming_the_fault_and_changes_nothing() {
         .copied()
         .collect::<Vec<_>>()
         .join(" ");
+    // The tiny GPT-2 (64 learned positions) with the same tokenizer, and an example past them.
+    let gpt2 = dir.join("tiny-gpt2");
+    std::fs::create_dir_all(&gpt2).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-models/tests/fixtures");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixtures.join("tiny-gpt2").join(f), gpt2.join(f)).unwrap();
+    }
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(dir.join("tiny-model").join(f), gpt2.join(f)).unwrap();
+    }
+    let record = serde_json::json!({ "prompt": long_prompt, "completion": "code" });
+    std::fs::write(dir.join("long.jsonl"), format!("{record}\n")).unwrap();
+    write_recipe(
+        "gpt2.toml",
+        "[model]\npath = \"tiny-gpt2\"\n[data]\ntrain = \"long.jsonl\"\n\
+         format = { format = \"prompt_completion\" }\n[adapter]\npeft_type = \"LORA\"\n\
+         r = 4\ntarget_modules = [\"c_attn\"]\n[fit]\nmax_steps = 1\nbatch_size = 1\n\
+         output_dir = \"run-gpt2\"\nprogress = false\n"
+            .into(),
+    );
 
     let eval = |extra: &[&'static str]| -> Vec<String> {
         let mut args = vec![
@@ -945,6 +965,10 @@ fn bad_input_fails_naming_the_fault_and_changes_nothing() {
         (
             s(&["train", "recipe.toml", "--set", "fit.epoch=3"]),
             s(&["--set fit.epoch=3", "`fit.epoch`"]),
+        ),
+        (
+            s(&["train", "gpt2.toml"]),
+            s(&["training example 0", "64 positions"]),
         ),
         (
             s(&["train", "layers.toml"]),
