@@ -502,6 +502,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn non_finite_trainable_parameters_are_found() {
+        #[derive(Module, Debug)]
+        struct Two {
+            frozen: burn::module::Param<Tensor<1>>,
+            weight: burn::module::Param<Tensor<1>>,
+        }
+        let device = burn::tensor::Device::flex().autodiff();
+        let param = |v: [f32; 2], grad: bool| {
+            burn::module::Param::from_tensor(Tensor::<1>::from_floats(v, &device))
+                .set_require_grad(grad)
+        };
+        let m = Two {
+            frozen: param([f32::NAN, 0.0], false),
+            weight: param([1.0, 2.0], true),
+        };
+        assert_eq!(
+            first_non_finite(&m),
+            None,
+            "frozen parameters are not checked"
+        );
+        let m = Two {
+            frozen: param([0.0, 0.0], false),
+            weight: param([1.0, f32::INFINITY], true),
+        };
+        assert_eq!(first_non_finite(&m).as_deref(), Some("weight"));
+    }
+
+    #[test]
     fn verify_names_a_changed_or_missing_file() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
