@@ -163,9 +163,11 @@ impl RecipeBuilder {
         };
         // An error at a key an override set (or inside it) is the override's.
         let blame = |key: &str, message: String| {
-            let by = self.overridden.iter().rev().find(|(k, _)| {
-                key == k || key.starts_with(&format!("{k}.")) || k.starts_with(&format!("{key}."))
-            });
+            let by = self
+                .overridden
+                .iter()
+                .rev()
+                .find(|(k, _)| key == k || key.starts_with(&format!("{k}.")));
             match by {
                 Some((_, spec)) => RecipeError::Invalid {
                     origin: format!("--set {spec}"),
