@@ -1114,4 +1114,23 @@ fn bad_input_fails_naming_the_fault_and_changes_nothing() {
     assert_eq!(ckpts.len(), 1, "{ckpts:?}");
     assert!(ckpts[0].starts_with("checkpoint-"), "{ckpts:?}");
     assert!(!dir.join("run-int/kiln.lock").exists());
+    // The run continues from that checkpoint (one more step).
+    let step: usize = ckpts[0]["checkpoint-".len()..].parse().unwrap();
+    let max_steps = format!("fit.max_steps={}", step + 1);
+    ok(
+        &["train", "long.toml", "--resume", "--set", &max_steps],
+        dir,
+    );
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("run-int/run_summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["steps"].as_u64(), Some(step as u64 + 1));
+    assert!(
+        summary["resumed_from"]
+            .as_str()
+            .unwrap()
+            .ends_with(&ckpts[0]),
+        "{summary}"
+    );
 }
