@@ -114,6 +114,21 @@ pub fn run(command: &DataCommand) -> Result<()> {
             test,
             seed,
         } => {
+            // Refuse before reading: an output file that is the input would be overwritten
+            // with a part of itself.
+            let outputs = ["train", "validation", "test"].map(|n| out.join(format!("{n}.jsonl")));
+            if let Ok(input_real) = input.canonicalize() {
+                for path in &outputs {
+                    if path.canonicalize().is_ok_and(|p| p == input_real) {
+                        bail!(
+                            "the input {} is also an output of --out {}: it would be overwritten; \
+                             choose another --out folder",
+                            input.display(),
+                            out.display()
+                        );
+                    }
+                }
+            }
             let records: Vec<_> =
                 read_records(input, SourceKind::from_path(input)?)?.collect::<Result<_, _>>()?;
             let sizes = SplitSizes::Ratios {
@@ -123,13 +138,11 @@ pub fn run(command: &DataCommand) -> Result<()> {
             };
             let split = Splitter::new(sizes, *seed).random(records.len())?;
             std::fs::create_dir_all(out)?;
-            for (name, idx) in [
-                ("train", &split.train),
-                ("validation", &split.validation),
-                ("test", &split.test),
-            ] {
-                let path = out.join(format!("{name}.jsonl"));
-                let n = write_jsonl(&path, idx.iter().map(|&i| &records[i].fields))?;
+            for (path, idx) in outputs
+                .iter()
+                .zip([&split.train, &split.validation, &split.test])
+            {
+                let n = write_jsonl(path, idx.iter().map(|&i| &records[i].fields))?;
                 println!("{}: {n} records", path.display());
             }
         }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use kiln::data::{PrepareOptions, PromptStyle, RecordFormat};
 use kiln::models::{CachedCausalLm, load_pretrained};
 use kiln::prelude::*;
@@ -33,14 +33,14 @@ pub struct EvalArgs {
     /// General text (one passage per line) whose perplexity measures forgetting.
     #[arg(long)]
     pub general: Option<PathBuf>,
-    /// Use only the first N questions.
-    #[arg(long)]
+    /// Use only the first N questions (at least 1).
+    #[arg(long, value_parser = at_least_one())]
     pub limit: Option<usize>,
     /// Most tokens per answer.
     #[arg(long, default_value_t = 64)]
     pub max_new_tokens: usize,
-    /// Questions answered together.
-    #[arg(long, default_value_t = 16)]
+    /// Questions answered together (at least 1).
+    #[arg(long, default_value_t = 16, value_parser = at_least_one())]
     pub batch_size: usize,
     /// Folder for `report.md` and `report.json`.
     #[arg(long, default_value = "runs/eval")]
@@ -51,8 +51,20 @@ pub struct EvalArgs {
     pub truncate: Option<Truncate>,
 }
 
+/// A `usize` argument of at least 1.
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+}
+
 /// Runs `kiln eval`.
 pub fn run(device: &DeviceArg, args: &EvalArgs) -> Result<()> {
+    // Checked before the model loads: the report must have somewhere to go.
+    if args.out.exists() && !args.out.is_dir() {
+        bail!(
+            "--out {} is a file; it must be a folder (for report.md and report.json)",
+            args.out.display()
+        );
+    }
     let device = device.open()?;
     let p = load_pretrained(&args.model, &device)
         .with_context(|| format!("loading {}", args.model.display()))?;
@@ -99,7 +111,9 @@ pub fn run(device: &DeviceArg, args: &EvalArgs) -> Result<()> {
             eprintln!("adapter: {} from {}", adapter.peft_type(), dir.display());
             let report =
                 compare_models(&base, &tuned, &cases, general.as_deref(), &config, &decode)?;
-            let (md, _) = report.write(&args.out)?;
+            let (md, _) = report
+                .write(&args.out)
+                .with_context(|| format!("writing the report into {}", args.out.display()))?;
             print!("{}", report.to_markdown());
             eprintln!("report: {}", md.display());
         }
@@ -153,14 +167,14 @@ pub fn run(device: &DeviceArg, args: &EvalArgs) -> Result<()> {
                     cell(a)
                 ));
             }
-            std::fs::create_dir_all(&args.out)?;
+            std::fs::create_dir_all(&args.out)
+                .with_context(|| format!("creating {}", args.out.display()))?;
             let path = args.out.join("report.md");
-            std::fs::write(&path, &md)?;
+            std::fs::write(&path, &md).with_context(|| format!("writing {}", path.display()))?;
             let json = serde_json::json!({ "scores": scores, "answers": answers, "general_perplexity": perplexity });
-            std::fs::write(
-                args.out.join("report.json"),
-                serde_json::to_string_pretty(&json)?,
-            )?;
+            let json_path = args.out.join("report.json");
+            std::fs::write(&json_path, serde_json::to_string_pretty(&json)?)
+                .with_context(|| format!("writing {}", json_path.display()))?;
             print!("{md}");
             eprintln!("report: {}", path.display());
         }

@@ -2,10 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use kiln::models::{AnyConfig, load_pretrained};
 use kiln::nn::safetensors::read_safetensors;
-use kiln::peft::read_adapter_config;
+use kiln::peft::{check_adapter_tensors, read_adapter_config};
 use kiln::prelude::*;
 
 use crate::util::DeviceArg;
@@ -24,6 +24,14 @@ pub struct InspectArgs {
 pub fn run(device: &DeviceArg, args: &InspectArgs) -> Result<()> {
     if args.path.join("adapter_config.json").is_file() {
         return adapter(&args.path);
+    }
+    if args.path.is_dir() && !args.path.join("config.json").is_file() {
+        let what = if args.path.join("adapter_model.safetensors").is_file() {
+            "an adapter folder without adapter_config.json"
+        } else {
+            "neither an adapter folder (adapter_config.json) nor a model folder (config.json)"
+        };
+        bail!("{}: {what}", args.path.display());
     }
     let device = device.open()?;
     let p = load_pretrained(&args.path, &device)
@@ -82,6 +90,9 @@ pub fn run(device: &DeviceArg, args: &InspectArgs) -> Result<()> {
 
 fn adapter(dir: &Path) -> Result<()> {
     let config = read_adapter_config(dir)?;
+    let file = dir.join("adapter_model.safetensors");
+    let tensors = read_safetensors(&file)?;
+    check_adapter_tensors(&config, &tensors, &file)?;
     println!("path: {}", dir.display());
     println!("method: {}", config.peft_type());
     let common = config.common();
@@ -94,8 +105,6 @@ fn adapter(dir: &Path) -> Result<()> {
         "config: {}",
         serde_json::to_string(&config).unwrap_or_default()
     );
-    let file = dir.join("adapter_model.safetensors");
-    let tensors = read_safetensors(&file)?;
     let params: usize = tensors.values().map(|t| t.data.len()).sum();
     let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
     println!(

@@ -1,9 +1,12 @@
 //! `kiln train`: run a TOML recipe.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
-use anyhow::{Context, Result};
-use kiln::recipe::Recipe;
+use anyhow::{Context, Result, bail};
+use kiln::recipe::{Recipe, RecipeError};
+use kiln::train::{StopReason, TrainError};
 
 use crate::util::DeviceArg;
 
@@ -29,6 +32,12 @@ pub struct TrainArgs {
     /// Print the fully resolved recipe (every default filled in) and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Continue from the newest checkpoint in `fit.output_dir` (`fit.resume = true`).
+    #[arg(long, conflicts_with = "overwrite")]
+    pub resume: bool,
+    /// Delete the checkpoints an earlier run left in `fit.output_dir` and start over.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 impl TrainArgs {
@@ -44,21 +53,64 @@ impl TrainArgs {
         if self.group_by_length {
             all.push("data.group_by_length=true".into());
         }
+        if self.resume {
+            all.push("fit.resume=true".into());
+        }
         all
     }
 }
 
 /// Runs `kiln train`.
 pub fn run(device: &DeviceArg, args: &TrainArgs) -> Result<()> {
-    let recipe = Recipe::from_file(&args.recipe, &args.all_overrides())?;
+    let mut recipe = Recipe::from_file(&args.recipe, &args.all_overrides())?;
     if args.print_config {
         print!("{}", recipe.to_toml());
         return Ok(());
     }
+    if args.overwrite {
+        if recipe.fit.resume {
+            bail!(
+                "--overwrite contradicts `fit.resume = true` in {}",
+                args.recipe.display()
+            );
+        }
+        recipe.fit.overwrite = true;
+    }
     let device = device.open()?;
-    let out = recipe
-        .run(&device)
-        .with_context(|| format!("running {}", args.recipe.display()))?;
+    // The first SIGINT/SIGTERM raises the flag: the step in progress finishes, a checkpoint is
+    // written and the run ends; a second one exits at once.
+    let interrupt = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&interrupt))
+            .context("installing the signal handler")?;
+        signal_hook::flag::register(signal, Arc::clone(&interrupt))
+            .context("installing the signal handler")?;
+    }
+    let out = match recipe.run_interruptible(&device, Some(&interrupt)) {
+        Ok(out) => out,
+        Err(RecipeError::Train(TrainError::PreviousRun { path, step })) => bail!(
+            "{} holds checkpoints of an earlier run (newest: step {step}); pass --resume to \
+             continue it or --overwrite to delete them and start over",
+            path.display()
+        ),
+        Err(e) => {
+            return Err(e).with_context(|| format!("running {}", args.recipe.display()));
+        }
+    };
+    let summary = &out.report.summary;
+    if summary.stop_reason == StopReason::Interrupted {
+        eprintln!(
+            "interrupted at step {} of {}: checkpoint {}; continue with `kiln train {} --resume`",
+            summary.steps,
+            summary.total_steps,
+            summary
+                .last_checkpoint
+                .as_ref()
+                .map_or_else(|| "none".into(), |p| p.display().to_string()),
+            args.recipe.display()
+        );
+        std::process::exit(130);
+    }
     print!("{}", out.report.to_markdown());
     Ok(())
 }

@@ -362,6 +362,66 @@ mod tests {
         read_records(path, SourceKind::from_path(path)?)?.collect()
     }
 
+    /// Mutates 1 to 3 bytes of `seed` (or cuts it short) with a xorshift stream.
+    fn mutations(seed: &[u8], cases: usize, mut state: u64) -> impl Iterator<Item = Vec<u8>> {
+        let seed = seed.to_vec();
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        (0..cases).map(move |_| {
+            let mut b = seed.clone();
+            if next() % 5 == 0 {
+                b.truncate((next() % b.len() as u64) as usize);
+            } else {
+                for _ in 0..1 + next() % 3 {
+                    let at = (next() % b.len() as u64) as usize;
+                    b[at] = match next() % 6 {
+                        0 => b'"',
+                        1 => b',',
+                        2 => b'\n',
+                        3 => 0xFF,
+                        _ => next() as u8,
+                    };
+                }
+            }
+            b
+        })
+    }
+
+    /// Bounded fuzzing of the JSONL and CSV readers from valid files: every mutation reads to
+    /// records or to an error naming the file, never a panic.
+    #[test]
+    fn mutated_jsonl_and_csv_never_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let seeds = [
+            (
+                "a.jsonl",
+                "{\"prompt\": \"P0300?\", \"completion\": \"misfire\"}\n{\"prompt\": \"x\", \"completion\": [1, {\"a\": null}]}\n",
+            ),
+            (
+                "a.csv",
+                "prompt,completion\n\"P0300, code?\",misfire\nP0171,\"too \"\"lean\"\"\"\n",
+            ),
+        ];
+        for (i, (name, text)) in seeds.into_iter().enumerate() {
+            let path = dir.path().join(name);
+            for bytes in mutations(text.as_bytes(), 300, 0x9E37_79B9 + i as u64) {
+                std::fs::write(&path, &bytes).unwrap();
+                match collect(&path) {
+                    Ok(records) => {
+                        for r in &records {
+                            let _ = r.text("prompt");
+                        }
+                    }
+                    Err(e) => assert!(e.to_string().contains(name), "{e}"),
+                }
+            }
+        }
+    }
+
     #[test]
     fn jsonl_records_keep_their_line() {
         let f = file(".jsonl", "{\"a\":1}\n\n{\"a\":\"x\"}\n");

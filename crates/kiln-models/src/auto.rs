@@ -233,6 +233,10 @@ impl CausalLm for AnyCausalLm {
         delegate!(self, m => m.device())
     }
 
+    fn max_positions(&self) -> Option<usize> {
+        delegate!(self, m => CausalLm::max_positions(m))
+    }
+
     fn forward_hidden(&self, input: &LmInput) -> Tensor<3> {
         delegate!(self, m => m.forward_hidden(input))
     }

@@ -264,7 +264,8 @@ impl BertModel {
     /// (after any soft prompt); padded keys (`attention_mask` 0) are masked.
     ///
     /// # Panics
-    /// If the sequence is longer than the learned positions.
+    /// If the sequence is longer than the learned positions ([`BertModel::check_length`]
+    /// tells beforehand).
     pub fn forward(&self, input: &LmInput) -> Tensor<3> {
         let device = input.input_ids.device();
         let [b, t] = input.input_ids.dims();
@@ -330,10 +331,40 @@ impl BertModel {
         }
     }
 
+    /// Positions the model learned (the longest sequence, soft-prompt tokens included).
+    pub fn max_positions(&self) -> usize {
+        self.embeddings.position_embeddings.weight.dims()[0]
+    }
+
+    /// Checks that `input` (with the active soft prompt's tokens) fits the learned positions.
+    ///
+    /// # Errors
+    /// [`ModelError::SequenceTooLong`] naming both lengths.
+    pub fn check_length(&self, input: &LmInput) -> Result<()> {
+        let n_soft = match active_prompt(&self.prompt_encoder, self.prompt_disabled) {
+            Some(PromptEncoder::Prompt(p)) => p.embedding.dims()[0],
+            _ => 0,
+        };
+        let tokens = n_soft + input.input_ids.dims()[1];
+        let positions = self.max_positions();
+        if tokens > positions {
+            return Err(ModelError::SequenceTooLong {
+                tokens,
+                positions,
+                model: "BERT".into(),
+            });
+        }
+        Ok(())
+    }
+
     /// Sentence embeddings as sentence-transformers computes them for all-MiniLM-L6-v2: the mean
     /// of the last hidden states over real tokens, then (with `normalize`) L2-normalized.
     /// `[batch, hidden]`.
-    pub fn mean_pooled(&self, input: &LmInput, normalize: bool) -> Tensor<2> {
+    ///
+    /// # Errors
+    /// A sequence longer than the learned positions ([`BertModel::check_length`]).
+    pub fn mean_pooled(&self, input: &LmInput, normalize: bool) -> Result<Tensor<2>> {
+        self.check_length(input)?;
         let h = self.forward(input);
         let [b, t, d] = h.dims();
         let device = h.device();
@@ -353,9 +384,9 @@ impl BertModel {
                 .sum_dim(1)
                 .sqrt()
                 .clamp_min(1e-12);
-            mean / norm
+            Ok(mean / norm)
         } else {
-            mean
+            Ok(mean)
         }
     }
 

@@ -91,6 +91,13 @@ pub trait CausalLm {
     /// Projects hidden states `[n, hidden]` to logits `[n, vocab]`.
     fn logits(&self, hidden: Tensor<2>) -> Tensor<2>;
 
+    /// The most tokens one sequence may hold (virtual tokens of an adapter excluded), for
+    /// models with learned positions (GPT-2); `None` where positions are computed (rotary).
+    /// Longer input makes [`CausalLm::forward_hidden`] panic: check before.
+    fn max_positions(&self) -> Option<usize> {
+        None
+    }
+
     /// Logits for every position, `[batch, seq, vocab]`.
     fn forward(&self, input: &LmInput) -> Tensor<3> {
         let h = self.forward_hidden(input);

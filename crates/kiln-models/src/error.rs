@@ -67,6 +67,29 @@ pub enum ModelError {
         #[source]
         source: kiln_tokenizer::TokenizerError,
     },
+    /// A sequence longer than the positions the model learned.
+    #[error(
+        "a sequence of {tokens} tokens is longer than {model}'s {positions} learned positions \
+         (shorten or truncate it)"
+    )]
+    SequenceTooLong {
+        /// Its length, virtual tokens included.
+        tokens: usize,
+        /// The positions the model has.
+        positions: usize,
+        /// The architecture.
+        model: String,
+    },
+    /// A vector whose length is not the one required.
+    #[error("{what} has {got} dimensions, expected {expected}")]
+    Dimension {
+        /// What the vector is (e.g. `query embedding`).
+        what: String,
+        /// The dimension required.
+        expected: usize,
+        /// The dimension given.
+        got: usize,
+    },
     /// A prompt and the tokens to generate do not fit in the model's context window.
     #[error(
         "prompt {prompt} has {prompt_tokens} tokens and max_new_tokens is {max_new_tokens}: \

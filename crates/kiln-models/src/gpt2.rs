@@ -397,6 +397,10 @@ impl CausalLm for Gpt2LMHeadModel {
         self.transformer.wte.weight.shape().dims::<2>()[1]
     }
 
+    fn max_positions(&self) -> Option<usize> {
+        CachedCausalLm::max_context(self)
+    }
+
     /// # Panics
     /// If the sequence is longer than the position embedding ([`Gpt2LMHeadModel::max_positions`]).
     fn forward_hidden(&self, input: &LmInput) -> Tensor<3> {

@@ -149,6 +149,7 @@ fn minilm_embeddings_match_sentence_transformers() {
         );
         let got: Vec<f32> = model
             .mean_pooled(&LmInput::new(ids), true)
+            .unwrap()
             .into_data()
             .iter::<f32>()
             .collect();

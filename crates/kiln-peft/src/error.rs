@@ -65,6 +65,32 @@ pub enum PeftError {
         /// The unexpected key.
         key: String,
     },
+    /// An adapter tensor holds NaN or an infinity.
+    #[error("{path}: tensor `{key}` holds a non-finite value ({value} at index {index})")]
+    NonFinite {
+        /// The file.
+        path: PathBuf,
+        /// The tensor key.
+        key: String,
+        /// The first non-finite value.
+        value: f32,
+        /// Its flat index.
+        index: usize,
+    },
+    /// A tensor's shape contradicts a field of the adapter configuration.
+    #[error("{path}: tensor `{key}` has shape {shape:?}, which contradicts `{field}` = {value}")]
+    ConfigMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The tensor key.
+        key: String,
+        /// Its shape.
+        shape: Vec<usize>,
+        /// The configuration field.
+        field: String,
+        /// The field's value.
+        value: String,
+    },
     /// A safetensors file could not be read or written.
     #[error("{path}: {reason}")]
     Safetensors {

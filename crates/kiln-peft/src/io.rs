@@ -365,12 +365,63 @@ pub fn read_adapter_config(dir: &Path) -> Result<AdapterConfig> {
     serde_json::from_str(&text).map_err(|source| PeftError::Json { path, source })
 }
 
+/// Checks an adapter's tensors without a model: every value is finite, and the LoRA factors'
+/// rank (`lora_A.weight` rows, `lora_B.weight` columns) is the configuration's `r`. `file`
+/// names the weights file in errors.
+///
+/// # Errors
+/// [`PeftError::NonFinite`] naming the first tensor with NaN or an infinity;
+/// [`PeftError::ConfigMismatch`] naming a LoRA factor whose rank is not `r`.
+pub fn check_adapter_tensors(
+    config: &AdapterConfig,
+    tensors: &BTreeMap<String, HostTensor>,
+    file: &Path,
+) -> Result<()> {
+    check_finite(tensors, file)?;
+    if let AdapterConfig::Lora(c) = config {
+        for (key, t) in tensors {
+            let rank = if key.ends_with("lora_A.weight") {
+                t.shape.first()
+            } else if key.ends_with("lora_B.weight") {
+                t.shape.get(1)
+            } else {
+                continue;
+            };
+            if t.shape.len() != 2 || rank != Some(&c.r) {
+                return Err(PeftError::ConfigMismatch {
+                    path: file.to_path_buf(),
+                    key: key.clone(),
+                    shape: t.shape.clone(),
+                    field: "r".into(),
+                    value: c.r.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Fails on the first tensor holding NaN or an infinity, naming it.
+fn check_finite(tensors: &BTreeMap<String, HostTensor>, file: &Path) -> Result<()> {
+    for (key, t) in tensors {
+        if let Some((index, &value)) = t.data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(PeftError::NonFinite {
+                path: file.to_path_buf(),
+                key: key.clone(),
+                value,
+                index,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Loads a PEFT adapter folder into a model: reads the config, attaches the method, and fills
 /// its parameters strictly from `adapter_model.safetensors`.
 ///
 /// # Errors
-/// I/O, JSON and safetensors errors naming the file; a missing/unexpected tensor or a shape
-/// mismatch naming the key (typically an adapter made for another architecture).
+/// I/O, JSON and safetensors errors naming the file; a missing/unexpected tensor, a shape
+/// mismatch or a non-finite value naming the key.
 pub fn load_adapter<M: AdapterTarget + Module>(
     model: M,
     dir: &Path,
@@ -384,6 +435,7 @@ pub fn load_adapter<M: AdapterTarget + Module>(
     let (mut model, _) = attach_adapter(model, &config, None, 0, device)?;
     let file = dir.join(WEIGHTS_FILE);
     let tensors = read_safetensors(&file)?;
+    check_finite(&tensors, &file)?;
     set_adapter_state(&mut model, &config, tensors, &file, device)?;
     Ok((model, read_adapter_config(dir)?))
 }
@@ -471,4 +523,94 @@ pub fn saved_config<M: AdapterTarget>(model: &M, config: &AdapterConfig) -> Adap
         };
     }
     config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LoraConfig;
+
+    fn lora(r: usize) -> AdapterConfig {
+        AdapterConfig::Lora(LoraConfig {
+            r,
+            target_modules: vec!["q_proj".into()],
+            ..Default::default()
+        })
+    }
+
+    fn tensors(rank: usize, value: f32) -> BTreeMap<String, HostTensor> {
+        let t = |shape: Vec<usize>| HostTensor {
+            data: vec![value; shape.iter().product()],
+            shape,
+        };
+        let k = |s: &str| format!("{KEY_PREFIX}model.layers.0.self_attn.q_proj.{s}");
+        BTreeMap::from([
+            (k("lora_A.weight"), t(vec![rank, 8])),
+            (k("lora_B.weight"), t(vec![8, rank])),
+        ])
+    }
+
+    #[test]
+    fn tensors_must_be_finite_and_of_rank_r() {
+        let file = Path::new("a/adapter_model.safetensors");
+        check_adapter_tensors(&lora(4), &tensors(4, 0.5), file).unwrap();
+        let err = check_adapter_tensors(&lora(8), &tensors(4, 0.5), file)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("lora_A.weight") && err.contains("`r` = 8") && err.contains("[4, 8]"),
+            "{err}"
+        );
+        for bad in [f32::NAN, f32::INFINITY] {
+            let err = check_adapter_tensors(&lora(4), &tensors(4, bad), file)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("lora_A.weight") && err.contains("non-finite"),
+                "{err}"
+            );
+        }
+    }
+
+    /// Bounded fuzzing of `adapter_config.json`: mutations of a valid file read to a
+    /// configuration or to an error naming the file; never a panic.
+    #[test]
+    fn mutated_adapter_configs_never_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let seed = serde_json::to_vec_pretty(&lora(8)).unwrap();
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..400 {
+            let mut b = seed.clone();
+            if next() % 5 == 0 {
+                b.truncate((next() % b.len() as u64) as usize);
+            } else {
+                for _ in 0..1 + next() % 3 {
+                    let at = (next() % b.len() as u64) as usize;
+                    b[at] = match next() % 6 {
+                        0 => b'"',
+                        1 => b'-',
+                        2 => b'9',
+                        3 => b'}',
+                        _ => next() as u8,
+                    };
+                }
+            }
+            fs::write(dir.path().join(CONFIG_FILE), &b).unwrap();
+            match read_adapter_config(dir.path()) {
+                Ok(config) => {
+                    let _ = check_adapter_tensors(&config, &tensors(8, 0.0), Path::new("x"));
+                    if let AdapterConfig::Lora(c) = &config {
+                        let _ = c.validate();
+                    }
+                }
+                Err(e) => assert!(e.to_string().contains(CONFIG_FILE), "{e}"),
+            }
+        }
+    }
 }

@@ -42,7 +42,9 @@ pub use common::PeftCommon;
 pub use config::AdapterConfig;
 pub use error::{PeftError, Result};
 pub use ia3::{Ia3Config, attach_ia3};
-pub use io::{attach_adapter, load_adapter, read_adapter_config, save_adapter};
+pub use io::{
+    attach_adapter, check_adapter_tensors, load_adapter, read_adapter_config, save_adapter,
+};
 pub use lora::{LoraConfig, attach_lora};
 pub use multi::{AdapterSet, Combination, combine_lora};
 pub use prefix::{PrefixTuningConfig, attach_prefix_tuning};

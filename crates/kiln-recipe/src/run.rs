@@ -1,6 +1,7 @@
 //! Running a recipe: load, prepare, attach, train, save and report.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use burn::module::Module;
@@ -11,9 +12,9 @@ use kiln_data::{TokenizedExample, prepare_path};
 use kiln_models::{AnyCausalLm, AnyConfig, load_pretrained, save_pretrained};
 use kiln_peft::{AdapterConfig, TrainableReport, attach_adapter, full_fine_tuning, save_adapter};
 use kiln_tokenizer::Tokenizer;
-use kiln_train::{Fit, PeftExporter, RunSummary, Trainer};
+use kiln_train::{Fit, OutputLock, PeftExporter, RunSummary, Trainer, check_previous_run};
 
-use crate::{Recipe, RecipeError, Result};
+use crate::{Recipe, Result};
 
 impl Recipe {
     /// Runs the recipe: loads the model, prepares the data, attaches the method, trains, and
@@ -24,15 +25,31 @@ impl Recipe {
     /// - `report.md`: what was trained and how it went;
     /// - the [`Fit`] files: `metrics.jsonl`, `loss_curve.png`, `run_summary.json`, `checkpoints/`.
     ///
+    /// The run holds `fit.output_dir`'s lock ([`OutputLock`]) from start to end, and refuses
+    /// before writing anything when the directory holds an earlier run's checkpoints and the
+    /// recipe neither resumes (`fit.resume`) nor overwrites (`fit.overwrite`).
+    ///
     /// # Errors
-    /// Any loading, data, adapter, training or I/O error, naming the file, key or tensor.
+    /// Any loading, data, adapter, training or I/O error, naming the file, key or tensor; a
+    /// directory locked by another run or holding an earlier run.
     pub fn run(&self, device: &Device) -> Result<RecipeOutput> {
+        self.run_interruptible(device, None)
+    }
+
+    /// [`Recipe::run`], stopping cleanly when `interrupt` becomes true (see
+    /// [`Fit::interrupt`]): the adapter and report are written as at the end of a run, and the
+    /// summary's `stop_reason` is `Interrupted`.
+    ///
+    /// # Errors
+    /// As [`Recipe::run`].
+    pub fn run_interruptible(
+        &self,
+        device: &Device,
+        interrupt: Option<&AtomicBool>,
+    ) -> Result<RecipeOutput> {
         let out_dir = self.fit.output_dir.clone().expect("validated");
-        std::fs::create_dir_all(&out_dir).map_err(|source| RecipeError::Io {
-            path: out_dir.clone(),
-            source,
-        })?;
-        kiln_nn::write_atomic(&out_dir.join("recipe.toml"), self.to_toml().as_bytes())?;
+        let _lock = OutputLock::acquire(&out_dir)?;
+        check_previous_run(&out_dir, self.fit.resume, self.fit.overwrite)?;
 
         let train_device = device.clone().autodiff();
         let start = Instant::now();
@@ -70,6 +87,9 @@ impl Recipe {
         if let Some(e) = &exporter {
             fit = fit.exporter(e);
         }
+        if let Some(flag) = interrupt {
+            fit = fit.interrupt(flag);
+        }
         let output = fit.run(model, &mut trainer)?;
         let model = output.model;
 
@@ -90,6 +110,8 @@ impl Recipe {
                 dir
             }
         };
+        // Written with the adapter, so that it describes the adapter beside it.
+        kiln_nn::write_atomic(&out_dir.join("recipe.toml"), self.to_toml().as_bytes())?;
         let model = model.valid();
         let report = RunReport {
             recipe: self.clone(),

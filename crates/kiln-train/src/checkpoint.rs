@@ -7,7 +7,9 @@
 //! - `optimizer.bpk`: the AdamW state, keyed by those parameter ids,
 //! - `best_trainable.bpk` (with keep-best): the trainable parameters of the best evaluation,
 //! - `trainer_state.json`: step, schedule, optimizer settings, data order, early-stopping state,
-//! - whatever an [`AdapterExporter`] writes (e.g. a Hugging Face PEFT adapter).
+//! - whatever an [`AdapterExporter`] writes (e.g. a Hugging Face PEFT adapter),
+//! - `checksums.json`: the size and CRC-32 of every other file but the state, verified on
+//!   restore (a file changed on disk is named, instead of training on garbage).
 //!
 //! Everything is written into a hidden `.tmp-checkpoint-<step>` directory, flushed to disk and
 //! then renamed: a run killed mid-write leaves at most a temporary directory, which resume
@@ -17,8 +19,9 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use burn::module::{Module, ParamGroup};
+use burn::module::{Module, ModuleVisitor, Param, ParamGroup};
 use burn::store::ModuleRecord;
+use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::trainer::trainable_params;
@@ -32,6 +35,8 @@ pub const BEST_PARAMS_FILE: &str = "best_trainable.bpk";
 pub const OPTIMIZER_FILE: &str = "optimizer.bpk";
 /// File of the [`TrainerState`] inside a checkpoint; written last.
 pub const STATE_FILE: &str = "trainer_state.json";
+/// File of the checksums of a checkpoint's other files (all but [`STATE_FILE`]).
+pub const CHECKSUMS_FILE: &str = "checksums.json";
 
 const PREFIX: &str = "checkpoint-";
 const TMP_PREFIX: &str = ".tmp-checkpoint-";
@@ -201,6 +206,22 @@ impl CheckpointManager {
         Ok(out)
     }
 
+    /// Published checkpoints in `dir` (a checkpoints directory), oldest first, without
+    /// creating or cleaning anything; none when `dir` does not exist.
+    ///
+    /// # Errors
+    /// The directory exists but cannot be read.
+    pub fn published(dir: &Path) -> Result<Vec<(usize, PathBuf)>> {
+        if !dir.is_dir() {
+            return Ok(Vec::new());
+        }
+        Self {
+            dir: dir.to_path_buf(),
+            save_total_limit: None,
+        }
+        .checkpoints()
+    }
+
     /// The newest published checkpoint.
     ///
     /// # Errors
@@ -259,6 +280,7 @@ impl CheckpointManager {
                     message: e.to_string(),
                 })?;
         }
+        write_json(&tmp.join(CHECKSUMS_FILE), &checksums(&tmp)?)?;
         write_json(&tmp.join(STATE_FILE), state)?;
         sync_dir(&tmp)?;
 
@@ -309,13 +331,15 @@ impl CheckpointManager {
     /// and the optimizer state and step into `trainer`.
     ///
     /// # Errors
-    /// Missing or unreadable files, parameters that do not fit the model, or a trainer whose
-    /// optimizer settings or schedule differ from the checkpoint's.
+    /// Missing or unreadable files, a file that does not match its checksum, parameters that do
+    /// not fit the model or are not finite, or a trainer whose optimizer settings or schedule
+    /// differ from the checkpoint's.
     pub fn restore<M: Module>(
         checkpoint: &Path,
         model: M,
         trainer: &mut Trainer,
     ) -> Result<(M, TrainerState)> {
+        Self::verify(checkpoint)?;
         let state = Self::read_state(checkpoint)?;
         // Exact: the state file holds the shortest decimal of each float, and serde_json's
         // `float_roundtrip` parses it back to the same bits.
@@ -346,9 +370,108 @@ impl CheckpointManager {
         let model = model
             .try_load_record(record)
             .map_err(TrainError::record(&params))?;
+        if let Some(param) = first_non_finite(&model) {
+            return Err(TrainError::NonFiniteParam {
+                path: params,
+                param,
+            });
+        }
         trainer.load_optimizer(&checkpoint.join(OPTIMIZER_FILE), state.step)?;
         Ok((model, state))
     }
+}
+
+impl CheckpointManager {
+    /// Checks every file listed in the checkpoint's `checksums.json` against its size and
+    /// CRC-32. A checkpoint written before checksums existed (no such file) passes.
+    ///
+    /// # Errors
+    /// [`TrainError::Corrupt`] naming the first file that is missing or differs.
+    pub fn verify(checkpoint: &Path) -> Result<()> {
+        let manifest = checkpoint.join(CHECKSUMS_FILE);
+        if !manifest.is_file() {
+            return Ok(());
+        }
+        let text = fs::read_to_string(&manifest).map_err(TrainError::io(&manifest))?;
+        let expected: std::collections::BTreeMap<String, FileSum> =
+            serde_json::from_str(&text).map_err(TrainError::json(&manifest))?;
+        for (name, want) in expected {
+            let path = checkpoint.join(&name);
+            let bytes = fs::read(&path).map_err(TrainError::io(&path))?;
+            let got = FileSum::of(&bytes);
+            if got != want {
+                return Err(TrainError::Corrupt {
+                    path,
+                    reason: format!(
+                        "{} bytes with CRC-32 {}, but {CHECKSUMS_FILE} records {} bytes with \
+                         CRC-32 {}",
+                        got.bytes, got.crc32, want.bytes, want.crc32
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Size and CRC-32 of one checkpoint file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct FileSum {
+    bytes: u64,
+    crc32: String,
+}
+
+impl FileSum {
+    fn of(bytes: &[u8]) -> Self {
+        Self {
+            bytes: bytes.len() as u64,
+            crc32: format!("{:08x}", crc32fast::hash(bytes)),
+        }
+    }
+}
+
+/// Checksums of the plain files directly inside `dir`.
+fn checksums(dir: &Path) -> Result<std::collections::BTreeMap<String, FileSum>> {
+    let mut out = std::collections::BTreeMap::new();
+    for entry in fs::read_dir(dir).map_err(TrainError::io(dir))? {
+        let entry = entry.map_err(TrainError::io(dir))?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !path.is_file() || name == STATE_FILE || name == CHECKSUMS_FILE {
+            continue;
+        }
+        let bytes = fs::read(&path).map_err(TrainError::io(&path))?;
+        out.insert(name, FileSum::of(&bytes));
+    }
+    Ok(out)
+}
+
+/// The module path of the first trainable parameter holding NaN or an infinity.
+fn first_non_finite<M: Module>(model: &M) -> Option<String> {
+    #[derive(Default)]
+    struct Find {
+        path: Vec<String>,
+        found: Option<String>,
+    }
+    impl ModuleVisitor for Find {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if self.found.is_none() && param.is_require_grad() {
+                let data = param.val().into_data().convert::<f32>();
+                if data.iter::<f32>().any(|v| !v.is_finite()) {
+                    self.found = Some(self.path.join("."));
+                }
+            }
+        }
+    }
+    let mut find = Find::default();
+    model.visit(&mut find);
+    find.found
 }
 
 pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
@@ -377,6 +500,58 @@ fn sync_dir(path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_finite_trainable_parameters_are_found() {
+        #[derive(Module, Debug)]
+        struct Two {
+            frozen: burn::module::Param<Tensor<1>>,
+            weight: burn::module::Param<Tensor<1>>,
+        }
+        let device = burn::tensor::Device::flex().autodiff();
+        let param = |v: [f32; 2], grad: bool| {
+            burn::module::Param::from_tensor(Tensor::<1>::from_floats(v, &device))
+                .set_require_grad(grad)
+        };
+        let m = Two {
+            frozen: param([f32::NAN, 0.0], false),
+            weight: param([1.0, 2.0], true),
+        };
+        assert_eq!(
+            first_non_finite(&m),
+            None,
+            "frozen parameters are not checked"
+        );
+        let m = Two {
+            frozen: param([0.0, 0.0], false),
+            weight: param([1.0, f32::INFINITY], true),
+        };
+        assert_eq!(first_non_finite(&m).as_deref(), Some("weight"));
+    }
+
+    #[test]
+    fn verify_names_a_changed_or_missing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::write(d.join(OPTIMIZER_FILE), [7u8; 64]).unwrap();
+        fs::write(d.join(PARAMS_FILE), [1u8; 32]).unwrap();
+        write_json(&d.join(CHECKSUMS_FILE), &checksums(d).unwrap()).unwrap();
+        CheckpointManager::verify(d).unwrap();
+
+        // Same length, other bytes.
+        fs::write(d.join(OPTIMIZER_FILE), [8u8; 64]).unwrap();
+        let err = CheckpointManager::verify(d).unwrap_err().to_string();
+        assert!(
+            err.contains(OPTIMIZER_FILE) && err.contains("corrupt"),
+            "{err}"
+        );
+        fs::write(d.join(OPTIMIZER_FILE), [7u8; 64]).unwrap();
+        CheckpointManager::verify(d).unwrap();
+
+        fs::remove_file(d.join(PARAMS_FILE)).unwrap();
+        let err = CheckpointManager::verify(d).unwrap_err().to_string();
+        assert!(err.contains(PARAMS_FILE), "{err}");
+    }
 
     /// A resumed run continues bit for bit only if every float of the state reads back as
     /// written. serde_json's default parser is one unit in the last place off for about one in

@@ -22,6 +22,21 @@ pub enum TrainError {
         /// The value.
         value: f32,
     },
+    /// An example longer than the model's learned positions.
+    #[error(
+        "{set} example {index} has {tokens} tokens, more than the model's {positions} positions \
+         (lower data.max_len or drop the example)"
+    )]
+    TooLong {
+        /// Which examples (`training`, `validation`, `evaluation`).
+        set: String,
+        /// Its index.
+        index: usize,
+        /// Its length.
+        tokens: usize,
+        /// The positions the model has.
+        positions: usize,
+    },
     /// Reading or writing a file failed.
     #[error("I/O error on `{path}`: {source}")]
     Io {
@@ -55,6 +70,46 @@ pub enum TrainError {
         path: PathBuf,
         /// What differs.
         reason: String,
+    },
+    /// Another live process holds the output directory's lock.
+    #[error(
+        "`{path}` is held by process {pid}: another run writes into this output directory \
+         (if no such run exists, delete the file)"
+    )]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// The owner's process id.
+        pid: u32,
+    },
+    /// The output directory holds the checkpoints of an earlier run, and the run neither
+    /// resumes nor overwrites.
+    #[error(
+        "`{path}` holds checkpoints of an earlier run (newest: step {step}); continue it with \
+         `resume` (`kiln train --resume`) or delete them and start over with `overwrite` \
+         (`kiln train --overwrite`)"
+    )]
+    PreviousRun {
+        /// The checkpoints directory.
+        path: PathBuf,
+        /// The newest checkpoint's step.
+        step: usize,
+    },
+    /// A checkpoint file does not match the checksum written with it.
+    #[error("checkpoint file `{path}` is corrupt: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What does not match.
+        reason: String,
+    },
+    /// A restored parameter holds NaN or an infinity.
+    #[error("checkpoint `{path}`: parameter `{param}` holds a non-finite value")]
+    NonFiniteParam {
+        /// The checkpoint's parameter file.
+        path: PathBuf,
+        /// The parameter's module path.
+        param: String,
     },
     /// A user hook (adapter export) failed.
     #[error("adapter export into `{path}` failed: {message}")]

@@ -39,6 +39,27 @@ where
     evaluate_rows(model, examples, batch_size, pad_id, RowLayout::Padded)
 }
 
+/// Fails when an example is longer than the model's learned positions
+/// ([`CausalLm::max_positions`]), naming it; `set` says which examples these are.
+pub(crate) fn check_positions<M: CausalLm>(
+    model: &M,
+    examples: &[TokenizedExample],
+    set: &str,
+) -> Result<()> {
+    let Some(positions) = model.max_positions() else {
+        return Ok(());
+    };
+    match examples.iter().position(|e| e.len() > positions) {
+        Some(index) => Err(TrainError::TooLong {
+            set: set.into(),
+            index,
+            tokens: examples[index].len(),
+            positions,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// [`evaluate`] with the batches' examples laid out by `rows` (packed rows give the same loss).
 ///
 /// # Errors
@@ -59,6 +80,7 @@ where
             reason: "must be at least 1".into(),
         });
     }
+    check_positions(model, examples, "evaluation")?;
     let model = model.valid();
     let device = model.device();
     let mut sum = 0.0f64;

@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::module::{Module, ParamGroup};
@@ -17,7 +18,7 @@ use crate::checkpoint::{
     write_json,
 };
 use crate::data::{DataOrder, RowLayout, mix};
-use crate::eval::{EvalResult, evaluate_rows};
+use crate::eval::{EvalResult, check_positions, evaluate_rows};
 use crate::logs::{LogRecord, MetricsLog, plot_curves, progress_bar};
 use crate::trainer::trainable_params;
 use crate::{Result, TrainError, Trainer};
@@ -71,6 +72,12 @@ pub struct FitConfig {
     pub save_total_limit: Option<usize>,
     /// Continue from the newest checkpoint in `output_dir`, if there is one.
     pub resume: bool,
+    /// Delete the checkpoints an earlier run left in `output_dir` and start over. Without it
+    /// (and without `resume`) such checkpoints make the run fail before it changes anything.
+    /// Not part of the serialized configuration: a saved recipe must not delete a run by
+    /// itself; set it from code or with `kiln train --overwrite`.
+    #[serde(skip)]
+    pub overwrite: bool,
     /// Show a progress bar on stderr (only when it is a terminal).
     pub progress: bool,
     /// Draw the loss curve PNG at the end.
@@ -120,6 +127,7 @@ impl Default for FitConfig {
             checkpoint_every: None,
             save_total_limit: None,
             resume: false,
+            overwrite: false,
             progress: true,
             plot: true,
             gradient_checkpointing: false,
@@ -199,6 +207,9 @@ impl FitConfig {
         if self.resume && self.output_dir.is_none() {
             return bad("resume", "needs output_dir");
         }
+        if self.resume && self.overwrite {
+            return bad("overwrite", "contradicts resume: choose one");
+        }
         if self.packing_row_len == Some(0) {
             return bad("packing_row_len", "must be at least 1");
         }
@@ -214,6 +225,34 @@ impl FitConfig {
     }
 }
 
+/// Fails when `output_dir` holds published checkpoints of an earlier run and the run neither
+/// resumes nor overwrites; with `overwrite`, deletes them. Nothing is changed when it fails.
+///
+/// # Errors
+/// [`TrainError::PreviousRun`] naming the checkpoints directory; an I/O error.
+pub fn check_previous_run(
+    output_dir: &std::path::Path,
+    resume: bool,
+    overwrite: bool,
+) -> Result<()> {
+    let dir = output_dir.join(files::CHECKPOINTS);
+    if resume {
+        return Ok(());
+    }
+    let published = CheckpointManager::published(&dir)?;
+    let Some((step, _)) = published.last() else {
+        return Ok(());
+    };
+    if overwrite {
+        std::fs::remove_dir_all(&dir).map_err(TrainError::io(&dir))?;
+        return Ok(());
+    }
+    Err(TrainError::PreviousRun {
+        path: dir,
+        step: *step,
+    })
+}
+
 /// Why a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -224,6 +263,9 @@ pub enum StopReason {
     EarlyStopped,
     /// A callback asked to stop.
     Callback,
+    /// The interrupt flag ([`Fit::interrupt`]) was raised (e.g. by Ctrl-C): the step in
+    /// progress finished and a checkpoint was written.
+    Interrupted,
 }
 
 /// What a run did.
@@ -282,6 +324,7 @@ pub struct Fit<'a, M> {
     callbacks: Vec<&'a mut dyn Callback>,
     exporter: Option<&'a dyn AdapterExporter<M>>,
     eval_hook: Option<&'a mut EvalHook<'a, M>>,
+    interrupt: Option<&'a AtomicBool>,
 }
 
 /// Extra metrics computed on the model at every evaluation (e.g.
@@ -312,7 +355,16 @@ where
             callbacks: Vec::new(),
             exporter: None,
             eval_hook: None,
+            interrupt: None,
         }
+    }
+
+    /// Stops the run cleanly when `flag` becomes true (set it from a SIGINT/SIGTERM handler):
+    /// the step in progress finishes, a checkpoint is written into `output_dir` (even without
+    /// `checkpoint_every`) and the run returns with [`StopReason::Interrupted`].
+    pub fn interrupt(mut self, flag: &'a AtomicBool) -> Self {
+        self.interrupt = Some(flag);
+        self
     }
 
     /// Validation examples for evaluation, early stopping and keep-best.
@@ -355,6 +407,10 @@ where
                 reason: "no training example".into(),
             });
         }
+        check_positions(&model, self.train, "training")?;
+        if let Some(val) = self.val {
+            check_positions(&model, val, "validation")?;
+        }
         let rows = cfg.row_layout();
         rows.check(self.train, "packing_row_len")?;
         if let Some(val) = self.val {
@@ -372,7 +428,10 @@ where
         let watch = cfg.early_stopping.clone().unwrap_or_default();
         let device = trainer.device().clone();
 
-        let ckpt = match &cfg.output_dir {
+        if let Some(dir) = &cfg.output_dir {
+            check_previous_run(dir, cfg.resume, cfg.overwrite)?;
+        }
+        let mut ckpt = match &cfg.output_dir {
             Some(dir) if cfg.checkpoint_every.is_some() || cfg.resume => Some(
                 CheckpointManager::new(dir.join(files::CHECKPOINTS), cfg.save_total_limit)?,
             ),
@@ -567,9 +626,26 @@ where
                     }
                 }
             }
+            let interrupted =
+                !last && !stop && self.interrupt.is_some_and(|f| f.load(Ordering::SeqCst));
+            if interrupted {
+                stop = true;
+                stop_reason = StopReason::Interrupted;
+                if ckpt.is_none()
+                    && let Some(dir) = &cfg.output_dir
+                {
+                    ckpt = Some(CheckpointManager::new(
+                        dir.join(files::CHECKPOINTS),
+                        cfg.save_total_limit,
+                    )?);
+                }
+            }
 
-            if let (Some(ckpt), Some(every)) = (&ckpt, cfg.checkpoint_every)
-                && (state.step.is_multiple_of(every) || last || stop)
+            if let Some(ckpt) = &ckpt
+                && (interrupted
+                    || cfg
+                        .checkpoint_every
+                        .is_some_and(|every| state.step.is_multiple_of(every) || last || stop))
             {
                 let best = if cfg.keep_best {
                     best_record.as_ref()

@@ -49,6 +49,7 @@ mod error;
 mod eval;
 mod fit;
 pub mod harness;
+mod lock;
 mod logs;
 mod loss;
 mod schedule;
@@ -60,7 +61,10 @@ pub use checkpoint::{AdapterExporter, BestMetric, CheckpointManager, PeftExporte
 pub use data::{DataOrder, PACKED_ROW_TOKENS, RowLayout};
 pub use error::{Result, TrainError};
 pub use eval::{EvalResult, evaluate, evaluate_rows};
-pub use fit::{EvalHook, Fit, FitConfig, FitOutput, RunSummary, StopReason, files};
+pub use fit::{
+    EvalHook, Fit, FitConfig, FitOutput, RunSummary, StopReason, check_previous_run, files,
+};
+pub use lock::{LOCK_FILE, OutputLock};
 pub use logs::{LogRecord, MetricsLog, plot_curves};
 pub use loss::{LOSS_CHUNK, LossInput, masked_lm_loss, masked_lm_loss_sum};
 pub use schedule::Schedule;

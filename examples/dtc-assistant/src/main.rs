@@ -111,7 +111,10 @@ fn main() -> Result<()> {
         format!("fit.output_dir={}", toml_str(&args.out)),
     ];
     overrides.extend(args.overrides.iter().cloned());
-    let recipe = Recipe::parse(RECIPE, "examples/dtc-assistant/recipe.toml", &overrides)?;
+    let mut recipe = Recipe::parse(RECIPE, "examples/dtc-assistant/recipe.toml", &overrides)?;
+    // The data in --out was just rebuilt: checkpoints of an earlier run there do not belong to
+    // it (unless `--set fit.resume=true` continues that run).
+    recipe.fit.overwrite = !recipe.fit.resume;
     let device = parse_device(&args.device)?;
 
     // The base model, kept for the comparison.

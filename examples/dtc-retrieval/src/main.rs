@@ -53,7 +53,7 @@ fn embed(
         let input = LmInput::new(Tensor::from_data(TensorData::new(flat, [b, t]), device))
             .with_attention_mask(Tensor::from_data(TensorData::new(mask, [b, t]), device));
         let emb: Vec<f32> = model
-            .mean_pooled(&input, true)
+            .mean_pooled(&input, true)?
             .into_data()
             .iter::<f32>()
             .collect();
@@ -88,7 +88,7 @@ fn main() -> Result<()> {
     let vectors = embed(&encoder, &tok, &texts, &device)?;
     let mut index = CosineIndex::new(vectors[0].len());
     for (c, v) in codes.iter().zip(&vectors) {
-        index.add(c.code.clone(), v);
+        index.add(c.code.clone(), v)?;
     }
     eprintln!(
         "indexed {} code descriptions in {:.1} s",
@@ -97,7 +97,7 @@ fn main() -> Result<()> {
     );
 
     let q = embed(&encoder, &tok, std::slice::from_ref(&query), &device)?;
-    let hits = index.search(&q[0], 5);
+    let hits = index.search(&q[0], 5)?;
     println!("Symptom: {query}\nNearest codes:");
     let by_code = |code: &str| {
         codes

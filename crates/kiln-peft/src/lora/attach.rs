@@ -82,6 +82,25 @@ pub fn attach_lora<M: AdapterTarget + Module>(
                 .into(),
         });
     }
+    if let Some(wanted) = &config.layers_to_transform {
+        let mut present: Vec<usize> = model
+            .linear_paths()
+            .iter()
+            .filter_map(|p| layer_index(p))
+            .collect();
+        present.sort_unstable();
+        present.dedup();
+        if let Some(missing) = wanted.iter().find(|i| !present.contains(i)) {
+            let have = match (present.first(), present.last()) {
+                (Some(a), Some(b)) => format!("layers {a} to {b}"),
+                _ => "no numbered layers".to_string(),
+            };
+            return Err(PeftError::InvalidConfig {
+                field: "layers_to_transform".into(),
+                reason: format!("layer {missing} does not exist; the model has {have}"),
+            });
+        }
+    }
     let mut model = freeze_base(model);
     let root = HostRng::new(seed);
     let mut adapted = Vec::new();
