@@ -179,13 +179,7 @@ impl TokenBatch {
             segment_ids: None,
         };
         for (index, e) in examples.iter().enumerate() {
-            if e.labels.len() != e.input_ids.len() {
-                return Err(DataError::LabelLength {
-                    index,
-                    got: e.input_ids.len(),
-                    labels: e.labels.len(),
-                });
-            }
+            check_labels(index, e)?;
             let pad = len - e.input_ids.len();
             let mut ids = e.input_ids.clone();
             ids.resize(len, pad_id);
@@ -216,6 +210,19 @@ impl TokenBatch {
             .iter()
             .map(|row| row.iter().skip(1).filter(|&&l| l != IGNORE_INDEX).count())
             .sum()
+    }
+}
+
+/// [`DataError::LabelLength`] unless example `index` has one label per token.
+pub(crate) fn check_labels(index: usize, e: &TokenizedExample) -> Result<()> {
+    if e.labels.len() == e.input_ids.len() {
+        Ok(())
+    } else {
+        Err(DataError::LabelLength {
+            index,
+            got: e.input_ids.len(),
+            labels: e.labels.len(),
+        })
     }
 }
 

@@ -94,13 +94,7 @@ pub fn pack(examples: &[TokenizedExample], row_len: usize, pad_id: u32) -> Resul
         ));
     }
     for (index, e) in examples.iter().enumerate() {
-        if e.labels.len() != e.input_ids.len() {
-            return Err(DataError::LabelLength {
-                index,
-                got: e.input_ids.len(),
-                labels: e.labels.len(),
-            });
-        }
+        crate::batch::check_labels(index, e)?;
         if e.len() > row_len {
             return Err(DataError::Config(format!(
                 "example {index} has {} tokens, more than the packed row length {row_len}; truncate it first",

@@ -22,8 +22,9 @@ use kiln_nn::kernels::{
 use kiln_nn::quant::QUANTIZED_MAX_ROWS;
 use kiln_nn::{AdaptableLinear, QuantizedMatrix};
 
+use crate::LlamaForCausalLM;
 use crate::causal_lm::HostDecoder;
-use crate::{CausalLm, LlamaForCausalLM};
+use crate::llama_fused::{HostLayer, HostShape};
 
 /// Prompts longer than this go through the blocked attention kernel (when nothing is cached
 /// yet); shorter runs attend the cache query by query.
@@ -212,17 +213,7 @@ impl Lora {
     }
 }
 
-struct Layer {
-    in_norm: HostValues,
-    post_norm: HostValues,
-    q: Proj,
-    k: Proj,
-    v: Proj,
-    o: Proj,
-    gate: Proj,
-    up: Proj,
-    down: Proj,
-}
+type Layer = HostLayer<Proj>;
 
 /// The output head.
 enum Head {
@@ -250,14 +241,7 @@ pub(crate) struct LlamaDecoder {
     head: Head,
     norm: HostValues,
     layers: Vec<Layer>,
-    inv_freq: Vec<f32>,
-    eps: f32,
-    heads: usize,
-    kv_heads: usize,
-    head_dim: usize,
-    hidden: usize,
-    inter: usize,
-    vocab: usize,
+    shape: HostShape,
     /// Sliding-window width (0: attend every earlier position).
     window: usize,
     seqs: Vec<Seq>,
@@ -279,49 +263,21 @@ impl LlamaDecoder {
             None => Head::Tied(m.quantized_head.clone()),
             Some(h) => Head::Proj(Box::new(Proj::of(h)?)),
         };
-        let first = m.model.layers.first()?;
-        let attn = &first.self_attn;
-        let mut layers = Vec::with_capacity(m.model.layers.len());
-        let eps = m.model.norm.eps;
-        for l in &m.model.layers {
-            if l.input_layernorm.eps != eps || l.post_attention_layernorm.eps != eps {
-                return None;
-            }
-            layers.push(Layer {
-                in_norm: HostValues::of(&l.input_layernorm.weight.val()),
-                post_norm: HostValues::of(&l.post_attention_layernorm.weight.val()),
-                q: Proj::of(&l.self_attn.q_proj)?,
-                k: Proj::of(&l.self_attn.k_proj)?,
-                v: Proj::of(&l.self_attn.v_proj)?,
-                o: Proj::of(&l.self_attn.o_proj)?,
-                gate: Proj::of(&l.mlp.gate_proj)?,
-                up: Proj::of(&l.mlp.up_proj)?,
-                down: Proj::of(&l.mlp.down_proj)?,
-            });
-        }
-        // The rotary table duplicates the frequencies (`cat(freqs, freqs)`); keep one half.
-        let inv = HostValues::of(&m.model.rotary_emb.inv_freq);
-        let inv_freq = inv.as_slice()[..attn.head_dim / 2].to_vec();
+        let shape = HostShape::of(m)?;
+        let layers = Layer::all(m, Proj::of)?;
         let mut dec = Self {
             embed,
             head,
             norm: HostValues::of(&m.model.norm.weight.val()),
-            inter: first.mlp.gate_proj.d_out(),
             layers,
-            inv_freq,
-            eps: eps as f32,
-            heads: attn.num_heads,
-            kv_heads: attn.num_kv_heads,
-            head_dim: attn.head_dim,
-            hidden: m.hidden_size(),
-            vocab: m.vocab_size(),
+            shape,
             window: m.model.sliding_window,
             seqs: Vec::new(),
         };
         dec.seqs = capacity
             .iter()
             .map(|&cap| {
-                let size = dec.layers.len() * dec.kv_heads * cap * dec.head_dim;
+                let size = dec.layers.len() * dec.shape.kv_heads * cap * dec.shape.head_dim;
                 Seq {
                     len: 0,
                     cap,
@@ -336,7 +292,7 @@ impl LlamaDecoder {
     /// Makes room for `need` positions in sequence `s` (a larger cache, the filled positions
     /// moved over).
     fn reserve(&mut self, s: usize, need: usize) {
-        let (layers, kvh, hd) = (self.layers.len(), self.kv_heads, self.head_dim);
+        let (layers, kvh, hd) = (self.layers.len(), self.shape.kv_heads, self.shape.head_dim);
         let seq = &mut self.seqs[s];
         if need <= seq.cap {
             return;
@@ -369,7 +325,7 @@ impl LlamaDecoder {
         att: &mut [f32],
         lse: &mut Vec<f32>,
     ) {
-        let (h, kvh, hd) = (self.heads, self.kv_heads, self.head_dim);
+        let (h, kvh, hd) = (self.shape.heads, self.shape.kv_heads, self.shape.head_dim);
         let scale = 1.0 / (hd as f32).sqrt();
         let group = h / kvh;
         // Fresh long prompts: the blocked kernel, over the run's own keys and values.
@@ -432,8 +388,8 @@ impl LlamaDecoder {
     /// `[sequences with tokens, vocab]`.
     fn run(&mut self, tokens: &[&[u32]]) -> Vec<f32> {
         assert_eq!(tokens.len(), self.seqs.len(), "one token list per sequence");
-        let (d, f) = (self.hidden, self.inter);
-        let (h, kvh, hd) = (self.heads, self.kv_heads, self.head_dim);
+        let (d, f) = (self.shape.hidden, self.shape.inter);
+        let (h, kvh, hd) = (self.shape.heads, self.shape.kv_heads, self.shape.head_dim);
         // (sequence, first row, tokens, first position)
         let mut runs = Vec::new();
         let mut n = 0;
@@ -453,7 +409,7 @@ impl LlamaDecoder {
             .iter()
             .flat_map(|&(_, _, t, p0)| (p0..p0 + t).map(|p| p as u32))
             .collect();
-        let rope = RopeTable::new(&self.inv_freq, &positions);
+        let rope = RopeTable::new(&self.shape.inv_freq, &positions);
         let table = self.embed.as_slice();
         let mut x: Vec<f32> = tokens
             .iter()
@@ -475,7 +431,7 @@ impl LlamaDecoder {
         let mut hb = vec![0.0f32; n * f];
         let mut lse = Vec::new();
         for (l, layer) in self.layers.iter().enumerate() {
-            rms_norm_rows(&x, layer.in_norm.as_slice(), self.eps, &mut xn);
+            rms_norm_rows(&x, layer.in_norm.as_slice(), self.shape.eps, &mut xn);
             forward_many(
                 &[&layer.q, &layer.k, &layer.v],
                 &xn,
@@ -498,7 +454,7 @@ impl LlamaDecoder {
             self.attention(l, &runs, &q, &k, &v, &mut att, &mut lse);
             layer.o.forward(&att, n, &mut tmp);
             add(&mut x, &tmp);
-            rms_norm_rows(&x, layer.post_norm.as_slice(), self.eps, &mut xn);
+            rms_norm_rows(&x, layer.post_norm.as_slice(), self.shape.eps, &mut xn);
             forward_many(&[&layer.gate, &layer.up], &xn, n, &mut [&mut g, &mut u]);
             swiglu_forward(&g, &u, &mut hb);
             layer.down.forward(&hb, n, &mut tmp);
@@ -514,8 +470,8 @@ impl LlamaDecoder {
             last[i * d..(i + 1) * d].copy_from_slice(&x[(row + t - 1) * d..(row + t) * d]);
         }
         let mut normed = vec![0.0f32; m * d];
-        rms_norm_rows(&last, self.norm.as_slice(), self.eps, &mut normed);
-        let mut logits = vec![0.0f32; m * self.vocab];
+        rms_norm_rows(&last, self.norm.as_slice(), self.shape.eps, &mut normed);
+        let mut logits = vec![0.0f32; m * self.shape.vocab];
         match &self.head {
             Head::Proj(p) => p.forward(&normed, m, &mut logits),
             Head::Tied(Some(qh)) if m <= QUANTIZED_MAX_ROWS => {
@@ -526,7 +482,7 @@ impl LlamaDecoder {
                 Layout::Plain,
                 table,
                 Layout::Transposed,
-                [m, d, self.vocab],
+                [m, d, self.shape.vocab],
                 &mut logits,
                 1.0,
                 false,

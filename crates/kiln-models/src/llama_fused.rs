@@ -259,19 +259,91 @@ struct HostGrad {
     device: burn::tensor::Device,
 }
 
-struct HostLayer {
-    in_norm: HostValues,
-    post_norm: HostValues,
-    q: HostProj,
-    k: HostProj,
-    v: HostProj,
-    o: HostProj,
-    gate: HostProj,
-    up: HostProj,
-    down: HostProj,
+/// The sizes and constants the host kernels need, read from a Llama model.
+pub(crate) struct HostShape {
+    /// One half of the rotary frequencies (the table repeats them: `cat(freqs, freqs)`).
+    pub(crate) inv_freq: Vec<f32>,
+    pub(crate) eps: f32,
+    pub(crate) heads: usize,
+    pub(crate) kv_heads: usize,
+    pub(crate) head_dim: usize,
+    pub(crate) hidden: usize,
+    pub(crate) inter: usize,
+    pub(crate) vocab: usize,
 }
 
-impl HostLayer {
+impl HostShape {
+    /// `None` for a model without layers.
+    pub(crate) fn of(m: &LlamaForCausalLM) -> Option<Self> {
+        let first = m.model.layers.first()?;
+        let attn = &first.self_attn;
+        let inv = HostValues::of(&m.model.rotary_emb.inv_freq);
+        Some(Self {
+            inv_freq: inv.as_slice()[..attn.head_dim / 2].to_vec(),
+            eps: m.model.norm.eps as f32,
+            heads: attn.num_heads,
+            kv_heads: attn.num_kv_heads,
+            head_dim: attn.head_dim,
+            hidden: m.hidden_size(),
+            inter: first.mlp.gate_proj.d_out(),
+            vocab: m.vocab_size(),
+        })
+    }
+}
+
+/// One decoder layer's weights on the host, with projections of type `P`.
+pub(crate) struct HostLayer<P> {
+    pub(crate) in_norm: HostValues,
+    pub(crate) post_norm: HostValues,
+    pub(crate) q: P,
+    pub(crate) k: P,
+    pub(crate) v: P,
+    pub(crate) o: P,
+    pub(crate) gate: P,
+    pub(crate) up: P,
+    pub(crate) down: P,
+}
+
+impl<P> HostLayer<P> {
+    /// Every layer of `m` read through `proj`, or `None` as for [`Self::of`] with the final
+    /// norm's `ε`.
+    pub(crate) fn all(
+        m: &LlamaForCausalLM,
+        proj: impl Fn(&AdaptableLinear) -> Option<P> + Copy,
+    ) -> Option<Vec<Self>> {
+        let eps = m.model.norm.eps;
+        m.model
+            .layers
+            .iter()
+            .map(|l| Self::of(l, eps, proj))
+            .collect()
+    }
+
+    /// Layer `l` read through `proj`; `None` when a projection cannot be read or a norm's `ε`
+    /// is not `eps` (the host kernels take one `ε` for the whole model).
+    pub(crate) fn of(
+        l: &crate::llama::LlamaDecoderLayer,
+        eps: f64,
+        proj: impl Fn(&AdaptableLinear) -> Option<P>,
+    ) -> Option<Self> {
+        if l.input_layernorm.eps != eps || l.post_attention_layernorm.eps != eps {
+            return None;
+        }
+        Some(Self {
+            in_norm: HostValues::of(&l.input_layernorm.weight.val()),
+            post_norm: HostValues::of(&l.post_attention_layernorm.weight.val()),
+            q: proj(&l.self_attn.q_proj)?,
+            k: proj(&l.self_attn.k_proj)?,
+            v: proj(&l.self_attn.v_proj)?,
+            o: proj(&l.self_attn.o_proj)?,
+            gate: proj(&l.mlp.gate_proj)?,
+            up: proj(&l.mlp.up_proj)?,
+            down: proj(&l.mlp.down_proj)?,
+        })
+    }
+}
+
+impl HostLayer<HostProj> {
     fn has_lora(&self) -> bool {
         [
             &self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down,
@@ -320,15 +392,8 @@ struct HostModel {
     head: HostValues,
     tied: bool,
     norm: HostValues,
-    layers: Vec<HostLayer>,
-    inv_freq: Vec<f32>,
-    eps: f32,
-    heads: usize,
-    kv_heads: usize,
-    head_dim: usize,
-    hidden: usize,
-    inter: usize,
-    vocab: usize,
+    layers: Vec<HostLayer<HostProj>>,
+    shape: HostShape,
 }
 
 impl HostModel {
@@ -367,49 +432,15 @@ impl HostModel {
                 (HostValues::of(&h.weight.val()), false)
             }
         };
-        let first = m.model.layers.first()?;
-        let attn = &first.self_attn;
-        let mut layers = Vec::with_capacity(m.model.layers.len());
-        let mut eps = None;
-        for l in &m.model.layers {
-            let e = l.input_layernorm.eps;
-            if eps.is_some_and(|x| x != e) || l.post_attention_layernorm.eps != e {
-                return None;
-            }
-            eps = Some(e);
-            layers.push(HostLayer {
-                in_norm: HostValues::of(&l.input_layernorm.weight.val()),
-                post_norm: HostValues::of(&l.post_attention_layernorm.weight.val()),
-                q: HostProj::of(&l.self_attn.q_proj)?,
-                k: HostProj::of(&l.self_attn.k_proj)?,
-                v: HostProj::of(&l.self_attn.v_proj)?,
-                o: HostProj::of(&l.self_attn.o_proj)?,
-                gate: HostProj::of(&l.mlp.gate_proj)?,
-                up: HostProj::of(&l.mlp.up_proj)?,
-                down: HostProj::of(&l.mlp.down_proj)?,
-            });
-        }
-        if m.model.norm.eps != eps? {
-            return None;
-        }
-        // The rotary table duplicates the frequencies (`cat(freqs, freqs)`); keep one half.
-        let inv = HostValues::of(&m.model.rotary_emb.inv_freq);
-        let half = attn.head_dim / 2;
-        let inv_freq = inv.as_slice()[..half].to_vec();
+        let shape = HostShape::of(m)?;
+        let layers = HostLayer::all(m, HostProj::of)?;
         Some(Self {
             embed,
             head,
             tied,
             norm: HostValues::of(&m.model.norm.weight.val()),
-            inter: first.mlp.gate_proj.d_out(),
             layers,
-            inv_freq,
-            eps: eps? as f32,
-            heads: attn.num_heads,
-            kv_heads: attn.num_kv_heads,
-            head_dim: attn.head_dim,
-            hidden: m.hidden_size(),
-            vocab: m.vocab_size(),
+            shape,
         })
     }
 
@@ -417,9 +448,9 @@ impl HostModel {
         AttentionDims {
             batch: batch.batch,
             seq: batch.seq,
-            heads: self.heads,
-            kv_heads: self.kv_heads,
-            head_dim: self.head_dim,
+            heads: self.shape.heads,
+            kv_heads: self.shape.kv_heads,
+            head_dim: self.shape.head_dim,
         }
     }
 
@@ -427,34 +458,43 @@ impl HostModel {
     /// returns what the backward pass needs and the layer's output.
     fn layer_forward(
         &self,
-        layer: &HostLayer,
+        layer: &HostLayer<HostProj>,
         c: &Ctx<'_>,
         x: Vec<f32>,
         xn: &mut [f32],
         hbuf: &mut [f32],
     ) -> (Saved, Vec<f32>) {
         let n = c.n;
-        let (d, f) = (self.hidden, self.inter);
-        let (qd, kd) = (self.heads * self.head_dim, self.kv_heads * self.head_dim);
+        let (d, f) = (self.shape.hidden, self.shape.inter);
+        let (qd, kd) = (
+            self.shape.heads * self.shape.head_dim,
+            self.shape.kv_heads * self.shape.head_dim,
+        );
         let mut s = Saved {
             rstd1: take(n, false),
             q: take(n * qd, false),
             k: take(n * kd, false),
             v: take(n * kd, false),
             att: take(n * qd, false),
-            lse: take(c.batch.batch * self.heads * c.batch.seq, false),
+            lse: take(c.batch.batch * self.shape.heads * c.batch.seq, false),
             rstd2: take(n, false),
             g: take(n * f, false),
             u: take(n * f, false),
             ..Saved::default()
         };
-        rms_norm_forward(&x, layer.in_norm.as_slice(), self.eps, xn, &mut s.rstd1);
+        rms_norm_forward(
+            &x,
+            layer.in_norm.as_slice(),
+            self.shape.eps,
+            xn,
+            &mut s.rstd1,
+        );
         let [xa_q, xa_k, xa_v, xa_o, xa_g, xa_u, xa_d] = &mut s.xa;
         layer.q.forward(xn, n, &mut s.q, xa_q, false);
         layer.k.forward(xn, n, &mut s.k, xa_k, false);
         layer.v.forward(xn, n, &mut s.v, xa_v, false);
-        c.rope.apply(&mut s.q, self.heads, false);
-        c.rope.apply(&mut s.k, self.kv_heads, false);
+        c.rope.apply(&mut s.q, self.shape.heads, false);
+        c.rope.apply(&mut s.k, self.shape.kv_heads, false);
         attention_forward(
             &c.dims,
             &s.q,
@@ -469,7 +509,13 @@ impl HostModel {
         let mut mid = take(n * d, false);
         mid.copy_from_slice(&x);
         layer.o.forward(&s.att, n, &mut mid, xa_o, true);
-        rms_norm_forward(&mid, layer.post_norm.as_slice(), self.eps, xn, &mut s.rstd2);
+        rms_norm_forward(
+            &mid,
+            layer.post_norm.as_slice(),
+            self.shape.eps,
+            xn,
+            &mut s.rstd2,
+        );
         layer.gate.forward(xn, n, &mut s.g, xa_g, false);
         layer.up.forward(xn, n, &mut s.u, xa_u, false);
         swiglu_forward(&s.g, &s.u, hbuf);
@@ -486,11 +532,14 @@ impl HostModel {
     /// input and recomputes the rest in the backward pass.
     fn step(&self, batch: &HostBatch, scale: f32, checkpoint: bool) -> (f64, Vec<HostGrad>) {
         let n = batch.batch * batch.seq;
-        let (d, f) = (self.hidden, self.inter);
-        let (qd, kd) = (self.heads * self.head_dim, self.kv_heads * self.head_dim);
+        let (d, f) = (self.shape.hidden, self.shape.inter);
+        let (qd, kd) = (
+            self.shape.heads * self.shape.head_dim,
+            self.shape.kv_heads * self.shape.head_dim,
+        );
         let dims = self.dims(batch);
-        let att_scale = 1.0 / (self.head_dim as f32).sqrt();
-        let rope = RopeTable::new(&self.inv_freq, &batch.positions);
+        let att_scale = 1.0 / (self.shape.head_dim as f32).sqrt();
+        let rope = RopeTable::new(&self.shape.inv_freq, &batch.positions);
 
         // Forward.
         let mut x = take(n * d, false);
@@ -520,7 +569,13 @@ impl HostModel {
 
         // Final norm, output head and loss over the labelled rows, a slice at a time.
         let mut rstd_f = take(n, false);
-        rms_norm_forward(&x, self.norm.as_slice(), self.eps, &mut xn, &mut rstd_f);
+        rms_norm_forward(
+            &x,
+            self.norm.as_slice(),
+            self.shape.eps,
+            &mut xn,
+            &mut rstd_f,
+        );
         let labelled: Vec<(usize, u32)> = batch
             .targets
             .iter()
@@ -528,7 +583,7 @@ impl HostModel {
             .filter(|(_, t)| **t >= 0)
             .map(|(i, &t)| (i, t as u32))
             .collect();
-        let v = self.vocab;
+        let v = self.shape.vocab;
         let mut dxn = take(n * d, true);
         let mut loss = 0.0f64;
         let mut rows = take(LOSS_ROWS.min(labelled.len()) * d, false);
@@ -605,7 +660,7 @@ impl HostModel {
             rms_norm_forward(
                 &s.mid,
                 layer.post_norm.as_slice(),
-                self.eps,
+                self.shape.eps,
                 &mut xn,
                 &mut rstd,
             );
@@ -631,9 +686,15 @@ impl HostModel {
                 &mut dk,
                 &mut dv,
             );
-            rope.apply(&mut dq, self.heads, true);
-            rope.apply(&mut dk, self.kv_heads, true);
-            rms_norm_forward(&s.x, layer.in_norm.as_slice(), self.eps, &mut xn, &mut rstd);
+            rope.apply(&mut dq, self.shape.heads, true);
+            rope.apply(&mut dk, self.shape.kv_heads, true);
+            rms_norm_forward(
+                &s.x,
+                layer.in_norm.as_slice(),
+                self.shape.eps,
+                &mut xn,
+                &mut rstd,
+            );
             layer.q.lora_grads(&xn, xa_q, &dq, n, &mut grads);
             layer.k.lora_grads(&xn, xa_k, &dk, n, &mut grads);
             layer.v.lora_grads(&xn, xa_v, &dv, n, &mut grads);
@@ -715,8 +776,11 @@ impl LlamaForCausalLM {
         if !host.layers.iter().any(HostLayer::has_lora) {
             return None;
         }
-        if batch.input_ids.iter().any(|&t| t as usize >= host.vocab)
-            || batch.targets.iter().any(|&t| t >= host.vocab as i64)
+        if batch
+            .input_ids
+            .iter()
+            .any(|&t| t as usize >= host.shape.vocab)
+            || batch.targets.iter().any(|&t| t >= host.shape.vocab as i64)
         {
             return None;
         }

@@ -26,12 +26,10 @@ pub(crate) fn available() -> bool {
 /// `n` input rows quantized in 32-value blocks in `xq`.
 pub(crate) fn rows_dot(m: &QuantizedMatrix, first: usize, xq: &Q8Input, out: &mut [f32]) {
     let n = xq.n;
-    let nb = m.cols / QUANT_BLOCK;
-    let count = out.len() / n;
-    let rb = m.row_bytes();
-    let data = &m.data[first * rb..(first + count) * rb];
+    let (data, nb, count) = row_blocks(m, first, n, out.len());
     assert!(
-        xq.block == QUANT_BLOCK
+        available()
+            && xq.block == QUANT_BLOCK
             && xq.qs.len() == n * m.cols
             && xq.d.len() == n * nb
             && xq.s.len() == n * nb
@@ -50,6 +48,22 @@ pub(crate) fn rows_dot(m: &QuantizedMatrix, first: usize, xq: &Q8Input, out: &mu
             }
         }
     }
+}
+
+/// The blocks of the `out_len / n` weight rows from `first`, the blocks per row and the row count.
+pub(super) fn row_blocks(
+    m: &QuantizedMatrix,
+    first: usize,
+    n: usize,
+    out_len: usize,
+) -> (&[u8], usize, usize) {
+    let count = out_len / n;
+    let rb = m.row_bytes();
+    (
+        &m.data[first * rb..(first + count) * rb],
+        m.cols / QUANT_BLOCK,
+        count,
+    )
 }
 
 /// Block bytes of format `F` (0 = Q4_0, 1 = Q4_1, 2 = Q8_0, 3 = Q5_0).

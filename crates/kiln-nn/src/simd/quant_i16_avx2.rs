@@ -9,7 +9,7 @@
 
 use std::arch::x86_64::*;
 
-use super::quant_avx2::{block_bytes, header};
+use super::quant_avx2::{block_bytes, header, row_blocks};
 use super::quant_f32_avx2::finish;
 use crate::quant::{Q16Input, QUANT_BLOCK, QuantFormat, QuantizedMatrix};
 
@@ -17,10 +17,7 @@ use crate::quant::{Q16Input, QUANT_BLOCK, QuantFormat, QuantizedMatrix};
 /// `n` input rows quantized in `xq`.
 pub(crate) fn rows_dot(m: &QuantizedMatrix, first: usize, xq: &Q16Input, out: &mut [f32]) {
     let n = xq.n;
-    let nb = m.cols / QUANT_BLOCK;
-    let count = out.len() / n;
-    let rb = m.row_bytes();
-    let data = &m.data[first * rb..(first + count) * rb];
+    let (data, nb, count) = row_blocks(m, first, n, out.len());
     assert!(
         super::quant_avx2::available()
             && xq.qs.len() == n * m.cols
