@@ -8,7 +8,7 @@ use super::{QK_K, QUANT_BLOCK, QuantFormat, QuantizedMatrix, k_quants, q5_values
 #[cfg(target_arch = "x86_64")]
 use crate::simd::{
     k_quants_avx2 as k_avx2, quant_avx2 as avx2, quant_f32_avx2 as f32_avx2,
-    quant_i16_avx2 as i16_avx2,
+    quant_i16_avx2 as i16_avx2, quant_i16_avx512 as i16_avx512,
 };
 
 impl QuantizedMatrix {
@@ -59,6 +59,11 @@ impl QuantizedMatrix {
     /// `out[i·n + j] = W[first + i] · x[j]` for the `out.len() / n` rows from `first`, with the
     /// input rows quantized to 16 bits in `xq`.
     pub(super) fn rows_dot_q16(&self, first: usize, xq: &Q16Input, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if xq.n == 1 && i16_avx512::available() {
+            i16_avx512::rows_dot(self, first, xq, out);
+            return;
+        }
         #[cfg(target_arch = "x86_64")]
         if avx2::available() {
             i16_avx2::rows_dot(self, first, xq, out);

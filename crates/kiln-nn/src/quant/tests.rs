@@ -437,3 +437,52 @@ fn bad_shapes_are_errors() {
             .contains("needs 136 bytes, got 100")
     );
 }
+
+/// Every 16-bit-input kernel this CPU can run (portable, AVX2, AVX-512) gives the same one-row
+/// product within `f32` rounding, whichever one the dispatch picks; rows 71 = 4·17 + 3 cover
+/// both row groupings.
+#[test]
+fn q16_kernels_agree_on_one_input_row() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for format in [
+        QuantFormat::Q4_0,
+        QuantFormat::Q4_1,
+        QuantFormat::Q5_0,
+        QuantFormat::Q8_0,
+    ] {
+        let (rows, cols) = (71, 96);
+        let data = random_blocks(format, rows * cols / 32, &mut rng);
+        let m = QuantizedMatrix::from_gguf_blocks(format, rows, cols, &data).unwrap();
+        let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let xq = Q16Input::quantize(&x, 1, cols);
+        let mut portable = vec![0.0f32; rows];
+        for (r, o) in portable.iter_mut().enumerate() {
+            m.row_dot_q16_scalar(r, &xq, std::slice::from_mut(o));
+        }
+        let mut kernels: Vec<(&str, Vec<f32>)> = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if crate::simd::quant_avx2::available() {
+                let mut out = vec![0.0f32; rows];
+                crate::simd::quant_i16_avx2::rows_dot(&m, 0, &xq, &mut out);
+                kernels.push(("avx2", out));
+            }
+            if crate::simd::quant_i16_avx512::available() {
+                let mut out = vec![0.0f32; rows];
+                crate::simd::quant_i16_avx512::rows_dot(&m, 0, &xq, &mut out);
+                kernels.push(("avx512", out));
+            }
+        }
+        if kernels.is_empty() {
+            eprintln!("{format:?}: no SIMD kernel on this CPU; the portable one is the dispatch");
+        }
+        for (name, out) in kernels {
+            for (r, (a, b)) in out.iter().zip(&portable).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                    "{format:?} {name} row {r}: {a} vs portable {b}"
+                );
+            }
+        }
+    }
+}

@@ -12,6 +12,7 @@ pub(crate) mod k_quants_avx2;
 pub(crate) mod quant_avx2;
 pub(crate) mod quant_f32_avx2;
 pub(crate) mod quant_i16_avx2;
+pub(crate) mod quant_i16_avx512;
 
 use std::sync::OnceLock;
 
