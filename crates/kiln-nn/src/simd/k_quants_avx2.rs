@@ -229,7 +229,7 @@ unsafe fn q6_k(x: *const u8, qx: *const i8) -> __m256i {
         let m3 = _mm256_set1_epi8(3);
         let k32 = _mm256_set1_epi8(32);
         let mut sumi = _mm256_setzero_si256();
-        for n in 0..2 {
+        for (n, half_scales) in scales.into_iter().enumerate() {
             let l0 = _mm256_loadu_si256(x.add(64 * n).cast());
             let l1 = _mm256_loadu_si256(x.add(64 * n + 32).cast());
             let qh = _mm256_loadu_si256(x.add(128 + 32 * n).cast());
@@ -249,8 +249,8 @@ unsafe fn q6_k(x: *const u8, qx: *const i8) -> __m256i {
                 // Scales `8n + 2k` (lanes 0..8) and `8n + 2k + 1` (lanes 8..16).
                 let g = 2 * k;
                 let (lo, hi) = (
-                    _mm256_castsi256_si128(broadcast(scales[n], g)),
-                    _mm256_castsi256_si128(broadcast(scales[n], g + 1)),
+                    _mm256_castsi256_si128(broadcast(half_scales, g)),
+                    _mm256_castsi256_si128(broadcast(half_scales, g + 1)),
                 );
                 let sc = _mm256_set_m128i(hi, lo);
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sc));
