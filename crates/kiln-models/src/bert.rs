@@ -527,9 +527,23 @@ fn bert_prefix<S: TensorSource + ?Sized>(ld: &StrictLoader<'_, S>) -> &'static s
 
 impl BertForSequenceClassification {
     /// Class logits `[batch, num_labels]` from the pooled first token.
+    ///
+    /// # Panics
+    /// If the sequence is longer than the learned positions; [`Self::try_forward`] returns an
+    /// error instead.
     pub fn forward(&self, input: &LmInput) -> Tensor<2> {
         let h = self.bert.forward(input);
         self.classifier.forward(self.bert.pooled(h))
+    }
+
+    /// [`Self::forward`] for input from outside the program: a sequence longer than the learned
+    /// positions is an error before any compute.
+    ///
+    /// # Errors
+    /// [`ModelError::SequenceTooLong`] naming both lengths.
+    pub fn try_forward(&self, input: &LmInput) -> Result<Tensor<2>> {
+        self.bert.check_length(input)?;
+        Ok(self.forward(input))
     }
 
     /// Loads a `BertForSequenceClassification` checkpoint. A checkpoint without `classifier.*`

@@ -94,6 +94,21 @@ fn tiny_bert_matches_transformers() {
     let dl = max_diff(&logits, &floats(&reference["logits"]));
     println!("tiny BERT: hidden {dh:.2e}, logits {dl:.2e}");
     assert!(dh < 1e-4 && dl < 1e-4, "hidden {dh}, logits {dl}");
+    let same: Vec<f32> = model
+        .try_forward(&input)
+        .unwrap()
+        .into_data()
+        .iter::<f32>()
+        .collect();
+    assert_eq!(same, logits, "try_forward is forward for input that fits");
+    // One token past the learned positions is an error naming both lengths, not a panic.
+    let long = model.bert.max_positions() + 1;
+    let ids = Tensor::<2, Int>::zeros([1, long], &device);
+    let err = model.try_forward(&LmInput::new(ids)).unwrap_err().to_string();
+    assert!(
+        err.contains(&long.to_string()) && err.contains(&(long - 1).to_string()),
+        "{err}"
+    );
 }
 
 #[test]
