@@ -486,3 +486,43 @@ fn q16_kernels_agree_on_one_input_row() {
         }
     }
 }
+
+/// Times the AVX2 and AVX-512 16-bit-input kernels on one input row, interleaved, one thread
+/// (`cargo test -p kiln-nn --release q16_kernel_timings -- --ignored --nocapture`).
+#[test]
+#[ignore = "prints timings"]
+#[cfg(target_arch = "x86_64")]
+fn q16_kernel_timings() {
+    use crate::simd::{quant_i16_avx2, quant_i16_avx512};
+    if !quant_i16_avx512::available() {
+        eprintln!("no AVX-512 on this CPU");
+        return;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    for (format, rows, cols) in [
+        (QuantFormat::Q4_1, 1536, 576),
+        (QuantFormat::Q5_0, 1536, 576),
+        (QuantFormat::Q8_0, 1536, 576),
+        (QuantFormat::Q8_0, 49152, 576),
+    ] {
+        let data = random_blocks(format, rows * cols / 32, &mut rng);
+        let m = QuantizedMatrix::from_gguf_blocks(format, rows, cols, &data).unwrap();
+        let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let xq = Q16Input::quantize(&x, 1, cols);
+        let mut out = vec![0.0f32; rows];
+        let reps = (100_000_000 / (rows * cols)).max(10);
+        let mut time = |f: fn(&QuantizedMatrix, usize, &Q16Input, &mut [f32])| {
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                f(&m, 0, &xq, &mut out);
+                std::hint::black_box(&out);
+            }
+            t.elapsed().as_secs_f64() / reps as f64 * 1e6
+        };
+        for round in 0..3 {
+            let a = time(quant_i16_avx2::rows_dot);
+            let b = time(quant_i16_avx512::rows_dot);
+            println!("{format:?} [{rows}, {cols}] round {round}: AVX2 {a:.1} us, AVX-512 {b:.1} us");
+        }
+    }
+}
