@@ -104,7 +104,10 @@ fn tiny_bert_matches_transformers() {
     // One token past the learned positions is an error naming both lengths, not a panic.
     let long = model.bert.max_positions() + 1;
     let ids = Tensor::<2, Int>::zeros([1, long], &device);
-    let err = model.try_forward(&LmInput::new(ids)).unwrap_err().to_string();
+    let err = model
+        .try_forward(&LmInput::new(ids))
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains(&long.to_string()) && err.contains(&(long - 1).to_string()),
         "{err}"

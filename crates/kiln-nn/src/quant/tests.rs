@@ -522,7 +522,9 @@ fn q16_kernel_timings() {
         for round in 0..3 {
             let a = time(quant_i16_avx2::rows_dot);
             let b = time(quant_i16_avx512::rows_dot);
-            println!("{format:?} [{rows}, {cols}] round {round}: AVX2 {a:.1} us, AVX-512 {b:.1} us");
+            println!(
+                "{format:?} [{rows}, {cols}] round {round}: AVX2 {a:.1} us, AVX-512 {b:.1} us"
+            );
         }
     }
 }
