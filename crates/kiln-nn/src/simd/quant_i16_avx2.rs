@@ -16,30 +16,49 @@ use crate::quant::{Q16Input, QUANT_BLOCK, QuantFormat, QuantizedMatrix};
 /// `out[i·n + j] = W[first + i] · x[j]` for the `out.len() / n` rows from `first`, with the
 /// `n` input rows quantized in `xq`.
 pub(crate) fn rows_dot(m: &QuantizedMatrix, first: usize, xq: &Q16Input, out: &mut [f32]) {
+    assert!(super::quant_avx2::available());
+    let (data, nb) = checked_blocks(m, first, xq, out.len());
+    // SAFETY: `available()` confirmed AVX2, FMA and F16C; `checked_blocks` confirmed that
+    // `data` holds exactly `count · nb` blocks of the format and `xq` `n` rows of `nb` quantized
+    // blocks, and every load below stays inside them.
+    unsafe { by_format!(m.format, rows(data, nb, xq, out)) }
+}
+
+/// The blocks of the `out_len / xq.n` weight rows from `first` and the blocks per row, after
+/// asserting that `xq` and the output hold what the 16-bit kernels read and write.
+pub(super) fn checked_blocks<'a>(
+    m: &'a QuantizedMatrix,
+    first: usize,
+    xq: &Q16Input,
+    out_len: usize,
+) -> (&'a [u8], usize) {
     let n = xq.n;
-    let (data, nb, count) = row_blocks(m, first, n, out.len());
+    let (data, nb, count) = row_blocks(m, first, n, out_len);
     assert!(
-        super::quant_avx2::available()
-            && xq.qs.len() == n * m.cols
+        xq.qs.len() == n * m.cols
             && xq.d.len() == n * nb
             && xq.sum.len() == n * nb
-            && out.len() == count * n
+            && out_len == count * n
     );
-    // SAFETY: `available()` confirmed AVX2, FMA and F16C; `data` holds exactly `count · nb`
-    // blocks of the format, `xq` holds `n` rows of `nb` quantized blocks, and every load below
-    // stays inside them.
-    unsafe {
-        match m.format {
-            QuantFormat::Q4_0 => rows::<0>(data, nb, xq, out),
-            QuantFormat::Q4_1 => rows::<1>(data, nb, xq, out),
-            QuantFormat::Q8_0 => rows::<2>(data, nb, xq, out),
-            QuantFormat::Q5_0 => rows::<3>(data, nb, xq, out),
+    (data, nb)
+}
+
+/// `$rows::<F>($args)` with `F` the kernel code of a 32-value block format (0 = Q4_0,
+/// 1 = Q4_1, 2 = Q8_0, 3 = Q5_0).
+macro_rules! by_format {
+    ($format:expr, $rows:ident($($arg:expr),*)) => {
+        match $format {
+            QuantFormat::Q4_0 => $rows::<0>($($arg),*),
+            QuantFormat::Q4_1 => $rows::<1>($($arg),*),
+            QuantFormat::Q8_0 => $rows::<2>($($arg),*),
+            QuantFormat::Q5_0 => $rows::<3>($($arg),*),
             QuantFormat::Q4_K | QuantFormat::Q5_K | QuantFormat::Q6_K => {
                 unreachable!("32-value block formats only")
             }
         }
-    }
+    };
 }
+pub(super) use by_format;
 
 /// The block's 32 weights as two vectors of 16 `i16`: values 0..16 and 16..32 (unsigned
 /// 4- or 5-bit values for Q4_0, Q4_1 and Q5_0, whose offsets are applied per block).

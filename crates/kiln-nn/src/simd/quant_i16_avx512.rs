@@ -10,8 +10,9 @@
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::quant_avx2::{block_bytes, header, row_blocks};
+use super::quant_avx2::{block_bytes, header};
 use super::quant_f32_avx2::finish;
+use super::quant_i16_avx2::{by_format, checked_blocks};
 use crate::quant::{Q16Input, QUANT_BLOCK, QuantFormat, QuantizedMatrix};
 
 /// Whether this CPU has AVX-512 F and BW besides AVX2, FMA and F16C (checked once).
@@ -27,29 +28,12 @@ pub(crate) fn available() -> bool {
 /// `out[i] = W[first + i] · x` for the `out.len()` rows from `first`, with one input row
 /// quantized in `xq`.
 pub(crate) fn rows_dot(m: &QuantizedMatrix, first: usize, xq: &Q16Input, out: &mut [f32]) {
-    let (data, nb, count) = row_blocks(m, first, 1, out.len());
-    assert!(
-        available()
-            && xq.n == 1
-            && xq.qs.len() == m.cols
-            && xq.d.len() == nb
-            && xq.sum.len() == nb
-            && out.len() == count
-    );
-    // SAFETY: `available()` confirmed AVX-512 F/BW, AVX2, FMA and F16C; `data` holds exactly
-    // `count · nb` blocks of the format, `xq` one row of `nb` quantized blocks, and every load
-    // below stays inside them.
-    unsafe {
-        match m.format {
-            QuantFormat::Q4_0 => rows::<0>(data, nb, xq, out),
-            QuantFormat::Q4_1 => rows::<1>(data, nb, xq, out),
-            QuantFormat::Q8_0 => rows::<2>(data, nb, xq, out),
-            QuantFormat::Q5_0 => rows::<3>(data, nb, xq, out),
-            QuantFormat::Q4_K | QuantFormat::Q5_K | QuantFormat::Q6_K => {
-                unreachable!("32-value block formats only")
-            }
-        }
-    }
+    assert!(available() && xq.n == 1);
+    let (data, nb) = checked_blocks(m, first, xq, out.len());
+    // SAFETY: `available()` confirmed AVX-512 F/BW, AVX2, FMA and F16C; `checked_blocks`
+    // confirmed that `data` holds exactly `out.len() · nb` blocks of the format and `xq` one row
+    // of `nb` quantized blocks, and every load below stays inside them.
+    unsafe { by_format!(m.format, rows(data, nb, xq, out)) }
 }
 
 /// The block's 32 weights as 32 `i16` in value order (unsigned 4- or 5-bit values for Q4_0,
