@@ -16,7 +16,8 @@ pub enum DataCommand {
     /// Build the OBD-II question-answering dataset from the `obd` package's code list.
     ///
     /// Writes train.jsonl, validation.jsonl, test.jsonl (unseen codes, unseen phrasings) and
-    /// test_phrasing.jsonl (unseen phrasings of trained codes), split by code.
+    /// test_phrasing.jsonl (unseen phrasings of trained codes), split by code, and codes.jsonl:
+    /// every code as `{"code", "description", "text"}`, a corpus for `kiln index build`.
     ///
     /// Example:
     ///   kiln data obd --out runs/dtc-assistant/data
@@ -104,6 +105,8 @@ pub fn run(command: &DataCommand) -> Result<()> {
             };
             let ds = obd::build(&list, &config)?;
             ds.write_jsonl(out)?;
+            // Every code (trained or not) as a retrieval corpus for `kiln index build`.
+            obd::write_code_docs(&list, out.join("codes.jsonl"))?;
             println!("{ds}");
             println!("written to {}", out.display());
         }

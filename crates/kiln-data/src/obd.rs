@@ -62,6 +62,37 @@ pub struct Dtc {
     pub line: usize,
 }
 
+/// One retrieval document per code, written as one line of `codes.jsonl`:
+/// `{"code", "description", "text"}` with `text` = `"CODE: description"`, the same string as
+/// the answers of the question sets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeDoc {
+    /// The code, e.g. `P0300`.
+    pub code: String,
+    /// What it means.
+    pub description: String,
+    /// `"<code>: <description>"`.
+    pub text: String,
+}
+
+impl From<&Dtc> for CodeDoc {
+    fn from(d: &Dtc) -> Self {
+        Self {
+            code: d.code.clone(),
+            description: d.description.clone(),
+            text: format!("{}: {}", d.code, d.description),
+        }
+    }
+}
+
+/// Writes `codes` as [`CodeDoc`] lines to `path`, atomically; returns the number written.
+///
+/// # Errors
+/// [`DataError::Io`] naming the file.
+pub fn write_code_docs(codes: &[Dtc], path: impl AsRef<Path>) -> Result<usize> {
+    write_jsonl(path, codes.iter().map(CodeDoc::from))
+}
+
 /// The code family, from the first letter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -246,3 +246,21 @@ fn builds_from_the_python_obd_codes() {
     let test_codes: HashSet<&str> = ds.test.iter().map(|e| e.code.as_str()).collect();
     assert!((test_codes.len() as f64 - 0.1 * total).abs() <= 1.0);
 }
+
+#[test]
+fn code_docs_are_one_line_per_code_with_the_answer_text() {
+    let codes = parse_codes(&fixture(), Path::new("codes.py")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("codes.jsonl");
+    assert_eq!(write_code_docs(&codes, &path).unwrap(), codes.len());
+    let text = std::fs::read_to_string(&path).unwrap();
+    let docs: Vec<CodeDoc> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(docs.len(), codes.len());
+    for (d, c) in docs.iter().zip(&codes) {
+        assert_eq!((&d.code, &d.description), (&c.code, &c.description));
+        assert_eq!(d.text, format!("{}: {}", c.code, c.description));
+    }
+}
