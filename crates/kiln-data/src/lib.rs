@@ -40,5 +40,6 @@ pub use split::{Split, SplitBy, SplitSizes, Splitter};
 pub use stats::{DatasetStats, LengthBucket};
 pub use template::{
     ALPACA_NO_INPUT, ALPACA_WITH_INPUT, PromptStyle, PromptTemplate, QUESTION_ANSWER,
+    few_shot_prompt, rag_prompt,
 };
 pub use write::write_jsonl;

@@ -127,6 +127,62 @@ pub const ALPACA_NO_INPUT: &str = "Below is an instruction that describes a task
 /// The plain question/answer prompt.
 pub const QUESTION_ANSWER: &str = "### Question:\n{prompt}\n\n### Answer:\n";
 
+/// How retrieved passages are put before a question (retrieval-augmented generation); the
+/// result is the user's message, which the chat template then wraps:
+///
+/// ```text
+/// Reference information:
+/// - <passage 1>
+/// - <passage 2>
+///
+/// Question: <question>
+/// ```
+///
+/// Passages are kept on one line each (line breaks become spaces). Without passages the
+/// question is returned as it is.
+pub fn rag_prompt(question: &str, passages: &[impl AsRef<str>]) -> String {
+    if passages.is_empty() {
+        return question.to_string();
+    }
+    let mut out = String::from("Reference information:\n");
+    for p in passages {
+        let one_line: Vec<&str> = p.as_ref().split_whitespace().collect();
+        out.push_str("- ");
+        out.push_str(&one_line.join(" "));
+        out.push('\n');
+    }
+    out.push_str("\nQuestion: ");
+    out.push_str(question);
+    out
+}
+
+/// Worked examples put before a question (few-shot prompting); the result is the user's
+/// message:
+///
+/// ```text
+/// Examples:
+/// Q: <question 1>
+/// A: <answer 1>
+/// Q: <question 2>
+/// A: <answer 2>
+///
+/// Question: <question>
+/// ```
+///
+/// Without examples the question is returned as it is.
+pub fn few_shot_prompt(question: &str, examples: &[(impl AsRef<str>, impl AsRef<str>)]) -> String {
+    if examples.is_empty() {
+        return question.to_string();
+    }
+    let mut out = String::from("Examples:\n");
+    for (q, a) in examples {
+        out.push_str(&format!("Q: {}\nA: {}\n", q.as_ref(), a.as_ref()));
+    }
+    out.push_str("\nQuestion: ");
+    out.push_str(question);
+    out
+}
+
 /// How the prompt of a prompt/completion or instruction record is written.
 ///
 /// Templates see the record's canonical fields (`prompt`, and for instruction records
@@ -232,5 +288,24 @@ mod tests {
         assert!(PromptStyle::builtin("nope").is_err());
         let chat = PromptStyle::builtin("chat").unwrap();
         assert_eq!(chat.template(true).unwrap(), None);
+    }
+
+    #[test]
+    fn rag_and_few_shot_prompts() {
+        let none: [&str; 0] = [];
+        assert_eq!(rag_prompt("Q?", &none), "Q?");
+        assert_eq!(
+            rag_prompt(
+                "What does P0130 mean?",
+                &["P0130: O2\nSensor", "P0420: Cat"]
+            ),
+            "Reference information:\n- P0130: O2 Sensor\n- P0420: Cat\n\nQuestion: What does P0130 mean?"
+        );
+        let no: [(&str, &str); 0] = [];
+        assert_eq!(few_shot_prompt("Q?", &no), "Q?");
+        assert_eq!(
+            few_shot_prompt("Q?", &[("a?", "A1"), ("b?", "B1")]),
+            "Examples:\nQ: a?\nA: A1\nQ: b?\nA: B1\n\nQuestion: Q?"
+        );
     }
 }

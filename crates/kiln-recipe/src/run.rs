@@ -8,13 +8,15 @@ use burn::module::Module;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use kiln_data::{TokenizedExample, prepare_path};
+use kiln_data::{
+    PrepareOptions, SourceKind, TextMode, TokenizedExample, prepare, prepare_path, read_records,
+};
 use kiln_models::{AnyCausalLm, AnyConfig, load_pretrained, save_pretrained};
 use kiln_peft::{AdapterConfig, TrainableReport, attach_adapter, full_fine_tuning, save_adapter};
 use kiln_tokenizer::Tokenizer;
 use kiln_train::{Fit, OutputLock, PeftExporter, RunSummary, Trainer, check_previous_run};
 
-use crate::{Recipe, Result};
+use crate::{Recipe, ReplaySection, Result};
 
 impl Recipe {
     /// Runs the recipe: loads the model, prepares the data, attaches the method, trains, and
@@ -149,12 +151,68 @@ impl Recipe {
             }
             Ok(p)
         };
-        let train = load(&self.data.train, self.data.limit_train)?;
+        let mut train = load(&self.data.train, self.data.limit_train)?;
+        if let Some(replay) = &self.data.replay {
+            let extra = self.replay_examples(replay, tokenizer, train.len())?;
+            train.extend(extra);
+        }
         let validation = match &self.data.validation {
             Some(v) => Some(load(v, self.data.limit_validation)?),
             None => None,
         };
         Ok((train, validation))
+    }
+}
+
+impl Recipe {
+    /// The replay examples for `train_len` training examples: `ratio / (1 - ratio)` per
+    /// training example, rounded, drawn in a seeded order (repeating only when the file has too
+    /// few), prepared with the file's own format, the raw prompt style and the data's length
+    /// limits.
+    fn replay_examples(
+        &self,
+        replay: &ReplaySection,
+        tokenizer: &Tokenizer,
+        train_len: usize,
+    ) -> Result<Vec<TokenizedExample>> {
+        use rand::SeedableRng;
+        use rand::seq::SliceRandom;
+
+        let n = (replay.ratio / (1.0 - replay.ratio) * train_len as f64).round() as usize;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let path = &replay.path;
+        let kind = match SourceKind::from_path(path)? {
+            SourceKind::Text { .. } => SourceKind::Text {
+                mode: TextMode::Lines,
+            },
+            other => other,
+        };
+        let mut options = PrepareOptions::new(replay.format.clone());
+        options.max_len = self.data.prepare.max_len;
+        options.truncation = self.data.prepare.truncation;
+        let pool = prepare(read_records(path, kind)?, path, tokenizer, &options)?.examples;
+        if pool.is_empty() {
+            return Err(kiln_data::DataError::Config(format!(
+                "{}: data.replay holds no example",
+                path.display()
+            ))
+            .into());
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed ^ 0x7e91_a7);
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let mut order: Vec<usize> = (0..pool.len()).collect();
+            order.shuffle(&mut rng);
+            out.extend(
+                order
+                    .into_iter()
+                    .take(n - out.len())
+                    .map(|i| pool[i].clone()),
+            );
+        }
+        Ok(out)
     }
 }
 
@@ -253,5 +311,93 @@ impl RunReport {
             self.saved.display()
         ));
         md
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A word-level tokenizer over a few words, written into `dir`.
+    fn tokenizer(dir: &Path) -> Tokenizer {
+        let words = [
+            "<unk>", "</s>", "a", "b", "c", "d", "e", "the", "sun", "is", "hot",
+        ];
+        let vocab: serde_json::Map<String, serde_json::Value> = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.to_string(), i.into()))
+            .collect();
+        let json = serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+            "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
+            "decoder": null,
+            "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}
+        });
+        std::fs::write(dir.join("tokenizer.json"), json.to_string()).unwrap();
+        std::fs::write(
+            dir.join("tokenizer_config.json"),
+            r#"{"eos_token": "</s>", "add_bos_token": false}"#,
+        )
+        .unwrap();
+        Tokenizer::from_hf_dir(dir).unwrap()
+    }
+
+    fn recipe(dir: &Path, ratio: f64, replay: &str) -> Recipe {
+        let text = format!(
+            "[model]\npath = \"m\"\n[data]\ntrain = \"{t}\"\nformat = {{ format = \"prompt_completion\" }}\n\
+             [data.replay]\npath = \"{r}\"\nratio = {ratio}\n[fit]\noutput_dir = \"{o}\"\n",
+            t = dir.join("train.jsonl").display(),
+            r = dir.join(replay).display(),
+            o = dir.join("out").display(),
+        );
+        Recipe::parse(&text, "recipe.toml", &[]).unwrap()
+    }
+
+    #[test]
+    fn replay_mixes_general_lines_by_ratio() {
+        let dir = tempfile::tempdir().unwrap();
+        let tok = tokenizer(dir.path());
+        let train: String = (0..6)
+            .map(|i| format!("{{\"prompt\": \"a b\", \"completion\": \"c {i}\"}}\n"))
+            .collect();
+        std::fs::write(dir.path().join("train.jsonl"), train).unwrap();
+        std::fs::write(dir.path().join("general.txt"), "the sun is hot\n\nd e\n").unwrap();
+        // 0.25 of the mix: 6 × 1/3 = 2 replay lines, both lines once.
+        let (mixed, _) = recipe(dir.path(), 0.25, "general.txt")
+            .prepare(&tok)
+            .unwrap();
+        assert_eq!(mixed.len(), 8);
+        let mut replayed: Vec<Vec<u32>> = mixed[6..].iter().map(|e| e.input_ids.clone()).collect();
+        replayed.sort();
+        assert_eq!(replayed, vec![vec![5, 6, 1], vec![7, 8, 9, 10, 1]]);
+        // Loss on every token of a replay line.
+        assert!(mixed[6..].iter().all(|e| e.labels.iter().all(|&l| l >= 0)));
+        // 0.5: as many replay lines as training examples; the two lines repeat.
+        let (mixed, _) = recipe(dir.path(), 0.5, "general.txt")
+            .prepare(&tok)
+            .unwrap();
+        assert_eq!(mixed.len(), 12);
+        // 0: no replay.
+        let (mixed, _) = recipe(dir.path(), 0.0, "general.txt")
+            .prepare(&tok)
+            .unwrap();
+        assert_eq!(mixed.len(), 6);
+        // A bad ratio names the key; an empty file names the file.
+        let bad = Recipe::parse(
+            "[model]\npath = \"m\"\n[data]\ntrain = \"t.jsonl\"\nformat = { format = \"text\" }\n[data.replay]\npath = \"g.txt\"\n\
+             ratio = 1.0\n[fit]\noutput_dir = \"o\"\n",
+            "recipe.toml",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(bad.contains("data.replay.ratio"), "{bad}");
+        std::fs::write(dir.path().join("empty.txt"), "\n").unwrap();
+        let err = recipe(dir.path(), 0.5, "empty.txt")
+            .prepare(&tok)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("empty.txt"), "{err}");
     }
 }

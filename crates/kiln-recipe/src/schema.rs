@@ -46,9 +46,41 @@ pub struct DataSection {
     /// ([`FitConfig::group_by_length`]).
     #[serde(default)]
     pub group_by_length: bool,
+    /// General data mixed into training against forgetting (`[data.replay]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplaySection>,
     /// Record format, prompt style, cleaning and length limits.
     #[serde(flatten)]
     pub prepare: PrepareOptions,
+}
+
+/// Replay: examples of general data mixed into the training set, so that tuning on a narrow
+/// task forgets less of what the model knew.
+///
+/// ```toml
+/// [data.replay]
+/// path = "general.txt"   # .txt: one example per non-blank line
+/// ratio = 0.2            # replay examples are 20% of the training mix
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaySection {
+    /// The general data: a `.txt` file (one example per non-blank line) or any data file the
+    /// `format` reads.
+    pub path: PathBuf,
+    /// Share of replay examples in the training mix, in `0..1`: `ratio / (1 - ratio)` replay
+    /// examples per training example, drawn (seeded by `seed`) without repeats while the file
+    /// has enough, then again.
+    pub ratio: f64,
+    /// Record format of the file (default: plain text with loss on every token, field `text`).
+    #[serde(default = "text_format")]
+    pub format: RecordFormat,
+}
+
+fn text_format() -> RecordFormat {
+    RecordFormat::Text {
+        text: "text".into(),
+    }
 }
 
 /// The learning-rate schedule; decaying schedules end at the run's last step.
@@ -176,6 +208,14 @@ impl Recipe {
             return Err(format!(
                 "schedule.warmup_ratio must lie in 0..1, got {}",
                 self.schedule.warmup_ratio
+            ));
+        }
+        if let Some(r) = &self.data.replay
+            && !(0.0..1.0).contains(&r.ratio)
+        {
+            return Err(format!(
+                "data.replay.ratio must lie in 0..1 (the replay share of the mix), got {}",
+                r.ratio
             ));
         }
         if self.fit.batch_size == 0 {

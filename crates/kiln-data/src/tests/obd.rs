@@ -173,7 +173,7 @@ fn builds_disjoint_code_and_template_splits() {
     // 92 codes: 18 test, 9 validation (stratified rounding), the rest train.
     let test_codes: HashSet<&str> = ds.test.iter().map(|e| e.code.as_str()).collect();
     assert_eq!(test_codes.len(), 18);
-    // Per code: 8 trained forward + 4 trained reverse questions (unless ambiguous).
+    // Per code: 18 trained forward + 6 trained reverse questions (unless ambiguous).
     let p0300 = ds
         .train
         .iter()
@@ -181,7 +181,7 @@ fn builds_disjoint_code_and_template_splits() {
         .filter(|e| e.code == "P0300")
         .count();
     let in_test = test_codes.contains("P0300");
-    assert_eq!(p0300, if in_test { 0 } else { 12 });
+    assert_eq!(p0300, if in_test { 0 } else { 24 });
     assert_eq!(build(&codes, &config).unwrap(), ds, "deterministic");
     let other = build(&codes, &ObdConfig { seed: 4, ..config }).unwrap();
     assert_ne!(other.test, ds.test);
@@ -215,7 +215,7 @@ fn bad_configurations_are_errors() {
             ..ObdConfig::default()
         },
         ObdConfig {
-            held_out_forward: 10,
+            held_out_forward: FORWARD_TEMPLATES.len(),
             ..ObdConfig::default()
         },
     ] {
@@ -263,4 +263,60 @@ fn code_docs_are_one_line_per_code_with_the_answer_text() {
         assert_eq!((&d.code, &d.description), (&c.code, &c.description));
         assert_eq!(d.text, format!("{}: {}", c.code, c.description));
     }
+}
+
+#[test]
+fn widened_samples_add_variants_unknown_and_grounded_questions() {
+    let codes = parse_codes(&fixture(), Path::new("codes.py")).unwrap();
+    let ds = build(&codes, &ObdConfig::default()).unwrap();
+    let plain = ds.sample(Some(4), None, 5);
+    let config = SampleConfig {
+        codes: Some(4),
+        seed: 5,
+        variants: 1,
+        unknown_codes: 3,
+        grounded_codes: 2,
+        passages: 3,
+        passage_missing: 0.25,
+        questions_per_code: 2,
+        ..SampleConfig::default()
+    };
+    let wide = ds.sample_with(&codes, &config);
+    // The test sets and the plain questions are the same as without additions.
+    assert_eq!(wide.test_phrasing, plain.test_phrasing);
+    assert_eq!(wide.test_unseen, plain.test_unseen);
+    assert_eq!(wide.train[..plain.train.len()], plain.train[..]);
+    let n = plain.train.len();
+    assert_eq!(wide.added.variants, n);
+    assert_eq!(wide.added.unknown, 3 * 2);
+    assert_eq!(wide.added.grounded, (4 + 3 + 2) * 2);
+    assert_eq!(wide.train.len(), 2 * n + 6 + 18);
+    let sampled: HashSet<&str> = plain.train.iter().map(|e| e.code.as_str()).collect();
+    let test_codes: HashSet<&str> = ds.test.iter().map(|e| e.code.as_str()).collect();
+    let by_code: HashMap<&str, &Dtc> = codes.iter().map(|c| (c.code.as_str(), c)).collect();
+    let (mut missing, mut variants) = (0, 0);
+    for e in &wide.train[n..] {
+        assert!(!test_codes.contains(e.code.as_str()), "{e:?}");
+        let answer = format!("{}: {}", e.code, by_code[e.code.as_str()].description);
+        if e.prompt.starts_with("Reference information:") {
+            let has_own = e.prompt.contains(&format!("- {answer}\n"));
+            assert_eq!(e.prompt.matches("\n- ").count(), 3, "{e:?}");
+            if has_own {
+                assert_eq!(e.completion, answer);
+            } else {
+                missing += 1;
+                assert_eq!(e.completion, augment::unknown_answer(&e.code));
+            }
+        } else if e.completion == answer {
+            variants += 1;
+            assert!(sampled.contains(e.code.as_str()));
+            assert!(!plain.train.iter().any(|p| p.prompt == e.prompt), "{e:?}");
+        } else {
+            assert_eq!(e.completion, augment::unknown_answer(&e.code));
+            assert!(!sampled.contains(e.code.as_str()));
+        }
+    }
+    assert_eq!(variants, n);
+    assert!(missing > 0 && missing < 18, "{missing}");
+    assert_eq!(ds.sample_with(&codes, &config), wide, "deterministic");
 }

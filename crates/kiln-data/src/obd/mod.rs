@@ -44,12 +44,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
 
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::{DataError, Result, SplitSizes, Splitter, write_jsonl};
+
+pub mod augment;
+mod judge;
+
+pub use judge::{Judge, Verdict};
 
 /// One trouble code and its description.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -367,8 +372,8 @@ fn python_string(s: &str) -> Option<(String, &str)> {
     None
 }
 
-/// Questions asking what a code means; `{code}` is the code.
-pub const FORWARD_TEMPLATES: [&str; 10] = [
+/// Questions asking what a code means; `{code}` is the code, at the start, middle or end.
+pub const FORWARD_TEMPLATES: [&str; 24] = [
     "What does {code} mean?",
     "My scanner shows {code}, what is it?",
     "What is OBD-II code {code}?",
@@ -379,17 +384,33 @@ pub const FORWARD_TEMPLATES: [&str; 10] = [
     "What fault does {code} indicate?",
     "Decode {code} for me.",
     "The diagnostic tool reports {code}. What is the problem?",
+    "{code}? What does it mean?",
+    "Code {code} just came up on my OBD reader. Meaning?",
+    "What's {code}?",
+    "Can you tell me what trouble code {code} stands for?",
+    "Got {code} after the engine light came on. Any idea what it is?",
+    "What is the description of {code}?",
+    "{code} - what is wrong with my car?",
+    "Meaning of fault code {code}?",
+    "Help me understand {code}.",
+    "What does the error {code} refer to?",
+    "My dashboard light came on and the reader says {code}. Explain please.",
+    "Look up {code}.",
+    "Which fault is {code}?",
+    "{code}: what does this code describe?",
 ];
 
 /// Questions asking for the code of a description; `{description}` is the description.
-pub const REVERSE_TEMPLATES: [&str; 5] = [
+pub const REVERSE_TEMPLATES: [&str; 8] = [
     "Which OBD-II code means \"{description}\"?",
     "What is the trouble code for: {description}?",
     "Give the DTC for \"{description}\".",
     "My mechanic says the fault is \"{description}\". Which code is that?",
     "Which diagnostic trouble code corresponds to {description}?",
+    "What code is \"{description}\"?",
+    "Find the OBD-II code for {description}.",
+    "The fault is {description}. What is the DTC?",
 ];
-
 /// Whether a question asks for the meaning of a code or the code of a meaning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -442,8 +463,8 @@ impl Default for ObdConfig {
             seed: 0,
             validation_codes: 0.05,
             test_codes: 0.1,
-            held_out_forward: 2,
-            held_out_reverse: 1,
+            held_out_forward: 6,
+            held_out_reverse: 2,
         }
     }
 }
@@ -495,29 +516,122 @@ impl ObdDataset {
     /// examples (all when `codes` is `None`); and two test sets of forward questions, at most
     /// `test_cases` each (default: all when `codes` is `None`, else two per sampled code):
     /// unseen phrasings of the sampled codes, and codes never trained on (shuffled with `seed`).
+    /// The same as [`ObdDataset::sample_with`] with nothing added to the training questions.
     pub fn sample(&self, codes: Option<usize>, test_cases: Option<usize>, seed: u64) -> ObdSample {
-        let all: std::collections::BTreeSet<&str> =
+        self.sample_with(
+            &[],
+            &SampleConfig {
+                codes,
+                test_cases,
+                seed,
+                ..SampleConfig::default()
+            },
+        )
+    }
+
+    /// [`ObdDataset::sample`], with the training questions widened as `config` says (see
+    /// [`SampleConfig`]). `all` is the code list the dataset was built from (for the unknown
+    /// and grounded questions and their passages); the test sets are the same as
+    /// [`ObdDataset::sample`]'s.
+    pub fn sample_with(&self, all: &[Dtc], config: &SampleConfig) -> ObdSample {
+        let (codes, test_cases, seed) = (config.codes, config.test_cases, config.seed);
+        let trained: std::collections::BTreeSet<&str> =
             self.train.iter().map(|e| e.code.as_str()).collect();
+        let mut order: Vec<&str> = trained.iter().copied().collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
         let keep: std::collections::BTreeSet<&str> = match codes {
-            None => all,
-            Some(n) => {
-                let mut list: Vec<&str> = all.into_iter().collect();
-                list.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
-                list.into_iter().take(n).collect()
-            }
+            None => trained.clone(),
+            Some(n) => order.iter().copied().take(n).collect(),
         };
+        // Codes of the training split outside the sample, in the sampled order: the first ones
+        // are asked about as unknown, the next ones only with passages.
+        let rest: Vec<&str> = order
+            .iter()
+            .copied()
+            .filter(|c| !keep.contains(c))
+            .collect();
         let pick = |set: &[ObdExample], forward_only: bool| -> Vec<ObdExample> {
             set.iter()
                 .filter(|e| !forward_only || e.direction == Direction::Forward)
                 .cloned()
                 .collect()
         };
-        let train: Vec<ObdExample> = self
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5a3b_1e00);
+        let mut train: Vec<ObdExample> = self
             .train
             .iter()
             .filter(|e| keep.contains(e.code.as_str()))
             .cloned()
             .collect();
+        let plain = train.len();
+        let mut added = SampleCounts::default();
+        for e in train[..plain].to_vec() {
+            for _ in 0..config.variants {
+                let code = (e.direction == Direction::Forward).then_some(e.code.as_str());
+                let prompt = augment::surface_variant(&e.prompt, code, &mut rng);
+                train.push(ObdExample {
+                    prompt,
+                    ..e.clone()
+                });
+                added.variants += 1;
+            }
+        }
+        let index: HashMap<&str, usize> = all
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.code.as_str(), i))
+            .collect();
+        let forward_of = |code: &str| -> Vec<&ObdExample> {
+            self.train
+                .iter()
+                .filter(|e| e.code == code && e.direction == Direction::Forward)
+                .collect()
+        };
+        let unknown: Vec<&str> = rest.iter().copied().take(config.unknown_codes).collect();
+        for &code in &unknown {
+            for e in forward_of(code)
+                .choose_multiple(&mut rng, config.questions_per_code)
+                .copied()
+            {
+                train.push(ObdExample {
+                    completion: augment::unknown_answer(code),
+                    ..e.clone()
+                });
+                added.unknown += 1;
+            }
+        }
+        // Grounded questions: the sampled codes, the unknown codes (their passage overrides
+        // "unknown") and further codes, each with passages from the neighbourhood of the code
+        // in the list and one from anywhere.
+        let grounded_codes: Vec<&str> = keep
+            .iter()
+            .copied()
+            .chain(
+                rest.iter()
+                    .copied()
+                    .take(config.unknown_codes + config.grounded_codes),
+            )
+            .collect();
+        if config.passages > 0 && !all.is_empty() {
+            for &code in &grounded_codes {
+                let Some(&i) = index.get(code) else { continue };
+                let own = &all[i];
+                for e in forward_of(code)
+                    .choose_multiple(&mut rng, config.questions_per_code)
+                    .copied()
+                {
+                    let distractors = neighbours(all, i, config.passages - 1, &mut rng);
+                    let with_answer = !rng.random_bool(config.passage_missing.clamp(0.0, 1.0));
+                    let d = if with_answer {
+                        distractors
+                    } else {
+                        neighbours(all, i, config.passages, &mut rng)
+                    };
+                    train.push(augment::grounded(e, own, &d, with_answer, &mut rng));
+                    added.grounded += 1;
+                }
+            }
+        }
         let validation = match codes {
             None => self.validation.clone(),
             Some(_) => self.validation.iter().take(32).cloned().collect(),
@@ -531,6 +645,7 @@ impl ObdDataset {
             None => usize::MAX,
             Some(_) => 2 * keep.len(),
         });
+        test_phrasing.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
         test_phrasing.truncate(n_test);
         test_unseen.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
         test_unseen.truncate(n_test);
@@ -540,8 +655,92 @@ impl ObdDataset {
             validation,
             test_phrasing,
             test_unseen,
+            added,
         }
     }
+}
+
+/// `n` codes other than `all[i]`: its neighbours in the list (similar codes) and, for the last
+/// one, a code from anywhere.
+fn neighbours<'a>(all: &'a [Dtc], i: usize, n: usize, rng: &mut impl Rng) -> Vec<&'a Dtc> {
+    let mut out: Vec<&Dtc> = Vec::with_capacity(n);
+    let mut step = 1usize;
+    while out.len() + 1 < n && step < all.len() {
+        for j in [i.checked_sub(step), i.checked_add(step)]
+            .into_iter()
+            .flatten()
+        {
+            if out.len() + 1 < n && j < all.len() && all[j].description != all[i].description {
+                out.push(&all[j]);
+            }
+        }
+        step += 1;
+    }
+    while out.len() < n && all.len() > 1 {
+        let j = rng.random_range(0..all.len());
+        if j != i
+            && all[j].description != all[i].description
+            && !out.iter().any(|d| d.code == all[j].code)
+        {
+            out.push(&all[j]);
+        }
+    }
+    out.shuffle(rng);
+    out
+}
+
+/// How [`ObdDataset::sample_with`] widens the training questions.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SampleConfig {
+    /// Training codes sampled (all when `None`).
+    pub codes: Option<usize>,
+    /// Questions per test set (default: all when `codes` is `None`, else two per code).
+    pub test_cases: Option<usize>,
+    /// Seed of the sample and the additions.
+    pub seed: u64,
+    /// Surface variants added per trained question ([`augment::surface_variant`]): casing,
+    /// punctuation, greetings, the vehicle, typos. The templates stay the trained ones.
+    pub variants: usize,
+    /// Training-split codes outside the sample asked about without passages and answered
+    /// [`augment::unknown_answer`], so that the model says it does not know instead of
+    /// inventing.
+    pub unknown_codes: usize,
+    /// Further codes asked about with passages only (beside the sampled and unknown codes).
+    pub grounded_codes: usize,
+    /// Passages per grounded question (0: no grounded questions).
+    pub passages: usize,
+    /// Share of grounded questions whose own passage is left out (answer: unknown).
+    pub passage_missing: f64,
+    /// Questions per unknown or grounded code, drawn from its trained forward questions.
+    pub questions_per_code: usize,
+}
+
+impl Default for SampleConfig {
+    fn default() -> Self {
+        Self {
+            codes: None,
+            test_cases: None,
+            seed: 0,
+            variants: 0,
+            unknown_codes: 0,
+            grounded_codes: 0,
+            passages: 0,
+            passage_missing: 0.0,
+            questions_per_code: 2,
+        }
+    }
+}
+
+/// Training questions [`ObdDataset::sample_with`] added.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SampleCounts {
+    /// Surface variants.
+    pub variants: usize,
+    /// Questions about unknown codes.
+    pub unknown: usize,
+    /// Questions with passages.
+    pub grounded: usize,
 }
 
 /// A task drawn from an [`ObdDataset`] by [`ObdDataset::sample`].
@@ -557,6 +756,8 @@ pub struct ObdSample {
     pub test_phrasing: Vec<ObdExample>,
     /// Forward questions about codes never trained on.
     pub test_unseen: Vec<ObdExample>,
+    /// What was added to the trained questions.
+    pub added: SampleCounts,
 }
 
 impl ObdSample {
@@ -732,5 +933,5 @@ pub fn build(codes: &[Dtc], config: &ObdConfig) -> Result<ObdDataset> {
 }
 
 #[cfg(test)]
-#[path = "tests/obd.rs"]
+#[path = "../tests/obd.rs"]
 mod tests;
