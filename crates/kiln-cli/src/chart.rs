@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::{Result, anyhow};
-use font8x8::{BASIC_FONTS, UnicodeFonts};
+use kiln::train::text::{char_size, draw_text};
 use plotters::prelude::*;
 
 /// One panel: a title and one bar per row.
@@ -17,7 +17,6 @@ pub struct Panel {
 }
 
 const SCALE: i32 = 2; // font pixels per bitmap pixel
-const CHAR_W: i32 = 8 * SCALE;
 const ROW_H: i32 = 26;
 const PANEL_W: i32 = 560;
 const COLOURS: [RGBColor; 8] = [
@@ -57,9 +56,9 @@ pub fn bar_panels(path: &Path, title: &str, panels: &[Panel], columns: usize) ->
             .map(|(l, _)| l.chars().count() as i32)
             .max()
             .unwrap_or(0)
-            * CHAR_W
+            * char_size(SCALE)
             + 8;
-        let value_w = 10 * CHAR_W;
+        let value_w = 10 * char_size(SCALE);
         let bar_max = (PANEL_W - 20 - label_w - value_w).max(20);
         let max = panel
             .bars
@@ -103,24 +102,7 @@ fn text<DB: DrawingBackend>(
     at: (i32, i32),
     colour: &RGBColor,
 ) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
-    for (i, c) in s.chars().enumerate() {
-        let glyph = BASIC_FONTS.get(c).or_else(|| BASIC_FONTS.get('?'));
-        let Some(glyph) = glyph else { continue };
-        let cx = at.0 + i as i32 * CHAR_W;
-        for (row, bits) in glyph.iter().enumerate() {
-            for col in 0..8 {
-                if bits & (1 << col) != 0 {
-                    let px = cx + col * SCALE;
-                    let py = at.1 + row as i32 * SCALE;
-                    area.draw(&Rectangle::new(
-                        [(px, py), (px + SCALE - 1, py + SCALE - 1)],
-                        colour.filled(),
-                    ))?;
-                }
-            }
-        }
-    }
-    Ok(())
+    draw_text(area, s, at, SCALE, colour)
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ mod inspect;
 mod merge;
 mod presets;
 mod score;
+mod search;
 mod train;
 mod util;
 
@@ -60,6 +61,22 @@ enum Command {
     ///   kiln train recipe.toml --print-config
     #[command(verbatim_doc_comment)]
     Train(train::TrainArgs),
+    /// Search hyper-parameters: train the recipe once per trial with sampled values.
+    ///
+    /// Each --param is a recipe key and a range: a comma list (one of these values),
+    /// log:LO:HI (log-uniform), uniform:LO:HI or int:LO:HI. Trial N trains into
+    /// OUT/trial-NNN; from its second evaluation on, a trial whose validation loss is worse
+    /// than the median of earlier trials at the same evaluation is stopped early (pruned;
+    /// --no-prune turns this off), and a failing one is recorded while the search goes on.
+    /// Writes search.md (also printed), search.json and best_recipe.toml (the recipe with the
+    /// best trial's values, for `kiln train`) into OUT, which must be new or empty.
+    ///
+    /// Examples:
+    ///   kiln search recipe.toml --trials 20 --param adapter.r=4,8,16 --param optimizer.lr=log:1e-4:3e-3
+    ///   kiln search recipe.toml --trials 8 --param fit.epochs=int:1:3 --param adapter.lora_dropout=uniform:0:0.2 --sampler random --seed 1 --out runs/search
+    ///   kiln train runs/search/best_recipe.toml
+    #[command(verbatim_doc_comment)]
+    Search(search::SearchArgs),
     /// Answer test questions with a model (and its adapter) and score the answers.
     ///
     /// With --adapter the base and the adapted model are compared side by side. The table goes
@@ -160,6 +177,7 @@ fn main() -> Result<()> {
         Command::Generate(args) => run_generate(&cli.device, &args)?,
         Command::Bench(command) => bench::run(&cli.device, &command)?,
         Command::Train(args) => train::run(&cli.device, &args)?,
+        Command::Search(args) => search::run(&cli.device, &args)?,
         Command::Eval(args) => eval::run(&cli.device, &args)?,
         Command::Score(args) => score::run(&args)?,
         Command::Merge(args) => merge::run(&cli.device, &args)?,

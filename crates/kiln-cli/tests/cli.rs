@@ -777,5 +777,174 @@ fn bench_methods_quick_on_the_assets() {
     assert!(out.join("data/test.jsonl").exists());
 }
 
+/// `kiln search` on the tiny model: 3 trials over 2 parameters, each in its own directory; the
+/// table, `search.json` and `best_recipe.toml` agree on the best trial.
+#[test]
+fn search_trials_and_best_recipe() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    tiny_model(dir);
+    let all = write_data(dir);
+    ok(
+        &["data", "split", all.to_str().unwrap(), "--out", "data"],
+        dir,
+    );
+    let recipe = RECIPE
+        .replace("epochs = 6", "max_steps = 6\nplot = false")
+        .replace("eval_every = 5", "eval_every = 2");
+    std::fs::write(dir.join("recipe.toml"), recipe).unwrap();
+    let table = ok(
+        &[
+            "search",
+            "recipe.toml",
+            "--trials",
+            "3",
+            "--param",
+            "adapter.r=4,8",
+            "--param",
+            "optimizer.lr=log:1e-3:3e-2",
+            "--seed",
+            "1",
+            "--out",
+            "search",
+        ],
+        dir,
+    );
+    assert!(
+        table.contains("| trial | adapter.r | optimizer.lr | validation_loss | steps | status |"),
+        "{table}"
+    );
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with("| ") && l[2..].starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
+    assert_eq!(rows.len(), 3, "{table}");
+    assert_eq!(rows.iter().filter(|r| r.ends_with("| best |")).count(), 1);
+    // The best row comes first.
+    assert!(rows[0].ends_with("| best |"), "{table}");
+    let out = dir.join("search");
+    assert_eq!(
+        std::fs::read_to_string(out.join("search.md")).unwrap(),
+        table
+    );
+
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("search.json")).unwrap()).unwrap();
+    let trials = report["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 3);
+    for (i, t) in trials.iter().enumerate() {
+        assert_eq!(t["trial"].as_u64(), Some(i as u64));
+        let r = t["values"]["adapter.r"].as_i64().unwrap();
+        let lr = t["values"]["optimizer.lr"].as_f64().unwrap();
+        assert!(r == 4 || r == 8, "{t}");
+        assert!((1e-3..=3e-2).contains(&lr), "{t}");
+        assert!(t["error"].is_null(), "{t}");
+        // Each trial trained in its own directory, with its own values.
+        let trial_dir = out.join(format!("trial-{i:03}"));
+        let used = std::fs::read_to_string(trial_dir.join("recipe.toml")).unwrap();
+        assert!(used.contains(&format!("r = {r}\n")), "{used}");
+        let steps = t["steps"].as_u64().unwrap();
+        let evals = t["evaluations"].as_array().unwrap();
+        if t["pruned"].as_bool().unwrap() {
+            assert!(steps < 6, "{t}");
+        } else {
+            assert_eq!((steps, evals.len()), (6, 3), "{t}");
+        }
+        // The objective is the best validation loss of the trial's evaluations.
+        let best_eval = evals
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .fold(f64::INFINITY, f64::min);
+        assert_eq!(t["value"].as_f64(), Some(best_eval), "{t}");
+    }
+    let best = report["best"]["trial"].as_u64().unwrap() as usize;
+    assert_eq!(trials[best]["status"], "best");
+    let best_value = trials[best]["value"].as_f64().unwrap();
+    for t in trials.iter().filter(|t| !t["pruned"].as_bool().unwrap()) {
+        assert!(t["value"].as_f64().unwrap() >= best_value, "{report}");
+    }
+    assert!(rows[0].starts_with(&format!("| {best} |")), "{table}");
+
+    // The best recipe is the recipe with the best trial's values, and `kiln train` reads it.
+    let text = std::fs::read_to_string(out.join("best_recipe.toml")).unwrap();
+    let best_recipe = kiln::recipe::RecipeBuilder::new()
+        .merge_toml(&text, "best_recipe.toml")
+        .unwrap();
+    let get_f64 = |k: &str| best_recipe.get::<f64>(k).unwrap().unwrap();
+    assert_eq!(
+        best_recipe.get::<i64>("adapter.r").unwrap(),
+        trials[best]["values"]["adapter.r"].as_i64()
+    );
+    assert_eq!(
+        get_f64("optimizer.lr"),
+        trials[best]["values"]["optimizer.lr"].as_f64().unwrap()
+    );
+    assert_eq!(
+        best_recipe
+            .get::<String>("fit.output_dir")
+            .unwrap()
+            .as_deref(),
+        Some("run")
+    );
+    let printed = ok(&["train", "search/best_recipe.toml", "--print-config"], dir);
+    assert!(printed.contains("max_steps = 6"), "{printed}");
+
+    // A second search into the same directory is refused and changes nothing.
+    let err = fails(
+        &[
+            "search",
+            "recipe.toml",
+            "--param",
+            "adapter.r=4,8",
+            "--out",
+            "search",
+        ],
+        dir,
+    );
+    assert!(err.contains("not empty"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("best_recipe.toml")).unwrap(),
+        text
+    );
+
+    // A trial that diverges is recorded as failed and the search goes on (this seed draws the
+    // diverging rate for trial 1 of 3).
+    let table = ok(
+        &[
+            "search",
+            "recipe.toml",
+            "--trials",
+            "3",
+            "--param",
+            "optimizer.lr=1e-2,1e30",
+            "--sampler",
+            "random",
+            "--seed",
+            "3",
+            "--out",
+            "search-nan",
+        ],
+        dir,
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("search-nan/search.json")).unwrap())
+            .unwrap();
+    let trials = report["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 3);
+    let failed: Vec<&serde_json::Value> = trials
+        .iter()
+        .filter(|t| t["values"]["optimizer.lr"].as_f64() == Some(1e30))
+        .collect();
+    assert!(!failed.is_empty(), "{report}");
+    for t in &failed {
+        assert!(t["value"].is_null(), "{t}");
+        assert!(t["error"].as_str().unwrap().contains("not finite"), "{t}");
+        assert!(t["status"].as_str().unwrap().starts_with("failed"), "{t}");
+    }
+    assert!(table.contains("| failed: "), "{table}");
+    assert!(trials[2]["steps"].as_u64().unwrap() > 0, "{report}");
+    assert!(dir.join("search-nan/best_recipe.toml").is_file());
+}
+
 #[path = "cli/bad_input.rs"]
 mod bad_input;

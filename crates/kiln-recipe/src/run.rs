@@ -14,7 +14,9 @@ use kiln_data::{
 use kiln_models::{AnyCausalLm, AnyConfig, load_pretrained, save_pretrained};
 use kiln_peft::{AdapterConfig, TrainableReport, attach_adapter, full_fine_tuning, save_adapter};
 use kiln_tokenizer::Tokenizer;
-use kiln_train::{Fit, OutputLock, PeftExporter, RunSummary, Trainer, check_previous_run};
+use kiln_train::{
+    Callback, Fit, OutputLock, PeftExporter, RunSummary, Trainer, check_previous_run,
+};
 
 use crate::{Recipe, ReplaySection, Result};
 
@@ -48,6 +50,22 @@ impl Recipe {
         &self,
         device: &Device,
         interrupt: Option<&AtomicBool>,
+    ) -> Result<RecipeOutput> {
+        self.run_with(device, interrupt, None)
+    }
+
+    /// [`Recipe::run_interruptible`] with a [`Callback`] that sees every step and evaluation
+    /// and may end the run early ([`Callback::should_stop`]; the summary's `stop_reason` is
+    /// then `Callback`). Hyper-parameter search passes its [`kiln_train::search::TrialPruner`]
+    /// here.
+    ///
+    /// # Errors
+    /// As [`Recipe::run`].
+    pub fn run_with(
+        &self,
+        device: &Device,
+        interrupt: Option<&AtomicBool>,
+        callback: Option<&mut dyn Callback>,
     ) -> Result<RecipeOutput> {
         let out_dir = self.fit.output_dir.clone().expect("validated");
         let _lock = OutputLock::acquire(&out_dir)?;
@@ -91,6 +109,9 @@ impl Recipe {
         }
         if let Some(flag) = interrupt {
             fit = fit.interrupt(flag);
+        }
+        if let Some(callback) = callback {
+            fit = fit.callback(callback);
         }
         let output = fit.run(model, &mut trainer)?;
         let model = output.model;

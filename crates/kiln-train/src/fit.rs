@@ -698,7 +698,8 @@ where
         };
         if let Some(dir) = &cfg.output_dir {
             if cfg.plot && !history.is_empty() {
-                plot_curves(&dir.join(files::CURVES), &history)?;
+                let name = dir.file_name().map(|n| n.to_string_lossy());
+                plot_curves(&dir.join(files::CURVES), &history, name.as_deref())?;
             }
             write_json(&dir.join(files::SUMMARY), &summary)?;
         }

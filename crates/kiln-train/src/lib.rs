@@ -54,6 +54,7 @@ mod logs;
 mod loss;
 mod schedule;
 pub mod search;
+pub mod text;
 mod trainer;
 
 pub use callback::{Callback, Direction, EarlyStopping, EvalLog, EvalMetric, StepLog};

@@ -207,6 +207,54 @@ fn bad_input_fails_naming_the_fault_and_changes_nothing() {
             s(&["--resume", "--overwrite", "checkpoints"]),
         ),
         (
+            s(&["search", "recipe.toml", "--param", "adapter.rr=4,8"]),
+            s(&["--param adapter.rr=4,8", "`adapter.rr`"]),
+        ),
+        (
+            s(&[
+                "search",
+                "recipe.toml",
+                "--param",
+                "optimizer.lr=log:0:1e-3",
+            ]),
+            s(&["--param optimizer.lr=log:0:1e-3", "positive low end"]),
+        ),
+        (
+            s(&[
+                "search",
+                "recipe.toml",
+                "--param",
+                "optimizer.lr=uniform:1e-2:1e-3",
+            ]),
+            s(&["--param optimizer.lr=uniform:1e-2:1e-3", "not below"]),
+        ),
+        (
+            s(&["search", "recipe.toml", "--param", "fit.epochs=uniform:1:3"]),
+            s(&["--param fit.epochs=uniform:1:3", "epochs"]),
+        ),
+        (
+            s(&[
+                "search",
+                "recipe.toml",
+                "--param",
+                "adapter.r=4,8",
+                "--param",
+                "adapter.r=16",
+            ]),
+            s(&["--param adapter.r=16", "already searched"]),
+        ),
+        (
+            s(&[
+                "search",
+                "recipe.toml",
+                "--param",
+                "adapter.r=4,8",
+                "--out",
+                "run",
+            ]),
+            s(&["--out run", "not empty"]),
+        ),
+        (
             s(&[
                 "merge",
                 "--model",
