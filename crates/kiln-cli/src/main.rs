@@ -14,6 +14,7 @@ mod bench;
 mod chart;
 mod data;
 mod eval;
+mod index;
 mod inspect;
 mod merge;
 mod presets;
@@ -48,6 +49,7 @@ enum Command {
     /// Examples:
     ///   kiln generate --model assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --chat --prompt "What does P0300 mean?"
     ///   kiln generate --model ./my-model --file prompts.txt --temperature 0.7 --top-p 0.9 --seed 1
+    ///   kiln generate --model assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --chat --rag runs/obd-index --prompt "My engine shakes at idle"
     #[command(verbatim_doc_comment)]
     Generate(GenerateArgs),
     /// Train with a TOML recipe: model, data, PEFT method and training settings.
@@ -109,6 +111,10 @@ enum Command {
     /// Build, split and inspect datasets (including the OBD-II one).
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Build and query retrieval indexes (BM25 + MiniLM embeddings, reciprocal rank fusion),
+    /// for `kiln generate --rag`.
+    #[command(subcommand)]
+    Index(index::IndexCommand),
     /// Benchmarks: training-step throughput and peak memory; PEFT methods compared.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -157,6 +163,17 @@ struct GenerateArgs {
     /// its last tokens. Without it such a prompt is an error that names both numbers.
     #[arg(long, value_enum)]
     truncate: Option<Truncate>,
+    /// Retrieve passages for each prompt from this index (from `kiln index build`) and put
+    /// them before it: "Reference information:\n- {passage}\n...\n\nQuestion: {prompt}"
+    /// (the user message with --chat). The retrieved ids are logged to stderr.
+    #[arg(long)]
+    rag: Option<PathBuf>,
+    /// Passages to retrieve with --rag.
+    #[arg(long, default_value_t = 3, requires = "rag")]
+    rag_top_k: usize,
+    /// Embedder folder for --rag, instead of the one recorded in the index's meta.json.
+    #[arg(long, requires = "rag")]
+    rag_embedder: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
@@ -183,6 +200,7 @@ fn main() -> Result<()> {
         Command::Merge(args) => merge::run(&cli.device, &args)?,
         Command::Inspect(args) => inspect::run(&cli.device, &args)?,
         Command::Data(command) => data::run(&command)?,
+        Command::Index(command) => index::run(&cli.device, &command)?,
     }
     Ok(())
 }
@@ -202,6 +220,26 @@ fn run_generate(device: &DeviceArg, args: &GenerateArgs) -> Result<()> {
     if prompts.is_empty() {
         bail!("no prompt to generate from");
     }
+    if args.rag.is_some() && args.rag_top_k == 0 {
+        bail!("--rag-top-k must be at least 1");
+    }
+    // Retrieval first: a bad index fails before the model is loaded.
+    let prompts: Vec<String> = match &args.rag {
+        None => prompts,
+        Some(dir) => {
+            let index = index::open_index(dir, args.rag_embedder.as_deref(), &device)?;
+            let mut out = Vec::with_capacity(prompts.len());
+            for (i, prompt) in prompts.iter().enumerate() {
+                let hits = index
+                    .query(prompt, args.rag_top_k)
+                    .with_context(|| format!("retrieving for prompt {}", i + 1))?;
+                let ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
+                eprintln!("retrieved for prompt {}: {}", i + 1, ids.join(", "));
+                out.push(kiln::rag::rag_prompt(prompt, &hits));
+            }
+            out
+        }
+    };
     let start = std::time::Instant::now();
     let p = load_pretrained(&args.model, &device)
         .with_context(|| format!("loading {}", args.model.display()))?;
@@ -314,6 +352,33 @@ mod tests {
     fn bad_device_is_reported() {
         let err = parse_device("tpu").context("--device").unwrap_err();
         assert!(format!("{err:#}").contains("unknown device"));
+    }
+
+    #[test]
+    fn rag_options_need_an_index() {
+        let err = Cli::try_parse_from([
+            "kiln",
+            "generate",
+            "--model",
+            "m.gguf",
+            "--prompt",
+            "p",
+            "--rag-top-k",
+            "2",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("--rag"), "{err}");
+        let cli = Cli::try_parse_from([
+            "kiln", "generate", "--model", "m.gguf", "--prompt", "p", "--rag", "idx",
+        ])
+        .unwrap();
+        let Command::Generate(args) = cli.command else {
+            panic!("generate")
+        };
+        assert_eq!(
+            (args.rag_top_k, args.rag.unwrap()),
+            (3, PathBuf::from("idx"))
+        );
     }
 
     #[test]

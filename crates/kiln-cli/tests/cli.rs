@@ -946,5 +946,107 @@ fn search_trials_and_best_recipe() {
     assert!(dir.join("search-nan/best_recipe.toml").is_file());
 }
 
+/// `kiln index build`/`query` and `kiln generate --rag` on a small corpus with the real MiniLM
+/// embedder (skipped without it) and the tiny model.
+#[test]
+fn index_build_query_and_generate_with_rag() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let minilm = root.join("assets/all-MiniLM-L6-v2");
+    if !minilm.join("model.safetensors").exists() {
+        println!(
+            "skipped: {} is missing (run scripts/fetch-assets.sh)",
+            minilm.display()
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    tiny_model(dir);
+    let docs: String = PAIRS
+        .iter()
+        .map(|(code, d)| {
+            format!(
+                "{}\n",
+                serde_json::json!({"code": code, "description": d, "body": format!("{code} : {d}")})
+            )
+        })
+        .collect();
+    std::fs::write(dir.join("codes.jsonl"), docs).unwrap();
+    let minilm = minilm.canonicalize().unwrap();
+    let build = [
+        "index",
+        "build",
+        "--docs",
+        "codes.jsonl",
+        "--text-field",
+        "body",
+        "--out",
+        "idx",
+        "--embedder",
+        minilm.to_str().unwrap(),
+    ];
+    let out = ok(&build, dir);
+    assert!(out.contains("indexed 4 records"), "{out}");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("idx/meta.json")).unwrap()).unwrap();
+    assert_eq!(meta["doc_count"], 4);
+    assert_eq!(meta["dim"], 384);
+    assert_eq!(meta["text_field"], "body");
+    // Rebuilding replaces the index.
+    ok(&build, dir);
+
+    let out = ok(
+        &[
+            "index",
+            "query",
+            "idx",
+            "What does P0171 mean?",
+            "--top-k",
+            "2",
+        ],
+        dir,
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[0].contains("bm25 (rank)"), "{out}");
+    assert!(lines[1].contains("P0171 : system too lean"), "{out}");
+    let out = ok(
+        &[
+            "index", "query", "idx", "catalyst", "--top-k", "1", "--mode", "bm25",
+        ],
+        dir,
+    );
+    assert!(out.lines().nth(1).unwrap().contains("P0420"), "{out}");
+    assert!(
+        out.lines().nth(1).unwrap().contains(" - "),
+        "no dense rank in bm25 mode: {out}"
+    );
+    let out = ok(
+        &["index", "query", "idx", "engine misfire", "--mode", "dense"],
+        dir,
+    );
+    assert_eq!(out.lines().count(), 5, "{out}");
+
+    let run = kiln(
+        &[
+            "generate",
+            "--model",
+            "tiny-model",
+            "--rag",
+            "idx",
+            "--rag-top-k",
+            "2",
+            "--prompt",
+            "code P0300 means",
+            "--max-new-tokens",
+            "2",
+        ],
+        dir,
+    );
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{err}");
+    assert!(err.contains("retrieved for prompt 1: P0300, "), "{err}");
+}
+
 #[path = "cli/bad_input.rs"]
 mod bad_input;

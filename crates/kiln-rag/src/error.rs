@@ -83,7 +83,7 @@ pub enum RagError {
         /// The index folder.
         path: PathBuf,
         /// The underlying error.
-        source: tantivy::TantivyError,
+        source: Box<tantivy::TantivyError>,
     },
     /// Loading or running the embedding model failed.
     #[error(transparent)]
@@ -114,7 +114,7 @@ impl RagError {
     pub(crate) fn tantivy(path: impl Into<PathBuf>, source: tantivy::TantivyError) -> Self {
         Self::Tantivy {
             path: path.into(),
-            source,
+            source: Box::new(source),
         }
     }
 }

@@ -7,6 +7,7 @@ pub use kiln_metrics as metrics;
 pub use kiln_models as models;
 pub use kiln_nn as nn;
 pub use kiln_peft as peft;
+pub use kiln_rag as rag;
 pub use kiln_recipe as recipe;
 pub use kiln_tokenizer as tokenizer;
 pub use kiln_train as train;

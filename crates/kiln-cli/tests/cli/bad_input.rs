@@ -134,6 +134,20 @@ fn bad_input_fails_naming_the_fault_and_changes_nothing() {
             .into(),
     );
 
+    // Retrieval: a documents file without the text field on line 2, a folder that is no index.
+    std::fs::write(
+        dir.join("docs-bad.jsonl"),
+        "{\"text\": \"P0300: misfire\"}\n{\"body\": \"P0171: lean\"}\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("notes")).unwrap();
+    std::fs::write(dir.join("notes/keep.txt"), "not an index").unwrap();
+    std::fs::write(
+        dir.join("docs-ok.jsonl"),
+        "{\"text\": \"P0300: misfire\"}\n",
+    )
+    .unwrap();
+
     let eval = |extra: &[&'static str]| -> Vec<String> {
         let mut args = vec![
             "eval",
@@ -266,6 +280,38 @@ fn bad_input_fails_naming_the_fault_and_changes_nothing() {
                 "--force",
             ]),
             s(&[&nan_tensor]),
+        ),
+        (
+            s(&["index", "build", "--docs", "docs-bad.jsonl", "--out", "idx"]),
+            s(&["docs-bad.jsonl:2:", "no field `text`"]),
+        ),
+        (
+            s(&[
+                "index",
+                "build",
+                "--docs",
+                "docs-ok.jsonl",
+                "--out",
+                "notes",
+            ]),
+            s(&["notes", "not a kiln retrieval index"]),
+        ),
+        (
+            s(&["index", "query", "no-index", "P0300"]),
+            s(&["no-index", "no such index folder"]),
+        ),
+        (s(&["index", "query", "notes", "P0300"]), s(&["meta.json"])),
+        (
+            s(&[
+                "generate",
+                "--model",
+                "tiny-model",
+                "--rag",
+                "no-index",
+                "--prompt",
+                "code",
+            ]),
+            s(&["no-index"]),
         ),
     ];
     for (args, names) in &cases {
