@@ -142,6 +142,8 @@ pub struct HybridIndex<E = Embedder> {
     reader: IndexReader,
     text_field: Field,
     ord_field: Field,
+    /// Documents by lowercased id ([`Hit::id`]), for exact-identifier queries.
+    by_id: std::collections::HashMap<String, Vec<usize>>,
 }
 
 impl<E> std::fmt::Debug for HybridIndex<E> {
@@ -471,9 +473,18 @@ impl<E: Embed> HybridIndex<E> {
                 format!("{indexed} documents, but meta.json says {}", meta.doc_count),
             ));
         }
+        let mut by_id: std::collections::HashMap<String, Vec<usize>> =
+            std::collections::HashMap::new();
+        for (doc, record) in records.iter().enumerate() {
+            by_id
+                .entry(id_of(record, doc).to_lowercase())
+                .or_default()
+                .push(doc);
+        }
         Ok(Self {
             dir: dir.to_path_buf(),
             meta,
+            by_id,
             records,
             texts,
             vectors: emb.data,
@@ -515,7 +526,8 @@ impl<E: Embed> HybridIndex<E> {
     }
 
     /// The `top_k` best documents for `text` by reciprocal rank fusion of the BM25 and dense
-    /// lists (each of `max(top_k, FUSION_CANDIDATES)` candidates), best first.
+    /// lists (each of `max(top_k, FUSION_CANDIDATES)` candidates), best first; documents whose
+    /// id is a token of `text` (a trouble code asked about) come before all others.
     ///
     /// # Errors
     /// [`RagError::Argument`] when `top_k` is 0; errors of the embedder or the BM25 index.
@@ -585,7 +597,7 @@ impl<E: Embed> HybridIndex<E> {
                 score: list[i].1,
             })
         };
-        let order: Vec<(usize, f32)> = match mode {
+        let mut order: Vec<(usize, f32)> = match mode {
             Mode::Hybrid => {
                 let b: Vec<usize> = bm25.iter().map(|(d, _)| *d).collect();
                 let d: Vec<usize> = dense.iter().map(|(d, _)| *d).collect();
@@ -594,6 +606,9 @@ impl<E: Embed> HybridIndex<E> {
             Mode::Bm25 => bm25.clone(),
             Mode::Dense => dense.clone(),
         };
+        if mode == Mode::Hybrid {
+            self.exact_ids_first(text, &mut order);
+        }
         Ok(order
             .into_iter()
             .take(top_k)
@@ -607,6 +622,32 @@ impl<E: Embed> HybridIndex<E> {
                 dense: ranked(&dense, doc),
             })
             .collect())
+    }
+
+    /// Moves the documents whose id ([`Hit::id`], compared lowercased) is a token of `text` to
+    /// the front of `order`, in the order the tokens come, with the best fused score plus one:
+    /// an exact identifier such as a trouble code outranks any similarity. Their own BM25 hit
+    /// can be outscored by long documents sharing the question's other words, and an embedding
+    /// model does not know codes.
+    fn exact_ids_first(&self, text: &str, order: &mut Vec<(usize, f32)>) {
+        let mut exact: Vec<usize> = Vec::new();
+        let mut analyzer = analyzer();
+        let mut stream = analyzer.token_stream(text);
+        while stream.advance() {
+            if let Some(docs) = self.by_id.get(&stream.token().text) {
+                for &d in docs {
+                    if !exact.contains(&d) {
+                        exact.push(d);
+                    }
+                }
+            }
+        }
+        if exact.is_empty() {
+            return;
+        }
+        let top = order.first().map_or(0.0, |o| o.1) + 1.0;
+        order.retain(|(d, _)| !exact.contains(d));
+        order.splice(0..0, exact.into_iter().map(|d| (d, top)));
     }
 
     /// The `k` best documents for `text` by BM25, as `(document, score)` best first (equal

@@ -5,7 +5,8 @@
 //!   sentence-transformers does.
 //! - [`HybridIndex`]: JSON records indexed twice, by BM25 over a text field (tantivy, codes such
 //!   as `P0130` kept as exact lowercased tokens) and by dense embeddings; a query fuses both
-//!   ranked lists by reciprocal rank ([`reciprocal_rank_fusion`]). Stored in a folder, opened
+//!   ranked lists by reciprocal rank ([`reciprocal_rank_fusion`]), after the documents whose
+//!   id (`id` or `code` field) the query names exactly. Stored in a folder, opened
 //!   again with [`HybridIndex::open`].
 //! - [`rag_prompt`]: the retrieved passages before the question, for a chat model's user
 //!   message.

@@ -15,21 +15,11 @@ use crate::Hit;
 /// Hits are listed in the order given (best first from [`crate::HybridIndex::query`]); line
 /// breaks inside a passage become spaces so that each passage stays one list item. With no hit
 /// the question is returned unchanged. The caller puts the result into the user message of the
-/// model's chat template.
+/// model's chat template. The template is [`kiln_data::rag_prompt`]'s, which training data
+/// with passages (e.g. `kiln_data::obd`'s grounded questions) uses too.
 pub fn rag_prompt(question: &str, hits: &[Hit]) -> String {
-    if hits.is_empty() {
-        return question.to_string();
-    }
-    let mut out = String::from("Reference information:\n");
-    for hit in hits {
-        let passage: Vec<&str> = hit.text.split_whitespace().collect();
-        out.push_str("- ");
-        out.push_str(&passage.join(" "));
-        out.push('\n');
-    }
-    out.push_str("\nQuestion: ");
-    out.push_str(question);
-    out
+    let passages: Vec<&str> = hits.iter().map(|h| h.text.as_str()).collect();
+    kiln_data::rag_prompt(question, &passages)
 }
 
 #[cfg(test)]

@@ -99,7 +99,11 @@ fn bm25_ranks_the_exact_code_first() {
 fn hybrid_fuses_both_lists_by_reciprocal_rank() {
     let tmp = tempfile::tempdir().unwrap();
     let index = build(&tmp.path().join("idx"));
-    let hits = index.query("What does P0420 mean?", 3).unwrap();
+    // No code in the question: the plain fusion (with a code see
+    // `an_exact_id_in_the_query_comes_first_in_hybrid_mode`).
+    let hits = index
+        .query("catalyst efficiency below threshold?", 3)
+        .unwrap();
     assert_eq!(hits.len(), 3);
     assert_eq!(hits[0].id, "P0420");
     for h in &hits {
@@ -302,4 +306,30 @@ fn minilm_embeds_unit_vectors_and_retrieves_by_meaning() {
         reopened.query("P0171 lean", 3).unwrap(),
         index.query("P0171 lean", 3).unwrap()
     );
+}
+
+#[test]
+fn an_exact_id_in_the_query_comes_first_in_hybrid_mode() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = build(&tmp.path().join("idx"));
+    // The question's other words match P0442's and P0420's text better than the code matches
+    // P0300's.
+    let q = "Emission control system leak detected, small leak below threshold: what is p0300?";
+    let bm25 = index.query_mode(q, 3, Mode::Bm25).unwrap();
+    assert_ne!(bm25[0].id, "P0300", "{bm25:?}");
+    let hybrid = index.query(q, 3).unwrap();
+    assert_eq!(hybrid[0].id, "P0300", "{hybrid:?}");
+    assert!(hybrid[0].score > hybrid[1].score);
+    assert_eq!(hybrid.len(), 3);
+    assert_eq!(
+        hybrid.iter().filter(|h| h.id == "P0300").count(),
+        1,
+        "no duplicate"
+    );
+    // Two codes: both first, in the question's order.
+    let two = index.query("P0171 or P0130?", 4).unwrap();
+    assert_eq!((two[0].id.as_str(), two[1].id.as_str()), ("P0171", "P0130"));
+    // Without an id the order is the plain fusion.
+    let plain = index.query("leak detected", 2).unwrap();
+    assert!(plain[0].score <= 2.0 / (RRF_K + 1.0) + 1e-6);
 }

