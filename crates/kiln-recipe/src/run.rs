@@ -221,7 +221,7 @@ impl Recipe {
             ))
             .into());
         }
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed ^ 0x7e91_a7);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed ^ 0x007e_91a7);
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
             let mut order: Vec<usize> = (0..pool.len()).collect();

@@ -212,6 +212,7 @@ mod tests {
                 validation: Some(args.data.join("validation.jsonl")),
                 limit_train: None,
                 limit_validation: None,
+                replay: None,
                 packing: None,
                 packing_row_len: None,
                 group_by_length: false,

@@ -563,9 +563,9 @@ impl ObdDataset {
             .filter(|e| keep.contains(e.code.as_str()))
             .cloned()
             .collect();
-        let plain = train.len();
         let mut added = SampleCounts::default();
-        for e in train[..plain].to_vec() {
+        let originals = train.clone();
+        for e in originals {
             for _ in 0..config.variants {
                 let code = (e.direction == Direction::Forward).then_some(e.code.as_str());
                 let prompt = augment::surface_variant(&e.prompt, code, &mut rng);
@@ -589,10 +589,7 @@ impl ObdDataset {
         };
         let unknown: Vec<&str> = rest.iter().copied().take(config.unknown_codes).collect();
         for &code in &unknown {
-            for e in forward_of(code)
-                .choose_multiple(&mut rng, config.questions_per_code)
-                .copied()
-            {
+            for &e in forward_of(code).choose_multiple(&mut rng, config.questions_per_code) {
                 train.push(ObdExample {
                     completion: augment::unknown_answer(code),
                     ..e.clone()
@@ -616,10 +613,7 @@ impl ObdDataset {
             for &code in &grounded_codes {
                 let Some(&i) = index.get(code) else { continue };
                 let own = &all[i];
-                for e in forward_of(code)
-                    .choose_multiple(&mut rng, config.questions_per_code)
-                    .copied()
-                {
+                for &e in forward_of(code).choose_multiple(&mut rng, config.questions_per_code) {
                     let distractors = neighbours(all, i, config.passages - 1, &mut rng);
                     let with_answer = !rng.random_bool(config.passage_missing.clamp(0.0, 1.0));
                     let d = if with_answer {
