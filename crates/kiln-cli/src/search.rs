@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -14,7 +13,7 @@ use kiln::train::search::{
 use kiln::train::{Callback, Direction, EvalLog, EvalMetric, StepLog, TrainError};
 use serde_json::{Value, json};
 
-use crate::util::DeviceArg;
+use crate::util::{DeviceArg, interrupt_flag};
 
 /// Arguments of `kiln search`.
 #[derive(Debug, clap::Args)]
@@ -343,13 +342,7 @@ pub fn run(device: &DeviceArg, args: &SearchArgs) -> Result<()> {
     let device = device.open()?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
 
-    let interrupt = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&interrupt))
-            .context("installing the signal handler")?;
-        signal_hook::flag::register(signal, Arc::clone(&interrupt))
-            .context("installing the signal handler")?;
-    }
+    let interrupt = interrupt_flag()?;
 
     let space: SearchSpace = specs.iter().map(|s| (s.key.clone(), s.param())).collect();
     let direction = match args.direction {

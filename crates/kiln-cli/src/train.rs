@@ -1,14 +1,12 @@
 //! `kiln train`: run a TOML recipe.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result, bail};
 use kiln::recipe::{Recipe, RecipeError};
 use kiln::train::{StopReason, TrainError};
 
-use crate::util::DeviceArg;
+use crate::util::{DeviceArg, interrupt_flag};
 
 /// Arguments of `kiln train`.
 #[derive(Debug, clap::Args)]
@@ -79,13 +77,7 @@ pub fn run(device: &DeviceArg, args: &TrainArgs) -> Result<()> {
     let device = device.open()?;
     // The first SIGINT/SIGTERM raises the flag: the step in progress finishes, a checkpoint is
     // written and the run ends; a second one exits at once.
-    let interrupt = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&interrupt))
-            .context("installing the signal handler")?;
-        signal_hook::flag::register(signal, Arc::clone(&interrupt))
-            .context("installing the signal handler")?;
-    }
+    let interrupt = interrupt_flag()?;
     let out = match recipe.run_interruptible(&device, Some(&interrupt)) {
         Ok(out) => out,
         Err(RecipeError::Train(TrainError::PreviousRun { path, step })) => bail!(

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result, bail};
 use kiln::prelude::{Device, parse_device};
@@ -167,4 +169,17 @@ pub fn truncate_prompts<'a>(
         }
     }
     Ok(())
+}
+
+/// A flag the first SIGINT or SIGTERM raises, so that a long command can stop at a safe point
+/// (after the step in progress, with a checkpoint); a second signal exits at once with status 130.
+pub fn interrupt_flag() -> Result<Arc<AtomicBool>> {
+    let interrupt = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&interrupt))
+            .context("installing the signal handler")?;
+        signal_hook::flag::register(signal, Arc::clone(&interrupt))
+            .context("installing the signal handler")?;
+    }
+    Ok(interrupt)
 }

@@ -112,6 +112,16 @@ pub(crate) fn progress_bar(total: usize, start: usize, enabled: bool) -> Progres
     bar
 }
 
+/// A y-axis label: `y` with `decimals` decimals, never `-0` (ticks at a rounded zero, or at a
+/// negative zero from the grid arithmetic, read `0`).
+fn tick_label(y: f64, decimals: usize) -> String {
+    let label = format!("{y:.decimals$}");
+    match label.strip_prefix('-') {
+        Some(rest) if rest.chars().all(|c| c == '0' || c == '.') => rest.to_string(),
+        _ => label,
+    }
+}
+
 /// Draws the training loss (per step) and validation loss (per evaluation) against the step
 /// into an 800×500 PNG file: training in blue, validation in red with dots.
 ///
@@ -249,7 +259,7 @@ fn draw_curves(
             let (px, py) = chart.backend_coord(&(0.0, y));
             root.draw(&PathElement::new([(px - 5, py), (px, py)], BLACK))
                 .map_err(|e| err(e.to_string()))?;
-            let label = format!("{y:.decimals$}");
+            let label = tick_label(y, decimals);
             draw(
                 &label,
                 (px - 9 - text::text_width(&label, 1), py - ch / 2),
@@ -371,6 +381,16 @@ mod tests {
             }
         }
         n
+    }
+
+    #[test]
+    fn tick_labels_never_read_minus_zero() {
+        assert_eq!(tick_label(-0.0, 0), "0");
+        assert_eq!(tick_label(-0.0, 2), "0.00");
+        assert_eq!(tick_label(-1e-12, 1), "0.0");
+        assert_eq!(tick_label(-0.5, 1), "-0.5");
+        assert_eq!(tick_label(-2.0, 0), "-2");
+        assert_eq!(tick_label(0.25, 2), "0.25");
     }
 
     #[test]

@@ -28,22 +28,9 @@ pub fn draw_text<DB: DrawingBackend>(
     colour: &RGBColor,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let scale = scale.max(1);
-    for (i, c) in s.chars().enumerate() {
-        let glyph = BASIC_FONTS.get(c).or_else(|| BASIC_FONTS.get('?'));
-        let Some(glyph) = glyph else { continue };
-        let cx = at.0 + i as i32 * char_size(scale);
-        for (row, bits) in glyph.iter().enumerate() {
-            for col in 0..8 {
-                if bits & (1 << col) != 0 {
-                    square(
-                        area,
-                        (cx + col * scale, at.1 + row as i32 * scale),
-                        scale,
-                        colour,
-                    )?;
-                }
-            }
-        }
+    for (i, col, row) in lit_pixels(s) {
+        let x = at.0 + i * char_size(scale) + col * scale;
+        square(area, (x, at.1 + row * scale), scale, colour)?;
     }
     Ok(())
 }
@@ -62,22 +49,34 @@ pub fn draw_text_vertical<DB: DrawingBackend>(
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let scale = scale.max(1);
     let height = text_width(s, scale);
-    for (i, c) in s.chars().enumerate() {
-        let glyph = BASIC_FONTS.get(c).or_else(|| BASIC_FONTS.get('?'));
-        let Some(glyph) = glyph else { continue };
-        // Character i occupies rows [height - (i+1)·8s, height - i·8s) of the box.
-        let base_y = at.1 + height - (i as i32 + 1) * char_size(scale);
-        for (row, bits) in glyph.iter().enumerate() {
-            for col in 0..8 {
-                if bits & (1 << col) != 0 {
-                    // (col, row) of the glyph → x = row, y = 7 - col after the turn.
-                    let at = (at.0 + row as i32 * scale, base_y + (7 - col) * scale);
-                    square(area, at, scale, colour)?;
-                }
-            }
-        }
+    for (i, col, row) in lit_pixels(s) {
+        // Character i occupies rows [height - (i+1)·8s, height - i·8s) of the box; its pixel
+        // (col, row) lands at x = row, y = 7 - col after the turn.
+        let base_y = at.1 + height - (i + 1) * char_size(scale);
+        square(
+            area,
+            (at.0 + row * scale, base_y + (7 - col) * scale),
+            scale,
+            colour,
+        )?;
     }
     Ok(())
+}
+
+/// The lit pixels of `s` in the 8×8 font as (character index, column, row); characters outside
+/// the basic Latin set are drawn as `?`.
+fn lit_pixels(s: &str) -> impl Iterator<Item = (i32, i32, i32)> + '_ {
+    s.chars().enumerate().flat_map(|(i, c)| {
+        let glyph = BASIC_FONTS
+            .get(c)
+            .or_else(|| BASIC_FONTS.get('?'))
+            .unwrap_or([0; 8]);
+        (0..8i32).flat_map(move |row| {
+            (0..8i32)
+                .filter(move |col| glyph[row as usize] & (1 << col) != 0)
+                .map(move |col| (i as i32, col, row))
+        })
+    })
 }
 
 /// One font pixel: a `scale`×`scale` square of bitmap pixels from `at`.

@@ -52,7 +52,7 @@ struct Args {
     /// Train on every training code and test on the whole test sets (hours on a CPU).
     #[arg(long)]
     full: bool,
-    /// Test questions per test set (default: two per sampled code).
+    /// Test questions per test set (default: two per sampled code; all 30 symptom questions).
     #[arg(long)]
     test_cases: Option<usize>,
     /// Surface variants added per trained question (casing, punctuation, typos, greetings).
@@ -169,7 +169,10 @@ fn main() -> Result<()> {
     let base = load_pretrained(&recipe.model.path, &device)?;
     let tok = &base.tokenizer;
     let general = general_text(tok, GENERAL_TEXT)?;
-    let symptoms = compare::symptom_questions(SYMPTOMS, &codes)?;
+    let mut symptoms = compare::symptom_questions(SYMPTOMS, &codes)?;
+    if let Some(n) = args.test_cases {
+        symptoms.truncate(n);
+    }
     let few_shot: Vec<(String, String)> = compare::worked_examples(&sample.train, args.few_shot);
     let sets = [
         TestSet::new(

@@ -1,0 +1,77 @@
+//! The main job, reduced to a few codes (about two minutes on a 2-core CPU): the tuned model
+//! must answer the unseen phrasings of its trained codes better than the base model does, and
+//! the reports must hold every system and test set. Skips without the real assets
+//! (`./scripts/fetch-assets.sh`).
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+fn reduced_main_job_tuned_beats_base() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let assets = [
+        "assets/obd/codes.py",
+        "assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "assets/all-MiniLM-L6-v2",
+    ];
+    if let Some(missing) = assets.iter().find(|a| !root.join(a).exists()) {
+        eprintln!("skipped: {missing} is missing (run ./scripts/fetch-assets.sh)");
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_kiln-example-dtc-assistant"))
+        .current_dir(&root)
+        .args(["--codes", "3", "--variants", "0", "--unknown-codes", "2"])
+        .args([
+            "--grounded-codes",
+            "4",
+            "--test-cases",
+            "6",
+            "--few-shot",
+            "2",
+        ])
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "main job failed: {stderr}");
+    let summary = std::fs::read_to_string(out.path().join("summary.md")).unwrap();
+    assert!(
+        summary.contains("Perplexity on general text: base "),
+        "{summary}"
+    );
+
+    let cmp: Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("comparison.json")).unwrap())
+            .unwrap();
+    let rows = cmp["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 15, "5 systems x 3 test sets");
+    let score = |system: &str, set: &str, metric: &str| -> f64 {
+        let row = rows
+            .iter()
+            .find(|r| r["system"] == system && r["set"] == set)
+            .unwrap_or_else(|| panic!("no row for {system} on {set}"));
+        assert_eq!(
+            row["answers"].as_array().unwrap().len(),
+            6,
+            "{system} {set}"
+        );
+        row["scores"][metric].as_f64().unwrap()
+    };
+    for metric in ["exact_match", "token_f1"] {
+        let base = score("base_zero_shot", "phrasing", metric);
+        let tuned = score("tuned", "phrasing", metric);
+        assert!(
+            tuned > base + 0.2,
+            "{metric} on unseen phrasings: tuned {tuned} vs base {base}\n{summary}"
+        );
+    }
+    for key in ["perplexity_base", "perplexity_tuned"] {
+        let p = cmp[key].as_f64().unwrap();
+        assert!(p.is_finite() && p > 1.0, "{key} = {p}");
+    }
+    eprintln!("{summary}");
+}
