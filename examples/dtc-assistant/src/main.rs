@@ -79,6 +79,10 @@ struct Args {
     /// Recipe overrides, e.g. `--set optimizer.lr=1e-3 --set fit.epochs=3`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
+    /// Write the data (train, validation, test sets, `codes.jsonl`) into `--out`/data and stop:
+    /// for `kiln train` or `kiln search` on the same data.
+    #[arg(long)]
+    prepare_only: bool,
     /// Seed of the code sample and the added questions.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -135,6 +139,10 @@ fn main() -> Result<()> {
         sample.test_phrasing.len(),
         sample.test_unseen.len()
     );
+    if args.prepare_only {
+        eprintln!("data in {}", data_dir.display());
+        return Ok(());
+    }
 
     let mut overrides = vec![
         format!("model.path={}", toml_str(&model_path)),

@@ -626,10 +626,23 @@ impl ObdDataset {
                 }
             }
         }
-        let validation = match codes {
+        let mut validation: Vec<ObdExample> = match codes {
             None => self.validation.clone(),
             Some(_) => self.validation.iter().take(32).cloned().collect(),
         };
+        // With passages, validation questions (codes never trained on) come with their own
+        // passage among neighbours': the validation loss then measures reading retrieved
+        // passages, what answers about untrained codes rest on.
+        if config.passages > 0 && !all.is_empty() {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7a11_da7e);
+            for e in &mut validation {
+                let Some(&i) = index.get(e.code.as_str()) else {
+                    continue;
+                };
+                let distractors = neighbours(all, i, config.passages - 1, &mut rng);
+                *e = augment::grounded(e, &all[i], &distractors, true, &mut rng);
+            }
+        }
         let mut test_phrasing: Vec<ObdExample> = pick(&self.test_phrasing, true)
             .into_iter()
             .filter(|e| keep.contains(e.code.as_str()))
@@ -702,7 +715,8 @@ pub struct SampleConfig {
     pub unknown_codes: usize,
     /// Further codes asked about with passages only (beside the sampled and unknown codes).
     pub grounded_codes: usize,
-    /// Passages per grounded question (0: no grounded questions).
+    /// Passages per grounded question (0: no grounded questions); validation questions are then
+    /// asked with this many passages too, their own among them.
     pub passages: usize,
     /// Share of grounded questions whose own passage is left out (answer: unknown).
     pub passage_missing: f64,
@@ -744,7 +758,8 @@ pub struct ObdSample {
     pub codes: usize,
     /// Their trained phrasings.
     pub train: Vec<ObdExample>,
-    /// Validation examples (codes never trained on).
+    /// Validation examples (codes never trained on; asked with passages when
+    /// [`SampleConfig::passages`] is not 0).
     pub validation: Vec<ObdExample>,
     /// Unseen phrasings of the sampled codes (forward questions).
     pub test_phrasing: Vec<ObdExample>,

@@ -318,5 +318,16 @@ fn widened_samples_add_variants_unknown_and_grounded_questions() {
     }
     assert_eq!(variants, n);
     assert!(missing > 0 && missing < 18, "{missing}");
+    // Validation questions keep their codes and answers, and come with their own passage
+    // among three.
+    assert_eq!(wide.validation.len(), plain.validation.len());
+    for (w, p) in wide.validation.iter().zip(&plain.validation) {
+        assert_eq!((&w.code, &w.completion), (&p.code, &p.completion));
+        assert!(w.prompt.starts_with("Reference information:"), "{w:?}");
+        assert!(w.prompt.contains(&p.prompt), "{w:?}");
+        let own = format!("- {}: {}\n", w.code, by_code[w.code.as_str()].description);
+        assert!(w.prompt.contains(&own), "{w:?}");
+        assert_eq!(w.prompt.matches("\n- ").count(), 3, "{w:?}");
+    }
     assert_eq!(ds.sample_with(&codes, &config), wide, "deterministic");
 }
