@@ -70,12 +70,17 @@ enum Command {
     /// OUT/trial-NNN; from its second evaluation on, a trial whose validation loss is worse
     /// than the median of earlier trials at the same evaluation is stopped early (pruned;
     /// --no-prune turns this off), and a failing one is recorded while the search goes on.
+    /// --objective validation_exact_match (or validation_token_f1) scores a trial by its
+    /// greedy answers to the validation questions (prompt/completion data) after training,
+    /// larger is better; such trials are not pruned (validation losses need not rank answers
+    /// alike).
     /// Writes search.md (also printed), search.json and best_recipe.toml (the recipe with the
     /// best trial's values, for `kiln train`) into OUT, which must be new or empty.
     ///
     /// Examples:
     ///   kiln search recipe.toml --trials 20 --param adapter.r=4,8,16 --param optimizer.lr=log:1e-4:3e-3
     ///   kiln search recipe.toml --trials 8 --param fit.epochs=int:1:3 --param adapter.lora_dropout=uniform:0:0.2 --sampler random --seed 1 --out runs/search
+    ///   kiln search recipe.toml --trials 6 --param optimizer.lr=log:5e-4:3e-3 --objective validation_exact_match
     ///   kiln train runs/search/best_recipe.toml
     #[command(verbatim_doc_comment)]
     Search(search::SearchArgs),

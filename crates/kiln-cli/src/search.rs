@@ -14,6 +14,8 @@ use kiln::train::{Callback, Direction, EvalLog, EvalMetric, StepLog, TrainError}
 use serde_json::{Value, json};
 
 use crate::util::{DeviceArg, interrupt_flag};
+use kiln::recipe::{answer_config, eval_cases};
+use kiln::train::harness::{GenerationScores, generate_answers, score_answers};
 
 /// Arguments of `kiln search`.
 #[derive(Debug, clap::Args)]
@@ -27,13 +29,15 @@ pub struct SearchArgs {
     /// TOML values), `KEY=log:LO:HI` (log-uniform), `KEY=uniform:LO:HI` or `KEY=int:LO:HI`.
     #[arg(long = "param", value_name = "KEY=RANGE", required = true)]
     pub params: Vec<String>,
-    /// What a trial is scored by: the best validation loss of its evaluations, or the training
-    /// loss of its last step.
+    /// What a trial is scored by: the best validation loss of its evaluations, the training
+    /// loss of its last step, or the exact match or token F1 of its greedy answers to the
+    /// validation questions after training.
     #[arg(long, value_enum, default_value = "validation_loss")]
     pub objective: Objective,
-    /// Whether a smaller or a larger objective is better.
-    #[arg(long, value_enum, default_value = "minimize")]
-    pub direction: DirectionArg,
+    /// Whether a smaller or a larger objective is better [default: minimize for the losses,
+    /// maximize for exact match and token F1].
+    #[arg(long, value_enum)]
+    pub direction: Option<DirectionArg>,
     /// How the next trial's values are chosen: TPE (random for the first 10 trials) or random.
     #[arg(long, value_enum, default_value = "tpe")]
     pub sampler: SamplerArg,
@@ -61,6 +65,13 @@ pub enum Objective {
     /// The training loss of the trial's last step.
     #[value(name = "train_loss")]
     TrainLoss,
+    /// Exact match of the trained model's greedy answers to the validation questions
+    /// (prompt/completion data; the completion is the reference).
+    #[value(name = "validation_exact_match")]
+    ValidationExactMatch,
+    /// Token F1 of the trained model's greedy answers to the validation questions.
+    #[value(name = "validation_token_f1")]
+    ValidationTokenF1,
 }
 
 impl Objective {
@@ -68,7 +79,40 @@ impl Objective {
         match self {
             Objective::ValidationLoss => "validation_loss",
             Objective::TrainLoss => "train_loss",
+            Objective::ValidationExactMatch => "validation_exact_match",
+            Objective::ValidationTokenF1 => "validation_token_f1",
         }
+    }
+
+    /// Whether the objective is scored from generated answers.
+    fn generates(self) -> bool {
+        matches!(
+            self,
+            Objective::ValidationExactMatch | Objective::ValidationTokenF1
+        )
+    }
+
+    /// Smaller is better for losses, larger for answer scores.
+    fn default_direction(self) -> DirectionArg {
+        if self.generates() {
+            DirectionArg::Maximize
+        } else {
+            DirectionArg::Minimize
+        }
+    }
+}
+
+impl SearchArgs {
+    /// Whether trials are pruned: not with `--no-prune`, and not for objectives scored from
+    /// answers (the pruner compares validation losses, which need not rank answers alike).
+    fn prunes(&self) -> bool {
+        !self.no_prune && !self.objective.generates()
+    }
+
+    /// `--direction`, or the objective's natural one.
+    fn direction(&self) -> DirectionArg {
+        self.direction
+            .unwrap_or_else(|| self.objective.default_direction())
     }
 }
 
@@ -310,9 +354,23 @@ pub fn run(device: &DeviceArg, args: &SearchArgs) -> Result<()> {
                 .map_err(|e| anyhow!("{e} (value {value})"))?;
         }
     }
-    if args.objective == Objective::ValidationLoss && recipe.data.validation.is_none() {
+    if args.objective != Objective::TrainLoss && recipe.data.validation.is_none() {
         bail!(
-            "--objective validation_loss: {} has no validation data (`data.validation`)",
+            "--objective {}: {} has no validation data (`data.validation`)",
+            args.objective.name(),
+            args.recipe.display()
+        );
+    }
+    if args.objective.generates()
+        && !matches!(
+            recipe.data.prepare.format,
+            kiln::data::RecordFormat::PromptCompletion { .. }
+        )
+    {
+        bail!(
+            "--objective {}: answers are scored against completions, and {} does not use the \
+             prompt_completion data format",
+            args.objective.name(),
             args.recipe.display()
         );
     }
@@ -345,7 +403,7 @@ pub fn run(device: &DeviceArg, args: &SearchArgs) -> Result<()> {
     let interrupt = interrupt_flag()?;
 
     let space: SearchSpace = specs.iter().map(|s| (s.key.clone(), s.param())).collect();
-    let direction = match args.direction {
+    let direction = match args.direction() {
         DirectionArg::Minimize => Direction::Minimize,
         DirectionArg::Maximize => Direction::Maximize,
     };
@@ -357,7 +415,7 @@ pub fn run(device: &DeviceArg, args: &SearchArgs) -> Result<()> {
             SamplerArg::Random => Sampler::Random,
         },
         direction,
-        pruner: (!args.no_prune).then_some(MedianPruner {
+        pruner: args.prunes().then_some(MedianPruner {
             warmup_evals: 1,
             min_trials: 2,
         }),
@@ -395,9 +453,18 @@ pub fn run(device: &DeviceArg, args: &SearchArgs) -> Result<()> {
             &interrupt,
             pruner,
             &mut record,
+            args.objective.generates(),
         )
-        .and_then(|()| {
+        .and_then(|answers| {
             let value = match args.objective {
+                Objective::ValidationExactMatch | Objective::ValidationTokenF1 => {
+                    let s = answers.ok_or_else(|| anyhow!("no validation answers"))?;
+                    if args.objective == Objective::ValidationExactMatch {
+                        s.exact_match
+                    } else {
+                        s.token_f1
+                    }
+                }
                 Objective::ValidationLoss => record
                     .evaluations
                     .iter()
@@ -460,7 +527,7 @@ pub fn run(device: &DeviceArg, args: &SearchArgs) -> Result<()> {
         "direction": match direction { Direction::Minimize => "minimize", Direction::Maximize => "maximize" },
         "sampler": match args.sampler { SamplerArg::Tpe => "tpe", SamplerArg::Random => "random" },
         "seed": args.seed,
-        "pruning": !args.no_prune,
+        "pruning": args.prunes(),
         "params": specs.iter().map(|s| (s.key.clone(), s.given.clone())).collect::<BTreeMap<_, _>>(),
         "overrides": args.overrides,
         "best": best.map(|t| json!({
@@ -544,7 +611,8 @@ impl Callback for Watch<'_, '_> {
     }
 }
 
-/// Runs one trial's recipe into `dir`.
+/// Runs one trial's recipe into `dir`; with `answer`, then scores the trained model's greedy
+/// answers to the validation questions.
 #[allow(clippy::too_many_arguments)]
 fn run_trial(
     base: &RecipeBuilder,
@@ -555,7 +623,8 @@ fn run_trial(
     interrupt: &AtomicBool,
     pruner: &mut TrialPruner<'_>,
     record: &mut TrialRecord,
-) -> Result<()> {
+    answer: bool,
+) -> Result<Option<GenerationScores>> {
     if interrupt.load(Ordering::SeqCst) {
         bail!("not run: the search was interrupted");
     }
@@ -567,7 +636,7 @@ fn run_trial(
         .set("fit.output_dir", &dir.display().to_string())?
         .build(origin)?;
     let mut watch = Watch { pruner, record };
-    recipe
+    let output = recipe
         .run_with(
             device,
             Some(interrupt),
@@ -577,7 +646,26 @@ fn run_trial(
     if interrupt.load(Ordering::SeqCst) {
         bail!("interrupted");
     }
-    Ok(())
+    if !answer {
+        return Ok(None);
+    }
+    let path = recipe.data.validation.as_ref().expect("checked");
+    let tok = &output.tokenizer;
+    let cases = eval_cases(path, tok, &recipe.data.prepare, None)?;
+    // Room for the longest reference and a little more; answers also stop at a new line.
+    let mut longest = 0;
+    for c in &cases {
+        longest = longest.max(tok.encode(&c.reference, false)?.len());
+    }
+    let config = answer_config(tok, longest + 16, 16);
+    let decode = |ids: &[u32]| tok.decode(ids, true).unwrap_or_default();
+    let (answers, _) = generate_answers(&output.model, &cases, &config, &decode)?;
+    let references: Vec<String> = cases.iter().map(|c| c.reference.clone()).collect();
+    Ok(Some(score_answers(
+        &answers,
+        &references,
+        config.rouge_stemmer,
+    )?))
 }
 
 /// `failed: ...`, `pruned`, `best` or `done`.
@@ -614,13 +702,13 @@ fn markdown(
             SamplerArg::Random => "random",
         },
         args.seed,
-        if args.no_prune {
+        if !args.prunes() {
             "no pruning"
         } else {
             "median pruning"
         },
         args.objective.name(),
-        match args.direction {
+        match args.direction() {
             DirectionArg::Minimize => "minimize",
             DirectionArg::Maximize => "maximize",
         }
@@ -649,7 +737,7 @@ fn markdown(
     }
     md.push_str("---:|---:|---|\n");
     let mut order: Vec<&TrialResult> = report.trials.iter().collect();
-    let key = |t: &TrialResult| match (t.value, args.direction) {
+    let key = |t: &TrialResult| match (t.value, args.direction()) {
         (Some(v), DirectionArg::Minimize) if !t.pruned => v,
         (Some(v), DirectionArg::Maximize) if !t.pruned => -v,
         _ => f64::INFINITY,

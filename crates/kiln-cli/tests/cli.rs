@@ -777,6 +777,86 @@ fn bench_methods_quick_on_the_assets() {
     assert!(out.join("data/test.jsonl").exists());
 }
 
+/// `kiln search` scored by the trained model's answers to the validation questions: larger is
+/// better, no pruning, and data without completions refused.
+#[test]
+fn search_scored_by_answers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    tiny_model(dir);
+    let all = write_data(dir);
+    ok(
+        &["data", "split", all.to_str().unwrap(), "--out", "data"],
+        dir,
+    );
+    let recipe = RECIPE
+        .replace("epochs = 6", "max_steps = 4\nplot = false")
+        .replace("eval_every = 5", "eval_every = 2");
+    std::fs::write(dir.join("recipe.toml"), &recipe).unwrap();
+    let table = ok(
+        &[
+            "search",
+            "recipe.toml",
+            "--trials",
+            "2",
+            "--param",
+            "optimizer.lr=log:1e-3:3e-2",
+            "--objective",
+            "validation_token_f1",
+            "--out",
+            "search",
+        ],
+        dir,
+    );
+    assert!(
+        table.contains("objective validation_token_f1 (maximize)"),
+        "{table}"
+    );
+    assert!(table.contains("no pruning"), "{table}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("search/search.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["direction"], "maximize");
+    assert_eq!(report["pruning"], false);
+    let trials = report["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 2);
+    let values: Vec<f64> = trials
+        .iter()
+        .map(|t| {
+            assert_eq!(t["steps"].as_u64(), Some(4), "{t}");
+            t["value"].as_f64().unwrap()
+        })
+        .collect();
+    assert!(values.iter().all(|v| (0.0..=1.0).contains(v)), "{values:?}");
+    // The best trial has the largest score.
+    let best = report["best"]["trial"].as_u64().unwrap() as usize;
+    assert_eq!(values[best], values.iter().copied().fold(0.0, f64::max));
+
+    // Answers are scored against completions: plain text data cannot be.
+    let text_recipe = recipe.replace(
+        "format = { format = \"prompt_completion\" }",
+        "format = { format = \"text\" }",
+    );
+    std::fs::write(dir.join("text.toml"), text_recipe).unwrap();
+    let err = fails(
+        &[
+            "search",
+            "text.toml",
+            "--param",
+            "optimizer.lr=1e-3,1e-2",
+            "--objective",
+            "validation_exact_match",
+            "--out",
+            "search-text",
+        ],
+        dir,
+    );
+    assert!(
+        err.contains("validation_exact_match") && err.contains("prompt_completion"),
+        "{err}"
+    );
+}
+
 /// `kiln search` on the tiny model: 3 trials over 2 parameters, each in its own directory; the
 /// table, `search.json` and `best_recipe.toml` agree on the best trial.
 #[test]
