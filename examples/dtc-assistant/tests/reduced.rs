@@ -1,4 +1,4 @@
-//! The main job, reduced to two codes (under two minutes on a 2-core CPU): the tuned model
+//! The main job, reduced to two codes (about two minutes on a 2-core CPU): the tuned model
 //! must answer the unseen phrasings of its trained codes better than the base model does, and
 //! the reports must hold every system and test set. Skips without the real assets
 //! (`./scripts/fetch-assets.sh`).
