@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::util::{DeviceArg, interrupt_flag};
 use kiln::recipe::{answer_config, eval_cases};
-use kiln::train::harness::{GenerationScores, generate_answers, score_answers};
+use kiln::train::harness::generation_metrics;
 
 /// Arguments of `kiln search`.
 #[derive(Debug, clap::Args)]
@@ -458,12 +458,14 @@ pub fn run(device: &DeviceArg, args: &SearchArgs) -> Result<()> {
         .and_then(|answers| {
             let value = match args.objective {
                 Objective::ValidationExactMatch | Objective::ValidationTokenF1 => {
-                    let s = answers.ok_or_else(|| anyhow!("no validation answers"))?;
-                    if args.objective == Objective::ValidationExactMatch {
-                        s.exact_match
+                    let metric = if args.objective == Objective::ValidationExactMatch {
+                        "exact_match"
                     } else {
-                        s.token_f1
-                    }
+                        "token_f1"
+                    };
+                    answers
+                        .and_then(|m| m.get(metric).copied())
+                        .ok_or_else(|| anyhow!("no validation answers"))?
                 }
                 Objective::ValidationLoss => record
                     .evaluations
@@ -624,7 +626,7 @@ fn run_trial(
     pruner: &mut TrialPruner<'_>,
     record: &mut TrialRecord,
     answer: bool,
-) -> Result<Option<GenerationScores>> {
+) -> Result<Option<BTreeMap<String, f64>>> {
     if interrupt.load(Ordering::SeqCst) {
         bail!("not run: the search was interrupted");
     }
@@ -659,12 +661,8 @@ fn run_trial(
     }
     let config = answer_config(tok, longest + 16, 16);
     let decode = |ids: &[u32]| tok.decode(ids, true).unwrap_or_default();
-    let (answers, _) = generate_answers(&output.model, &cases, &config, &decode)?;
-    let references: Vec<String> = cases.iter().map(|c| c.reference.clone()).collect();
-    Ok(Some(score_answers(
-        &answers,
-        &references,
-        config.rouge_stemmer,
+    Ok(Some(generation_metrics(&cases, &config, &decode)(
+        &output.model,
     )?))
 }
 

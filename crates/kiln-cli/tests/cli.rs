@@ -777,12 +777,9 @@ fn bench_methods_quick_on_the_assets() {
     assert!(out.join("data/test.jsonl").exists());
 }
 
-/// `kiln search` scored by the trained model's answers to the validation questions: larger is
-/// better, no pruning, and data without completions refused.
-#[test]
-fn search_scored_by_answers() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
+/// The tiny model, its data split into `data/`, and `recipe.toml` for `kiln search`:
+/// `max_steps` steps, an evaluation every 2; returns the recipe's text.
+fn search_setup(dir: &Path, max_steps: usize) -> String {
     tiny_model(dir);
     let all = write_data(dir);
     ok(
@@ -790,9 +787,22 @@ fn search_scored_by_answers() {
         dir,
     );
     let recipe = RECIPE
-        .replace("epochs = 6", "max_steps = 4\nplot = false")
+        .replace(
+            "epochs = 6",
+            &format!("max_steps = {max_steps}\nplot = false"),
+        )
         .replace("eval_every = 5", "eval_every = 2");
     std::fs::write(dir.join("recipe.toml"), &recipe).unwrap();
+    recipe
+}
+
+/// `kiln search` scored by the trained model's answers to the validation questions: larger is
+/// better, no pruning, and data without completions refused.
+#[test]
+fn search_scored_by_answers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let recipe = search_setup(dir, 4);
     let table = ok(
         &[
             "search",
@@ -863,16 +873,7 @@ fn search_scored_by_answers() {
 fn search_trials_and_best_recipe() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    tiny_model(dir);
-    let all = write_data(dir);
-    ok(
-        &["data", "split", all.to_str().unwrap(), "--out", "data"],
-        dir,
-    );
-    let recipe = RECIPE
-        .replace("epochs = 6", "max_steps = 6\nplot = false")
-        .replace("eval_every = 5", "eval_every = 2");
-    std::fs::write(dir.join("recipe.toml"), recipe).unwrap();
+    search_setup(dir, 6);
     let table = ok(
         &[
             "search",
