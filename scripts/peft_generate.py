@@ -10,6 +10,9 @@ kiln's.
         --system "You are a car diagnostics assistant." --expected kiln_answers.txt \
         --max-new-tokens 40
 
+Without --adapter it checks a GGUF file by itself, e.g. one exported by `kiln merge --format gguf`
+(transformers reads it with its own GGUF loader, which undoes llama.cpp's q/k layout).
+
 Needs torch, transformers, peft and gguf. The base model is the same GGUF file, dequantized to
 float32 by transformers; the prompts are wrapped as one user message in the model's chat template,
 as `kiln generate --chat` does (after the
@@ -27,17 +30,20 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gguf", required=True)
-    ap.add_argument("--adapter", required=True)
+    ap.add_argument("--adapter", help="a PEFT adapter folder; without it, the GGUF model alone "
+                    "(for instance one written by `kiln merge --format gguf`)")
     ap.add_argument("--prompts", required=True, help="one prompt per line")
     ap.add_argument("--expected", help="kiln's answers, one per line, to compare with")
     ap.add_argument("--max-new-tokens", type=int, default=40)
     ap.add_argument("--system", help="system message, as `kiln generate --system`")
+    ap.add_argument("--stop-at-newline", action="store_true",
+                    help="cut each answer at its first new line, as kiln's evaluation harness stops")
     args = ap.parse_args()
 
     folder, name = os.path.split(os.path.abspath(args.gguf))
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     base = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, torch_dtype=torch.float32)
-    model = PeftModel.from_pretrained(base, args.adapter)
+    model = PeftModel.from_pretrained(base, args.adapter) if args.adapter else base
     model.eval()
 
     prompts = [l.rstrip("\n") for l in open(args.prompts, encoding="utf-8") if l.strip()]
@@ -55,7 +61,10 @@ def main():
         with torch.no_grad():
             out = model.generate(ids, max_new_tokens=args.max_new_tokens, do_sample=False,
                                  eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
-        answer = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).replace("\n", " ")
+        answer = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        if args.stop_at_newline:
+            answer = answer.split("\n", 1)[0]
+        answer = answer.replace("\n", " ")
         line = f"{p}\n  peft: {answer}"
         if expected is not None:
             ok = answer.strip() == expected[i].strip()

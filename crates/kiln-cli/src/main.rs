@@ -99,7 +99,7 @@ enum Command {
     ///   kiln score --hyp answers.txt --ref references.txt
     #[command(verbatim_doc_comment)]
     Score(score::ScoreArgs),
-    /// Merge an adapter into its base model and save a Hugging Face directory.
+    /// Merge an adapter into its base model and save a Hugging Face directory or a GGUF file.
     ///
     /// Example:
     ///   kiln merge --model assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --adapter runs/dtc-assistant/adapter --out runs/merged

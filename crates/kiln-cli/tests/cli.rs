@@ -777,6 +777,172 @@ fn bench_methods_quick_on_the_assets() {
     assert!(out.join("data/test.jsonl").exists());
 }
 
+/// `kiln merge --format gguf` on the fetched SmolLM2 GGUF (skipped without it): a LoRA on the
+/// query, key and value projections, trained for three steps, merges into a GGUF file that keeps
+/// the base's metadata (tokenizer, chat template) and that kiln answers from exactly as from the
+/// merged Hugging Face folder (both f32). With `KILN_PEFT_PYTHON` (`scripts/peft_generate.py`):
+/// transformers reads the GGUF export with its own loader (llama.cpp's q/k layout undone there)
+/// and must give kiln's greedy answers, and Python PEFT loads the adapter `kiln train` wrote onto
+/// the same base and must give `kiln generate`'s greedy answers.
+#[test]
+fn merge_to_gguf_on_the_assets() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let gguf = root.join("assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !gguf.exists() {
+        println!(
+            "skipped: {} is missing (run scripts/fetch-assets.sh)",
+            gguf.display()
+        );
+        return;
+    }
+    let gguf = gguf.canonicalize().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_data(dir);
+    let recipe = format!(
+        r#"
+[model]
+path = "{}"
+[data]
+train = "all.jsonl"
+max_len = 32
+format = {{ format = "prompt_completion" }}
+[adapter]
+peft_type = "LORA"
+r = 4
+lora_alpha = 8
+target_modules = ["q_proj", "k_proj", "v_proj"]
+[optimizer]
+lr = 2e-2
+[fit]
+batch_size = 4
+max_steps = 3
+output_dir = "run"
+progress = false
+plot = false
+"#,
+        gguf.display()
+    );
+    std::fs::write(dir.join("recipe.toml"), recipe).unwrap();
+    ok(&["train", "recipe.toml"], dir);
+    let model = gguf.to_str().unwrap();
+    let merge = |out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "merge",
+            "--model",
+            model,
+            "--adapter",
+            "run/adapter",
+            "--out",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        ok(&args, dir);
+    };
+    merge("merged.gguf", &["--quant", "f32"]);
+    merge("merged-hf", &[]);
+    let err = fails(
+        &[
+            "merge",
+            "--model",
+            model,
+            "--adapter",
+            "run/adapter",
+            "--out",
+            "merged.gguf",
+        ],
+        dir,
+    );
+    assert!(err.contains("--force"), "{err}");
+    let err = fails(
+        &[
+            "merge",
+            "--model",
+            "merged-hf",
+            "--adapter",
+            "run/adapter",
+            "--out",
+            "x.gguf",
+        ],
+        dir,
+    );
+    assert!(
+        err.contains("GGUF base") && err.contains("merged-hf"),
+        "{err}"
+    );
+    assert!(!dir.join("x.gguf").exists());
+
+    let prompts = "What does P0300 mean?\nMy engine shakes at idle, which code is that?\nP0171\n";
+    std::fs::write(dir.join("prompts.txt"), prompts).unwrap();
+    let answers = |model: &str| {
+        ok(
+            &[
+                "generate",
+                "--model",
+                model,
+                "--file",
+                "prompts.txt",
+                "--chat",
+                "--max-new-tokens",
+                "24",
+            ],
+            dir,
+        )
+    };
+    let from_gguf = answers("merged.gguf");
+    assert_eq!(from_gguf, answers("merged-hf"));
+    assert_eq!(from_gguf.lines().count(), 3, "{from_gguf}");
+    let info = ok(&["inspect", "merged.gguf"], dir);
+    assert!(info.contains("model_type: llama"), "{info}");
+
+    let Some(python) = std::env::var_os("KILN_PEFT_PYTHON") else {
+        return;
+    };
+    // Python's greedy answers against kiln's: the GGUF export alone (transformers' own GGUF
+    // reader), and the base with the adapter kiln trained (PEFT).
+    let unmerged = ok(
+        &[
+            "generate",
+            "--model",
+            model,
+            "--adapter",
+            "run/adapter",
+            "--file",
+            "prompts.txt",
+            "--chat",
+            "--max-new-tokens",
+            "24",
+        ],
+        dir,
+    );
+    for (gguf, adapter, kiln_answers) in [
+        ("merged.gguf", None, &from_gguf),
+        (model, Some("run/adapter"), &unmerged),
+    ] {
+        std::fs::write(dir.join("kiln_answers.txt"), kiln_answers).unwrap();
+        let mut check = Command::new(&python);
+        check
+            .current_dir(dir)
+            .arg(root.join("scripts/peft_generate.py"))
+            .args(["--gguf", gguf, "--prompts", "prompts.txt"])
+            .args(["--expected", "kiln_answers.txt", "--max-new-tokens", "24"]);
+        if let Some(adapter) = adapter {
+            check.args(["--adapter", adapter]);
+        }
+        let check = check.output().unwrap();
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+        assert!(
+            check.status.success() && report.contains("3/3 answers identical"),
+            "Python's answers from {gguf} (adapter {adapter:?}) differ from kiln's:\n{report}"
+        );
+        println!("{report}");
+    }
+}
+
 /// The tiny model, its data split into `data/`, and `recipe.toml` for `kiln search`:
 /// `max_steps` steps, an evaluation every 2; returns the recipe's text.
 fn search_setup(dir: &Path, max_steps: usize) -> String {

@@ -428,7 +428,8 @@ impl BertModel {
             token_type_embeddings: emb(ld, "token_type_embeddings", cfg.type_vocab_size)?,
             layer_norm: norm(ld, "embeddings.LayerNorm")?,
         };
-        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        // Grown as layers load: the configured count is not trusted with an allocation.
+        let mut layers = Vec::new();
         for i in 0..cfg.num_hidden_layers {
             let p = format!("encoder.layer.{i}");
             layers.push(BertLayer {

@@ -110,6 +110,25 @@ pub enum ModelError {
     /// A layer operation failed (a shape, quantized blocks, a merge, a safetensors file).
     #[error(transparent)]
     Nn(#[from] kiln_nn::NnError),
+    /// An error about the contents of a file (e.g. an invalid configuration read from it).
+    #[error("{path}: {source}")]
+    InFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: Box<ModelError>,
+    },
+}
+
+impl ModelError {
+    /// The error, said of the file `path`.
+    pub fn in_file(self, path: impl Into<PathBuf>) -> Self {
+        Self::InFile {
+            path: path.into(),
+            source: Box::new(self),
+        }
+    }
 }
 
 /// Result alias of the models crate.

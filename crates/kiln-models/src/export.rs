@@ -1,7 +1,8 @@
 //! Saving a model (typically with merged adapters) as a Hugging Face safetensors directory:
 //! `config.json`, `model.safetensors` (f32, HF key names and layouts) and, when given, the
 //! tokenizer (`tokenizer.json`, `tokenizer_config.json` with the chat template), loadable by
-//! `transformers.AutoModelForCausalLM.from_pretrained`.
+//! `transformers.AutoModelForCausalLM.from_pretrained`; and saving a Llama-family model as a
+//! GGUF file for llama.cpp ([`save_gguf`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,6 +13,7 @@ use kiln_nn::AdapterTarget;
 use kiln_nn::safetensors::{HostTensor, write_atomic, write_safetensors};
 use kiln_tokenizer::Tokenizer;
 
+use crate::gguf::{GgmlType, GgufFile, GgufValue, GgufWriter};
 use crate::{AnyCausalLm, AnyConfig, ModelError, Result};
 
 /// The tensors of a Hugging Face checkpoint being written, by checkpoint key; each architecture
@@ -50,18 +52,8 @@ impl ExportTensors {
     }
 }
 
-/// Saves the model as a Hugging Face directory. LoRA, DoRA and IA3 adapters must be merged
-/// first ([`AdapterTarget::merge_adapters`]); bottleneck adapters and prompt encoders have no
-/// place in a plain checkpoint and are an error.
-///
-/// # Errors
-/// Unmerged or unmergeable adapters; I/O errors naming the file.
-pub fn save_pretrained(
-    model: &AnyCausalLm,
-    config: &AnyConfig,
-    tokenizer: Option<&Tokenizer>,
-    dir: &Path,
-) -> Result<()> {
+/// Fails unless every adapter of the model is merged into its weights.
+fn check_merged(model: &AnyCausalLm) -> Result<()> {
     let mut problem = None;
     model.visit_linears(&mut |path, l| {
         let unmerged = (l.lora.is_some() || l.ia3.is_some()) && !l.merged;
@@ -82,6 +74,22 @@ pub fn save_pretrained(
                 .into(),
         });
     }
+    Ok(())
+}
+
+/// Saves the model as a Hugging Face directory. LoRA, DoRA and IA3 adapters must be merged
+/// first ([`AdapterTarget::merge_adapters`]); bottleneck adapters and prompt encoders have no
+/// place in a plain checkpoint and are an error.
+///
+/// # Errors
+/// Unmerged or unmergeable adapters; I/O errors naming the file.
+pub fn save_pretrained(
+    model: &AnyCausalLm,
+    config: &AnyConfig,
+    tokenizer: Option<&Tokenizer>,
+    dir: &Path,
+) -> Result<()> {
+    check_merged(model)?;
     let mut tensors = ExportTensors::default();
     let mut json = match (model, config) {
         (AnyCausalLm::Llama(m), AnyConfig::Llama(c)) => {
@@ -122,6 +130,141 @@ pub fn save_pretrained(
         save_tokenizer(tok, dir)?;
     }
     Ok(())
+}
+
+/// Saves a Llama-family model (Llama, Mistral, Qwen2) loaded from the GGUF file `base`, with its
+/// adapters merged, as a GGUF file that llama.cpp loads: every metadata key of `base` (tokenizer
+/// and chat template included) with `general.file_type` set for `ggml_type`, the tensors in
+/// `base`'s order under their llama.cpp names, q/k rows permuted back to llama.cpp's layout
+/// where `base` has them so. Weights are written as `ggml_type` (F32, F16, Q8_0 or Q4_0; a
+/// weight whose rows are not a multiple of 32 values falls back to F16 for the block types);
+/// norms and other 1-D tensors as F32.
+///
+/// # Errors
+/// Unmerged or unmergeable adapters, another architecture, a model that does not match `base`'s
+/// tensors (naming the tensor), I/O errors naming the file.
+pub fn save_gguf(
+    model: &AnyCausalLm,
+    config: &AnyConfig,
+    base: &GgufFile,
+    ggml_type: GgmlType,
+    path: &Path,
+) -> Result<()> {
+    check_merged(model)?;
+    let (AnyCausalLm::Llama(m), AnyConfig::Llama(c)) = (model, config) else {
+        return Err(ModelError::InvalidConfig {
+            field: "model".into(),
+            reason: format!(
+                "GGUF export writes the Llama family (llama, mistral, qwen2), not {}",
+                config.model_type()
+            ),
+        });
+    };
+    let file_type: u32 = match ggml_type {
+        GgmlType::F32 => 0,
+        GgmlType::F16 => 1,
+        GgmlType::Q4_0 => 2,
+        GgmlType::Q8_0 => 7,
+        other => {
+            return Err(ModelError::InvalidConfig {
+                field: "quant".into(),
+                reason: format!("GGUF export writes f32, f16, q8_0 or q4_0, not {other}"),
+            });
+        }
+    };
+    let mut tensors = ExportTensors::default();
+    m.export_tensors(&mut tensors);
+    let mut writer = GgufWriter::new();
+    for (key, value) in base.metadata() {
+        writer.set(key.clone(), value.clone());
+    }
+    writer.set("general.file_type", GgufValue::U32(file_type));
+    if matches!(ggml_type, GgmlType::Q8_0 | GgmlType::Q4_0) {
+        writer.set("general.quantization_version", GgufValue::U32(2));
+    } else {
+        writer.remove("general.quantization_version");
+    }
+    let mut written = 0;
+    for info in base.tensors() {
+        let g = info.name();
+        let exported = crate::llama::GGUF_NAMES
+            .hf_name(g)
+            .and_then(|hf| tensors.0.get(&hf));
+        let (values, shape) = match exported {
+            Some(t) => {
+                written += 1;
+                let heads = if g.ends_with("attn_q.weight") {
+                    Some(c.num_attention_heads)
+                } else if g.ends_with("attn_k.weight") {
+                    Some(c.kv_heads())
+                } else {
+                    None
+                };
+                let values = match heads {
+                    Some(h) if c.gguf_permutes_qk() && t.shape.len() == 2 => {
+                        permute_rows(&t.data, t.shape[0], t.shape[1], h)
+                    }
+                    _ => t.data.clone(),
+                };
+                (values, t.shape.clone())
+            }
+            // Tensors the model does not hold as parameters (RoPE frequency factors), as the
+            // base has them.
+            None => base.tensor_f32(g)?,
+        };
+        if shape != info.shape() {
+            return Err(ModelError::InvalidConfig {
+                field: format!("tensor `{g}`"),
+                reason: format!(
+                    "the model's tensor has shape {shape:?}, the base file's {:?}",
+                    info.shape()
+                ),
+            });
+        }
+        let row = shape.last().copied().unwrap_or(1);
+        let ty = match ggml_type {
+            _ if shape.len() < 2 => GgmlType::F32,
+            GgmlType::Q8_0 | GgmlType::Q4_0 if row % 32 != 0 => GgmlType::F16,
+            t => t,
+        };
+        writer.add_tensor(g, &shape, ty, &values)?;
+    }
+    if written != tensors.0.len() {
+        let missing: Vec<&String> = tensors
+            .0
+            .keys()
+            .filter(|hf| {
+                !base
+                    .tensors()
+                    .iter()
+                    .any(|i| crate::llama::GGUF_NAMES.hf_name(i.name()).as_ref() == Some(*hf))
+            })
+            .collect();
+        return Err(ModelError::InvalidConfig {
+            field: format!("tensor `{}`", missing.first().map_or("?", |s| s.as_str())),
+            reason: "the model holds tensors the base file does not have".into(),
+        });
+    }
+    writer.write(path)
+}
+
+/// llama.cpp's q/k permutation of a `[rows, cols]` weight in the Hugging Face layout (rows
+/// `[head, 2, half]` become `[head, half, 2]`); the inverse of
+/// [`crate::source::reverse_permute_rows`].
+fn permute_rows(values: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
+    let half = rows / heads / 2;
+    let mut out = vec![0f32; values.len()];
+    for h in 0..heads {
+        for j in 0..2 {
+            for d in 0..half {
+                let hf = h * 2 * half + j * half + d;
+                let gguf = h * 2 * half + d * 2 + j;
+                out[gguf * cols..(gguf + 1) * cols]
+                    .copy_from_slice(&values[hf * cols..(hf + 1) * cols]);
+            }
+        }
+    }
+    out
 }
 
 /// Writes `tokenizer.json` and a `tokenizer_config.json` (special tokens, chat template).

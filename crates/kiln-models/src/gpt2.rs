@@ -288,7 +288,8 @@ impl Gpt2LMHeadModel {
 
         let wte = emb(&mut ld, "wte", cfg.vocab_size)?;
         let wpe = emb(&mut ld, "wpe", cfg.n_positions)?;
-        let mut h = Vec::with_capacity(cfg.n_layer);
+        // Grown as layers load: the configured count is not trusted with an allocation.
+        let mut h = Vec::new();
         for l in 0..cfg.n_layer {
             let p = format!("h.{l}");
             h.push(Gpt2Block {

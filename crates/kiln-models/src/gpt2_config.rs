@@ -132,7 +132,7 @@ impl Gpt2Config {
     /// Malformed JSON or an invalid configuration (see [`Gpt2Config::validate`]).
     pub fn from_json_str(text: &str, path: &std::path::Path) -> Result<Self> {
         let cfg: Self = parse_json(text, path)?;
-        cfg.validate()?;
+        cfg.validate().map_err(|e| e.in_file(path))?;
         Ok(cfg)
     }
 
@@ -172,7 +172,7 @@ impl Gpt2Config {
             attn_pdrop: 0.0,
             ..Self::default()
         };
-        cfg.validate()?;
+        cfg.validate().map_err(|e| e.in_file(file.path()))?;
         Ok(cfg)
     }
 

@@ -60,7 +60,7 @@ pub use bert::{
 pub use causal_lm::{CachedCausalLm, CausalLm, FusedStep, HostBatch, HostDecoder, LmInput};
 pub use checkpoint::Checkpoint;
 pub use error::{ModelError, Result};
-pub use export::{save_pretrained, save_tokenizer};
+pub use export::{save_gguf, save_pretrained, save_tokenizer};
 pub use generate::{GenerationConfig, generate};
 pub use gpt2::{Gpt2Config, Gpt2LMHeadModel};
 pub use llama::{KvCache, LlamaConfig, LlamaForCausalLM};

@@ -370,7 +370,8 @@ impl LlamaForCausalLM {
                 eps: cfg.rms_norm_eps,
             })
         };
-        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        // Grown as layers load: the configured count is not trusted with an allocation.
+        let mut layers = Vec::new();
         for l in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{l}");
             let qkv_bias = cfg.qkv_bias();

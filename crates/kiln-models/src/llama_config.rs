@@ -119,7 +119,7 @@ impl LlamaConfig {
     /// Malformed JSON or inconsistent sizes.
     pub fn from_json_str(text: &str, path: &std::path::Path) -> Result<Self> {
         let cfg: Self = parse_json(text, path)?;
-        cfg.validate()?;
+        cfg.validate().map_err(|e| e.in_file(path))?;
         Ok(cfg)
     }
 
@@ -293,7 +293,7 @@ impl LlamaConfig {
             sliding_window: u("attention.sliding_window").ok().filter(|&w| w > 0),
             use_sliding_window: None,
         };
-        cfg.validate()?;
+        cfg.validate().map_err(|e| e.in_file(file.path()))?;
         Ok(cfg)
     }
 

@@ -14,8 +14,10 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use kiln_models::gguf::{GgmlType, GgufFile};
 use kiln_models::{
-    AnyCausalLm, CausalLm, GenerationConfig, LmInput, generate, load_model, save_pretrained,
+    AnyCausalLm, AnyConfig, CausalLm, GenerationConfig, LmInput, generate, load_model, save_gguf,
+    save_pretrained,
 };
 use kiln_nn::AdapterTarget;
 use kiln_nn::safetensors::read_safetensors;
@@ -419,7 +421,12 @@ fn strict_loading_names_the_key() {
     let llama_lora = fixtures().join("peft/llama-lora");
     // Llama adapter on GPT-2.
     let err = load_adapter(base("tiny-gpt2", &device), &llama_lora, &device).unwrap_err();
-    assert!(matches!(err, PeftError::NoTargetMatched { .. }), "{err}");
+    assert!(
+        matches!(&err, PeftError::InFile { path, source }
+            if path.ends_with("adapter_config.json")
+                && matches!(**source, PeftError::NoTargetMatched { .. })),
+        "{err}"
+    );
 
     let tmp = tempfile::tempdir().unwrap();
     let copy = |tensors: &BTreeMap<String, kiln_nn::safetensors::HostTensor>| {
@@ -466,15 +473,27 @@ fn strict_loading_names_the_key() {
     );
 }
 
-/// The reverse direction: with `KILN_PEFT_EXPORT=DIR`, write adapters made and saved by kiln (with
-/// kiln's logits) for `scripts/fixtures/gen_peft_fixtures.py --check DIR`.
+/// The reverse direction: adapters made and saved by kiln (every method PEFT has, on both tiny
+/// bases), and models with merged adapters exported by kiln, with kiln's logits beside each.
+/// With `KILN_PEFT_PYTHON` (a Python with torch, transformers and peft, as
+/// `scripts/python-reference.sh` makes), `scripts/fixtures/gen_peft_fixtures.py --check` loads
+/// every one in PEFT / transformers and must find kiln's logits within 1e-4; with
+/// `KILN_PEFT_EXPORT=DIR` the files are also kept in DIR. Skipped when neither is set.
 #[test]
 fn kiln_saved_adapters_for_python() {
-    let Some(out) = std::env::var_os("KILN_PEFT_EXPORT") else {
-        eprintln!("skipping export: set KILN_PEFT_EXPORT=DIR to write kiln adapters for PEFT");
+    let python = std::env::var_os("KILN_PEFT_PYTHON");
+    let export = std::env::var_os("KILN_PEFT_EXPORT").map(PathBuf::from);
+    if python.is_none() && export.is_none() {
+        eprintln!(
+            "skipping: set KILN_PEFT_PYTHON (scripts/python-reference.sh) to check kiln's \
+             adapters in Python PEFT, or KILN_PEFT_EXPORT=DIR to write them"
+        );
         return;
-    };
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = export.unwrap_or_else(|| tmp.path().to_path_buf());
     let device = Device::default();
+    let mut cases = 0;
     for arch in ["tiny-llama", "tiny-gpt2"] {
         for (name, config) in method_configs() {
             if matches!(config, AdapterConfig::Bottleneck(_)) {
@@ -483,50 +502,91 @@ fn kiln_saved_adapters_for_python() {
             let (mut model, config) =
                 attach_adapter(base(arch, &device), &config, None, 11, &device).unwrap();
             perturb(&mut model, &config, &device);
-            let dir = Path::new(&out).join(format!("{arch}-{name}"));
+            let dir = out.join(format!("{arch}-{name}"));
             save_adapter(&model, &config, &dir).unwrap();
-            let l: Vec<f32> = logits(&model, &ids());
-            let v = model.vocab_size();
-            let rows: Vec<Vec<Vec<f32>>> = (0..2)
-                .map(|b| {
-                    (0..7)
-                        .map(|t| l[(b * 7 + t) * v..(b * 7 + t + 1) * v].to_vec())
-                        .collect()
-                })
-                .collect();
-            let json = serde_json::json!({"base": arch, "input_ids": ids(), "logits": rows});
-            std::fs::write(dir.join("kiln_logits.json"), json.to_string()).unwrap();
+            write_kiln_logits(&dir, arch, &model);
+            cases += 1;
         }
     }
+    for case in MERGED_CASES {
+        let (model, config, base_name) = merged_case(case, &device);
+        let dir = out.join(format!("merged-{case}"));
+        save_pretrained(&model, &config, None, &dir).unwrap();
+        write_kiln_logits(&dir, &base_name, &model);
+        cases += 1;
+    }
+    let Some(python) = python else { return };
+    let check = std::process::Command::new(python)
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../scripts/fixtures/gen_peft_fixtures.py"),
+        )
+        .arg("--check")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let checked = report.lines().filter(|l| l.ends_with(" ok")).count();
+    assert!(
+        check.status.success() && checked == cases,
+        "PEFT checked {checked} of {cases} kiln adapters and models:\n{report}"
+    );
+    eprintln!("{report}");
 }
 
-/// A model with merged adapters saves as an HF directory that loads back with the same logits
-/// (and, with `KILN_PEFT_EXPORT`, is written for the Python check too).
+/// `kiln_logits.json` beside a saved adapter or model: the base's folder name, the input ids and
+/// kiln's logits `[2, 7, vocab]`.
+fn write_kiln_logits(dir: &Path, base: &str, model: &AnyCausalLm) {
+    let l: Vec<f32> = logits(model, &ids());
+    let v = model.vocab_size();
+    let rows: Vec<Vec<Vec<f32>>> = (0..2)
+        .map(|b| {
+            (0..7)
+                .map(|t| l[(b * 7 + t) * v..(b * 7 + t + 1) * v].to_vec())
+                .collect()
+        })
+        .collect();
+    let json = serde_json::json!({"base": base, "input_ids": ids(), "logits": rows});
+    std::fs::write(dir.join("kiln_logits.json"), json.to_string()).unwrap();
+}
+
+/// PEFT fixtures whose adapters kiln merges and exports.
+const MERGED_CASES: [&str; 4] = [
+    "llama-dora",
+    "llama-rslora-all",
+    "gpt2-lora-bias",
+    "gpt2-ia3",
+];
+
+/// A PEFT fixture's adapter loaded and merged into its base: the model, its config and the
+/// base's folder name.
+fn merged_case(case: &str, device: &Device) -> (AnyCausalLm, AnyConfig, String) {
+    let dir = fixtures().join("peft").join(case);
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
+    let base_name = reference["base"].as_str().unwrap().to_string();
+    let (config, model) = load_model(fixtures().join(&base_name), device).unwrap();
+    let (mut model, _) = load_adapter(model, &dir, device).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let err = save_pretrained(&model, &config, None, tmp.path()).unwrap_err();
+    assert!(err.to_string().contains("merge"), "{err}");
+    model.merge_adapters().unwrap();
+    (model, config, base_name)
+}
+
+/// A model with merged adapters saves as an HF directory that loads back with the same logits.
 #[test]
 fn merged_models_export_as_hf_directories() {
     let device = Device::default();
     let tmp = tempfile::tempdir().unwrap();
-    let export = std::env::var_os("KILN_PEFT_EXPORT").map(PathBuf::from);
-    for case in [
-        "llama-dora",
-        "llama-rslora-all",
-        "gpt2-lora-bias",
-        "gpt2-ia3",
-    ] {
-        let dir = fixtures().join("peft").join(case);
-        let reference: Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
-                .unwrap();
-        let base_name = reference["base"].as_str().unwrap();
-        let (config, model) = load_model(fixtures().join(base_name), &device).unwrap();
-        let (mut model, _) = load_adapter(model, &dir, &device).unwrap();
-        let err = save_pretrained(&model, &config, None, tmp.path()).unwrap_err();
-        assert!(err.to_string().contains("merge"), "{err}");
-        model.merge_adapters().unwrap();
-        let out = export.as_ref().map_or_else(
-            || tmp.path().join(case),
-            |e| e.join(format!("merged-{case}")),
-        );
+    for case in MERGED_CASES {
+        let (model, config, _) = merged_case(case, &device);
+        let out = tmp.path().join(case);
         save_pretrained(&model, &config, None, &out).unwrap();
         let (_, reloaded) = load_model(&out, &device).unwrap();
         let want = logits(&model, &ids());
@@ -535,18 +595,75 @@ fn merged_models_export_as_hf_directories() {
             max_diff(&got, &want) < 1e-6,
             "{case}: exported model differs"
         );
-        if export.is_some() {
-            let v = model.vocab_size();
-            let rows: Vec<Vec<Vec<f32>>> = (0..2)
-                .map(|b| {
-                    (0..7)
-                        .map(|t| want[(b * 7 + t) * v..(b * 7 + t + 1) * v].to_vec())
-                        .collect()
-                })
-                .collect();
-            let json = serde_json::json!({"base": base_name, "input_ids": ids(), "logits": rows});
-            std::fs::write(out.join("kiln_logits.json"), json.to_string()).unwrap();
-        }
+    }
+}
+
+/// A model from a GGUF base with a merged rsLoRA on every projection saves as a GGUF file in the
+/// base's layout: without an adapter, the exported attention weights equal the base file's
+/// (llama.cpp's q/k row order restored); with one, kiln loads the export with the merged model's
+/// logits (exactly in f32, closely in f16 and Q8_0).
+#[test]
+fn merged_models_export_as_gguf() {
+    let device = Device::default();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = fixtures().join("gguf/tiny-llama-quant.gguf");
+    let base_file = GgufFile::open(&path).unwrap();
+    let (config, model) = load_model(&path, &device).unwrap();
+
+    let plain = tmp.path().join("plain.gguf");
+    save_gguf(&model, &config, &base_file, GgmlType::F32, &plain).unwrap();
+    let plain = GgufFile::open(&plain).unwrap();
+    for name in [
+        "blk.0.attn_q.weight",
+        "blk.1.attn_k.weight",
+        "token_embd.weight",
+    ] {
+        assert_eq!(
+            plain.tensor_f32(name).unwrap(),
+            base_file.tensor_f32(name).unwrap(),
+            "{name}"
+        );
+    }
+    assert_eq!(plain.get_u32("general.file_type").unwrap(), 0);
+    assert_eq!(
+        plain.get_u32("llama.block_count").unwrap(),
+        base_file.get_u32("llama.block_count").unwrap()
+    );
+
+    let (_, lora) = method_configs()
+        .into_iter()
+        .find(|(n, _)| *n == "rslora-all-linear")
+        .unwrap();
+    let (mut model, lora) = attach_adapter(model, &lora, None, 5, &device).unwrap();
+    perturb(&mut model, &lora, &device);
+    let out = tmp.path().join("merged.gguf");
+    let err = save_gguf(&model, &config, &base_file, GgmlType::F32, &out).unwrap_err();
+    assert!(err.to_string().contains("merge"), "{err}");
+    assert!(!out.exists());
+    model.merge_adapters().unwrap();
+    let want = logits(&model, &ids());
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (ty, tolerance) in [
+        (GgmlType::F32, 1e-5),
+        (GgmlType::F16, 1e-2),
+        (GgmlType::Q8_0, 5e-2),
+    ] {
+        save_gguf(&model, &config, &base_file, ty, &out).unwrap();
+        let (_, reloaded) = load_model(&out, &device).unwrap();
+        let diff = max_diff(&logits(&reloaded, &ids()), &want);
+        eprintln!("{ty}: max |logit diff| {diff:.2e} (logits up to {scale:.2})");
+        assert!(diff <= tolerance * scale.max(1.0), "{ty}: {diff}");
+        let file = GgufFile::open(&out).unwrap();
+        assert_eq!(
+            file.tensor_info("blk.0.ffn_up.weight").unwrap().ggml_type(),
+            ty
+        );
+        assert_eq!(
+            file.tensor_info("blk.0.attn_norm.weight")
+                .unwrap()
+                .ggml_type(),
+            GgmlType::F32
+        );
     }
 }
 

@@ -37,8 +37,10 @@ pub enum PeftError {
         path: String,
     },
     /// An adapter tensor has the wrong shape for the model.
-    #[error("adapter tensor `{key}`: expected shape {expected:?}, found {got:?}")]
+    #[error("{path}: adapter tensor `{key}`: expected shape {expected:?}, found {got:?}")]
     Shape {
+        /// The file.
+        path: PathBuf,
         /// The tensor key.
         key: String,
         /// The shape the model needs.
@@ -125,6 +127,15 @@ pub enum PeftError {
         /// The JSON error.
         #[source]
         source: serde_json::Error,
+    },
+    /// An error about the contents of a file (e.g. a configuration that does not fit the model).
+    #[error("{path}: {source}")]
+    InFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: Box<PeftError>,
     },
 }
 

@@ -266,6 +266,7 @@ pub fn set_adapter_state<M: AdapterTarget>(
         };
         if got.shape != want.shape {
             return Err(PeftError::Shape {
+                path: file.to_path_buf(),
                 key: key.clone(),
                 expected: want.shape.clone(),
                 got: got.shape.clone(),
@@ -432,7 +433,14 @@ pub fn load_adapter<M: AdapterTarget + Module>(
         // The saved table replaces whatever initialization the config names.
         c.prompt_tuning_init = PromptTuningInit::Random;
     }
-    let (mut model, _) = attach_adapter(model, &config, None, 0, device)?;
+    let (mut model, _) = attach_adapter(model, &config, None, 0, device).map_err(|e| match e {
+        // Errors that name a file already stay as they are.
+        e @ (PeftError::Io { .. } | PeftError::Json { .. }) => e,
+        e => PeftError::InFile {
+            path: dir.join(CONFIG_FILE),
+            source: Box::new(e),
+        },
+    })?;
     let file = dir.join(WEIGHTS_FILE);
     let tensors = read_safetensors(&file)?;
     check_finite(&tensors, &file)?;

@@ -244,6 +244,14 @@ impl Recipe {
         if self.fit.output_dir.is_none() {
             return Err("fit.output_dir is required (where the adapter and logs go)".into());
         }
+        // Ranges the optimizer and the adapter check later, checked here so that a recipe with
+        // `lr = nan` or `lora_alpha = -1` fails when it is read, naming its section.
+        self.optimizer
+            .validate()
+            .map_err(|e| format!("[optimizer] {e}"))?;
+        if let Some(AdapterConfig::Lora(c)) = &self.adapter {
+            c.validate().map_err(|e| format!("[adapter] {e}"))?;
+        }
         Ok(())
     }
 }

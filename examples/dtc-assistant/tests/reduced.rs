@@ -2,7 +2,13 @@
 //! must answer the unseen phrasings of its trained codes better than the base model does, and
 //! the reports must hold every system and test set. Skips without the real assets
 //! (`./scripts/fetch-assets.sh`).
+//!
+//! With `KILN_PEFT_PYTHON` (a Python with torch, transformers and peft, as
+//! `scripts/python-reference.sh` makes), the adapter this run trained is also loaded by Python
+//! PEFT on the same GGUF base, and its greedy answers to the unseen phrasings must equal the
+//! tuned model's answers here (`scripts/peft_generate.py`).
 
+use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Command;
 
@@ -23,12 +29,12 @@ fn reduced_main_job_tuned_beats_base() {
     let out = tempfile::tempdir().unwrap();
     let run = Command::new(env!("CARGO_BIN_EXE_kiln-example-dtc-assistant"))
         .current_dir(&root)
-        .args(["--codes", "3", "--variants", "0", "--unknown-codes", "2"])
+        .args(["--codes", "2", "--variants", "0", "--unknown-codes", "1"])
         .args([
             "--grounded-codes",
-            "4",
+            "2",
             "--test-cases",
-            "6",
+            "4",
             "--few-shot",
             "2",
         ])
@@ -56,7 +62,7 @@ fn reduced_main_job_tuned_beats_base() {
             .unwrap_or_else(|| panic!("no row for {system} on {set}"));
         assert_eq!(
             row["answers"].as_array().unwrap().len(),
-            6,
+            4,
             "{system} {set}"
         );
         row["scores"][metric].as_f64().unwrap()
@@ -74,4 +80,53 @@ fn reduced_main_job_tuned_beats_base() {
         assert!(p.is_finite() && p > 1.0, "{key} = {p}");
     }
     eprintln!("{summary}");
+
+    if let Some(python) = std::env::var_os("KILN_PEFT_PYTHON") {
+        answers_equal_in_python_peft(&root, out.path(), rows, &python);
+    }
+}
+
+/// The tuned model's answers to the unseen phrasings, from PEFT on the same base.
+fn answers_equal_in_python_peft(root: &Path, out: &Path, rows: &[Value], python: &OsStr) {
+    let row = rows
+        .iter()
+        .find(|r| r["system"] == "tuned" && r["set"] == "phrasing")
+        .unwrap();
+    let lines = |key: &str| -> String {
+        row[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| format!("{}\n", v.as_str().unwrap().replace('\n', " ")))
+            .collect()
+    };
+    let (prompts, expected) = (out.join("prompts.txt"), out.join("kiln_answers.txt"));
+    std::fs::write(&prompts, lines("prompts")).unwrap();
+    std::fs::write(&expected, lines("answers")).unwrap();
+    // The recipe's system message and the example's answer settings (32 new tokens, stop at a
+    // new line).
+    let check = Command::new(python)
+        .current_dir(root)
+        .arg("scripts/peft_generate.py")
+        .args(["--gguf", "assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"])
+        .arg("--adapter")
+        .arg(out.join("adapter"))
+        .arg("--prompts")
+        .arg(&prompts)
+        .arg("--expected")
+        .arg(&expected)
+        .args(["--system", "You are a car diagnostics assistant."])
+        .args(["--max-new-tokens", "32", "--stop-at-newline"])
+        .output()
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        check.status.success() && report.contains("4/4 answers identical"),
+        "PEFT's answers differ from kiln's:\n{report}"
+    );
+    eprintln!("{report}");
 }

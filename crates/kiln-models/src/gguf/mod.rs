@@ -1,4 +1,5 @@
-//! Reader for GGUF model files (versions 2 and 3, little-endian), with dequantization to `f32`.
+//! Reader for GGUF model files (versions 2 and 3, little-endian), with dequantization to `f32`,
+//! and a writer ([`GgufWriter`]) for the files `kiln merge --format gguf` exports.
 //!
 //! A GGUF file holds a header, a table of typed metadata key/value pairs, a table of tensor
 //! descriptions, and the tensor data, each tensor aligned to `general.alignment` bytes (32 when
@@ -32,10 +33,12 @@ mod file;
 mod ggml_type;
 mod parse;
 mod value;
+mod write;
 
 pub use file::{GgufFile, GgufTensorInfo};
 pub use ggml_type::GgmlType;
 pub use value::{GgufArray, GgufValue};
+pub use write::{GgufWriter, quantize};
 
 #[cfg(doc)]
 use crate::ModelError;

@@ -588,3 +588,91 @@ fn gguf_smollm2_asset_matches_python_reference() {
         start.elapsed()
     );
 }
+
+/// The writer's encodings equal the `gguf` package's reference quantizers byte for byte
+/// (`scripts/fixtures/gen_gguf_quant_fixtures.py`).
+#[test]
+fn quantize_matches_gguf_package() {
+    let reference = json("quantize_reference.json");
+    let rows: Vec<Vec<f32>> = reference["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(f32s)
+        .collect();
+    for (ty, name) in [
+        (GgmlType::F16, "F16"),
+        (GgmlType::Q8_0, "Q8_0"),
+        (GgmlType::Q4_0, "Q4_0"),
+    ] {
+        for (i, (row, want)) in rows
+            .iter()
+            .zip(reference["encoded"][name].as_array().unwrap())
+            .enumerate()
+        {
+            let got: String = quantize(ty, row, row.len())
+                .unwrap()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(got, want.as_str().unwrap(), "{name} row {i}");
+        }
+    }
+    let err = quantize(GgmlType::Q8_0, &[0.0; 48], 48).unwrap_err();
+    assert!(err.contains("multiple of 32"), "{err}");
+    assert!(quantize(GgmlType::Q4_K, &[0.0; 256], 256).is_err());
+}
+
+/// A file written by [`GgufWriter`] reads back with the same metadata (every value type, nested
+/// arrays) and tensors, at the alignment it names.
+#[test]
+fn written_files_read_back() {
+    let source = tiny();
+    let mut writer = GgufWriter::new();
+    for (key, value) in source.metadata() {
+        writer.set(key.clone(), value.clone());
+    }
+    let mut expected = Vec::new();
+    for info in source.tensors() {
+        if !info.ggml_type().can_dequantize() {
+            continue;
+        }
+        let (values, shape) = source.tensor_f32(info.name()).unwrap();
+        let ty = if shape.last().unwrap() % 32 == 0 {
+            GgmlType::Q8_0
+        } else {
+            GgmlType::F32
+        };
+        writer.add_tensor(info.name(), &shape, ty, &values).unwrap();
+        expected.push((info.name().to_string(), shape, ty, values));
+    }
+    let dir = scratch("written_files_read_back");
+    let path = dir.join("copy.gguf");
+    writer.write(&path).unwrap();
+    let copy = GgufFile::open(&path).unwrap();
+    assert_eq!(copy.metadata(), source.metadata());
+    assert_eq!(copy.version(), 3);
+    assert_eq!(copy.data_offset() % copy.alignment(), 0);
+    for (name, shape, ty, values) in expected {
+        let info = copy.tensor_info(&name).unwrap();
+        assert_eq!(info.ggml_type(), ty, "{name}");
+        assert_eq!(info.offset() % copy.alignment(), 0, "{name}");
+        let (got, got_shape) = copy.tensor_f32(&name).unwrap();
+        assert_eq!(got_shape, shape, "{name}");
+        if ty == GgmlType::F32 {
+            assert_eq!(got, values, "{name}");
+        } else {
+            let amax = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let worst = got
+                .iter()
+                .zip(&values)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(worst <= amax / 127.0, "{name}: {worst} vs {amax}");
+        }
+    }
+    let err = writer
+        .add_tensor("bad", &[2, 3], GgmlType::F32, &[0.0; 5])
+        .unwrap_err();
+    assert!(err.to_string().contains("`bad`"), "{err}");
+    std::fs::remove_dir_all(dir).ok();
+}
