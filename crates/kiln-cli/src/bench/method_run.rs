@@ -66,7 +66,11 @@ fn bench_recipe(args: &MethodRunArgs) -> Result<Recipe> {
     let mut recipe =
         RecipeBuilder::new().merge_toml(BENCH_METHODS, "recipes/bench-methods.toml")?;
     if let Some(method) = args.method {
-        recipe = method.add_to(recipe, args.r, &["all-linear".to_string()])?;
+        // The base model is not trained: its learning rate (0) stays out of the recipe, which
+        // would refuse it.
+        recipe = method
+            .add_to(recipe, args.r, &["all-linear".to_string()])?
+            .set("optimizer.lr", &args.lr)?;
     }
     Ok(recipe
         .set("model.path", &args.model)?
@@ -74,7 +78,6 @@ fn bench_recipe(args: &MethodRunArgs) -> Result<Recipe> {
         .set("data.validation", &args.data.join("validation.jsonl"))?
         .set("data.style", &style)?
         .set("seed", &args.seed)?
-        .set("optimizer.lr", &args.lr)?
         .set("fit.batch_size", &args.batch)?
         .set("fit.epochs", &args.epochs)?
         .set("fit.seed", &args.seed)?
