@@ -224,7 +224,7 @@ pub fn save_gguf(
         let row = shape.last().copied().unwrap_or(1);
         let ty = match ggml_type {
             _ if shape.len() < 2 => GgmlType::F32,
-            GgmlType::Q8_0 | GgmlType::Q4_0 if row % 32 != 0 => GgmlType::F16,
+            GgmlType::Q8_0 | GgmlType::Q4_0 if !row.is_multiple_of(32) => GgmlType::F16,
             t => t,
         };
         writer.add_tensor(g, &shape, ty, &values)?;

@@ -638,7 +638,7 @@ fn written_files_read_back() {
             continue;
         }
         let (values, shape) = source.tensor_f32(info.name()).unwrap();
-        let ty = if shape.last().unwrap() % 32 == 0 {
+        let ty = if shape.last().unwrap().is_multiple_of(32) {
             GgmlType::Q8_0
         } else {
             GgmlType::F32

@@ -230,7 +230,7 @@ pub fn quantize(
             .flat_map(|&v| f16::from_f32(v).to_le_bytes())
             .collect()),
         GgmlType::Q8_0 | GgmlType::Q4_0 => {
-            if row % 32 != 0 {
+            if !row.is_multiple_of(32) {
                 return Err(format!(
                     "rows of {row} values cannot be stored as {ggml_type}: the row length must be \
                      a multiple of 32"
