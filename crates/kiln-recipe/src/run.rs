@@ -327,8 +327,13 @@ impl RunReport {
                 e.loss, e.perplexity
             ));
         }
+        let curve = if self.recipe.fit.plot {
+            "The curve is in `loss_curve.png`, every step in `metrics.jsonl`."
+        } else {
+            "Every step is in `metrics.jsonl` (no plot: `fit.plot = false`)."
+        };
         md.push_str(&format!(
-            "| saved | `{}` |\n\nThe curve is in `loss_curve.png`, every step in `metrics.jsonl`.\n",
+            "| saved | `{}` |\n\n{curve}\n",
             self.saved.display()
         ));
         md
