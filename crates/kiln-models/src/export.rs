@@ -249,20 +249,15 @@ pub fn save_gguf(
 }
 
 /// llama.cpp's q/k permutation of a `[rows, cols]` weight in the Hugging Face layout (rows
-/// `[head, 2, half]` become `[head, half, 2]`); the inverse of
-/// [`crate::source::reverse_permute_rows`].
+/// `[head, 2, half]` become `[head, half, 2]`): the inverse of the order the loader undoes.
 fn permute_rows(values: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
-    let half = rows / heads / 2;
     let mut out = vec![0f32; values.len()];
-    for h in 0..heads {
-        for j in 0..2 {
-            for d in 0..half {
-                let hf = h * 2 * half + j * half + d;
-                let gguf = h * 2 * half + d * 2 + j;
-                out[gguf * cols..(gguf + 1) * cols]
-                    .copy_from_slice(&values[hf * cols..(hf + 1) * cols]);
-            }
-        }
+    // `order[hf_row]` is the GGUF row the loader reads Hugging Face row `hf_row` from.
+    for (hf, gguf) in crate::source::reverse_permutation(rows, heads)
+        .into_iter()
+        .enumerate()
+    {
+        out[gguf * cols..(gguf + 1) * cols].copy_from_slice(&values[hf * cols..(hf + 1) * cols]);
     }
     out
 }

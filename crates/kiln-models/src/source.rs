@@ -386,7 +386,7 @@ impl GgufSource {
 
 /// The source row of each Hugging Face row under llama.cpp's q/k permutation (see
 /// [`reverse_permute_rows`]).
-fn reverse_permutation(rows: usize, heads: usize) -> Vec<usize> {
+pub(crate) fn reverse_permutation(rows: usize, heads: usize) -> Vec<usize> {
     let half = rows / heads / 2;
     let mut order = vec![0; rows];
     for h in 0..heads {
