@@ -20,6 +20,7 @@ mod merge;
 mod presets;
 mod score;
 mod search;
+mod serve;
 mod train;
 mod util;
 
@@ -120,6 +121,11 @@ enum Command {
     /// for `kiln generate --rag`.
     #[command(subcommand)]
     Index(index::IndexCommand),
+    /// Serve a model and its adapters over an OpenAI-compatible HTTP API.
+    ///
+    /// Example:
+    ///   kiln serve --model assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --adapter dtc=runs/dtc/adapter --port 8080
+    Serve(serve::ServeArgs),
     /// Benchmarks: training-step throughput and peak memory; PEFT methods compared.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -206,6 +212,7 @@ fn main() -> Result<()> {
         Command::Inspect(args) => inspect::run(&cli.device, &args)?,
         Command::Data(command) => data::run(&command)?,
         Command::Index(command) => index::run(&cli.device, &command)?,
+        Command::Serve(args) => serve::run(&cli.device, &args)?,
     }
     Ok(())
 }

@@ -1297,3 +1297,5 @@ fn index_build_query_and_generate_with_rag() {
 
 #[path = "cli/bad_input.rs"]
 mod bad_input;
+#[path = "cli/serve.rs"]
+mod serve;

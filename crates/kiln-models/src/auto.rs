@@ -269,6 +269,26 @@ impl CachedCausalLm for AnyCausalLm {
         delegate!(self, m => m.host_decoder(capacity))
     }
 
+    fn multi_adapter_decoder(
+        &self,
+        adapters: &[&Self],
+        capacity: &[usize],
+    ) -> Option<Box<dyn crate::HostDecoder + '_>> {
+        match self {
+            Self::Llama(base) => {
+                let models: Option<Vec<&LlamaForCausalLM>> = adapters
+                    .iter()
+                    .map(|a| match a {
+                        Self::Llama(m) => Some(m),
+                        Self::Gpt2(_) => None,
+                    })
+                    .collect();
+                base.multi_adapter_decoder(&models?, capacity)
+            }
+            Self::Gpt2(_) => None,
+        }
+    }
+
     fn forward_cached(
         &self,
         input_ids: Tensor<2, Int>,

@@ -186,6 +186,21 @@ pub trait CachedCausalLm: CausalLm + Sync {
         None
     }
 
+    /// A [`host_decoder`](Self::host_decoder) of this model (the base, no adapter active) that
+    /// also holds `adapters` resident: each is this model with one unmerged LoRA adapter
+    /// attached (the base weights shared). A sequence picks its adapter with
+    /// [`HostDecoder::restart`], and sequences of different adapters decode in one step, each
+    /// row adding its own adapter's update to the shared base projections. `None` when the
+    /// model has no host decoder, or an adapter is anything but plain LoRA.
+    fn multi_adapter_decoder(
+        &self,
+        adapters: &[&Self],
+        capacity: &[usize],
+    ) -> Option<Box<dyn HostDecoder + '_>> {
+        let _ = (adapters, capacity);
+        None
+    }
+
     /// Runs `input_ids [batch, new]` after everything already in `cache`, appending to it.
     /// `attention_mask [batch, past + new]` covers all positions (1 = real, 0 = padding).
     /// Returns the final hidden states of the new positions, `[batch, new, hidden]`.
@@ -207,6 +222,21 @@ pub trait HostDecoder: Send {
     /// # Shapes
     /// - `tokens`: one list per sequence; output: `[sequences with tokens, vocab]`
     fn step(&mut self, tokens: &[&[u32]]) -> Vec<f32>;
+
+    /// How many sequences the decoder holds.
+    fn sequences(&self) -> usize;
+
+    /// How many resident adapters it holds
+    /// ([`CachedCausalLm::multi_adapter_decoder`]; 0 otherwise).
+    fn adapters(&self) -> usize;
+
+    /// Empties sequence `seq` (its cache memory kept) for a new sequence decoded with resident
+    /// adapter `adapter` (`None`: the model as loaded). Continuous batching restarts a
+    /// finished sequence's slot for the next request.
+    ///
+    /// # Panics
+    /// When `seq` or `adapter` is out of range.
+    fn restart(&mut self, seq: usize, adapter: Option<usize>);
 }
 
 /// Logits through an output head tied to the `[vocab, hidden]` embedding table `table`.

@@ -72,8 +72,46 @@ pub struct Generation {
     pub finish: FinishReason,
 }
 
+/// Picks the tokens of one sequence by a [`GenerationConfig`]'s rules (temperature, top-k,
+/// top-p, repetition penalty) with a seeded sampler of its own: what [`generate()`] does for a
+/// single prompt, for callers that run the decoding loop themselves (a server's continuous
+/// batch).
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    config: GenerationConfig,
+    rng: ChaCha8Rng,
+}
+
+impl Sampler {
+    /// A sampler seeded with `config.seed`.
+    ///
+    /// # Errors
+    /// An invalid configuration, naming the field.
+    pub fn new(config: GenerationConfig) -> Result<Self> {
+        config.validate()?;
+        let rng = ChaCha8Rng::seed_from_u64(config.seed);
+        Ok(Self { config, rng })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GenerationConfig {
+        &self.config
+    }
+
+    /// The next token from one row of logits (modified in place); `seen` holds the prompt and
+    /// the tokens generated so far (for the repetition penalty).
+    pub fn pick(&mut self, logits: &mut [f32], seen: &[u32]) -> u32 {
+        self.config.pick(logits, seen, &mut self.rng)
+    }
+}
+
 impl GenerationConfig {
-    fn validate(&self) -> Result<()> {
+    /// Checks the ranges: `temperature >= 0`, `top_p` in `(0, 1]`, `top_k >= 1`, a positive
+    /// repetition penalty.
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidConfig`] naming the field.
+    pub fn validate(&self) -> Result<()> {
         let bad = |field: &str, reason: String| {
             Err(ModelError::InvalidConfig {
                 field: field.into(),

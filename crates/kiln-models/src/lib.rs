@@ -61,7 +61,7 @@ pub use causal_lm::{CachedCausalLm, CausalLm, FusedStep, HostBatch, HostDecoder,
 pub use checkpoint::Checkpoint;
 pub use error::{ModelError, Result};
 pub use export::{save_gguf, save_pretrained, save_tokenizer};
-pub use generate::{GenerationConfig, generate};
+pub use generate::{FinishReason, Generation, GenerationConfig, Sampler, generate};
 pub use gpt2::{Gpt2Config, Gpt2LMHeadModel};
 pub use llama::{KvCache, LlamaConfig, LlamaForCausalLM};
 pub use retrieval::{CosineIndex, Hit};

@@ -571,6 +571,15 @@ impl CachedCausalLm for LlamaForCausalLM {
             .map(|d| Box::new(d) as Box<dyn crate::HostDecoder>)
     }
 
+    fn multi_adapter_decoder(
+        &self,
+        adapters: &[&Self],
+        capacity: &[usize],
+    ) -> Option<Box<dyn crate::HostDecoder + '_>> {
+        crate::llama_decode::LlamaDecoder::with_adapters(self, adapters, capacity)
+            .map(|d| Box::new(d) as Box<dyn crate::HostDecoder>)
+    }
+
     fn forward_cached(
         &self,
         input_ids: Tensor<2, Int>,

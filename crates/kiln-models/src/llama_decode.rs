@@ -53,9 +53,15 @@ struct Proj {
     quant: Option<QuantizedMatrix>,
     bias: Option<HostValues>,
     lora: Option<Lora>,
+    /// The LoRA factors of each resident adapter ([`LlamaDecoder::with_adapters`]), applied to
+    /// the rows of the sequences decoded with that adapter.
+    extra: Vec<Option<Lora>>,
     d_in: usize,
     d_out: usize,
 }
+
+/// Rows of one sequence among the `n` rows of a step: `(first row, rows, adapter)`.
+type Group = (usize, usize, Option<usize>);
 
 impl Proj {
     /// `None` when the projection's forward pass holds something this path does not compute.
@@ -96,16 +102,17 @@ impl Proj {
             quant: p.quantized().filter(|_| !p.merged).cloned(),
             bias: p.bias.as_ref().map(|b| HostValues::of(&b.val())),
             lora,
+            extra: Vec::new(),
             d_in: p.d_in(),
             d_out: p.d_out(),
         })
     }
 
-    /// `y = x·W (+ bias) + s·(x·A)·B`.
+    /// `y = x·W (+ bias) + s·(x·A)·B`, with each group's resident adapter added to its rows.
     ///
     /// # Shapes
     /// - `x`: `[n, d_in]`; `y`: `[n, d_out]` (overwritten)
-    fn forward(&self, x: &[f32], n: usize, y: &mut [f32]) {
+    fn forward(&self, x: &[f32], n: usize, y: &mut [f32], groups: &[Group]) {
         let (i, o) = (self.d_in, self.d_out);
         match &self.quant {
             Some(q) if n <= QUANTIZED_MAX_ROWS => q.matmul_into(x, n, y),
@@ -120,11 +127,11 @@ impl Proj {
                 false,
             ),
         }
-        self.finish(x, n, y);
+        self.finish(x, n, y, groups);
     }
 
-    /// Adds the bias and the LoRA update to the base product `y`.
-    fn finish(&self, x: &[f32], n: usize, y: &mut [f32]) {
+    /// Adds the bias and the LoRA updates to the base product `y`.
+    fn finish(&self, x: &[f32], n: usize, y: &mut [f32], groups: &[Group]) {
         let (i, o) = (self.d_in, self.d_out);
         if let Some(bias) = &self.bias {
             for row in y.chunks_exact_mut(o) {
@@ -136,31 +143,46 @@ impl Proj {
         if let Some(l) = &self.lora {
             l.add(x, n, i, o, y);
         }
+        // One sequence's rows at a time: its update takes the path it takes decoded alone.
+        for &(row, rows, adapter) in groups {
+            if let Some(Some(l)) = adapter.and_then(|a| self.extra.get(a)) {
+                l.add(
+                    &x[row * i..(row + rows) * i],
+                    rows,
+                    i,
+                    o,
+                    &mut y[row * o..(row + rows) * o],
+                );
+            }
+        }
     }
 }
 
 /// `ys[i] = projs[i](x)` for projections that read the same input: for one row on blocks,
 /// one parallel region over the rows of all of them (the input prepared once).
-fn forward_many(projs: &[&Proj], x: &[f32], n: usize, ys: &mut [&mut [f32]]) {
+fn forward_many(projs: &[&Proj], x: &[f32], n: usize, ys: &mut [&mut [f32]], groups: &[Group]) {
     let blocks: Option<Vec<&QuantizedMatrix>> = projs.iter().map(|p| p.quant.as_ref()).collect();
     match blocks {
         Some(mats) if n == 1 => {
             QuantizedMatrix::matmul_many(&mats, x, ys);
-            if projs.iter().any(|p| p.lora.is_some()) {
+            if projs
+                .iter()
+                .any(|p| p.lora.is_some() || !p.extra.is_empty())
+            {
                 // The adapters' updates read their `f32` factors: one projection per task.
                 projs
                     .par_iter()
                     .zip(ys.par_iter_mut())
-                    .for_each(|(p, y)| p.finish(x, n, y));
+                    .for_each(|(p, y)| p.finish(x, n, y, groups));
             } else {
                 for (p, y) in projs.iter().zip(ys.iter_mut()) {
-                    p.finish(x, n, y);
+                    p.finish(x, n, y, groups);
                 }
             }
         }
         _ => {
             for (p, y) in projs.iter().zip(ys.iter_mut()) {
-                p.forward(x, n, y);
+                p.forward(x, n, y, groups);
             }
         }
     }
@@ -233,6 +255,8 @@ struct Seq {
     /// Keys and values, `[layers, kvh, cap, hd]` each.
     k: Vec<f32>,
     v: Vec<f32>,
+    /// The resident adapter this sequence decodes with (`None`: the model as loaded).
+    adapter: Option<usize>,
 }
 
 /// The frozen model as host values, and the caches of the sequences it decodes.
@@ -245,6 +269,8 @@ pub(crate) struct LlamaDecoder {
     /// Sliding-window width (0: attend every earlier position).
     window: usize,
     seqs: Vec<Seq>,
+    /// Resident adapters ([`Self::with_adapters`]).
+    adapters: usize,
 }
 
 impl LlamaDecoder {
@@ -273,6 +299,7 @@ impl LlamaDecoder {
             shape,
             window: m.model.sliding_window,
             seqs: Vec::new(),
+            adapters: 0,
         };
         dec.seqs = capacity
             .iter()
@@ -283,9 +310,52 @@ impl LlamaDecoder {
                     cap,
                     k: vec![0.0; size],
                     v: vec![0.0; size],
+                    adapter: None,
                 }
             })
             .collect();
+        Some(dec)
+    }
+
+    /// A decoder of the base model `base` that also holds the LoRA updates of `adapters`
+    /// (each `base` with one unmerged LoRA adapter attached) as resident adapters: sequences
+    /// pick one with [`HostDecoder::restart`], and sequences of different adapters decode in
+    /// one step, the base projections shared. `None` when `base` or an adapter model holds
+    /// something this path does not compute (an adapter other than plain LoRA among them).
+    pub(crate) fn with_adapters(
+        base: &LlamaForCausalLM,
+        adapters: &[&LlamaForCausalLM],
+        capacity: &[usize],
+    ) -> Option<Self> {
+        let mut dec = Self::of(base, capacity)?;
+        if dec
+            .layers
+            .iter()
+            .any(|l| l.projs().any(|p| p.lora.is_some()))
+        {
+            return None;
+        }
+        for (a, model) in adapters.iter().enumerate() {
+            let other = Self::of(model, &[])?;
+            if other.layers.len() != dec.layers.len() {
+                return None;
+            }
+            for (mine, theirs) in dec.layers.iter_mut().zip(other.layers) {
+                for (p, q) in mine.projs_mut().zip(theirs.into_projs()) {
+                    p.extra.resize_with(a, || None);
+                    p.extra.push(q.lora);
+                }
+            }
+            match (&mut dec.head, other.head) {
+                (Head::Proj(p), Head::Proj(q)) => {
+                    p.extra.resize_with(a, || None);
+                    p.extra.push(q.lora);
+                }
+                (Head::Tied(_), Head::Tied(_)) => {}
+                _ => return None,
+            }
+        }
+        dec.adapters = adapters.len();
         Some(dec)
     }
 
@@ -409,6 +479,10 @@ impl LlamaDecoder {
             .iter()
             .flat_map(|&(_, _, t, p0)| (p0..p0 + t).map(|p| p as u32))
             .collect();
+        let groups: Vec<Group> = runs
+            .iter()
+            .map(|&(s, row, t, _)| (row, t, self.seqs[s].adapter))
+            .collect();
         let rope = RopeTable::new(&self.shape.inv_freq, &positions);
         let table = self.embed.as_slice();
         let mut x: Vec<f32> = tokens
@@ -437,6 +511,7 @@ impl LlamaDecoder {
                 &xn,
                 n,
                 &mut [&mut q, &mut k, &mut v],
+                &groups,
             );
             rope.apply(&mut q, h, false);
             rope.apply(&mut k, kvh, false);
@@ -452,12 +527,18 @@ impl LlamaDecoder {
                 }
             }
             self.attention(l, &runs, &q, &k, &v, &mut att, &mut lse);
-            layer.o.forward(&att, n, &mut tmp);
+            layer.o.forward(&att, n, &mut tmp, &groups);
             add(&mut x, &tmp);
             rms_norm_rows(&x, layer.post_norm.as_slice(), self.shape.eps, &mut xn);
-            forward_many(&[&layer.gate, &layer.up], &xn, n, &mut [&mut g, &mut u]);
+            forward_many(
+                &[&layer.gate, &layer.up],
+                &xn,
+                n,
+                &mut [&mut g, &mut u],
+                &groups,
+            );
             swiglu_forward(&g, &u, &mut hb);
-            layer.down.forward(&hb, n, &mut tmp);
+            layer.down.forward(&hb, n, &mut tmp, &groups);
             add(&mut x, &tmp);
         }
         for &(s, _, t, _) in &runs {
@@ -473,7 +554,14 @@ impl LlamaDecoder {
         rms_norm_rows(&last, self.norm.as_slice(), self.shape.eps, &mut normed);
         let mut logits = vec![0.0f32; m * self.shape.vocab];
         match &self.head {
-            Head::Proj(p) => p.forward(&normed, m, &mut logits),
+            Head::Proj(p) => {
+                let last_rows: Vec<Group> = groups
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &(_, _, a))| (i, 1, a))
+                    .collect();
+                p.forward(&normed, m, &mut logits, &last_rows);
+            }
             Head::Tied(Some(qh)) if m <= QUANTIZED_MAX_ROWS => {
                 qh.matmul_into(&normed, m, &mut logits);
             }
@@ -495,6 +583,25 @@ impl LlamaDecoder {
 impl HostDecoder for LlamaDecoder {
     fn step(&mut self, tokens: &[&[u32]]) -> Vec<f32> {
         self.run(tokens)
+    }
+
+    fn sequences(&self) -> usize {
+        self.seqs.len()
+    }
+
+    fn adapters(&self) -> usize {
+        self.adapters
+    }
+
+    fn restart(&mut self, seq: usize, adapter: Option<usize>) {
+        assert!(
+            adapter.is_none_or(|a| a < self.adapters()),
+            "restart: adapter {adapter:?} of {}",
+            self.adapters()
+        );
+        let s = &mut self.seqs[seq];
+        s.len = 0;
+        s.adapter = adapter;
     }
 }
 

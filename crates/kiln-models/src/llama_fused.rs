@@ -305,6 +305,36 @@ pub(crate) struct HostLayer<P> {
 }
 
 impl<P> HostLayer<P> {
+    /// The seven projections, in the order q, k, v, o, gate, up, down.
+    pub(crate) fn projs(&self) -> impl Iterator<Item = &P> {
+        [
+            &self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down,
+        ]
+        .into_iter()
+    }
+
+    /// [`Self::projs`], mutable.
+    pub(crate) fn projs_mut(&mut self) -> impl Iterator<Item = &mut P> {
+        [
+            &mut self.q,
+            &mut self.k,
+            &mut self.v,
+            &mut self.o,
+            &mut self.gate,
+            &mut self.up,
+            &mut self.down,
+        ]
+        .into_iter()
+    }
+
+    /// [`Self::projs`], by value.
+    pub(crate) fn into_projs(self) -> impl Iterator<Item = P> {
+        [
+            self.q, self.k, self.v, self.o, self.gate, self.up, self.down,
+        ]
+        .into_iter()
+    }
+
     /// Every layer of `m` read through `proj`, or `None` as for [`Self::of`] with the final
     /// norm's `ε`.
     pub(crate) fn all(

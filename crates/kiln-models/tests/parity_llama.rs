@@ -441,3 +441,100 @@ fn with_inputs(model: &mut kiln_models::LlamaForCausalLM, inputs: kiln_nn::Input
     });
     model.quantized_head = model.quantized_head.take().map(|q| q.with_inputs(inputs));
 }
+
+/// One decoder holding two LoRA adapters resident: sequences of the base and of each adapter
+/// decode in the same steps, and each one's logits equal those of a decoder of its own model
+/// run on that sequence alone, bit for bit (a restarted slot too), on the quantized fixture's
+/// default (16-bit input) kernels.
+#[test]
+// Sequences, steps and expected logits are indexed together.
+#[allow(clippy::needless_range_loop)]
+fn multi_adapter_decoder_matches_each_model_alone() {
+    use kiln_models::CachedCausalLm;
+    use kiln_peft::lora::InitLoraWeights;
+    use kiln_peft::{LoraConfig, attach_lora};
+    let device = Device::flex();
+    let (_, base) = load_llama(fixture("gguf/tiny-llama-quant.gguf"), &device).unwrap();
+    let lora = |targets: &[&str], seed| {
+        let config = LoraConfig {
+            r: 4,
+            lora_alpha: 8.0,
+            target_modules: targets.iter().map(|t| t.to_string()).collect(),
+            init_lora_weights: InitLoraWeights::Flag(false),
+            ..Default::default()
+        };
+        attach_lora(base.clone(), &config, seed, &device).unwrap().0
+    };
+    let a = lora(&["q_proj", "v_proj"], 3);
+    let b = lora(&["all-linear"], 4);
+    let vocab = base.vocab_size();
+    let prompts: Vec<Vec<u32>> = vec![
+        (0..40).map(|i| (i * 7 + 3) % vocab as u32).collect(),
+        vec![1, 9, 30, 4, 17],
+        vec![2, 5, 8],
+    ];
+    let models = [&base, &a, &b];
+    let adapters = [None, Some(0), Some(1)];
+    // Each (model, prompt) alone: its greedy tokens and every step's logits.
+    let alone = |m: &kiln_models::LlamaForCausalLM, prompt: &[u32]| -> Vec<Vec<f32>> {
+        let mut dec = m.host_decoder(&[64]).unwrap();
+        let mut feed = prompt.to_vec();
+        let mut out = Vec::new();
+        for _ in 0..5 {
+            let l = dec.step(&[&feed]);
+            let next = argmax(&l);
+            out.push(l);
+            feed = vec![next];
+        }
+        out
+    };
+    let mut dec = base
+        .multi_adapter_decoder(&[&a, &b], &[16, 16, 16])
+        .expect("LoRA adapters on flex");
+    assert_eq!((dec.sequences(), dec.adapters()), (3, 2));
+    for round in 0..2 {
+        // Round 0: sequence s decodes with model s; round 1 (slots restarted): rotated.
+        let pick: Vec<usize> = (0..3).map(|s| (s + round) % 3).collect();
+        let want: Vec<Vec<Vec<f32>>> = (0..3)
+            .map(|s| alone(models[pick[s]], &prompts[s]))
+            .collect();
+        for (s, &m) in pick.iter().enumerate() {
+            dec.restart(s, adapters[m]);
+        }
+        let mut feed = prompts.clone();
+        for step in 0..5 {
+            // Prefill: one prompt per call, as the server runs them; then all together.
+            let got: Vec<Vec<f32>> = if step == 0 {
+                (0..3)
+                    .map(|s| {
+                        let mut refs: Vec<&[u32]> = vec![&[]; 3];
+                        refs[s] = &feed[s];
+                        dec.step(&refs)
+                    })
+                    .collect()
+            } else {
+                let refs: Vec<&[u32]> = feed.iter().map(Vec::as_slice).collect();
+                dec.step(&refs).chunks(vocab).map(<[f32]>::to_vec).collect()
+            };
+            for s in 0..3 {
+                assert!(
+                    got[s] == want[s][step],
+                    "round {round}, step {step}, sequence {s} (model {}): logits differ",
+                    pick[s]
+                );
+                feed[s] = vec![argmax(&got[s])];
+            }
+        }
+    }
+    // The adapters do change the logits.
+    assert!(alone(&a, &prompts[1])[0] != alone(&base, &prompts[1])[0]);
+    assert!(alone(&b, &prompts[1])[0] != alone(&a, &prompts[1])[0]);
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    v.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .unwrap()
+        .0 as u32
+}

@@ -64,6 +64,13 @@ impl QuantizedMatrix {
             i16_avx512::rows_dot(self, first, xq, out);
             return;
         }
+        // A decoding batch: each row summed as the one-row kernel sums it, so a sequence's
+        // result does not depend on the batch it is decoded in.
+        #[cfg(target_arch = "x86_64")]
+        if xq.n <= i16_avx512::MAX_INPUTS && i16_avx512::available() {
+            i16_avx512::rows_dot_many(self, first, xq, out);
+            return;
+        }
         #[cfg(target_arch = "x86_64")]
         if avx2::available() {
             i16_avx2::rows_dot(self, first, xq, out);

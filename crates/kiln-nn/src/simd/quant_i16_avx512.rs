@@ -2,7 +2,8 @@
 //! input row (decoding one sequence): each block's 32 weights widen into one 512-bit vector of
 //! `i16`, one `_mm512_madd_epi16` multiplies them by the input block, and one multiply-add by
 //! both scales turns the 16 partial sums into `f32`. Q5_0's fifth bits are a 32-bit mask, added
-//! under that mask.
+//! under that mask. [`rows_dot_many`] takes up to 16 input rows (a decoding batch) and sums
+//! each output exactly as the one-row kernel does.
 //!
 //! The safe functions of [`crate::quant`] call these kernels only after [`available`] confirmed
 //! the CPU features, and the kernels assert the lengths of their slices before reading them.
@@ -34,6 +35,58 @@ pub(crate) fn rows_dot(m: &QuantizedMatrix, first: usize, xq: &Q16Input, out: &m
     // confirmed that `data` holds exactly `out.len() · nb` blocks of the format and `xq` one row
     // of `nb` quantized blocks, and every load below stays inside them.
     unsafe { by_format!(m.format, rows(data, nb, xq, out)) }
+}
+
+/// Input rows [`rows_dot_many`] takes at most.
+pub(crate) const MAX_INPUTS: usize = 16;
+
+/// `out[i·n + j] = W[first + i] · x[j]` for the `out.len() / n` rows from `first`, with the
+/// `n` (at most [`MAX_INPUTS`]) input rows quantized in `xq`: each block of a weight row is
+/// widened once for all input rows, and each output is summed in the order [`rows_dot`] sums
+/// it, so a row's result does not depend on the other rows decoded with it.
+pub(crate) fn rows_dot_many(m: &QuantizedMatrix, first: usize, xq: &Q16Input, out: &mut [f32]) {
+    assert!(available() && (1..=MAX_INPUTS).contains(&xq.n));
+    let (data, nb) = checked_blocks(m, first, xq, out.len());
+    // SAFETY: as in `rows_dot`, for `n` input rows of `nb` blocks each.
+    unsafe { by_format!(m.format, rows_many(data, nb, xq, out)) }
+}
+
+/// The rows of format `F` against every input row, one weight row at a time.
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+unsafe fn rows_many<const F: u8>(data: &[u8], nb: usize, xq: &Q16Input, out: &mut [f32]) {
+    let n = xq.n;
+    let bb = block_bytes(F);
+    let stride = nb * bb;
+    for (r, o) in out.chunks_exact_mut(n).enumerate() {
+        let mut t = [_mm512_setzero_ps(); MAX_INPUTS];
+        let mut h = [_mm_setzero_ps(); MAX_INPUTS];
+        for b in 0..nb {
+            // SAFETY: block `b` of row `r` exists and the input has `n` rows of `nb` blocks
+            // (the caller checked the lengths).
+            unsafe {
+                let a = data.as_ptr().add(r * stride + b * bb);
+                let dm = header(a);
+                let w = weights::<F>(a);
+                let d = _mm_cvtss_f32(dm);
+                for j in 0..n {
+                    let k = j * nb + b;
+                    let x = _mm512_loadu_si512(xq.qs.as_ptr().add(k * QUANT_BLOCK).cast());
+                    let (dx, xsum) = (*xq.d.get_unchecked(k), *xq.sum.get_unchecked(k));
+                    let s = _mm512_madd_epi16(w, x);
+                    let scale = _mm512_set1_ps(d * dx);
+                    t[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, t[j]);
+                    if F != 2 {
+                        h[j] = _mm_fmadd_ps(dm, _mm_set1_ps(xsum), h[j]);
+                    }
+                }
+            }
+        }
+        for j in 0..n {
+            let lo = _mm512_castps512_ps256(t[j]);
+            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(t[j]), 1));
+            o[j] = finish::<F>(_mm256_add_ps(lo, hi), h[j]);
+        }
+    }
 }
 
 /// The block's 32 weights as 32 `i16` in value order (unsigned 4- or 5-bit values for Q4_0,
