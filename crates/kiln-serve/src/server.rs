@@ -434,7 +434,13 @@ fn finish_prepare(
                     "this model's context is {ctx} tokens; the prompt has {}",
                     prompt.len()
                 ),
-                param: Some("messages".into()),
+                param: Some(
+                    match kind {
+                        Kind::Chat => "messages",
+                        Kind::Completion => "prompt",
+                    }
+                    .into(),
+                ),
                 code: Some("context_length_exceeded"),
             });
         }

@@ -364,6 +364,13 @@ fn serve_on_the_tiny_model() {
     assert_eq!(v["error"]["code"], "context_length_exceeded");
     let msg = v["error"]["message"].as_str().unwrap();
     assert!(msg.contains("128") && msg.contains("200"), "{msg}");
+    let long = "code ".repeat(130);
+    let (status, v) = server.post("/v1/completions", Some(key), &json!({"prompt": long}));
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(
+        (&v["error"]["code"], &v["error"]["param"]),
+        (&json!("context_length_exceeded"), &json!("prompt"))
+    );
     let resp = client
         .post(format!("{}/v1/chat/completions", server.url))
         .bearer_auth(key)
