@@ -85,10 +85,14 @@ impl Metrics {
 
     /// Counts an error response.
     pub fn error(&self, status: u16) {
-        let i = STATUSES
-            .iter()
-            .position(|s| *s == status.to_string())
-            .unwrap_or(STATUSES.len() - 1);
+        let i = match status {
+            400 => 0,
+            401 => 1,
+            404 => 2,
+            429 => 3,
+            500 => 4,
+            _ => 5,
+        };
         self.errors[i].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -96,74 +100,75 @@ impl Metrics {
     /// sequences they advanced.
     pub fn render(&self, queued: usize, running: usize, steps: usize, rows: usize) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP kiln_requests_total Requests received, per endpoint.\n# TYPE kiln_requests_total counter"
-        );
-        for (name, c) in ENDPOINTS.iter().zip(&self.requests) {
-            let _ = writeln!(
-                out,
-                "kiln_requests_total{{endpoint=\"{name}\"}} {}",
-                c.load(Ordering::Relaxed)
-            );
+        let families = [
+            (
+                "kiln_requests_total",
+                "Requests received, per endpoint.",
+                "endpoint",
+                &ENDPOINTS[..],
+                &self.requests[..],
+            ),
+            (
+                "kiln_request_errors_total",
+                "Error responses, per HTTP status.",
+                "status",
+                &STATUSES[..],
+                &self.errors[..],
+            ),
+        ];
+        for (name, help, label, values, counts) in families {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (v, c) in values.iter().zip(counts) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{{label}=\"{v}\"}} {}",
+                    c.load(Ordering::Relaxed)
+                );
+            }
         }
-        let _ = writeln!(
-            out,
-            "# HELP kiln_request_errors_total Error responses, per HTTP status.\n# TYPE kiln_request_errors_total counter"
-        );
-        for (name, c) in STATUSES.iter().zip(&self.errors) {
-            let _ = writeln!(
-                out,
-                "kiln_request_errors_total{{status=\"{name}\"}} {}",
-                c.load(Ordering::Relaxed)
-            );
-        }
-        let counters = [
+        let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let samples = [
             (
                 "kiln_prompt_tokens_total",
                 "Prompt tokens of admitted requests.",
-                &self.prompt_tokens,
+                "counter",
+                count(&self.prompt_tokens),
             ),
             (
                 "kiln_generated_tokens_total",
                 "Tokens generated.",
-                &self.generated_tokens,
+                "counter",
+                count(&self.generated_tokens),
             ),
-        ];
-        for (name, help, c) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                c.load(Ordering::Relaxed)
-            );
-        }
-        let gauges = [
             (
                 "kiln_queue_depth",
                 "Requests waiting for a decoding slot.",
-                queued,
+                "gauge",
+                queued as u64,
             ),
-            ("kiln_running_requests", "Requests decoding now.", running),
-        ];
-        for (name, help, v) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        }
-        let steps = [
+            (
+                "kiln_running_requests",
+                "Requests decoding now.",
+                "gauge",
+                running as u64,
+            ),
             (
                 "kiln_decode_steps_total",
                 "Batched decode steps (prefills not counted).",
-                steps,
+                "counter",
+                steps as u64,
             ),
             (
                 "kiln_decode_rows_total",
                 "Sequences advanced by decode steps (rows / steps: the mean batch).",
-                rows,
+                "counter",
+                rows as u64,
             ),
         ];
-        for (name, help, v) in steps {
+        for (name, help, kind, v) in samples {
             let _ = writeln!(
                 out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
             );
         }
         self.time_to_first_token.render(

@@ -302,18 +302,31 @@ struct Prepared {
 }
 
 async fn chat(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    s.metrics.request(Endpoint::Chat);
-    let arrived = Instant::now();
-    match prepare_chat(&s, &headers, &body) {
-        Ok(p) => respond(s, p, arrived).await,
-        Err(e) => s.fail(e),
-    }
+    generation(s, Endpoint::Chat, prepare_chat, &headers, &body).await
 }
 
 async fn completions(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    s.metrics.request(Endpoint::Completions);
+    generation(
+        s,
+        Endpoint::Completions,
+        prepare_completion,
+        &headers,
+        &body,
+    )
+    .await
+}
+
+/// Counts the request, prepares it with `prepare` and answers it (or the error).
+async fn generation(
+    s: Arc<AppState>,
+    endpoint: Endpoint,
+    prepare: fn(&AppState, &HeaderMap, &[u8]) -> std::result::Result<Prepared, ApiError>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    s.metrics.request(endpoint);
     let arrived = Instant::now();
-    match prepare_completion(&s, &headers, &body) {
+    match prepare(&s, headers, body) {
         Ok(p) => respond(s, p, arrived).await,
         Err(e) => s.fail(e),
     }

@@ -181,6 +181,70 @@ impl Drop for Served {
     }
 }
 
+/// The value of the sample `name` (with its labels) in a Prometheus text page.
+fn metric(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name).map(|v| v.trim().parse().unwrap()))
+        .unwrap_or_else(|| panic!("{name} missing:\n{page}"))
+}
+
+/// `kiln generate`'s answer, one at a time, to each prompt with each model (`None`: the base
+/// alone), as `(model name, prompt, answer)`.
+fn generate_each<'a>(
+    dir: &Path,
+    model: &str,
+    chat: bool,
+    models: &[(&'a str, Option<&Path>)],
+    prompts: &[&'a str],
+    max_new: usize,
+) -> Vec<(&'a str, &'a str, String)> {
+    let n = max_new.to_string();
+    let mut expected = Vec::new();
+    for &(name, adapter) in models {
+        for &p in prompts {
+            let mut args = vec!["generate", "--model", model, "--prompt", p];
+            args.extend(["--max-new-tokens", n.as_str()]);
+            if chat {
+                args.push("--chat");
+            }
+            if let Some(ad) = adapter {
+                args.extend(["--adapter", ad.to_str().unwrap()]);
+            }
+            expected.push((name, p, generated(&ok(&args, dir))));
+        }
+    }
+    expected
+}
+
+/// Sends one request per expected answer, all at once (a thread each, so that they decode
+/// together), checks that each gets its expected answer, and returns the responses.
+fn all_at_once(
+    server: &Arc<Served>,
+    path: &'static str,
+    key: Option<&'static str>,
+    expected: &[(&str, &str, String)],
+    body: impl Fn(&str, &str) -> Value,
+) -> Vec<Value> {
+    let handles: Vec<_> = expected
+        .iter()
+        .map(|(name, p, _)| {
+            let s = Arc::clone(server);
+            let body = body(name, p);
+            std::thread::spawn(move || s.post(path, key, &body))
+        })
+        .collect();
+    expected
+        .iter()
+        .zip(handles)
+        .map(|((name, p, want), h)| {
+            let (status, v) = h.join().unwrap();
+            assert_eq!(status, 200, "{v}");
+            assert_eq!(&answer(&v), want, "model {name}, prompt {p:?}");
+            v
+        })
+        .collect()
+}
+
 /// The text `kiln generate` printed for one prompt (its trailing newline removed).
 fn generated(stdout: &str) -> String {
     stdout.strip_suffix('\n').unwrap_or(stdout).to_string()
@@ -244,19 +308,12 @@ fn serve_on_the_tiny_model() {
         "system too",
     ];
     let max_new = 12;
-    // One at a time through `kiln generate`.
-    let mut expected = Vec::new();
-    for (name, adapter) in [("tiny", None), ("a", Some(&a)), ("b", Some(&b))] {
-        for p in prompts {
-            let n = max_new.to_string();
-            let mut args = vec!["generate", "--model", "tiny-model", "--prompt", p];
-            args.extend(["--max-new-tokens", n.as_str()]);
-            if let Some(ad) = adapter {
-                args.extend(["--adapter", ad.to_str().unwrap()]);
-            }
-            expected.push((name, p, generated(&ok(&args, dir))));
-        }
-    }
+    let models = [
+        ("tiny", None),
+        ("a", Some(a.as_path())),
+        ("b", Some(b.as_path())),
+    ];
+    let expected = generate_each(dir, "tiny-model", false, &models, &prompts, max_new);
     let distinct: std::collections::BTreeSet<&str> =
         expected.iter().map(|e| e.2.as_str()).collect();
     assert!(
@@ -288,18 +345,14 @@ fn serve_on_the_tiny_model() {
     assert_eq!(status, 200, "{health}");
     // Every request at once, from its own thread.
     let server = Arc::new(server);
-    let handles: Vec<_> = expected
-        .iter()
-        .map(|(name, p, _)| {
-            let s = Arc::clone(&server);
-            let body = json!({"model": name, "prompt": p, "max_tokens": max_new, "temperature": 0});
-            std::thread::spawn(move || s.post("/v1/completions", Some(key), &body))
-        })
-        .collect();
-    for ((name, p, want), h) in expected.iter().zip(handles) {
-        let (status, v) = h.join().unwrap();
-        assert_eq!(status, 200, "{v}");
-        assert_eq!(&answer(&v), want, "model {name}, prompt {p:?}");
+    let answers = all_at_once(
+        &server,
+        "/v1/completions",
+        Some(key),
+        &expected,
+        |name, p| json!({"model": name, "prompt": p, "max_tokens": max_new, "temperature": 0}),
+    );
+    for ((name, _, _), v) in expected.iter().zip(answers) {
         assert_eq!(v["model"], json!(name));
         assert_eq!(v["object"], "text_completion");
         let usage = &v["usage"];
@@ -400,12 +453,7 @@ fn serve_on_the_tiny_model() {
     // Metrics count what happened.
     let (status, metrics) = server.get("/metrics");
     assert_eq!(status, 200);
-    let value = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().parse().unwrap()))
-            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
-    };
+    let value = |name: &str| metric(&metrics, name);
     assert!(value("kiln_requests_total{endpoint=\"completions\"}") >= 17.0);
     assert_eq!(value("kiln_request_errors_total{status=\"401\"}"), 1.0);
     assert!(value("kiln_generated_tokens_total") > 0.0);
@@ -440,18 +488,12 @@ fn serve_on_the_assets() {
     let questions = ["What does P0300 mean?", "Name a primary color."];
     let max_new = 16;
     let model = gguf.to_str().unwrap();
-    let mut expected = Vec::new();
-    for (name, adapter) in [("smol", None), ("a", Some(&a)), ("b", Some(&b))] {
-        for q in questions {
-            let n = max_new.to_string();
-            let mut args = vec!["generate", "--model", model, "--chat", "--prompt", q];
-            args.extend(["--max-new-tokens", n.as_str()]);
-            if let Some(ad) = adapter {
-                args.extend(["--adapter", ad.to_str().unwrap()]);
-            }
-            expected.push((name, q, generated(&ok(&args, dir))));
-        }
-    }
+    let models = [
+        ("smol", None),
+        ("a", Some(a.as_path())),
+        ("b", Some(b.as_path())),
+    ];
+    let expected = generate_each(dir, model, true, &models, &questions, max_new);
     let distinct: std::collections::BTreeSet<&str> =
         expected.iter().map(|e| e.2.as_str()).collect();
     assert!(
@@ -478,29 +520,23 @@ fn serve_on_the_assets() {
         dir,
     );
     let server = Arc::new(server);
-    let handles: Vec<_> = expected
+    let answers = all_at_once(
+        &server,
+        "/v1/chat/completions",
+        None,
+        &expected,
+        |name, q| {
+            json!({"model": name, "temperature": 0, "max_tokens": max_new,
+            "messages": [{"role": "user", "content": q}]})
+        },
+    );
+    let ids: Vec<String> = answers
         .iter()
-        .map(|(name, q, _)| {
-            let s = Arc::clone(&server);
-            let body = json!({"model": name, "temperature": 0, "max_tokens": max_new,
-                "messages": [{"role": "user", "content": q}]});
-            std::thread::spawn(move || s.post("/v1/chat/completions", None, &body))
-        })
+        .map(|v| v["id"].as_str().unwrap().to_string())
         .collect();
-    let mut ids = Vec::new();
-    for ((name, q, want), h) in expected.iter().zip(handles) {
-        let (status, v) = h.join().unwrap();
-        assert_eq!(status, 200, "{v}");
-        assert_eq!(&answer(&v), want, "model {name}, question {q:?}");
-        ids.push(v["id"].as_str().unwrap().to_string());
-    }
     // They were decoded together: more sequences advanced than steps were run.
     let (_, m) = server.get("/metrics");
-    let counter = |name: &str| -> f64 {
-        m.lines()
-            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().parse().unwrap()))
-            .unwrap_or_else(|| panic!("{name} missing:\n{m}"))
-    };
+    let counter = |name: &str| metric(&m, name);
     let (steps, rows) = (
         counter("kiln_decode_steps_total"),
         counter("kiln_decode_rows_total"),
@@ -595,17 +631,8 @@ fn serve_one_at_a_time_for_other_adapters() {
     let ia3 =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-models/tests/fixtures/peft/llama-ia3");
     let prompts = ["code P0300 means :", "P0171 ?"];
-    let mut expected = Vec::new();
-    for (name, adapter) in [("tiny", None), ("ia3", Some(&ia3))] {
-        for p in prompts {
-            let mut args = vec!["generate", "--model", "tiny-model", "--prompt", p];
-            args.extend(["--max-new-tokens", "16"]);
-            if let Some(ad) = adapter {
-                args.extend(["--adapter", ad.to_str().unwrap()]);
-            }
-            expected.push((name, p, generated(&ok(&args, dir))));
-        }
-    }
+    let models = [("tiny", None), ("ia3", Some(ia3.as_path()))];
+    let expected = generate_each(dir, "tiny-model", false, &models, &prompts, 16);
     let server = Served::start(
         &[
             "--model",
@@ -623,19 +650,13 @@ fn serve_one_at_a_time_for_other_adapters() {
         server.log()
     );
     let server = Arc::new(server);
-    let handles: Vec<_> = expected
-        .iter()
-        .map(|(name, p, _)| {
-            let s = Arc::clone(&server);
-            let body = json!({"model": name, "prompt": p, "max_tokens": 16, "temperature": 0});
-            std::thread::spawn(move || s.post("/v1/completions", None, &body))
-        })
-        .collect();
-    for ((name, p, want), h) in expected.iter().zip(handles) {
-        let (status, v) = h.join().unwrap();
-        assert_eq!(status, 200, "{v}");
-        assert_eq!(&answer(&v), want, "model {name}, prompt {p:?}");
-    }
+    all_at_once(
+        &server,
+        "/v1/completions",
+        None,
+        &expected,
+        |name, p| json!({"model": name, "prompt": p, "max_tokens": 16, "temperature": 0}),
+    );
     let (chunks, done) = server.stream(
         "/v1/completions",
         None,

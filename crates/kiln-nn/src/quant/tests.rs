@@ -417,11 +417,27 @@ fn matmul_many_equals_one_matmul_each() {
 
 /// A row's product does not depend on the other rows multiplied with it (a decoding batch of
 /// up to `QUANTIZED_MAX_ROWS` rows gives each sequence the bits it gets alone), for every
-/// 32-value format and input kind.
+/// 32-value format and input kind, and the k-quants.
 #[test]
 fn a_rows_product_does_not_depend_on_its_batch() {
     let mut rng = ChaCha8Rng::seed_from_u64(12);
-    let (rows, cols) = (37, 96);
+    let rows = 37;
+    // Row `j` of an `n`-row product against that row alone, for each `n`.
+    let check = |m: &QuantizedMatrix, what: &str, rng: &mut ChaCha8Rng| {
+        let cols = m.cols();
+        for n in [2, 3, 7, QUANTIZED_MAX_ROWS] {
+            let x: Vec<f32> = (0..n * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let all = m.matmul(&x, n);
+            for j in 0..n {
+                let one = m.matmul(&x[j * cols..(j + 1) * cols], 1);
+                assert!(
+                    all[j * rows..(j + 1) * rows] == one[..],
+                    "{what}: row {j} of {n} differs from the row alone"
+                );
+            }
+        }
+    };
+    let cols = 96;
     for format in [
         QuantFormat::Q4_0,
         QuantFormat::Q4_1,
@@ -433,34 +449,14 @@ fn a_rows_product_does_not_depend_on_its_batch() {
             let m = QuantizedMatrix::from_gguf_blocks(format, rows, cols, &data)
                 .unwrap()
                 .with_inputs(inputs);
-            for n in [2, 3, 7, QUANTIZED_MAX_ROWS] {
-                let x: Vec<f32> = (0..n * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
-                let all = m.matmul(&x, n);
-                for j in 0..n {
-                    let one = m.matmul(&x[j * cols..(j + 1) * cols], 1);
-                    assert!(
-                        all[j * rows..(j + 1) * rows] == one[..],
-                        "{format:?} {inputs:?}: row {j} of {n} differs from the row alone"
-                    );
-                }
-            }
+            check(&m, &format!("{format:?} {inputs:?}"), &mut rng);
         }
     }
     let cols = 512;
     for format in [QuantFormat::Q4_K, QuantFormat::Q5_K, QuantFormat::Q6_K] {
         let data = random_k_blocks(format, rows * cols / 256, &mut rng);
         let m = QuantizedMatrix::from_gguf_blocks(format, rows, cols, &data).unwrap();
-        for n in [2, 5, QUANTIZED_MAX_ROWS] {
-            let x: Vec<f32> = (0..n * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
-            let all = m.matmul(&x, n);
-            for j in 0..n {
-                let one = m.matmul(&x[j * cols..(j + 1) * cols], 1);
-                assert!(
-                    all[j * rows..(j + 1) * rows] == one[..],
-                    "{format:?}: row {j} of {n} differs from the row alone"
-                );
-            }
-        }
+        check(&m, &format!("{format:?}"), &mut rng);
     }
 }
 

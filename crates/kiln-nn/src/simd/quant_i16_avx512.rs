@@ -82,11 +82,19 @@ unsafe fn rows_many<const F: u8>(data: &[u8], nb: usize, xq: &Q16Input, out: &mu
             }
         }
         for j in 0..n {
-            let lo = _mm512_castps512_ps256(t[j]);
-            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(t[j]), 1));
-            o[j] = finish::<F>(_mm256_add_ps(lo, hi), h[j]);
+            o[j] = total::<F>(t[j], h[j]);
         }
     }
+}
+
+/// One output from its 16 `f32` lanes `t` and the offset term `h`: the halves added, then
+/// [`finish`].
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+fn total<const F: u8>(t: __m512, h: __m128) -> f32 {
+    let lo = _mm512_castps512_ps256(t);
+    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(t), 1));
+    finish::<F>(_mm256_add_ps(lo, hi), h)
 }
 
 /// The block's 32 weights as 32 `i16` in value order (unsigned 4- or 5-bit values for Q4_0,
@@ -168,8 +176,6 @@ unsafe fn group<const F: u8, const R: usize>(
         }
     }
     for i in 0..R {
-        let lo = _mm512_castps512_ps256(t[i]);
-        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(t[i]), 1));
-        out[i] = finish::<F>(_mm256_add_ps(lo, hi), h[i]);
+        out[i] = total::<F>(t[i], h[i]);
     }
 }
