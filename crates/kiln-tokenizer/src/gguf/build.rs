@@ -67,6 +67,18 @@ impl Tokenizer {
                 format!("{} scores for {n} tokens", scores.len()),
             ));
         }
+        if let Some((id, _)) = spec
+            .scores
+            .iter()
+            .flatten()
+            .enumerate()
+            .find(|(_, score)| score.is_nan())
+        {
+            return Err(spec_error(
+                SCORES,
+                format!("the score of token {id} ({:?}) is NaN", spec.tokens[id]),
+            ));
+        }
         let bos = check_id("tokenizer.ggml.bos_token_id", spec.bos_token_id, n)?;
         let eos = check_id("tokenizer.ggml.eos_token_id", spec.eos_token_id, n)?;
         let unk = check_id("tokenizer.ggml.unknown_token_id", spec.unknown_token_id, n)?;

@@ -73,6 +73,18 @@ fn malformed_specs_name_the_field() {
         .to_string();
     assert!(err.contains("tokenizer.ggml.eos_token_id"), "{err}");
 
+    let nan_score = GgufTokenizerSpec {
+        scores: Some(vec![0.0, f32::NAN]),
+        ..GgufTokenizerSpec::new("llama", strings(&["a", "b"]))
+    };
+    let err = Tokenizer::from_gguf_spec(&nan_score)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tokenizer.ggml.scores") && err.contains("token 1"),
+        "{err}"
+    );
+
     let types = GgufTokenizerSpec {
         merges: Some(vec![]),
         token_types: Some(vec![1]),
