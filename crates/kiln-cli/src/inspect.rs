@@ -52,6 +52,24 @@ pub fn run(device: &DeviceArg, args: &InspectArgs) -> Result<()> {
                 c.tie_word_embeddings
             );
         }
+        AnyConfig::Gemma3(c) => {
+            let sliding = (0..c.num_hidden_layers)
+                .filter(|&l| c.is_sliding(l))
+                .count();
+            println!(
+                "layers: {} ({sliding} with a {}-token sliding window), hidden: {}, intermediate: {}, heads: {} (kv {}, width {}), vocab: {}, rope_theta: {} (local {})",
+                c.num_hidden_layers,
+                c.sliding_window,
+                c.hidden_size,
+                c.intermediate_size,
+                c.num_attention_heads,
+                c.num_key_value_heads,
+                c.head_dim,
+                c.vocab_size,
+                c.rope_theta,
+                c.rope_local_base_freq
+            );
+        }
         AnyConfig::Gpt2(c) => {
             println!(
                 "layers: {}, hidden: {}, heads: {}, positions: {}, vocab: {}",

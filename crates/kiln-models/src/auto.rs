@@ -10,12 +10,14 @@ use kiln_nn::adapter::PromptEncoder;
 use kiln_nn::{AdapterTarget, ModelGeometry};
 use kiln_tokenizer::{GgufTokenizerSpec, Tokenizer};
 
-use crate::checkpoint::{Checkpoint, gpt2_from_gguf, llama_from_gguf, read_hf_config};
+use crate::checkpoint::{
+    Checkpoint, gemma3_from_gguf, gpt2_from_gguf, llama_from_gguf, read_hf_config,
+};
 use crate::gguf::{GgufFile, GgufValue};
 use crate::source::SafetensorsDir;
 use crate::{
-    CachedCausalLm, CausalLm, Gpt2Config, Gpt2LMHeadModel, KvCache, LlamaConfig, LlamaForCausalLM,
-    LmInput, ModelError, Result,
+    CachedCausalLm, CausalLm, Gemma3Config, Gemma3ForCausalLM, Gpt2Config, Gpt2LMHeadModel,
+    KvCache, LlamaConfig, LlamaForCausalLM, LmInput, ModelError, Result,
 };
 
 /// Any decoder architecture kiln implements, behind the common traits.
@@ -27,6 +29,8 @@ pub enum AnyCausalLm {
     Llama(LlamaForCausalLM),
     /// GPT-2.
     Gpt2(Gpt2LMHeadModel),
+    /// Gemma 3 (text).
+    Gemma3(Gemma3ForCausalLM),
 }
 
 /// The configuration of an [`AnyCausalLm`].
@@ -36,6 +40,8 @@ pub enum AnyConfig {
     Llama(LlamaConfig),
     /// GPT-2.
     Gpt2(Gpt2Config),
+    /// Gemma 3 (text).
+    Gemma3(Gemma3Config),
 }
 
 impl AnyConfig {
@@ -44,6 +50,7 @@ impl AnyConfig {
         match self {
             Self::Llama(c) => &c.model_type,
             Self::Gpt2(_) => "gpt2",
+            Self::Gemma3(c) => &c.model_type,
         }
     }
 }
@@ -120,18 +127,31 @@ pub fn load_model(path: impl AsRef<Path>, device: &Device) -> Result<(AnyConfig,
                     let m = Gpt2LMHeadModel::from_source(&cfg, &source, device)?;
                     Ok((AnyConfig::Gpt2(cfg), AnyCausalLm::Gpt2(m)))
                 }
+                "gemma3_text" | "gemma3" => {
+                    let cfg = Gemma3Config::from_json_str(&text, &cfg_path)?;
+                    let source = SafetensorsDir::open(&dir)?;
+                    let m = Gemma3ForCausalLM::from_source(&cfg, &source, device)?;
+                    Ok((AnyConfig::Gemma3(cfg), AnyCausalLm::Gemma3(m)))
+                }
                 other => Err(ModelError::UnsupportedArchitecture {
                     path: cfg_path,
                     architecture: other.into(),
-                    supported: "llama, mistral, qwen2, gpt2".into(),
+                    supported: "llama, mistral, qwen2, gemma3_text, gpt2".into(),
                 }),
             }
         }
         Checkpoint::Gguf(file_path) => {
             let file = GgufFile::open(&file_path)?;
-            if file.get_str("general.architecture").ok() == Some("gpt2") {
-                let (cfg, m) = gpt2_from_gguf(file, device)?;
-                return Ok((AnyConfig::Gpt2(cfg), AnyCausalLm::Gpt2(m)));
+            match file.get_str("general.architecture").ok() {
+                Some("gpt2") => {
+                    let (cfg, m) = gpt2_from_gguf(file, device)?;
+                    return Ok((AnyConfig::Gpt2(cfg), AnyCausalLm::Gpt2(m)));
+                }
+                Some("gemma3") => {
+                    let (cfg, m) = gemma3_from_gguf(file, device)?;
+                    return Ok((AnyConfig::Gemma3(cfg), AnyCausalLm::Gemma3(m)));
+                }
+                _ => {}
             }
             let (cfg, m) = llama_from_gguf(file, device)?;
             Ok((AnyConfig::Llama(cfg), AnyCausalLm::Llama(m)))
@@ -216,6 +236,7 @@ macro_rules! delegate {
         match $self {
             AnyCausalLm::Llama($m) => $e,
             AnyCausalLm::Gpt2($m) => $e,
+            AnyCausalLm::Gemma3($m) => $e,
         }
     };
 }
@@ -280,12 +301,12 @@ impl CachedCausalLm for AnyCausalLm {
                     .iter()
                     .map(|a| match a {
                         Self::Llama(m) => Some(m),
-                        Self::Gpt2(_) => None,
+                        Self::Gpt2(_) | Self::Gemma3(_) => None,
                     })
                     .collect();
                 base.multi_adapter_decoder(&models?, capacity)
             }
-            Self::Gpt2(_) => None,
+            Self::Gpt2(_) | Self::Gemma3(_) => None,
         }
     }
 
@@ -330,6 +351,10 @@ impl AdapterTarget for AnyCausalLm {
 
     fn has_other_biases(&self) -> bool {
         delegate!(self, m => m.has_other_biases())
+    }
+
+    fn peft_model_type(&self) -> Option<&str> {
+        delegate!(self, m => m.peft_model_type())
     }
 
     fn clear_quantized(&mut self) {

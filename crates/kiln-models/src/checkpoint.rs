@@ -7,7 +7,10 @@ use kiln_nn::AdapterTarget;
 
 use crate::gguf::GgufFile;
 use crate::source::GgufSource;
-use crate::{Gpt2Config, Gpt2LMHeadModel, LlamaConfig, LlamaForCausalLM, ModelError, Result};
+use crate::{
+    Gemma3Config, Gemma3ForCausalLM, Gpt2Config, Gpt2LMHeadModel, LlamaConfig, LlamaForCausalLM,
+    ModelError, Result,
+};
 
 /// What a checkpoint path is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +113,23 @@ pub(crate) fn llama_from_gguf(
     if model.lm_head.is_none() {
         model.quantized_head = source.quantized("model.embed_tokens.weight")?;
     }
+    Ok((cfg, model))
+}
+
+/// A Gemma 3 model from a GGUF file of llama.cpp's `gemma3` architecture, keeping the
+/// block-quantized weights (and the tied head's) next to the dequantized ones.
+///
+/// # Errors
+/// Missing or mistyped metadata, tensors that do not fit, or bad quantized blocks, naming them.
+pub(crate) fn gemma3_from_gguf(
+    file: GgufFile,
+    device: &Device,
+) -> Result<(Gemma3Config, Gemma3ForCausalLM)> {
+    let cfg = Gemma3Config::from_gguf(&file)?;
+    let source = GgufSource::gemma3(file);
+    let mut model = Gemma3ForCausalLM::from_source(&cfg, &source, device)?;
+    attach_quantized(&mut model, &source)?;
+    model.quantized_head = source.quantized("model.embed_tokens.weight")?;
     Ok((cfg, model))
 }
 

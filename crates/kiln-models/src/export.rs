@@ -104,6 +104,12 @@ pub fn save_pretrained(
             m.export_tensors(&mut tensors);
             j
         }
+        (AnyCausalLm::Gemma3(m), AnyConfig::Gemma3(c)) => {
+            let mut j = serde_json::to_value(c).map_err(|e| json_err(dir, e))?;
+            j["architectures"] = serde_json::json!(["Gemma3ForCausalLM"]);
+            m.export_tensors(&mut tensors);
+            j
+        }
         (AnyCausalLm::Gpt2(m), AnyConfig::Gpt2(c)) => {
             let mut j = serde_json::to_value(c).map_err(|e| json_err(dir, e))?;
             j["architectures"] = serde_json::json!(["GPT2LMHeadModel"]);

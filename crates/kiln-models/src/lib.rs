@@ -10,8 +10,9 @@
 //! # Layout
 //!
 //! - Architectures, one file each: [`llama`] (Llama, SmolLM, Mistral, Qwen2; its configuration in
-//!   `llama_config.rs`, as transformers' `configuration_llama.py`), [`gpt2`] (its configuration
-//!   in `gpt2_config.rs`) and [`bert`]. Each also holds its table of llama.cpp GGUF tensor names
+//!   `llama_config.rs`, as transformers' `configuration_llama.py`), [`gemma3`] (Gemma 3's text
+//!   decoder; `gemma3_config.rs`), [`gpt2`] (its configuration in `gpt2_config.rs`) and
+//!   [`bert`]. Each also holds its table of llama.cpp GGUF tensor names
 //!   and the list of keys it saves in a Hugging Face checkpoint. [`layers`] holds the building
 //!   blocks they share (RMSNorm, LayerNorm, rotary embeddings).
 //! - What the decoders share: `cache.rs` (the [`KvCache`]), `mask.rs` (positions and attention
@@ -36,6 +37,8 @@ mod causal_lm;
 mod checkpoint;
 mod error;
 mod export;
+pub mod gemma3;
+mod gemma3_config;
 pub mod generate;
 pub mod gguf;
 pub mod gpt2;
@@ -61,6 +64,7 @@ pub use causal_lm::{CachedCausalLm, CausalLm, FusedStep, HostBatch, HostDecoder,
 pub use checkpoint::Checkpoint;
 pub use error::{ModelError, Result};
 pub use export::{save_gguf, save_pretrained, save_tokenizer};
+pub use gemma3::{Gemma3Config, Gemma3ForCausalLM};
 pub use generate::{FinishReason, Generation, GenerationConfig, Sampler, generate};
 pub use gpt2::{Gpt2Config, Gpt2LMHeadModel};
 pub use llama::{KvCache, LlamaConfig, LlamaForCausalLM};

@@ -248,7 +248,7 @@ impl LlamaConfig {
             return Err(ModelError::UnsupportedArchitecture {
                 path: file.path().to_path_buf(),
                 architecture: arch,
-                supported: "llama, qwen2, mistral, gpt2".into(),
+                supported: "llama, qwen2, mistral, gemma3, gpt2".into(),
             });
         }
         let key = |k: &str| format!("{arch}.{k}");

@@ -267,6 +267,8 @@ pub struct GgufSource {
     permute: HashMap<String, usize>,
     /// HF names of 2-D weights stored transposed (GPT-2's `Conv1D` weights).
     transpose: BTreeSet<String>,
+    /// Norm weights are stored as the gain (Gemma's `1 + weight`) and read back as the offset.
+    norm_offsets: bool,
 }
 
 impl GgufSource {
@@ -292,6 +294,28 @@ impl GgufSource {
             names,
             permute,
             transpose: BTreeSet::new(),
+            norm_offsets: false,
+        }
+    }
+
+    /// Wraps a GGUF file of a Gemma 3 model: names map to the Hugging Face ones, and the norm
+    /// weights, which llama.cpp stores as the gain `1 + weight`, read back as Hugging Face's
+    /// `weight` (as transformers' GGUF loader does).
+    pub fn gemma3(file: GgufFile) -> Self {
+        let mut names = BTreeMap::new();
+        for info in file.tensors() {
+            let g = info.name();
+            match crate::gemma3::GGUF_NAMES.hf_name(g) {
+                Some(hf) => names.insert(hf, g.to_string()),
+                None => names.insert(format!("gguf:{g}"), g.to_string()),
+            };
+        }
+        Self {
+            file,
+            names,
+            permute: HashMap::new(),
+            transpose: BTreeSet::new(),
+            norm_offsets: true,
         }
     }
 
@@ -322,6 +346,7 @@ impl GgufSource {
             names,
             permute: HashMap::new(),
             transpose,
+            norm_offsets: false,
         }
     }
 
@@ -470,7 +495,10 @@ impl TensorSource for GgufSource {
             tensor: name.into(),
             reason: "missing from the checkpoint".into(),
         })?;
-        let (values, shape) = self.file.tensor_f32(g)?;
+        let (mut values, shape) = self.file.tensor_f32(g)?;
+        if self.norm_offsets && name.ends_with("norm.weight") {
+            values.iter_mut().for_each(|v| *v -= 1.0);
+        }
         if self.transpose.contains(name) && shape.len() == 2 {
             let (rows, cols) = (shape[0], shape[1]);
             let mut out = vec![0.0f32; values.len()];

@@ -283,7 +283,7 @@ fn invariants_for_every_method_and_architecture() {
     let device = Device::default();
     let ad = device.clone().autodiff();
     let tmp = tempfile::tempdir().unwrap();
-    for arch in ["tiny-llama", "tiny-gpt2"] {
+    for arch in ["tiny-llama", "tiny-gpt2", "tiny-gemma3"] {
         let base_logits = logits(&base(arch, &device), &ids());
         for (name, config) in method_configs() {
             let case = format!("{arch}/{name}");
@@ -494,7 +494,7 @@ fn kiln_saved_adapters_for_python() {
     let out = export.unwrap_or_else(|| tmp.path().to_path_buf());
     let device = Device::default();
     let mut cases = 0;
-    for arch in ["tiny-llama", "tiny-gpt2"] {
+    for arch in ["tiny-llama", "tiny-gpt2", "tiny-gemma3"] {
         for (name, config) in method_configs() {
             if matches!(config, AdapterConfig::Bottleneck(_)) {
                 continue; // PEFT has no bottleneck adapters
@@ -515,6 +515,22 @@ fn kiln_saved_adapters_for_python() {
         write_kiln_logits(&dir, &base_name, &model);
         cases += 1;
     }
+    // Gemma 3 with every projection's LoRA merged: transformers must read kiln's config.json
+    // (Gemma 3's RoPE bases, layer kinds and norms) and give the same logits.
+    let (config, base_model) = load_model(fixtures().join("tiny-gemma3"), &device).unwrap();
+    let lora = AdapterConfig::Lora(LoraConfig {
+        target_modules: vec!["all-linear".into()],
+        ..Default::default()
+    });
+    let (mut model, lora) = attach_adapter(base_model, &lora, None, 13, &device).unwrap();
+    perturb(&mut model, &lora, &device);
+    model.merge_adapters().unwrap();
+    let dir = out.join("merged-tiny-gemma3-lora-all");
+    save_pretrained(&model, &config, None, &dir).unwrap();
+    let (_, reloaded) = load_model(&dir, &device).unwrap();
+    assert!(max_diff(&logits(&reloaded, &ids()), &logits(&model, &ids())) < 1e-6);
+    write_kiln_logits(&dir, "tiny-gemma3", &model);
+    cases += 1;
     let Some(python) = python else { return };
     let check = std::process::Command::new(python)
         .arg(

@@ -44,6 +44,12 @@ pub trait AdapterTarget {
     /// Attaches or removes a prompt-learning module; the model's forward pass then uses it.
     fn set_prompt_encoder(&mut self, encoder: Option<PromptEncoder>);
 
+    /// The Hugging Face `model_type` where PEFT's default targets for it differ from those its
+    /// projection names imply (Gemma 3's `gemma3_text`); `None` otherwise.
+    fn peft_model_type(&self) -> Option<&str> {
+        None
+    }
+
     /// Whether the model has biases outside its linear projections (e.g. LayerNorm biases),
     /// which LoRA's `bias = "all"` would train in PEFT.
     fn has_other_biases(&self) -> bool {

@@ -27,6 +27,30 @@ pub const CHATML_TEMPLATE: &str = "{% for message in messages %}\
 {% endfor %}\
 {% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
+/// Gemma's chat format, as Gemma 3's instruction-tuned checkpoints write it: `<bos>`, then per
+/// message `<start_of_turn>{user|model}\n{content}<end_of_turn>\n` (the assistant's role is
+/// `model`, contents trimmed, a system message prefixed to the first user turn followed by a
+/// blank line, roles alternating from the user), then `<start_of_turn>model\n` when a generation
+/// prompt is asked for. The template of Gemma GGUF files that carry none (the base models).
+pub const GEMMA_TEMPLATE: &str = "{{ bos_token }}\
+{%- if messages[0]['role'] == 'system' -%}\
+{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}\
+{%- set loop_messages = messages[1:] -%}\
+{%- else -%}\
+{%- set first_user_prefix = '' -%}\
+{%- set loop_messages = messages -%}\
+{%- endif -%}\
+{%- for message in loop_messages -%}\
+{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}\
+{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}\
+{%- endif -%}\
+{%- if message['role'] == 'assistant' -%}{%- set role = 'model' -%}\
+{%- else -%}{%- set role = message['role'] -%}{%- endif -%}\
+{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}\
+{{- message['content'] | trim }}{{ '<end_of_turn>\n' }}\
+{%- endfor -%}\
+{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}";
+
 /// One message of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ChatMessage {
@@ -145,6 +169,11 @@ impl ChatTemplate {
     /// The built-in ChatML template, [`CHATML_TEMPLATE`].
     pub fn chatml() -> Self {
         Self::new(CHATML_TEMPLATE).expect("the built-in ChatML template compiles")
+    }
+
+    /// The built-in Gemma template, [`GEMMA_TEMPLATE`].
+    pub fn gemma() -> Self {
+        Self::new(GEMMA_TEMPLATE).expect("the built-in Gemma template compiles")
     }
 
     /// The template's Jinja source.

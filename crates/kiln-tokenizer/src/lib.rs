@@ -39,7 +39,7 @@ pub mod vocab;
 
 use std::path::{Path, PathBuf};
 
-pub use chat::{CHATML_TEMPLATE, ChatMessage, ChatTemplate, SpecialTokens};
+pub use chat::{CHATML_TEMPLATE, ChatMessage, ChatTemplate, GEMMA_TEMPLATE, SpecialTokens};
 pub use gguf::GgufTokenizerSpec;
 pub use vocab::{AddedTokens, BpeOptions, train_bpe};
 

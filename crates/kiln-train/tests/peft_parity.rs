@@ -50,25 +50,59 @@ fn batches_of(reference: &serde_json::Value) -> Vec<TokenBatch> {
 /// through the PEFT-format loader.
 #[test]
 fn first_five_dora_losses_match_pytorch_peft() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/peft-dora");
-    let reference: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
-            .unwrap();
-    let device = Device::flex().autodiff();
-    let base =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-models/tests/fixtures/tiny-llama");
-    let (_, model) = kiln_models::load_llama(&base, &device).unwrap();
-    let config = kiln_peft::AdapterConfig::Lora(LoraConfig {
+    let config = LoraConfig {
         r: 4,
         lora_alpha: 8.0,
         use_dora: true,
         target_modules: vec!["q_proj".into(), "v_proj".into()],
         ..Default::default()
+    };
+    check_reference_run("peft-dora", config, "DoRA", |state| {
+        assert!(state.keys().any(|k| k.ends_with("lora_magnitude_vector")));
     });
+}
+
+/// The same run on the tiny Gemma 3 (sliding-window and global layers, four norms per block,
+/// GeGLU, capped tied head), LoRA on q_proj, v_proj and down_proj: the Burn graph's gradients
+/// through every Gemma-specific piece.
+#[test]
+fn first_five_gemma3_losses_match_pytorch_peft() {
+    let config = LoraConfig {
+        r: 4,
+        lora_alpha: 8.0,
+        target_modules: vec!["q_proj".into(), "v_proj".into(), "down_proj".into()],
+        ..Default::default()
+    };
+    check_reference_run("peft-lora-gemma3", config, "Gemma 3 LoRA", |state| {
+        assert!(state.keys().any(|k| k.contains("down_proj")));
+    });
+}
+
+/// Loads the base named by `tests/fixtures/{name}/reference.json`, attaches `config` with PEFT's
+/// initial tensors (`lora_init.safetensors`, through the PEFT-format loader), trains with the
+/// reference's AdamW settings and batches, and compares the first losses within 1e-3 relative.
+fn check_reference_run(
+    name: &str,
+    config: LoraConfig,
+    what: &str,
+    check_state: impl Fn(&std::collections::BTreeMap<String, kiln_nn::safetensors::HostTensor>),
+) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
+    let device = Device::flex().autodiff();
+    let base = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../kiln-models/tests/fixtures")
+        .join(reference["base"].as_str().unwrap());
+    let (_, model) = kiln_models::load_model(&base, &device).unwrap();
+    let config = kiln_peft::AdapterConfig::Lora(config);
     let (mut model, config) = kiln_peft::attach_adapter(model, &config, None, 0, &device).unwrap();
     let file = dir.join("lora_init.safetensors");
     let state = kiln_nn::safetensors::read_safetensors(&file).unwrap();
-    assert!(state.keys().any(|k| k.ends_with("lora_magnitude_vector")));
+    check_state(&state);
     kiln_peft::io::set_adapter_state(&mut model, &config, state, &file, &device).unwrap();
     let batches = batches_of(&reference);
     let opt = &reference["optimizer"];
@@ -92,11 +126,11 @@ fn first_five_dora_losses_match_pytorch_peft() {
         model = m;
         got.push(f64::from(loss));
     }
-    println!("kiln DoRA    {got:?}\nPyTorch DoRA {expected:?}");
+    println!("kiln {what}    {got:?}\nPyTorch {what} {expected:?}");
     for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
         assert!(
             ((g - e) / e).abs() < 1e-3,
-            "step {i}: kiln {g} vs PyTorch + PEFT {e}"
+            "{what} step {i}: kiln {g} vs PyTorch + PEFT {e}"
         );
     }
 }

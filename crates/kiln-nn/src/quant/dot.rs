@@ -59,6 +59,17 @@ impl QuantizedMatrix {
     /// `out[i·n + j] = W[first + i] · x[j]` for the `out.len() / n` rows from `first`, with the
     /// input rows quantized to 16 bits in `xq`.
     pub(super) fn rows_dot_q16(&self, first: usize, xq: &Q16Input, out: &mut [f32]) {
+        if self.format.block_values() == QK_K {
+            let rb = self.row_bytes();
+            let data = &self.data[first * rb..(first + out.len() / xq.n) * rb];
+            #[cfg(target_arch = "x86_64")]
+            if avx2::available() {
+                crate::simd::k_quants_i16::rows_dot(self.format, data, self.cols, xq, out);
+                return;
+            }
+            k_quants::rows_dot_q16(self.format, data, self.cols, xq, out);
+            return;
+        }
         #[cfg(target_arch = "x86_64")]
         if xq.n == 1 && i16_avx512::available() {
             i16_avx512::rows_dot(self, first, xq, out);
@@ -81,8 +92,8 @@ impl QuantizedMatrix {
         }
     }
 
-    /// The portable 16-bit-input kernel: the same integer products as the SIMD one, summed
-    /// in another order.
+    /// The portable 16-bit-input kernel of the 32-value formats: the same integer products as
+    /// the SIMD one, summed in another order.
     pub(super) fn row_dot_q16_scalar(&self, row: usize, xq: &Q16Input, out: &mut [f32]) {
         let nb = self.cols / QUANT_BLOCK;
         let bb = self.format.block_bytes();

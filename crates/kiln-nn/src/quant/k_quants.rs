@@ -48,6 +48,7 @@ pub(crate) struct Unpacked {
 }
 
 /// Reads a super-block of `format` (one of the k-quants) in llama.cpp's layout.
+#[inline(always)]
 pub(crate) fn unpack(format: QuantFormat, x: &[u8]) -> Unpacked {
     let mut u = Unpacked {
         d: 0.0,
@@ -150,4 +151,78 @@ pub(crate) fn dot_block(format: QuantFormat, x: &[u8], qx: &[i8], dx: f32, bsums
         }
     }
     dx * u.d * sumi as f32 - dx * u.dmin * summ as f32
+}
+
+/// The dot product of one weight super-block with 256 input values quantized to 16 bits per
+/// 32 (`qx`, with the scale `dx[j]` and the exact sum `sx[j]` of each run of 32): per run an
+/// integer sum, `Σ_j d_x,j·d·scale_j·Σ q·q_x - dmin·Σ_j min_j·Σx_j` (Q6_K: a scale per 16
+/// values, no minimum). Inlined into the rows loop, so that the SIMD build of that loop
+/// vectorizes it.
+#[inline(always)]
+pub(crate) fn dot_block_q16(
+    format: QuantFormat,
+    x: &[u8],
+    qx: &[i16],
+    dx: &[f32],
+    sx: &[f32],
+) -> f32 {
+    let u = unpack(format, x);
+    let (qx, dx, sx) = (&qx[..QK_K], &dx[..8], &sx[..8]);
+    let run = |from: usize, len: usize| -> i32 {
+        u.q[from..from + len]
+            .iter()
+            .zip(&qx[from..from + len])
+            .map(|(&a, &b)| i32::from(a) * i32::from(b))
+            .sum()
+    };
+    let mut acc = 0.0f32;
+    if format == QuantFormat::Q6_K {
+        for (j, &d) in dx.iter().enumerate() {
+            // Each run of 16 fits in i32 (|q| ≤ 32, |q_x| ≤ 32767); its scale is applied in f32.
+            let lo = f32::from(u.scales[2 * j]) * run(32 * j, 16) as f32;
+            let hi = f32::from(u.scales[2 * j + 1]) * run(32 * j + 16, 16) as f32;
+            acc += d * (lo + hi);
+        }
+        return u.d * acc;
+    }
+    let mut mins = 0.0f32;
+    for j in 0..8 {
+        acc += dx[j] * f32::from(u.scales[2 * j]) * run(32 * j, 32) as f32;
+        mins += f32::from(u.mins[j]) * sx[j];
+    }
+    u.d * acc - u.dmin * mins
+}
+
+/// `out[i·n + j] = W[first + i] · x[j]` over the super-blocks of `data` (the rows from
+/// `first`), with the `n` input rows quantized to 16 bits in `xq`; the portable loop, which
+/// [`crate::simd::k_quants_i16`] also compiles with AVX2 enabled.
+#[inline(always)]
+pub(crate) fn rows_dot_q16(
+    format: QuantFormat,
+    data: &[u8],
+    cols: usize,
+    xq: &super::Q16Input,
+    out: &mut [f32],
+) {
+    let n = xq.n;
+    let (nb, bb) = (cols / QK_K, format.block_bytes());
+    let runs = cols / 32;
+    for (row, row_out) in data.chunks_exact(nb * bb).zip(out.chunks_exact_mut(n)) {
+        for (j, o) in row_out.iter_mut().enumerate() {
+            *o = row
+                .chunks_exact(bb)
+                .enumerate()
+                .map(|(b, w)| {
+                    let k = j * runs + 8 * b;
+                    dot_block_q16(
+                        format,
+                        w,
+                        &xq.qs[k * 32..(k + 8) * 32],
+                        &xq.d[k..k + 8],
+                        &xq.sum[k..k + 8],
+                    )
+                })
+                .sum();
+        }
+    }
 }

@@ -190,12 +190,11 @@ pub enum Inputs {
     F32,
     /// Quantized to 16 bits per 32-value block (`d = max|x| / 32767`), multiplied with 16-bit
     /// integer dot products: each input moves by at most `d / 2`, a relative error of
-    /// `1.5·10⁻⁵` of its block's largest value (about the rounding of an `f16`). The default for
-    /// Q4_0, Q4_1 and Q8_0.
+    /// `1.5·10⁻⁵` of its block's largest value (about the rounding of an `f16`). The default.
     Q16,
     /// Quantized to 8 bits per block (`d = max|x| / 127`), as llama.cpp does (its Q8_0, Q8_1
     /// and Q8_K blocks), with 8-bit integer dot products: the fewest operations, a relative
-    /// error of `0.4%` of the block's largest value. The default for the k-quants.
+    /// error of `0.4%` of the block's largest value.
     Q8,
 }
 
@@ -235,19 +234,15 @@ impl QuantizedMatrix {
             rows,
             cols,
             data: data.into(),
-            inputs: if format.block_values() == QK_K {
-                Inputs::Q8
-            } else {
-                Inputs::Q16
-            },
+            inputs: Inputs::Q16,
         })
     }
 
     /// The same matrix, whose [`matmul`](Self::matmul) treats its inputs as `inputs` says.
-    /// The default is [`Inputs::Q16`] for Q4_0, Q4_1 and Q8_0 (AVX2 kernels for every choice)
-    /// and [`Inputs::Q8`] for the k-quants, whose `f32`-input kernel is portable code only
-    /// (slower than a dense `f32` product) and which have no 16-bit kernel ([`Inputs::Q16`]
-    /// is served by the 8-bit one there).
+    /// The default is [`Inputs::Q16`] for every format, whose rounding keeps greedy text equal
+    /// to the `f32` model's on the checkpoints tested. The k-quants' `f32`-input kernel is
+    /// portable code only (slower than a dense `f32` product); their 16-bit kernel is the
+    /// portable loop compiled with AVX2 enabled, their 8-bit one hand-written AVX2.
     pub fn with_inputs(mut self, inputs: Inputs) -> Self {
         self.inputs = inputs;
         self
@@ -333,9 +328,8 @@ impl QuantizedMatrix {
     ///
     /// With [`Inputs::F32`] each block is widened to `f32` in registers: the result equals `x·Wᵀ`
     /// with the dequantized weight up to the order of the `f32` sums.
-    /// With [`Inputs::Q16`] (the default for Q4_0, Q4_1 and Q8_0) or [`Inputs::Q8`] (llama.cpp's
-    /// method, the default for the k-quants), each input row is first quantized per block of
-    /// the weight's block size (a scale `d_x = max|x| / 32767` or `/ 127` per block), once for
+    /// With [`Inputs::Q16`] (the default) or [`Inputs::Q8`] (llama.cpp's method), each input
+    /// row is first quantized per block (32 values for 16 bits; the weight's block size for 8) (a scale `d_x = max|x| / 32767` or `/ 127` per block), once for
     /// all weight rows; each block product is then an integer dot product of the weight's and
     /// the input's quantized values, scaled by both scales (`d_w·d_x·Σ q_w·q_x`, minus
     /// `dmin·d_x·Σ m·Σq_x` for the k-quants, plus `m·Σx` for Q4_1). Rounding each input value
@@ -412,13 +406,9 @@ impl QuantizedMatrix {
             .for_each(|(m, first, out)| m.rows_prepared(first, &prep, x, 1, out));
     }
 
-    /// How [`matmul`](Self::matmul) treats its inputs for this format ([`Inputs::Q16`] is
-    /// served by the 8-bit kernels for the k-quants).
+    /// How [`matmul`](Self::matmul) treats its inputs.
     fn effective_inputs(&self) -> Inputs {
-        match self.inputs {
-            Inputs::Q16 if self.format.block_values() == QK_K => Inputs::Q8,
-            other => other,
-        }
+        self.inputs
     }
 
     /// The input rows `x` (`[n, cols]`) as the kernels of this matrix read them.

@@ -231,6 +231,53 @@ fn check_matmul_q16(m: &QuantizedMatrix, w: &[f32], rng: &mut ChaCha8Rng) {
     }
 }
 
+/// Checks the 16-bit-input k-quant `m.matmul` against `x·Wᵀ` within the input rounding bound,
+/// and the dispatched kernel (the AVX2 build where the CPU has it) against the portable loop,
+/// bit for bit.
+fn check_k_matmul_q16(m: &QuantizedMatrix, w: &[f32], rng: &mut ChaCha8Rng) {
+    let (rows, cols) = (m.rows(), m.cols());
+    for n in [1, 2, 3, 5] {
+        let mut x: Vec<f32> = (0..n * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
+        x[3] = 40.0;
+        let xq = Q16Input::quantize(&x, n, cols);
+        let y = m.matmul(&x, n);
+        let mut portable = vec![0.0f32; rows * n];
+        super::k_quants::rows_dot_q16(m.format(), &m.data, cols, &xq, &mut portable);
+        for r in 0..rows {
+            for j in 0..n {
+                let got = y[j * rows + r];
+                assert_eq!(
+                    got.to_bits(),
+                    portable[r * n + j].to_bits(),
+                    "{:?} n={n} [{j}, {r}]: dispatched {got} vs portable {}",
+                    m.format(),
+                    portable[r * n + j]
+                );
+                let wr = &w[r * cols..(r + 1) * cols];
+                let xr = &x[j * cols..(j + 1) * cols];
+                let want: f64 = wr.iter().zip(xr).map(|(a, b)| f64::from(a * b)).sum();
+                let mag: f64 = wr.iter().zip(xr).map(|(a, b)| f64::from(a * b).abs()).sum();
+                let bound: f64 = (0..cols / QUANT_BLOCK)
+                    .map(|b| {
+                        let d = f64::from(xq.d[j * cols / QUANT_BLOCK + b]);
+                        let sw: f64 = wr[b * QUANT_BLOCK..(b + 1) * QUANT_BLOCK]
+                            .iter()
+                            .map(|v| f64::from(v.abs()))
+                            .sum();
+                        d / 2.0 * sw
+                    })
+                    .sum();
+                let got = f64::from(got);
+                assert!(
+                    (got - want).abs() <= bound + 1e-5 * (1.0 + mag),
+                    "{:?} n={n} [{j}, {r}]: {got} vs {want}, bound {bound}",
+                    m.format()
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn matmul_matches_dequantized_weights() {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
@@ -278,9 +325,10 @@ fn k_quant_matmul_matches_dequantized_weights() {
         let m = QuantizedMatrix::from_gguf_blocks(format, rows, cols, &data).unwrap();
         let w = m.dequantize();
         assert!(w.iter().all(|v| v.is_finite()) && w.iter().any(|&v| v != 0.0));
-        assert_eq!(m.inputs(), Inputs::Q8, "k-quants default to 8-bit inputs");
+        assert_eq!(m.inputs(), Inputs::Q16, "16-bit inputs by default");
         check_matmul_f32(&m, &w, &mut rng);
-        check_matmul(&m, &w, QK_K, &mut rng);
+        check_k_matmul_q16(&m, &w, &mut rng);
+        check_matmul(&m.with_inputs(Inputs::Q8), &w, QK_K, &mut rng);
     }
     let err = QuantizedMatrix::from_gguf_blocks(QuantFormat::Q4_K, 1, 576, &[0; 324]);
     assert!(err.unwrap_err().to_string().contains("256-value blocks"));

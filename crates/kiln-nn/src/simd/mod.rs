@@ -9,6 +9,7 @@ pub(crate) mod decode;
 pub(crate) mod exp;
 pub(crate) mod gemm;
 pub(crate) mod k_quants_avx2;
+pub(crate) mod k_quants_i16;
 pub(crate) mod quant_avx2;
 pub(crate) mod quant_f32_avx2;
 pub(crate) mod quant_i16_avx2;

@@ -9,11 +9,13 @@ use burn::tensor::Device;
 use kiln_nn::AdapterTarget;
 use kiln_nn::adapter::Ia3Layer;
 
-/// PEFT's default IA3 targets for an architecture, guessed from its projection names:
-/// `(target_modules, feedforward_modules)`.
-fn defaults(paths: &[String]) -> (Vec<String>, Vec<String>) {
+/// PEFT's default IA3 targets for an architecture, from its model type where that decides, or
+/// guessed from its projection names: `(target_modules, feedforward_modules)`.
+fn defaults(model_type: Option<&str>, paths: &[String]) -> (Vec<String>, Vec<String>) {
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    if paths.iter().any(|p| p.ends_with(".attn.c_attn")) {
+    if model_type.is_some_and(|t| t.starts_with("gemma")) {
+        (s(&["q_proj", "v_proj", "down_proj"]), s(&["down_proj"]))
+    } else if paths.iter().any(|p| p.ends_with(".attn.c_attn")) {
         (s(&["c_attn", "mlp.c_proj"]), s(&["mlp.c_proj"]))
     } else if paths.iter().any(|p| p.ends_with(".attention.self.query")) {
         (s(&["key", "value", "output.dense"]), s(&["output.dense"]))
@@ -33,7 +35,7 @@ pub fn attach_ia3<M: AdapterTarget + Module>(
     config: &Ia3Config,
     device: &Device,
 ) -> Result<(M, Vec<String>)> {
-    let (def_t, def_ff) = defaults(&model.linear_paths());
+    let (def_t, def_ff) = defaults(model.peft_model_type(), &model.linear_paths());
     let targets = config.target_modules.clone().unwrap_or(def_t);
     let ff = config.feedforward_modules.clone().unwrap_or(def_ff);
     let t_match = TargetMatcher::new(&targets)?;

@@ -96,7 +96,14 @@ impl Tokenizer {
             .as_deref()
             .map(ChatTemplate::new)
             .transpose()
-            .map_err(|e| spec_error("tokenizer.chat_template", e.to_string()))?;
+            .map_err(|e| spec_error("tokenizer.chat_template", e.to_string()))?
+            .or_else(|| {
+                // Gemma base models ship without one; their instruction format is known.
+                spec.architecture
+                    .as_deref()
+                    .is_some_and(|a| a.starts_with("gemma"))
+                    .then(ChatTemplate::gemma)
+            });
 
         let mut tk = base_tokenizer(spec, kind)?;
         add_named_special_tokens(&mut tk, kind.default_special_tokens().iter().copied());

@@ -96,3 +96,32 @@ fn strftime_formats_a_known_date() {
         "29 Feb 2024 13:05:09 Thursday 060 February 24 01PM %"
     );
 }
+
+/// Gemma 3's instruction format: `<bos>`, the system message before the first user turn
+/// followed by a blank line, `model` for the assistant, trimmed contents.
+#[test]
+fn gemma_template_writes_gemma_turns() {
+    let special = SpecialTokens {
+        bos_token: Some("<bos>".into()),
+        ..SpecialTokens::default()
+    };
+    let messages = [
+        ChatMessage::system("Be helpful."),
+        ChatMessage::user(" Hello "),
+        ChatMessage::assistant("Hi."),
+        ChatMessage::user("P0300?"),
+    ];
+    let text = ChatTemplate::gemma()
+        .render(&messages, true, &special)
+        .unwrap();
+    assert_eq!(
+        text,
+        "<bos><start_of_turn>user\nBe helpful.\n\nHello<end_of_turn>\n\
+         <start_of_turn>model\nHi.<end_of_turn>\n\
+         <start_of_turn>user\nP0300?<end_of_turn>\n<start_of_turn>model\n"
+    );
+    let err = ChatTemplate::gemma()
+        .render(&messages[2..], false, &special)
+        .unwrap_err();
+    assert!(err.to_string().contains("alternate"), "{err}");
+}
