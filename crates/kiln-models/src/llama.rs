@@ -6,7 +6,7 @@
 
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig};
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::silu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use kiln_nn::AdaptableLinear;
@@ -17,9 +17,9 @@ use kiln_nn::{AdapterTarget, ModelGeometry, QuantizedMatrix};
 use crate::adapter::{active_prompt, linear_visitors, prompt_encoder_methods};
 pub use crate::cache::{KvCache, LayerCache};
 use crate::export::ExportTensors;
-use crate::layers::{RmsNorm, RotaryEmbedding};
+use crate::layers::{RmsNorm, RotaryEmbedding, grouped_attention};
 pub use crate::llama_config::{LlamaConfig, RopeScaling};
-use crate::mask::{positions_and_bias, positions_and_bias_cached};
+use crate::mask::{positions_and_bias, positions_and_bias_cached, sliding_window};
 pub use crate::prompt::ids_tensor;
 use crate::prompt::{prompt_on_cache, virtual_tokens, with_prompt_encoder};
 use crate::source::{GgufNames, StrictLoader, TensorSource};
@@ -113,26 +113,7 @@ impl LlamaAttention {
             None => (k, v),
             Some(c) => c.append(k, v),
         };
-        // Grouped-query attention without copying keys/values per query head: the `groups`
-        // query heads of each kv head (consecutive, as in HF's `repeat_kv`) are stacked along
-        // the sequence axis, so one matmul per kv head serves them all.
-        let groups = h / kvh;
-        let s = k.dims()[2];
-        // [b, h, t, hd] -> [b, kvh, groups·t, hd]
-        let q = q.reshape([b, kvh, groups * t, hd]);
-        // [b, kvh, groups·t, s] -> [b, h, t, s]
-        let scores = q
-            .matmul(k.swap_dims(2, 3))
-            .reshape([b, h, t, s])
-            .mul_scalar(1.0 / (hd as f64).sqrt())
-            + bias.clone();
-        let probs = softmax(scores, 3).reshape([b, kvh, groups * t, s]);
-        // [b, kvh, groups·t, hd] -> [b, h, t, hd] -> [b, t, h·hd]
-        let out = probs
-            .matmul(v)
-            .reshape([b, h, t, hd])
-            .swap_dims(1, 2)
-            .reshape([b, t, h * hd]);
+        let out = grouped_attention(q, k, v, bias, 1.0 / (hd as f64).sqrt());
         self.o_proj.forward(out)
     }
 }
@@ -205,24 +186,9 @@ pub struct LlamaModel {
 }
 
 impl LlamaModel {
-    /// Masks keys outside the sliding window in an attention bias `[b, 1, t, past + t]` whose
-    /// queries sit at positions `past..past + t`.
+    /// Masks keys outside the sliding window in an attention bias `[b, 1, t, past + t]`.
     fn window(&self, bias: Tensor<4>, past: usize) -> Tensor<4> {
-        let w = self.sliding_window;
-        let [_, _, t, s] = bias.dims();
-        if w == 0 || s <= w {
-            return bias;
-        }
-        let device = bias.device();
-        let q = Tensor::<1, Int>::arange(past as i64..(past + t) as i64, &device).reshape([t, 1]);
-        let k = Tensor::<1, Int>::arange(0..s as i64, &device).reshape([1, s]);
-        // Key j is too far from query i when i - j >= w.
-        let far = (q - k)
-            .greater_equal_elem(w as i64)
-            .float()
-            .mul_scalar(-1e9)
-            .reshape([1, 1, t, s]);
-        (bias + far).clamp_min(-1e9)
+        sliding_window(bias, past, self.sliding_window)
     }
 }
 

@@ -5,6 +5,25 @@ use burn::tensor::{Device, Int, Tensor};
 
 use crate::LmInput;
 
+/// Masks keys outside a sliding window of `w` tokens (0: no window) in an attention bias
+/// `[b, 1, t, past + t]` whose queries sit at positions `past..past + t`: key `j` is too far
+/// from query `i` when `i - j >= w`.
+pub(crate) fn sliding_window(bias: Tensor<4>, past: usize, w: usize) -> Tensor<4> {
+    let [_, _, t, s] = bias.dims();
+    if w == 0 || s <= w {
+        return bias;
+    }
+    let device = bias.device();
+    let q = Tensor::<1, Int>::arange(past as i64..(past + t) as i64, &device).reshape([t, 1]);
+    let k = Tensor::<1, Int>::arange(0..s as i64, &device).reshape([1, s]);
+    let far = (q - k)
+        .greater_equal_elem(w as i64)
+        .float()
+        .mul_scalar(-1e9)
+        .reshape([1, 1, t, s]);
+    (bias + far).clamp_min(-1e9)
+}
+
 /// Default positions and the additive attention bias for a batch: causal, and masking padded keys.
 ///
 /// Returns `(position_ids [b, t], bias [b, 1, t, t])`. Built once per forward pass.
