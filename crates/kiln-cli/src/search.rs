@@ -8,7 +8,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use kiln::recipe::RecipeBuilder;
 use kiln::train::search::{
     MedianPruner, Param, Sampler, SearchConfig, SearchReport, SearchSpace, TrialParams,
-    TrialPruner, TrialResult, search,
+    TrialPruner, TrialResult, planned_trials, search,
 };
 use kiln::train::{Callback, Direction, EvalLog, EvalMetric, StepLog, TrainError};
 use serde_json::{Value, json};
@@ -38,7 +38,8 @@ pub struct SearchArgs {
     /// maximize for exact match and token F1].
     #[arg(long, value_enum)]
     pub direction: Option<DirectionArg>,
-    /// How the next trial's values are chosen: TPE (random for the first 10 trials) or random.
+    /// How the next trial's values are chosen: TPE (random for the first 10 trials), random, or
+    /// grid (every combination of the comma lists once, at most --trials of them).
     #[arg(long, value_enum, default_value = "tpe")]
     pub sampler: SamplerArg,
     /// Seed of the sampler.
@@ -132,6 +133,9 @@ pub enum SamplerArg {
     Tpe,
     /// Independent uniform draws.
     Random,
+    /// Every combination of the `--param` lists once (each must be a comma list); at most
+    /// `--trials` of them.
+    Grid,
 }
 
 /// The range of one `--param`.
@@ -346,6 +350,12 @@ pub fn run(device: &DeviceArg, args: &SearchArgs) -> Result<()> {
                 spec.given
             );
         }
+        if args.sampler == SamplerArg::Grid && !matches!(spec.range, Range::Choice(_)) {
+            bail!(
+                "--param {}: the grid sampler needs a comma list of values, not a range",
+                spec.given
+            );
+        }
         for value in spec.extremes() {
             base.clone()
                 .set(&spec.key, &value)
@@ -413,6 +423,7 @@ pub fn run(device: &DeviceArg, args: &SearchArgs) -> Result<()> {
         sampler: match args.sampler {
             SamplerArg::Tpe => Sampler::tpe(),
             SamplerArg::Random => Sampler::Random,
+            SamplerArg::Grid => Sampler::Grid,
         },
         direction,
         pruner: args.prunes().then_some(MedianPruner {
@@ -428,6 +439,7 @@ pub fn run(device: &DeviceArg, args: &SearchArgs) -> Result<()> {
             .collect()
     };
     let trial_dir = |id: usize| out.join(format!("trial-{id:03}"));
+    let planned = planned_trials(&space, &config);
     let mut records: Vec<TrialRecord> = Vec::new();
     let report = search(&space, &config, |params, pruner| {
         let id = records.len();
@@ -440,7 +452,7 @@ pub fn run(device: &DeviceArg, args: &SearchArgs) -> Result<()> {
         eprintln!(
             "trial {id} ({} of {}): {}",
             id + 1,
-            args.trials,
+            planned,
             shown_values.join(" ")
         );
         let mut record = TrialRecord::default();
@@ -527,7 +539,7 @@ pub fn run(device: &DeviceArg, args: &SearchArgs) -> Result<()> {
         "recipe": args.recipe,
         "objective": args.objective.name(),
         "direction": match direction { Direction::Minimize => "minimize", Direction::Maximize => "maximize" },
-        "sampler": match args.sampler { SamplerArg::Tpe => "tpe", SamplerArg::Random => "random" },
+        "sampler": match args.sampler { SamplerArg::Tpe => "tpe", SamplerArg::Random => "random", SamplerArg::Grid => "grid" },
         "seed": args.seed,
         "pruning": args.prunes(),
         "params": specs.iter().map(|s| (s.key.clone(), s.given.clone())).collect::<BTreeMap<_, _>>(),
@@ -698,6 +710,7 @@ fn markdown(
         match args.sampler {
             SamplerArg::Tpe => "TPE",
             SamplerArg::Random => "random",
+            SamplerArg::Grid => "grid",
         },
         args.seed,
         if !args.prunes() {

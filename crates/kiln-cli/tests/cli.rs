@@ -974,9 +974,11 @@ fn search_scored_by_answers() {
             "search",
             "recipe.toml",
             "--trials",
-            "2",
+            "5",
+            "--sampler",
+            "grid",
             "--param",
-            "optimizer.lr=log:1e-3:3e-2",
+            "optimizer.lr=1e-3,1e-2",
             "--objective",
             "validation_token_f1",
             "--out",
@@ -994,8 +996,15 @@ fn search_scored_by_answers() {
             .unwrap();
     assert_eq!(report["direction"], "maximize");
     assert_eq!(report["pruning"], false);
+    assert_eq!(report["sampler"], "grid");
+    // The grid has two points: each runs once, in order, though 5 trials were allowed.
     let trials = report["trials"].as_array().unwrap();
     assert_eq!(trials.len(), 2);
+    let lrs: Vec<String> = trials
+        .iter()
+        .map(|t| t["values"]["optimizer.lr"].to_string())
+        .collect();
+    assert_eq!(lrs, ["0.001", "0.01"], "{trials:?}");
     let values: Vec<f64> = trials
         .iter()
         .map(|t| {
@@ -1007,6 +1016,25 @@ fn search_scored_by_answers() {
     // The best trial has the largest score.
     let best = report["best"]["trial"].as_u64().unwrap() as usize;
     assert_eq!(values[best], values.iter().copied().fold(0.0, f64::max));
+
+    // A grid needs lists of values.
+    let err = fails(
+        &[
+            "search",
+            "recipe.toml",
+            "--sampler",
+            "grid",
+            "--param",
+            "optimizer.lr=log:1e-3:3e-2",
+            "--out",
+            "search-range",
+        ],
+        dir,
+    );
+    assert!(
+        err.contains("--param optimizer.lr=log:1e-3:3e-2") && err.contains("grid"),
+        "{err}"
+    );
 
     // Answers are scored against completions: plain text data cannot be.
     let text_recipe = recipe.replace(

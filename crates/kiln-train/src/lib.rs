@@ -13,7 +13,10 @@
 //! - [`harness`]: generate answers with a base and a tuned model, score them with
 //!   `kiln-metrics`, check forgetting (general-text perplexity before and after) and write a
 //!   Markdown + JSON report side by side.
-//! - [`search`]: random and TPE hyper-parameter search with median pruning of bad trials.
+//! - [`Trainer::preference_step`]: preference optimization on chosen/rejected pairs (DPO, IPO,
+//!   hinge, SimPO) against a reference ([`base_reference`]: the policy with its adapters
+//!   disabled), with TRL's metrics ([`PreferenceStats`]).
+//! - [`search`]: random, grid and TPE hyper-parameter search with median pruning of bad trials.
 //!
 //! ```no_run
 //! use kiln_data::TokenizedExample;
@@ -52,6 +55,7 @@ pub mod harness;
 mod lock;
 mod logs;
 mod loss;
+mod preference;
 mod schedule;
 pub mod search;
 pub mod text;
@@ -68,5 +72,8 @@ pub use fit::{
 pub use lock::{LOCK_FILE, OutputLock};
 pub use logs::{LogRecord, MetricsLog, plot_curves};
 pub use loss::{LOSS_CHUNK, LossInput, masked_lm_loss, masked_lm_loss_sum};
+pub use preference::{
+    PreferenceConfig, PreferenceLoss, PreferenceStats, base_reference, reference_logps,
+};
 pub use schedule::Schedule;
 pub use trainer::{LrGroup, OptimizerConfig, StepStats, Trainer, clip_grad_norm, trainable_params};

@@ -1,6 +1,6 @@
-//! Hyper-parameter search: random sampling or a Tree-structured Parzen Estimator (TPE, Bergstra
-//! et al. 2011, with independent per-parameter estimators as in Optuna's default), median
-//! pruning of bad trials, and a results table.
+//! Hyper-parameter search: random sampling, a grid over lists of values, or a Tree-structured
+//! Parzen Estimator (TPE, Bergstra et al. 2011, with independent per-parameter estimators as in
+//! Optuna's default), median pruning of bad trials, and a results table.
 //!
 //! The objective is any closure that trains with the sampled values and returns the metric; to
 //! prune, pass the [`TrialPruner`] it receives to [`crate::Fit::callback`]: it watches the
@@ -127,6 +127,10 @@ pub enum Sampler {
         /// Candidates drawn per parameter.
         candidates: usize,
     },
+    /// Every combination of the values once, in order (the last parameter by name varies
+    /// fastest); every parameter must be a [`Param::Choice`], and the search stops when the
+    /// grid is exhausted, so it runs at most the product of the list lengths.
+    Grid,
 }
 
 impl Sampler {
@@ -293,11 +297,26 @@ where
             reason: format!("{gamma} is not in (0, 1)"),
         });
     }
-    let mut trials: Vec<TrialResult> = Vec::with_capacity(config.trials);
+    if config.sampler == Sampler::Grid
+        && let Some((name, _)) = space
+            .iter()
+            .find(|(_, p)| !matches!(p, Param::Choice { .. }))
+    {
+        return Err(TrainError::InvalidConfig {
+            field: format!("space.{name}"),
+            reason: "the grid sampler needs a list of values, not a range".into(),
+        });
+    }
+    let n_trials = planned_trials(space, config);
+    let mut trials: Vec<TrialResult> = Vec::with_capacity(n_trials);
     let mut histories: Vec<Vec<f64>> = Vec::new();
-    for id in 0..config.trials {
+    for id in 0..n_trials {
         let mut rng = ChaCha8Rng::seed_from_u64(mix(config.seed, id as u64));
-        let params = sample(space, config, &trials, &mut rng);
+        let params = if config.sampler == Sampler::Grid {
+            grid_point(space, id)
+        } else {
+            sample(space, config, &trials, &mut rng)
+        };
         let mut pruner = TrialPruner {
             pruner: config.pruner,
             metric: config.metric.clone(),
@@ -334,6 +353,18 @@ where
     })
 }
 
+/// How many trials [`search`] runs: `config.trials`, or fewer for a grid with fewer points.
+pub fn planned_trials(space: &SearchSpace, config: &SearchConfig) -> usize {
+    if config.sampler != Sampler::Grid {
+        return config.trials;
+    }
+    let points = space.values().fold(1usize, |n, p| match p {
+        Param::Choice { values } => n.saturating_mul(values.len()),
+        _ => n,
+    });
+    config.trials.min(points)
+}
+
 /// The value as a loss (smaller is better); failures are the worst.
 fn oriented(direction: Direction, t: &TrialResult) -> f64 {
     match (t.value, direction) {
@@ -341,6 +372,19 @@ fn oriented(direction: Direction, t: &TrialResult) -> f64 {
         (Some(v), Direction::Maximize) => -v,
         (None, _) => f64::INFINITY,
     }
+}
+
+/// The `id`-th combination of the grid: mixed radix over the lists, the last name fastest.
+fn grid_point(space: &SearchSpace, id: usize) -> TrialParams {
+    let mut rest = id;
+    let mut point = TrialParams::new();
+    for (name, p) in space.iter().rev() {
+        if let Param::Choice { values } = p {
+            point.insert(name.clone(), values[rest % values.len()]);
+            rest /= values.len();
+        }
+    }
+    point
 }
 
 fn sample(
@@ -587,6 +631,48 @@ mod tests {
         assert!(t < 0.5 * r, "TPE {t} vs random {r}");
         let best = tpe.best_trial().unwrap();
         assert!((best.params["lr"].log10() + 3.0).abs() < 0.5, "{best:?}");
+    }
+
+    #[test]
+    fn grid_runs_every_combination_once() {
+        let mut grid = SearchSpace::new();
+        grid.insert(
+            "lr".into(),
+            Param::Choice {
+                values: vec![1e-3, 2e-3, 3e-3],
+            },
+        );
+        grid.insert(
+            "r".into(),
+            Param::Choice {
+                values: vec![8.0, 16.0],
+            },
+        );
+        let report = search(&grid, &config(Sampler::Grid), |p, _| {
+            Ok((p["lr"] - 2e-3).abs() + p["r"])
+        })
+        .unwrap();
+        // 40 trials asked, 6 points: each once, in order.
+        let points: Vec<(f64, f64)> = report
+            .trials
+            .iter()
+            .map(|t| (t.params["lr"], t.params["r"]))
+            .collect();
+        assert_eq!(
+            points,
+            vec![
+                (1e-3, 8.0),
+                (1e-3, 16.0),
+                (2e-3, 8.0),
+                (2e-3, 16.0),
+                (3e-3, 8.0),
+                (3e-3, 16.0)
+            ]
+        );
+        assert_eq!(report.best, Some(2));
+        // A range is refused, naming the parameter.
+        let err = search(&space(), &config(Sampler::Grid), |p, _| Ok(objective(p))).unwrap_err();
+        assert!(err.to_string().contains("space.lora_dropout"), "{err}");
     }
 
     #[test]

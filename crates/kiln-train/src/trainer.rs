@@ -152,10 +152,10 @@ pub struct StepStats {
 /// The model must live on an autodiff device (`device.autodiff()`); only parameters that require
 /// gradients (the adapter, after `attach_*`) are updated.
 pub struct Trainer {
-    optim: ModuleOptimizer,
+    pub(crate) optim: ModuleOptimizer,
     config: OptimizerConfig,
     schedule: Schedule,
-    step: usize,
+    pub(crate) step: usize,
     device: Device,
     fused: bool,
     gradient_checkpointing: bool,
@@ -328,7 +328,7 @@ impl Trainer {
         ))
     }
 
-    fn lr_policy(&self, lr: f64) -> ModuleLearningRate {
+    pub(crate) fn lr_policy(&self, lr: f64) -> ModuleLearningRate {
         if self.config.lr_groups.is_empty() {
             return lr.into();
         }
