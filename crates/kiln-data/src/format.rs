@@ -184,6 +184,11 @@ impl Formatter {
         })
     }
 
+    /// The prompt style.
+    pub fn style(&self) -> &PromptStyle {
+        &self.style
+    }
+
     /// The record format.
     pub fn format(&self) -> &RecordFormat {
         &self.format
@@ -235,7 +240,7 @@ impl Formatter {
         })
     }
 
-    fn completion(
+    pub(crate) fn completion(
         &self,
         record: &Record,
         canon: &[(&str, String)],
@@ -293,6 +298,15 @@ fn chat_messages(record: &Record, field: Option<&str>) -> Result<Vec<ChatMessage
         None if record.get("conversations").is_some() => "conversations",
         None => return Err(record.field_error("messages", "missing (nor `conversations`)")),
     };
+    let messages = parse_messages(record, field)?;
+    if !messages.iter().any(|m| m.role == "assistant") {
+        return Err(record.field_error(field, "no assistant turn to learn from"));
+    }
+    Ok(messages)
+}
+
+/// The message list in `field` (OpenAI `role`/`content` or ShareGPT `from`/`value`).
+pub(crate) fn parse_messages(record: &Record, field: &str) -> Result<Vec<ChatMessage>> {
     let Some(Value::Array(items)) = record.get(field) else {
         return Err(match record.get(field) {
             None => record.field_error(field, "missing"),
@@ -332,9 +346,6 @@ fn chat_messages(record: &Record, field: Option<&str>) -> Result<Vec<ChatMessage
             ChatMessage::new(text(["role", "from"])?, text(["content", "value"])?)
         };
         messages.push(message);
-    }
-    if !messages.iter().any(|m| m.role == "assistant") {
-        return Err(record.field_error(field, "no assistant turn to learn from"));
     }
     Ok(messages)
 }

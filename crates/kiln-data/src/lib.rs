@@ -34,7 +34,9 @@ pub use format::{Content, Example, Formatter, RecordFormat};
 pub use jsonl::JsonlReader;
 pub use mask::{EncodeOptions, Encoder};
 pub use pack::{PackedRow, pack, packed_token_batch};
-pub use preference::{PreferencePair, preference_batch};
+pub use preference::{
+    PreferenceExample, PreferenceFields, PreferencePair, preference_batch, read_preference_pairs,
+};
 pub use prepare::{PrepareOptions, Prepared, prepare, prepare_path};
 pub use record::PromptCompletion;
 pub use source::{Record, Records, SourceKind, TextMode, read_records};

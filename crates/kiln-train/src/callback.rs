@@ -22,6 +22,9 @@ pub struct StepLog {
     pub tokens_per_sec: f64,
     /// Training wall time so far, in seconds.
     pub elapsed_secs: f64,
+    /// Other metrics of the step by name (preference runs: TRL's `rewards/chosen`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, f64>,
 }
 
 /// One evaluation, as logged.
@@ -29,9 +32,10 @@ pub struct StepLog {
 pub struct EvalLog {
     /// Optimizer steps taken when it ran.
     pub step: usize,
-    /// Token-weighted mean validation loss.
+    /// Token-weighted mean validation loss (preference runs: the mean preference loss over
+    /// the validation pairs).
     pub val_loss: f64,
-    /// `exp(val_loss)`.
+    /// `exp(val_loss)` (0 for preference runs, whose loss is not a likelihood).
     pub val_perplexity: f64,
     /// Labelled validation tokens.
     pub val_tokens: usize,

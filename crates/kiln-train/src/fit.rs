@@ -9,7 +9,7 @@ use burn::module::{Module, ParamGroup};
 use burn::store::ModuleRecord;
 use serde::{Deserialize, Serialize};
 
-use kiln_data::TokenizedExample;
+use kiln_data::{PreferencePair, TokenBatch, TokenizedExample, preference_batch};
 use kiln_models::CausalLm;
 
 use crate::callback::{Callback, EarlyStopping, EvalLog, StepLog};
@@ -20,8 +20,9 @@ use crate::checkpoint::{
 use crate::data::{DataOrder, RowLayout, mix};
 use crate::eval::{EvalResult, check_positions, evaluate_rows};
 use crate::logs::{LogRecord, MetricsLog, plot_curves, progress_bar};
+use crate::preference::{PreferenceConfig, PreferenceMicroBatch, evaluate_preference};
 use crate::trainer::trainable_params;
-use crate::{Result, TrainError, Trainer};
+use crate::{Result, StepStats, TrainError, Trainer};
 
 /// File names written into [`FitConfig::output_dir`].
 pub mod files {
@@ -325,6 +326,72 @@ pub struct Fit<'a, M> {
     exporter: Option<&'a dyn AdapterExporter<M>>,
     eval_hook: Option<&'a mut EvalHook<'a, M>>,
     interrupt: Option<&'a AtomicBool>,
+    preference: Option<PreferenceData<'a, M>>,
+}
+
+/// The reference model's summed log-probabilities of the rows of a preference batch (chosen
+/// rows, then rejected), given the policy as it is at that step: usually
+/// [`crate::reference_logps`] of [`crate::base_reference`] (the policy with its adapters
+/// disabled) or of a frozen copy taken before training.
+pub type ReferenceFn<'a, M> = dyn Fn(&M, &TokenBatch) -> Result<Vec<f32>> + 'a;
+
+/// What a preference run trains on.
+struct PreferenceData<'a, M> {
+    train: &'a [PreferencePair],
+    val: Option<&'a [PreferencePair]>,
+    config: PreferenceConfig,
+    reference: &'a ReferenceFn<'a, M>,
+}
+
+impl<M> PreferenceData<'_, M> {
+    /// The micro-batches of `pairs` (indices into `set`) with their reference log-probabilities.
+    fn batches(
+        &self,
+        model: &M,
+        set: &[PreferencePair],
+        groups: &[Vec<usize>],
+        pad_id: u32,
+    ) -> Result<Vec<(TokenBatch, Option<Vec<f32>>)>> {
+        groups
+            .iter()
+            .map(|idx| {
+                let pairs: Vec<PreferencePair> = idx.iter().map(|&i| set[i].clone()).collect();
+                let batch = preference_batch(&pairs, pad_id)?;
+                let reference = if self.config.loss.uses_reference() {
+                    Some((self.reference)(model, &batch)?)
+                } else {
+                    None
+                };
+                Ok((batch, reference))
+            })
+            .collect()
+    }
+}
+
+fn micro_of(batches: &[(TokenBatch, Option<Vec<f32>>)]) -> Vec<PreferenceMicroBatch<'_>> {
+    batches
+        .iter()
+        .map(|(batch, reference)| PreferenceMicroBatch {
+            batch,
+            reference: reference.as_deref(),
+        })
+        .collect()
+}
+
+/// Input tokens and padding slots of padded batches.
+fn token_counts<'b>(batches: impl Iterator<Item = &'b TokenBatch>) -> (usize, usize, usize) {
+    let (mut input, mut slots, mut labelled) = (0, 0, 0);
+    for b in batches {
+        input += b
+            .attention_mask
+            .iter()
+            .flatten()
+            .filter(|&&m| m != 0)
+            .count();
+        slots += b.batch_size() * b.seq_len();
+        labelled += b.num_loss_tokens();
+    }
+    (input, slots - input, labelled)
 }
 
 /// Extra metrics computed on the model at every evaluation (e.g.
@@ -356,7 +423,39 @@ where
             exporter: None,
             eval_hook: None,
             interrupt: None,
+            preference: None,
         }
+    }
+
+    /// A preference-optimization run over `train` pairs (DPO, IPO, hinge or SimPO, as
+    /// `objective` says) with `config`: the same data order, schedule, evaluation, checkpoints,
+    /// resume and logs as supervised runs, each step a
+    /// [`Trainer::preference_step_accum`] whose reference log-probabilities come from
+    /// `reference`. Steps and evaluations log TRL's metrics (`rewards/chosen`, ...) in their
+    /// `extra` fields; the validation loss is the mean preference loss. Pairs are padded, not
+    /// packed.
+    pub fn preference(
+        config: FitConfig,
+        train: &'a [PreferencePair],
+        objective: PreferenceConfig,
+        reference: &'a ReferenceFn<'a, M>,
+    ) -> Self {
+        let mut fit = Self::new(config, &[]);
+        fit.preference = Some(PreferenceData {
+            train,
+            val: None,
+            config: objective,
+            reference,
+        });
+        fit
+    }
+
+    /// Validation pairs of a [`Fit::preference`] run.
+    pub fn preference_validation(mut self, val: &'a [PreferencePair]) -> Self {
+        if let Some(p) = &mut self.preference {
+            p.val = Some(val);
+        }
+        self
     }
 
     /// Stops the run cleanly when `flag` becomes true (set it from a SIGINT/SIGTERM handler):
@@ -401,25 +500,49 @@ where
         let cfg = self.config.clone();
         cfg.validate()?;
         trainer.set_gradient_checkpointing(cfg.gradient_checkpointing);
-        if self.train.is_empty() {
+        let num_examples = self
+            .preference
+            .as_ref()
+            .map_or(self.train.len(), |p| p.train.len());
+        if num_examples == 0 {
             return Err(TrainError::InvalidConfig {
                 field: "train".into(),
                 reason: "no training example".into(),
             });
         }
-        check_positions(&model, self.train, "training")?;
-        if let Some(val) = self.val {
-            check_positions(&model, val, "validation")?;
-        }
         let rows = cfg.row_layout();
-        rows.check(self.train, "packing_row_len")?;
-        if let Some(val) = self.val {
-            rows.check(val, "packing_row_len")?;
-        }
-        let order = cfg.data_order(self.train);
-        let total = cfg.total_steps(self.train.len());
+        let order = match &self.preference {
+            None => {
+                check_positions(&model, self.train, "training")?;
+                if let Some(val) = self.val {
+                    check_positions(&model, val, "validation")?;
+                }
+                rows.check(self.train, "packing_row_len")?;
+                if let Some(val) = self.val {
+                    rows.check(val, "packing_row_len")?;
+                }
+                cfg.data_order(self.train)
+            }
+            Some(p) => {
+                if cfg.packing {
+                    return Err(TrainError::InvalidConfig {
+                        field: "packing".into(),
+                        reason: "preference pairs are padded, not packed".into(),
+                    });
+                }
+                check_pair_positions(&model, p.train, "training")?;
+                if let Some(val) = p.val {
+                    check_pair_positions(&model, val, "validation")?;
+                }
+                let lengths = cfg
+                    .group_by_length
+                    .then(|| p.train.iter().map(PreferencePair::len).collect());
+                cfg.order(p.train.len(), lengths)
+            }
+        };
+        let total = cfg.total_steps(num_examples);
         let layout = DataLayout {
-            num_examples: self.train.len(),
+            num_examples,
             batch_size: cfg.batch_size,
             grad_accum_steps: cfg.grad_accum_steps,
             shuffle: cfg.shuffle,
@@ -513,17 +636,39 @@ where
 
         while state.step < total && !stopped_before {
             let (epoch, batches) = order.step_batches(state.step);
-            let micro = batches
-                .iter()
-                .map(|idx| {
-                    let examples: Vec<TokenizedExample> =
-                        idx.iter().map(|&i| self.train[i].clone()).collect();
-                    rows.batch(&examples, cfg.pad_id)
-                })
-                .collect::<Result<Vec<_>>>()?;
             // Dropout masks depend on (seed, step) only, so a resumed run draws the same ones.
             device.seed(mix(cfg.seed, state.step as u64));
-            let (m, stats) = trainer.train_step_accum(model, &micro)?;
+            let (m, stats, extra) = match &self.preference {
+                None => {
+                    let micro = batches
+                        .iter()
+                        .map(|idx| {
+                            let examples: Vec<TokenizedExample> =
+                                idx.iter().map(|&i| self.train[i].clone()).collect();
+                            rows.batch(&examples, cfg.pad_id)
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    let (m, stats) = trainer.train_step_accum(model, &micro)?;
+                    (m, stats, BTreeMap::new())
+                }
+                Some(p) => {
+                    let micro = p.batches(&model, p.train, &batches, cfg.pad_id)?;
+                    let (input_tokens, padding_tokens, loss_tokens) =
+                        token_counts(micro.iter().map(|(b, _)| b));
+                    let (m, ps) =
+                        trainer.preference_step_accum(model, &micro_of(&micro), &p.config)?;
+                    let stats = StepStats {
+                        loss: ps.loss,
+                        grad_norm: ps.grad_norm,
+                        lr: ps.lr,
+                        loss_tokens,
+                        input_tokens,
+                        padding_tokens,
+                        micro_batches: micro.len(),
+                    };
+                    (m, stats, ps.metrics())
+                }
+            };
             model = m;
             state.step = trainer.step_count();
             state.epoch = order.epoch_of(state.step);
@@ -543,6 +688,7 @@ where
                 loss_tokens: stats.loss_tokens,
                 tokens_per_sec,
                 elapsed_secs: state.elapsed_secs,
+                extra,
             };
             bar.set_position(state.step as u64);
             bar.set_message(format!(
@@ -560,20 +706,42 @@ where
 
             let mut stop = false;
             let last = state.step >= total;
-            if let Some(val) = self.val
-                && (last || cfg.eval_every.is_some_and(|n| state.step.is_multiple_of(n)))
-            {
-                let result = evaluate_rows(&model, val, eval_bs, cfg.pad_id, rows)?;
+            let has_val =
+                self.val.is_some() || self.preference.as_ref().is_some_and(|p| p.val.is_some());
+            if has_val && (last || cfg.eval_every.is_some_and(|n| state.step.is_multiple_of(n))) {
+                let (result, mut extra) = match (&self.preference, self.val) {
+                    (Some(p), _) => {
+                        let val = p.val.unwrap_or_default();
+                        let groups: Vec<Vec<usize>> = (0..val.len())
+                            .collect::<Vec<_>>()
+                            .chunks(eval_bs.max(1))
+                            .map(<[usize]>::to_vec)
+                            .collect();
+                        let micro = p.batches(&model, val, &groups, cfg.pad_id)?;
+                        let ps = evaluate_preference(&model, &micro_of(&micro), &p.config)?;
+                        let result = EvalResult {
+                            loss: f64::from(ps.loss),
+                            perplexity: 0.0,
+                            tokens: token_counts(micro.iter().map(|(b, _)| b)).2,
+                        };
+                        (result, ps.metrics())
+                    }
+                    (None, Some(val)) => (
+                        evaluate_rows(&model, val, eval_bs, cfg.pad_id, rows)?,
+                        BTreeMap::new(),
+                    ),
+                    (None, None) => unreachable!("has_val"),
+                };
+                if let Some(hook) = &mut self.eval_hook {
+                    extra.extend(hook(&model)?);
+                }
                 let mut eval_log = EvalLog {
                     step: state.step,
                     val_loss: result.loss,
                     val_perplexity: result.perplexity,
                     val_tokens: result.tokens,
                     is_best: false,
-                    extra: match &mut self.eval_hook {
-                        Some(hook) => hook(&model)?,
-                        None => BTreeMap::new(),
-                    },
+                    extra,
                 };
                 let value = watch.metric.of(&eval_log);
                 if watch.improves(value, state.best.map(|b| b.value)) {
@@ -603,11 +771,14 @@ where
                 for cb in &mut self.callbacks {
                     cb.on_eval(&eval_log);
                 }
+                let detail = match eval_log.extra.get("rewards/accuracies") {
+                    Some(acc) if self.preference.is_some() => format!("reward accuracy {acc:.3}"),
+                    _ => format!("ppl {:.3}", eval_log.val_perplexity),
+                };
                 bar.println(format!(
-                    "step {}: val loss {:.4} ppl {:.3}{}",
+                    "step {}: val loss {:.4} {detail}{}",
                     eval_log.step,
                     eval_log.val_loss,
-                    eval_log.val_perplexity,
                     if eval_log.is_best { " (best)" } else { "" }
                 ));
                 let rec = LogRecord::Eval(eval_log);
@@ -706,5 +877,21 @@ where
         // The fused step's buffers are reused across steps; the run is over, so free them.
         kiln_nn::kernels::pool::clear();
         Ok(FitOutput { model, summary })
+    }
+}
+
+/// Refuses pairs longer than the model's positions, naming the set and the pair.
+fn check_pair_positions<M: CausalLm>(model: &M, pairs: &[PreferencePair], set: &str) -> Result<()> {
+    let Some(positions) = model.max_positions() else {
+        return Ok(());
+    };
+    match pairs.iter().position(|p| p.len() > positions) {
+        Some(index) => Err(TrainError::TooLong {
+            set: set.into(),
+            index,
+            tokens: pairs[index].len(),
+            positions,
+        }),
+        None => Ok(()),
     }
 }

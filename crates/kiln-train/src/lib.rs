@@ -73,7 +73,8 @@ pub use lock::{LOCK_FILE, OutputLock};
 pub use logs::{LogRecord, MetricsLog, plot_curves};
 pub use loss::{LOSS_CHUNK, LossInput, masked_lm_loss, masked_lm_loss_sum};
 pub use preference::{
-    PreferenceConfig, PreferenceLoss, PreferenceStats, base_reference, reference_logps,
+    PreferenceConfig, PreferenceLoss, PreferenceMicroBatch, PreferenceStats, base_reference,
+    evaluate_preference, reference_logps,
 };
 pub use schedule::Schedule;
 pub use trainer::{LrGroup, OptimizerConfig, StepStats, Trainer, clip_grad_norm, trainable_params};

@@ -336,6 +336,7 @@ mod tests {
                 loss_tokens: 10,
                 tokens_per_sec: 100.0,
                 elapsed_secs: step as f64,
+                extra: Default::default(),
             }));
             if step % 10 == 0 {
                 out.push(LogRecord::Eval(EvalLog {

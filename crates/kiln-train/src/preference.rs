@@ -23,8 +23,10 @@
 //! The batch loss is the mean over pairs. These are TRL's formulas (`DPOTrainer` for sigmoid,
 //! IPO and hinge; `CPOTrainer` with `loss_type="simpo"` for SimPO).
 
+use std::collections::BTreeMap;
+
 use burn::module::Module;
-use burn::optim::GradientsParams;
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::activation::{log_sigmoid, log_softmax, relu};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -211,6 +213,36 @@ fn sequence_logps<M: CausalLm>(
     onehot.matmul(per_token.reshape([n, 1])).reshape([rows])
 }
 
+/// The loss of each pair, `[pairs]`, from the summed log-probabilities of the policy (`s_*`)
+/// and the reference (`r_*`, ignored by SimPO) and the completions' lengths (`l_*`).
+fn pair_losses(
+    config: &PreferenceConfig,
+    s_c: Tensor<1>,
+    s_r: Tensor<1>,
+    r_c: Tensor<1>,
+    r_r: Tensor<1>,
+    l_c: Tensor<1>,
+    l_r: Tensor<1>,
+) -> Tensor<1> {
+    let beta = config.beta as f32;
+    let eps = config.label_smoothing as f32;
+    let smoothed = |z: Tensor<1>| {
+        log_sigmoid(z.clone()).mul_scalar(-(1.0 - eps)) - log_sigmoid(z.neg()).mul_scalar(eps)
+    };
+    match config.loss {
+        PreferenceLoss::Sigmoid => smoothed((s_c - r_c - (s_r - r_r)).mul_scalar(beta)),
+        PreferenceLoss::Hinge => relu((s_c - r_c - (s_r - r_r)).mul_scalar(-beta).add_scalar(1.0)),
+        PreferenceLoss::Ipo => {
+            let d = (s_c - r_c) / l_c - (s_r - r_r) / l_r;
+            d.sub_scalar(1.0 / (2.0 * beta)).powi_scalar(2)
+        }
+        PreferenceLoss::Simpo => {
+            let d = s_c / l_c - s_r / l_r;
+            smoothed(d.mul_scalar(beta).sub_scalar(config.simpo_gamma as f32))
+        }
+    }
+}
+
 fn check_pairs(batch: &TokenBatch) -> Result<usize> {
     let rows = batch.batch_size();
     if rows == 0 || rows % 2 != 0 {
@@ -247,6 +279,82 @@ where
         .expect("f32 log-probabilities"))
 }
 
+/// One micro-batch of a preference step: a batch from [`kiln_data::preference_batch`] and the
+/// reference's log-probabilities of its rows (from [`reference_logps`]; `None` for SimPO).
+#[derive(Debug, Clone, Copy)]
+pub struct PreferenceMicroBatch<'a> {
+    /// The chosen rows, then the rejected rows.
+    pub batch: &'a TokenBatch,
+    /// The reference's summed log-probability of each row.
+    pub reference: Option<&'a [f32]>,
+}
+
+/// A micro-batch's per-pair losses (`[pairs]`, tracked when `model` is) and each pair's
+/// `(chosen, rejected)` rewards and summed log-probabilities.
+#[allow(clippy::type_complexity)]
+fn micro_losses<M: CausalLm>(
+    model: &M,
+    micro: &PreferenceMicroBatch<'_>,
+    config: &PreferenceConfig,
+    device: &Device,
+) -> Result<(Tensor<1>, Vec<(f64, f64)>, Vec<(f64, f64)>)> {
+    let pairs = check_pairs(micro.batch)?;
+    let reference = match micro.reference {
+        _ if !config.loss.uses_reference() => vec![0.0; 2 * pairs],
+        Some(r) if r.len() == 2 * pairs => r.to_vec(),
+        Some(r) => {
+            return Err(TrainError::InvalidConfig {
+                field: "reference".into(),
+                reason: format!(
+                    "{} reference log-probabilities for {} rows",
+                    r.len(),
+                    2 * pairs
+                ),
+            });
+        }
+        None => {
+            return Err(TrainError::InvalidConfig {
+                field: "reference".into(),
+                reason: format!(
+                    "the {} loss needs the reference log-probabilities",
+                    config.loss.name()
+                ),
+            });
+        }
+    };
+    let input = LossInput::from_batch(micro.batch, device)?;
+    let (row_of, lengths) = labelled_rows(micro.batch);
+    let s = sequence_logps(model, &input, 2 * pairs, &row_of, device); // [2p]
+    let host = |v: &[f32]| Tensor::<1>::from_data(TensorData::new(v.to_vec(), [pairs]), device);
+    let lens: Vec<f32> = lengths.iter().map(|&l| l.max(1) as f32).collect();
+    let per_pair = pair_losses(
+        config,
+        s.clone().slice(0..pairs),
+        s.clone().slice(pairs..2 * pairs),
+        host(&reference[..pairs]),
+        host(&reference[pairs..]),
+        host(&lens[..pairs]),
+        host(&lens[pairs..]),
+    );
+    let s: Vec<f32> = s
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32 log-probabilities");
+    let reward = |i: usize| -> f64 {
+        if config.loss.uses_reference() {
+            config.beta * f64::from(s[i] - reference[i])
+        } else {
+            config.beta * f64::from(s[i] / lens[i])
+        }
+    };
+    let rewards = (0..pairs).map(|i| (reward(i), reward(pairs + i))).collect();
+    let logps = (0..pairs)
+        .map(|i| (f64::from(s[i]), f64::from(s[pairs + i])))
+        .collect();
+    Ok((per_pair, rewards, logps))
+}
+
 impl Trainer {
     /// One optimizer step of preference optimization on a batch made by
     /// [`kiln_data::preference_batch`]: the policy's log-probabilities of the chosen and
@@ -267,116 +375,229 @@ impl Trainer {
     where
         M: CausalLm + Module,
     {
+        self.preference_step_accum(model, &[PreferenceMicroBatch { batch, reference }], config)
+    }
+
+    /// [`Trainer::preference_step`] over several micro-batches (gradient accumulation): each
+    /// pair's loss is divided by the pair count of the whole step, so the step equals one batch
+    /// holding every pair; the metrics are means over all pairs.
+    ///
+    /// # Errors
+    /// As [`Trainer::preference_step`].
+    pub fn preference_step_accum<M>(
+        &mut self,
+        model: M,
+        micro: &[PreferenceMicroBatch<'_>],
+        config: &PreferenceConfig,
+    ) -> Result<(M, PreferenceStats)>
+    where
+        M: CausalLm + Module,
+    {
         config.validate()?;
-        let pairs = check_pairs(batch)?;
-        let reference = match (config.loss.uses_reference(), reference) {
-            (true, None) => {
-                return Err(TrainError::InvalidConfig {
-                    field: "reference".into(),
-                    reason: format!(
-                        "the {} loss needs the reference log-probabilities",
-                        config.loss.name()
-                    ),
-                });
-            }
-            (true, Some(r)) if r.len() != 2 * pairs => {
-                return Err(TrainError::InvalidConfig {
-                    field: "reference".into(),
-                    reason: format!(
-                        "{} reference log-probabilities for {} rows",
-                        r.len(),
-                        2 * pairs
-                    ),
-                });
-            }
-            (true, Some(r)) => r.to_vec(),
-            (false, _) => vec![0.0; 2 * pairs],
-        };
+        let total: usize = micro
+            .iter()
+            .map(|m| check_pairs(m.batch))
+            .sum::<Result<usize>>()?;
         let device = self.device().clone();
-        let input = LossInput::from_batch(batch, &device)?;
-        let (row_of, lengths) = labelled_rows(batch);
-        let logps = sequence_logps(&model, &input, 2 * pairs, &row_of, &device); // [2p]
-        let host = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [pairs]), &device);
-        let chosen = logps.clone().slice(0..pairs); // [p]
-        let rejected = logps.clone().slice(pairs..2 * pairs); // [p]
-        let (ref_c, ref_r) = reference.split_at(pairs);
-        let (len_c, len_r): (Vec<f32>, Vec<f32>) = (
-            lengths[..pairs].iter().map(|&l| l.max(1) as f32).collect(),
-            lengths[pairs..].iter().map(|&l| l.max(1) as f32).collect(),
-        );
-        let beta = config.beta as f32;
-        let eps = config.label_smoothing as f32;
-        let smoothed = |z: Tensor<1>| {
-            log_sigmoid(z.clone()).mul_scalar(-(1.0 - eps)) - log_sigmoid(z.neg()).mul_scalar(eps)
-        };
-        let ratio_c = chosen.clone() - host(ref_c.to_vec()); // [p]
-        let ratio_r = rejected.clone() - host(ref_r.to_vec()); // [p]
-        let per_pair = match config.loss {
-            PreferenceLoss::Sigmoid => smoothed((ratio_c - ratio_r).mul_scalar(beta)),
-            PreferenceLoss::Hinge => relu((ratio_c - ratio_r).mul_scalar(-beta).add_scalar(1.0)),
-            PreferenceLoss::Ipo => {
-                let d = ratio_c / host(len_c.clone()) - ratio_r / host(len_r.clone());
-                d.sub_scalar(1.0 / (2.0 * beta)).powi_scalar(2)
+        let mut accum = GradientsAccumulator::<M>::new();
+        let mut value = 0.0f64;
+        let (mut rewards, mut logps) = (Vec::with_capacity(total), Vec::with_capacity(total));
+        for m in micro {
+            let (per_pair, r, l) = micro_losses(&model, m, config, &device)?;
+            let loss = per_pair.sum().div_scalar(total as f32); // [1]
+            let part = f64::from(loss.clone().into_scalar::<f32>());
+            if !part.is_finite() {
+                return Err(TrainError::NonFiniteLoss {
+                    step: self.step,
+                    value: part as f32,
+                });
             }
-            PreferenceLoss::Simpo => {
-                let d = chosen / host(len_c.clone()) - rejected / host(len_r.clone());
-                smoothed(d.mul_scalar(beta).sub_scalar(config.simpo_gamma as f32))
-            }
-        };
-        let loss = per_pair.mean(); // [1]
-        let value: f32 = loss.clone().into_scalar::<f32>();
-        if !value.is_finite() {
-            return Err(TrainError::NonFiniteLoss {
-                step: self.step,
-                value,
-            });
+            value += part;
+            accum.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
+            rewards.extend(r);
+            logps.extend(l);
         }
-        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        let mut grads = accum.grads();
         let grad_norm = clip_grad_norm(&model, &mut grads, self.config().max_grad_norm);
         let lr = self.current_lr();
         let model = self.optim.step(self.lr_policy(lr), model, grads);
         self.step += 1;
-
-        // Metrics on the host, from the values before the step.
-        let s: Vec<f32> = logps
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .expect("f32 log-probabilities");
-        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-        let reward = |i: usize, len: f32| -> f64 {
-            let b = config.beta;
-            if config.loss.uses_reference() {
-                b * f64::from(s[i] - reference[i])
-            } else {
-                b * f64::from(s[i] / len)
-            }
-        };
-        let rc: Vec<f64> = (0..pairs).map(|i| reward(i, len_c[i])).collect();
-        let rr: Vec<f64> = (0..pairs).map(|i| reward(pairs + i, len_r[i])).collect();
-        let accurate: Vec<f64> = rc
-            .iter()
-            .zip(&rr)
-            .map(|(c, r)| f64::from(u8::from(c > r)))
-            .collect();
-        let margins: Vec<f64> = rc.iter().zip(&rr).map(|(c, r)| c - r).collect();
-        let logps_of = |range: std::ops::Range<usize>| -> f64 {
-            mean(&s[range].iter().map(|&v| f64::from(v)).collect::<Vec<_>>())
-        };
         Ok((
             model,
-            PreferenceStats {
-                loss: value,
-                rewards_chosen: mean(&rc),
-                rewards_rejected: mean(&rr),
-                rewards_accuracies: mean(&accurate),
-                rewards_margins: mean(&margins),
-                logps_chosen: logps_of(0..pairs),
-                logps_rejected: logps_of(pairs..2 * pairs),
-                grad_norm,
-                lr,
-                pairs,
-            },
+            PreferenceStats::of(value as f32, &rewards, &logps, grad_norm, lr),
         ))
+    }
+}
+
+impl PreferenceStats {
+    /// Means over pairs of `(chosen, rejected)` rewards and log-probabilities.
+    fn of(
+        loss: f32,
+        rewards: &[(f64, f64)],
+        logps: &[(f64, f64)],
+        grad_norm: f64,
+        lr: f64,
+    ) -> Self {
+        let n = rewards.len().max(1) as f64;
+        let mean =
+            |f: &dyn Fn(&(f64, f64)) -> f64, v: &[(f64, f64)]| v.iter().map(f).sum::<f64>() / n;
+        Self {
+            loss,
+            rewards_chosen: mean(&|r| r.0, rewards),
+            rewards_rejected: mean(&|r| r.1, rewards),
+            rewards_accuracies: mean(&|r| f64::from(u8::from(r.0 > r.1)), rewards),
+            rewards_margins: mean(&|r| r.0 - r.1, rewards),
+            logps_chosen: mean(&|l| l.0, logps),
+            logps_rejected: mean(&|l| l.1, logps),
+            grad_norm,
+            lr,
+            pairs: rewards.len(),
+        }
+    }
+
+    /// The metrics under TRL's names (`rewards/chosen`, ...), for logs.
+    pub fn metrics(&self) -> BTreeMap<String, f64> {
+        [
+            ("rewards/chosen", self.rewards_chosen),
+            ("rewards/rejected", self.rewards_rejected),
+            ("rewards/accuracies", self.rewards_accuracies),
+            ("rewards/margins", self.rewards_margins),
+            ("logps/chosen", self.logps_chosen),
+            ("logps/rejected", self.logps_rejected),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
+/// The mean preference loss and TRL's metrics of `model` over `batches` (no gradients, no
+/// step): validation of preference training.
+///
+/// # Errors
+/// As [`Trainer::preference_step`].
+pub fn evaluate_preference<M>(
+    model: &M,
+    batches: &[PreferenceMicroBatch<'_>],
+    config: &PreferenceConfig,
+) -> Result<PreferenceStats>
+where
+    M: CausalLm + Module,
+{
+    config.validate()?;
+    let model = model.valid();
+    let device = model.device();
+    let mut sum = 0.0f64;
+    let (mut rewards, mut logps) = (Vec::new(), Vec::new());
+    for m in batches {
+        let (per_pair, r, l) = micro_losses(&model, m, config, &device)?;
+        sum += f64::from(per_pair.sum().into_scalar::<f32>());
+        rewards.extend(r);
+        logps.extend(l);
+    }
+    if rewards.is_empty() {
+        return Err(TrainError::NoLabels);
+    }
+    let loss = (sum / rewards.len() as f64) as f32;
+    Ok(PreferenceStats::of(loss, &rewards, &logps, 0.0, 0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(v: &[f32]) -> Tensor<1> {
+        Tensor::from_data(TensorData::new(v.to_vec(), [v.len()]), &Device::flex())
+    }
+
+    fn losses(config: &PreferenceConfig) -> Vec<f32> {
+        // Two pairs: s_c, s_r, r_c, r_r, l_c, l_r.
+        pair_losses(
+            config,
+            t(&[-10.0, -4.0]),
+            t(&[-12.0, -3.0]),
+            t(&[-11.0, -4.0]),
+            t(&[-11.0, -4.0]),
+            t(&[5.0, 2.0]),
+            t(&[4.0, 1.0]),
+        )
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .unwrap()
+    }
+
+    fn close(got: &[f32], want: &[f64]) {
+        for (g, w) in got.iter().zip(want) {
+            assert!((f64::from(*g) - w).abs() < 1e-5, "{got:?} vs {want:?}");
+        }
+    }
+
+    /// Each loss against values computed by hand from its formula.
+    #[test]
+    fn losses_equal_their_formulas() {
+        let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+        // Δ = (s_c − r_c) − (s_r − r_r): pair 0: 1 − (−1) = 2; pair 1: 0 − 1 = −1.
+        let base = PreferenceConfig::default(); // sigmoid, β 0.1
+        close(&losses(&base), &[-(sig(0.2)).ln(), -(sig(-0.1)).ln()]);
+        let smoothed = PreferenceConfig {
+            label_smoothing: 0.1,
+            ..base.clone()
+        };
+        close(
+            &losses(&smoothed),
+            &[
+                -0.9 * sig(0.2).ln() - 0.1 * sig(-0.2).ln(),
+                -0.9 * sig(-0.1).ln() - 0.1 * sig(0.1).ln(),
+            ],
+        );
+        let hinge = PreferenceConfig {
+            loss: PreferenceLoss::Hinge,
+            beta: 1.0,
+            ..base.clone()
+        };
+        close(&losses(&hinge), &[0.0, 2.0]);
+        // IPO: (1/5 − (−1)/4 − 1/(2·0.1))², (0/2 − 1/1 − 5)².
+        let ipo = PreferenceConfig {
+            loss: PreferenceLoss::Ipo,
+            ..base.clone()
+        };
+        close(
+            &losses(&ipo),
+            &[(0.2f64 + 0.25 - 5.0).powi(2), (-1.0f64 - 5.0).powi(2)],
+        );
+        // SimPO: z = β(s_c/l_c − s_r/l_r) − γ: 0.1·(−2 + 3) − 0.5 = −0.4; 0.1·(−2 + 3) − 0.5.
+        let simpo = PreferenceConfig {
+            loss: PreferenceLoss::Simpo,
+            ..base
+        };
+        close(&losses(&simpo), &[-(sig(-0.4)).ln(), -(sig(-0.4)).ln()]);
+    }
+
+    #[test]
+    fn invalid_settings_name_the_field() {
+        let err = |c: PreferenceConfig| c.validate().unwrap_err().to_string();
+        assert!(
+            err(PreferenceConfig {
+                beta: 0.0,
+                ..Default::default()
+            })
+            .contains("beta")
+        );
+        assert!(
+            err(PreferenceConfig {
+                label_smoothing: 0.5,
+                ..Default::default()
+            })
+            .contains("label_smoothing")
+        );
+        assert!(
+            err(PreferenceConfig {
+                loss: PreferenceLoss::Ipo,
+                label_smoothing: 0.1,
+                ..Default::default()
+            })
+            .contains("ipo")
+        );
     }
 }
