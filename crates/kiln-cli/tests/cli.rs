@@ -1327,3 +1327,87 @@ fn index_build_query_and_generate_with_rag() {
 mod bad_input;
 #[path = "cli/serve.rs"]
 mod serve;
+
+/// `kiln train` with `[task] kind = "dpo"` on preference pairs (chosen: the code's description,
+/// rejected: another code's): the adapter is written, steps and evaluations log TRL's metrics,
+/// and the policy ends preferring the chosen answers. Preference data under an SFT recipe, and
+/// the preference format without a preference task, are refused with what to set.
+#[test]
+fn train_dpo_on_preference_pairs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    tiny_model(dir);
+    let mut text = String::new();
+    for template in ["code {} means :", "{} means :", "code {} ?", "{} ?"] {
+        for (i, (code, desc)) in PAIRS.iter().enumerate() {
+            let other = PAIRS[(i + 1) % PAIRS.len()].1;
+            let prompt = template.replace("{}", code);
+            text.push_str(&format!(
+                "{}\n",
+                serde_json::json!({"prompt": prompt, "chosen": desc, "rejected": other})
+            ));
+        }
+    }
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::write(dir.join("data/prefs.jsonl"), &text).unwrap();
+    let recipe = RECIPE
+        .replace("data/train.jsonl", "data/prefs.jsonl")
+        .replace("data/validation.jsonl", "data/prefs.jsonl")
+        .replace("epochs = 6", "epochs = 3");
+    let dpo = recipe.replace(
+        "format = { format = \"prompt_completion\" }",
+        "format = { format = \"preference\" }",
+    );
+    std::fs::write(
+        dir.join("dpo.toml"),
+        format!("{dpo}\n[task]\nkind = \"dpo\"\nbeta = 0.5\n"),
+    )
+    .unwrap();
+    let report = ok(&["train", "dpo.toml"], dir);
+    assert!(report.contains("16 train, 16 validation"), "{report}");
+    assert!(dir.join("run/adapter/adapter_model.safetensors").is_file());
+    let metrics = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let steps: Vec<&serde_json::Value> = records.iter().filter(|r| r["kind"] == "step").collect();
+    assert_eq!(steps.len(), 12);
+    assert!(
+        steps[0]["extra"]["rewards/chosen"].is_number(),
+        "{}",
+        steps[0]
+    );
+    let last_eval = records.iter().rev().find(|r| r["kind"] == "eval").unwrap();
+    let accuracy = last_eval["extra"]["rewards/accuracies"].as_f64().unwrap();
+    let margin = last_eval["extra"]["rewards/margins"].as_f64().unwrap();
+    assert!(accuracy > 0.9 && margin > 0.0, "{last_eval}");
+    // The resolved recipe keeps the task.
+    let saved = std::fs::read_to_string(dir.join("run/recipe.toml")).unwrap();
+    assert!(saved.contains("kind = \"dpo\""), "{saved}");
+
+    // The same pairs under a supervised recipe: named as preference records.
+    std::fs::write(
+        dir.join("sft.toml"),
+        recipe.replace("output_dir = \"run\"", "output_dir = \"run-sft\""),
+    )
+    .unwrap();
+    let err = fails(&["train", "sft.toml"], dir);
+    assert!(
+        err.contains("prefs.jsonl:1") && err.contains("kind = \"dpo\""),
+        "{err}"
+    );
+    let err = fails(
+        &[
+            "train",
+            "sft.toml",
+            "--set",
+            "data.format={format=\"preference\"}",
+        ],
+        dir,
+    );
+    assert!(
+        err.contains("preference") && err.contains("[task]"),
+        "{err}"
+    );
+}

@@ -27,6 +27,12 @@ fn output_field() -> String {
 fn text_field() -> String {
     "text".into()
 }
+fn chosen_field() -> String {
+    "chosen".into()
+}
+fn rejected_field() -> String {
+    "rejected".into()
+}
 
 /// The closed set of record formats, with configurable field names.
 ///
@@ -71,6 +77,19 @@ pub enum RecordFormat {
         #[serde(default = "text_field")]
         text: String,
     },
+    /// Preference pairs (TRL's `prompt`/`chosen`/`rejected`, plain or conversational), read by
+    /// preference training ([`Formatter::preference`]), not as single examples.
+    Preference {
+        /// Field of the prompt (`prompt`).
+        #[serde(default = "prompt_field")]
+        prompt: String,
+        /// Field of the preferred completion (`chosen`).
+        #[serde(default = "chosen_field")]
+        chosen: String,
+        /// Field of the other completion (`rejected`).
+        #[serde(default = "rejected_field")]
+        rejected: String,
+    },
 }
 
 impl RecordFormat {
@@ -99,6 +118,31 @@ impl RecordFormat {
     /// Plain text in the `text` field.
     pub fn text() -> Self {
         Self::Text { text: text_field() }
+    }
+
+    /// Preference pairs with TRL's field names.
+    pub fn preference() -> Self {
+        Self::Preference {
+            prompt: prompt_field(),
+            chosen: chosen_field(),
+            rejected: rejected_field(),
+        }
+    }
+
+    /// The field names of the preference format; `None` for the other formats.
+    pub fn preference_fields(&self) -> Option<crate::PreferenceFields> {
+        match self {
+            Self::Preference {
+                prompt,
+                chosen,
+                rejected,
+            } => Some(crate::PreferenceFields {
+                prompt: prompt.clone(),
+                chosen: chosen.clone(),
+                rejected: rejected.clone(),
+            }),
+            _ => None,
+        }
     }
 }
 
@@ -232,6 +276,14 @@ impl Formatter {
             RecordFormat::Text { text } => Content::Text {
                 text: record.text(text)?,
             },
+            RecordFormat::Preference { .. } => {
+                return Err(DataError::Config(format!(
+                    "{}:{}: a preference record holds two completions; preference training \
+                     reads it (`[task] kind = \"dpo\"`, \"ipo\", \"hinge\" or \"simpo\")",
+                    record.path.display(),
+                    record.line
+                )));
+            }
         };
         Ok(Example {
             path: record.path.clone(),

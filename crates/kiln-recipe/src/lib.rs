@@ -61,4 +61,7 @@ pub use error::{RecipeError, Result};
 pub use eval::{answer_config, eval_cases, general_text};
 pub use load::RecipeBuilder;
 pub use run::{RecipeOutput, RunReport};
-pub use schema::{DataSection, ModelSection, Recipe, ReplaySection, ScheduleKind, ScheduleSection};
+pub use schema::{
+    DataSection, ModelSection, Recipe, ReferenceKind, ReplaySection, ScheduleKind, ScheduleSection,
+    TaskKind, TaskSection,
+};

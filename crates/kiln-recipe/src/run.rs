@@ -9,16 +9,19 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use kiln_data::{
-    PrepareOptions, SourceKind, TextMode, TokenizedExample, prepare, prepare_path, read_records,
+    Encoder, Formatter, PreferenceFields, PreferencePair, PrepareOptions, RecordFormat, SourceKind,
+    TextMode, TokenBatch, TokenizedExample, prepare, prepare_path, read_preference_pairs,
+    read_records,
 };
 use kiln_models::{AnyCausalLm, AnyConfig, load_pretrained, save_pretrained};
 use kiln_peft::{AdapterConfig, TrainableReport, attach_adapter, full_fine_tuning, save_adapter};
 use kiln_tokenizer::Tokenizer;
 use kiln_train::{
-    Callback, Fit, OutputLock, PeftExporter, RunSummary, Trainer, check_previous_run,
+    Callback, Fit, OutputLock, PeftExporter, ReferenceFn, RunSummary, Trainer, base_reference,
+    check_previous_run, reference_logps,
 };
 
-use crate::{Recipe, ReplaySection, Result};
+use crate::{Recipe, ReferenceKind, ReplaySection, Result};
 
 impl Recipe {
     /// Runs the recipe: loads the model, prepares the data, attaches the method, trains, and
@@ -76,7 +79,15 @@ impl Recipe {
         let pretrained = load_pretrained(&self.model.path, &train_device)?;
         let load_secs = start.elapsed().as_secs_f64();
         let tokenizer = pretrained.tokenizer;
-        let (train, validation) = self.prepare(&tokenizer)?;
+        let preference = self.task.preference();
+        let (train, validation) = match preference {
+            Some(_) => (Vec::new(), None),
+            None => self.prepare(&tokenizer)?,
+        };
+        let pairs = match preference {
+            Some(_) => Some(self.prepare_preference(&tokenizer)?),
+            None => None,
+        };
         let pad_id = tokenizer.padding_id();
 
         let (model, adapter) = match &self.adapter {
@@ -93,17 +104,45 @@ impl Recipe {
 
         let mut fit_config = self.fit_config();
         fit_config.pad_id = pad_id;
-        let total_steps = fit_config.total_steps(train.len());
+        let num_train = pairs.as_ref().map_or(train.len(), |(t, _)| t.len());
+        let num_validation = match &pairs {
+            Some((_, v)) => v.as_ref().map_or(0, Vec::len),
+            None => validation.as_ref().map_or(0, Vec::len),
+        };
+        let total_steps = fit_config.total_steps(num_train);
         let mut trainer = Trainer::new(
             self.optimizer.clone(),
             self.schedule.schedule(total_steps),
             &train_device,
         )?;
         let exporter = adapter.clone().map(|config| PeftExporter { config });
-        let mut fit = Fit::new(fit_config, &train);
-        if let Some(v) = &validation {
-            fit = fit.validation(v);
-        }
+        // The reference of a preference task: the policy with its adapter disabled, or the
+        // model as it is now (a clone shares the frozen base weights).
+        let initial = model.clone();
+        let reference: Box<ReferenceFn<'_, AnyCausalLm>> = match self.reference() {
+            ReferenceKind::Base => {
+                Box::new(|m: &AnyCausalLm, b: &TokenBatch| reference_logps(&base_reference(m), b))
+            }
+            ReferenceKind::Initial => {
+                Box::new(move |_: &AnyCausalLm, b: &TokenBatch| reference_logps(&initial, b))
+            }
+        };
+        let mut fit = match (&pairs, preference) {
+            (Some((train_pairs, val_pairs)), Some(objective)) => {
+                let fit = Fit::preference(fit_config, train_pairs, objective, &*reference);
+                match val_pairs {
+                    Some(v) => fit.preference_validation(v),
+                    None => fit,
+                }
+            }
+            _ => {
+                let fit = Fit::new(fit_config, &train);
+                match &validation {
+                    Some(v) => fit.validation(v),
+                    None => fit,
+                }
+            }
+        };
         if let Some(e) = &exporter {
             fit = fit.exporter(e);
         }
@@ -140,8 +179,8 @@ impl Recipe {
             recipe: self.clone(),
             model_type: pretrained.config.model_type().to_string(),
             load_secs,
-            train_examples: train.len(),
-            validation_examples: validation.as_ref().map_or(0, Vec::len),
+            train_examples: num_train,
+            validation_examples: num_validation,
             trainable_params: trainable.trainable,
             total_params: trainable.total,
             summary: output.summary,
@@ -166,6 +205,20 @@ impl Recipe {
         tokenizer: &Tokenizer,
     ) -> Result<(Vec<TokenizedExample>, Option<Vec<TokenizedExample>>)> {
         let load = |path: &Path, limit: Option<usize>| -> Result<Vec<TokenizedExample>> {
+            // Preference pairs read as supervised data would fail on a missing field: say what
+            // they are instead.
+            if let Some(Ok(first)) = read_records(path, SourceKind::from_path(path)?)?.next()
+                && PreferenceFields::default().matches(&first)
+                && self.data.prepare.format.preference_fields().is_none()
+            {
+                return Err(kiln_data::DataError::Config(format!(
+                    "{}:{}: a preference record (`chosen` and `rejected`); train on it with \
+                     [task] kind = \"dpo\" (or ipo, hinge, simpo)",
+                    first.path.display(),
+                    first.line
+                ))
+                .into());
+            }
             let mut p = prepare_path(path, tokenizer, &self.data.prepare)?.examples;
             if let Some(n) = limit {
                 p.truncate(n);
@@ -186,6 +239,43 @@ impl Recipe {
 }
 
 impl Recipe {
+    /// Reads the preference pairs of `data.train` and `data.validation` for a preference task:
+    /// the field names of `data.format` when it is `preference` (TRL's otherwise), the prompt
+    /// style of `data.style`, `data.max_len` with `data.truncation`, and the limits.
+    ///
+    /// # Errors
+    /// Data errors naming the file, line and field.
+    #[allow(clippy::type_complexity)]
+    pub fn prepare_preference(
+        &self,
+        tokenizer: &Tokenizer,
+    ) -> Result<(Vec<PreferencePair>, Option<Vec<PreferencePair>>)> {
+        let options = &self.data.prepare;
+        let fields = options.format.preference_fields().unwrap_or_default();
+        let formatter = Formatter::new(RecordFormat::prompt_completion(), options.style.clone())?;
+        let encoder = Encoder::new(tokenizer, options.encode);
+        let load = |path: &Path, limit: Option<usize>| -> Result<Vec<PreferencePair>> {
+            let mut pairs = read_preference_pairs(
+                path,
+                &formatter,
+                &encoder,
+                &fields,
+                options.max_len,
+                options.truncation,
+            )?;
+            if let Some(n) = limit {
+                pairs.truncate(n);
+            }
+            Ok(pairs)
+        };
+        let train = load(&self.data.train, self.data.limit_train)?;
+        let validation = match &self.data.validation {
+            Some(v) => Some(load(v, self.data.limit_validation)?),
+            None => None,
+        };
+        Ok((train, validation))
+    }
+
     /// The replay examples for `train_len` training examples: `ratio / (1 - ratio)` per
     /// training example, rounded, drawn in a seeded order (repeating only when the file has too
     /// few), prepared with the file's own format, the raw prompt style and the data's length

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use kiln_data::{PrepareOptions, RecordFormat};
 use kiln_peft::AdapterConfig;
-use kiln_train::{FitConfig, OptimizerConfig, Schedule};
+use kiln_train::{FitConfig, OptimizerConfig, PreferenceConfig, PreferenceLoss, Schedule};
 
 /// The base model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -163,13 +163,128 @@ pub struct Recipe {
     /// Batching, epochs, evaluation, early stopping, checkpoints and logs.
     #[serde(default)]
     pub fit: FitConfig,
+    /// What the run optimizes: supervised fine-tuning (the default) or a preference objective.
+    #[serde(default)]
+    pub task: TaskSection,
+}
+
+/// The objective (`[task]`):
+///
+/// ```toml
+/// [task]
+/// kind = "dpo"          # sft (default), dpo, ipo, hinge or simpo
+/// beta = 0.1
+/// label_smoothing = 0.0 # dpo and simpo
+/// reference = "base"   # base: the model with its adapter disabled; initial: the model before
+///                       # training (an adapter loaded with `adapter.init_from`, or full FT)
+/// ```
+///
+/// Preference tasks read `{"prompt", "chosen", "rejected"}` records (TRL's plain or
+/// conversational form; `data.format = { format = "preference", ... }` renames the fields).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSection {
+    /// The objective.
+    #[serde(default)]
+    pub kind: TaskKind,
+    /// Preference tasks: β, the strength of the pull toward the reference (TRL's default 0.1).
+    #[serde(default = "default_beta")]
+    pub beta: f64,
+    /// `dpo` and `simpo`: probability that a pair's preference is flipped, in `[0, 0.5)`.
+    #[serde(default)]
+    pub label_smoothing: f64,
+    /// `simpo`: the target reward margin γ (TRL's default 0.5).
+    #[serde(default = "default_simpo_gamma")]
+    pub simpo_gamma: f64,
+    /// The reference model of `dpo`, `ipo` and `hinge`; default `base` with an adapter and
+    /// `initial` for full fine-tuning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<ReferenceKind>,
+}
+
+fn default_beta() -> f64 {
+    0.1
+}
+
+fn default_simpo_gamma() -> f64 {
+    0.5
+}
+
+impl Default for TaskSection {
+    fn default() -> Self {
+        Self {
+            kind: TaskKind::Sft,
+            beta: default_beta(),
+            label_smoothing: 0.0,
+            simpo_gamma: default_simpo_gamma(),
+            reference: None,
+        }
+    }
+}
+
+impl TaskSection {
+    /// The preference objective, `None` for supervised fine-tuning.
+    pub fn preference(&self) -> Option<PreferenceConfig> {
+        let loss = match self.kind {
+            TaskKind::Sft => return None,
+            TaskKind::Dpo => PreferenceLoss::Sigmoid,
+            TaskKind::Ipo => PreferenceLoss::Ipo,
+            TaskKind::Hinge => PreferenceLoss::Hinge,
+            TaskKind::Simpo => PreferenceLoss::Simpo,
+        };
+        Some(PreferenceConfig {
+            loss,
+            beta: self.beta,
+            label_smoothing: self.label_smoothing,
+            simpo_gamma: self.simpo_gamma,
+        })
+    }
+}
+
+/// `task.kind`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    /// Supervised fine-tuning: next-token loss on completions (or every token of text).
+    #[default]
+    Sft,
+    /// DPO: the sigmoid preference loss against a reference.
+    Dpo,
+    /// IPO: the squared preference loss on length-normalized log-ratios.
+    Ipo,
+    /// SLiC's hinge loss against a reference.
+    Hinge,
+    /// SimPO: reference-free, on average log-probabilities.
+    Simpo,
+}
+
+/// `task.reference`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReferenceKind {
+    /// The policy with its adapter disabled: the base model, with no second copy of the weights.
+    Base,
+    /// The model as it was when training started (shares the base weights; holds its own copy
+    /// of what trains).
+    Initial,
 }
 
 impl Recipe {
     /// Whether the data is for supervised fine-tuning: prompts or conversations whose
     /// completions alone carry loss (every format but `text`).
     pub fn is_sft(&self) -> bool {
-        !matches!(self.data.prepare.format, RecordFormat::Text { .. })
+        self.task.kind == TaskKind::Sft
+            && !matches!(self.data.prepare.format, RecordFormat::Text { .. })
+    }
+
+    /// The reference model of a preference task: `task.reference`, else `base` with an adapter
+    /// and `initial` for full fine-tuning.
+    pub fn reference(&self) -> ReferenceKind {
+        self.task.reference.unwrap_or(if self.adapter.is_some() {
+            ReferenceKind::Base
+        } else {
+            ReferenceKind::Initial
+        })
     }
 
     /// Whether the method feeds virtual tokens to the model (prompt and prefix tuning): they
@@ -241,6 +356,41 @@ impl Recipe {
                 ));
             }
         }
+        let preference = self.task.preference();
+        if let Some(p) = &preference {
+            p.validate().map_err(|e| format!("[task] {e}"))?;
+            if self.data.packing == Some(true) {
+                return Err(format!(
+                    "data.packing = true does not work with task.kind = \"{}\": preference \
+                     pairs are padded, not packed",
+                    self.task.kind.name()
+                ));
+            }
+            if self.data.replay.is_some() {
+                return Err(format!(
+                    "data.replay mixes general text into supervised fine-tuning; task.kind = \
+                     \"{}\" trains on preference pairs only",
+                    self.task.kind.name()
+                ));
+            }
+            if p.loss.uses_reference()
+                && self.adapter.is_none()
+                && self.task.reference == Some(ReferenceKind::Base)
+            {
+                return Err(
+                    "task.reference = \"base\" needs an [adapter] (the base is the \
+                            model with its adapter disabled); full fine-tuning compares with \
+                            the initial model (task.reference = \"initial\")"
+                        .into(),
+                );
+            }
+        } else if matches!(self.data.prepare.format, RecordFormat::Preference { .. }) {
+            return Err(
+                "data.format \"preference\" holds chosen/rejected pairs: set [task] \
+                        kind = \"dpo\" (or ipo, hinge, simpo)"
+                    .into(),
+            );
+        }
         if self.fit.output_dir.is_none() {
             return Err("fit.output_dir is required (where the adapter and logs go)".into());
         }
@@ -253,5 +403,18 @@ impl Recipe {
             c.validate().map_err(|e| format!("[adapter] {e}"))?;
         }
         Ok(())
+    }
+}
+
+impl TaskKind {
+    /// The name recipes use.
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskKind::Sft => "sft",
+            TaskKind::Dpo => "dpo",
+            TaskKind::Ipo => "ipo",
+            TaskKind::Hinge => "hinge",
+            TaskKind::Simpo => "simpo",
+        }
     }
 }

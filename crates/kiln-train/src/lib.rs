@@ -67,7 +67,8 @@ pub use data::{DataOrder, PACKED_ROW_TOKENS, RowLayout};
 pub use error::{Result, TrainError};
 pub use eval::{EvalResult, evaluate, evaluate_rows};
 pub use fit::{
-    EvalHook, Fit, FitConfig, FitOutput, RunSummary, StopReason, check_previous_run, files,
+    EvalHook, Fit, FitConfig, FitOutput, ReferenceFn, RunSummary, StopReason, check_previous_run,
+    files,
 };
 pub use lock::{LOCK_FILE, OutputLock};
 pub use logs::{LogRecord, MetricsLog, plot_curves};

@@ -774,7 +774,10 @@ fn dpo_fit_learns_preferences_logs_trl_metrics_and_resumes() {
         .unwrap();
     // DPO's loss starts at log 2 (the policy is the reference) and falls.
     let losses = &straight.summary.losses;
-    assert!((losses[0] - std::f32::consts::LN_2).abs() < 1e-4, "{losses:?}");
+    assert!(
+        (losses[0] - std::f32::consts::LN_2).abs() < 1e-4,
+        "{losses:?}"
+    );
     let late = losses[8..].iter().sum::<f32>() / 4.0;
     assert!(late < 0.7 * losses[0], "{losses:?}");
     let text = std::fs::read_to_string(straight_dir.path().join(files::METRICS)).unwrap();
@@ -811,10 +814,15 @@ fn dpo_fit_learns_preferences_logs_trl_metrics_and_resumes() {
         .unwrap();
     assert_eq!(first.summary.steps, 6);
     let mut t = trainer(&c, train.len(), lr(5e-2));
-    let second = Fit::preference(FitConfig { resume: true, ..c }, &train, objective, &reference)
-        .preference_validation(&val)
-        .run(model(0.0), &mut t)
-        .unwrap();
+    let second = Fit::preference(
+        FitConfig { resume: true, ..c },
+        &train,
+        objective,
+        &reference,
+    )
+    .preference_validation(&val)
+    .run(model(0.0), &mut t)
+    .unwrap();
     let resumed: Vec<u32> = first
         .summary
         .losses
