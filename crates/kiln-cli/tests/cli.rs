@@ -1386,6 +1386,90 @@ fn train_dpo_on_preference_pairs() {
     let saved = std::fs::read_to_string(dir.join("run/recipe.toml")).unwrap();
     assert!(saved.contains("kind = \"dpo\""), "{saved}");
 
+    // Continual: an SFT adapter (on the same codes' descriptions) continued by DPO with
+    // `adapter.init_from`. Against the base, the SFT adapter already prefers the chosen answers
+    // at the first step; against itself (`reference = "initial"`), DPO starts at log 2.
+    let all = write_data(dir);
+    std::fs::write(
+        dir.join("sft-first.toml"),
+        RECIPE
+            .replace("data/train.jsonl", all.to_str().unwrap())
+            .replace("validation = \"data/validation.jsonl\"\n", "")
+            .replace("output_dir = \"run\"", "output_dir = \"run-sft-first\""),
+    )
+    .unwrap();
+    ok(&["train", "sft-first.toml"], dir);
+    let continued = |name: &str, reference: &str| -> serde_json::Value {
+        let text = format!(
+            "{}\n[task]\nkind = \"dpo\"\nbeta = 0.5\nreference = \"{reference}\"\n",
+            dpo.replace(
+                "[adapter]\n",
+                "[adapter]\ninit_from = \"run-sft-first/adapter\"\n"
+            )
+            .replace("output_dir = \"run\"", &format!("output_dir = \"{name}\""))
+        );
+        std::fs::write(dir.join(format!("{name}.toml")), text).unwrap();
+        ok(&["train", &format!("{name}.toml")], dir);
+        let saved = std::fs::read_to_string(dir.join(name).join("recipe.toml")).unwrap();
+        assert!(
+            saved.contains("init_from = \"run-sft-first/adapter\""),
+            "{saved}"
+        );
+        let metrics = std::fs::read_to_string(dir.join(name).join("metrics.jsonl")).unwrap();
+        serde_json::from_str(metrics.lines().next().unwrap()).unwrap()
+    };
+    let against_base = continued("run-continued-base", "base");
+    assert!(
+        against_base["extra"]["rewards/margins"].as_f64().unwrap() > 0.0
+            && (against_base["loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() > 1e-3,
+        "{against_base}"
+    );
+    let against_itself = continued("run-continued-initial", "initial");
+    assert!(
+        (against_itself["loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-5,
+        "{against_itself}"
+    );
+    // `init_from` alone: the method's settings are the saved adapter's.
+    let start = dpo.find("[adapter]").unwrap();
+    let end = dpo.find("[optimizer]").unwrap();
+    let only = format!(
+        "{}[adapter]\ninit_from = \"run-sft-first/adapter\"\n\n{}\n[task]\nkind = \"dpo\"\n",
+        &dpo[..start],
+        &dpo[end..]
+    );
+    std::fs::write(dir.join("only.toml"), only).unwrap();
+    let resolved = ok(&["train", "only.toml", "--print-config"], dir);
+    assert!(
+        resolved.contains("peft_type = \"LORA\"")
+            && resolved.contains("r = 8")
+            && resolved.contains("init_from = \"run-sft-first/adapter\""),
+        "{resolved}"
+    );
+    // A method that is not the saved adapter's is refused, naming the file.
+    std::fs::write(
+        dir.join("wrong.toml"),
+        dpo.replace(
+            "[adapter]\npeft_type = \"LORA\"",
+            "[adapter]\ninit_from = \"run-sft-first/adapter\"\npeft_type = \"IA3\"",
+        )
+        .replace("r = 8\nlora_alpha = 16\n", "")
+            + "\n[task]\nkind = \"dpo\"\n",
+    )
+    .unwrap();
+    let err = fails(
+        &[
+            "train",
+            "wrong.toml",
+            "--set",
+            "fit.output_dir=\"run-wrong\"",
+        ],
+        dir,
+    );
+    assert!(
+        err.contains("adapter_config.json") && err.contains("LORA"),
+        "{err}"
+    );
+
     // The same pairs under a supervised recipe: named as preference records.
     std::fs::write(
         dir.join("sft.toml"),

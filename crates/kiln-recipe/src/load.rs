@@ -45,7 +45,19 @@ impl Recipe {
 
     /// The fully resolved recipe as TOML (every default written out).
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print: {e}"))
+        let mut value = match toml::Value::try_from(self) {
+            Ok(v) => v,
+            Err(e) => return format!("# cannot print: {e}"),
+        };
+        if let Some(dir) = &self.adapter_init_from
+            && let Some(toml::Value::Table(t)) = value.get_mut("adapter")
+        {
+            t.insert(
+                "init_from".into(),
+                toml::Value::String(dir.display().to_string()),
+            );
+        }
+        toml::to_string_pretty(&value).unwrap_or_else(|e| format!("# cannot print: {e}"))
     }
 }
 
@@ -176,7 +188,28 @@ impl RecipeBuilder {
                 None => invalid(message),
             }
         };
-        let value = self.table.clone();
+        let mut value = self.table.clone();
+        // `adapter.init_from` names a directory, not a field of the method's configuration.
+        let mut init_from = None;
+        if let Some(toml::Value::Table(adapter)) = value.get_mut("adapter")
+            && let Some(dir) = adapter.remove("init_from")
+        {
+            let toml::Value::String(dir) = dir else {
+                return Err(blame(
+                    "adapter.init_from",
+                    format!("`adapter.init_from`: expected a directory, found {dir}"),
+                ));
+            };
+            let dir = std::path::PathBuf::from(dir);
+            if adapter.is_empty() {
+                // Only the directory: the method's settings are the saved adapter's.
+                let mut saved = kiln_peft::read_adapter_config(&dir)?;
+                saved.common_mut().inference_mode = false;
+                let table = toml::Value::try_from(&saved).map_err(|e| invalid(e.to_string()))?;
+                value.insert("adapter".into(), table);
+            }
+            init_from = Some(dir);
+        }
         let recipe: Recipe = serde_path_to_error::deserialize(toml::Value::Table(value.clone()))
             .map_err(|e| {
                 let mut path = e.path().to_string();
@@ -208,6 +241,7 @@ impl RecipeBuilder {
         }
         recipe.validate().map_err(invalid)?;
         let mut recipe = recipe;
+        recipe.adapter_init_from = init_from;
         recipe.data.packing = Some(recipe.packing());
         Ok(recipe)
     }

@@ -95,7 +95,11 @@ impl Recipe {
                 let mut c = c.clone();
                 c.common_mut().base_model_name_or_path =
                     Some(self.model.path.display().to_string());
-                let (m, c) = attach_adapter(pretrained.model, &c, None, self.seed, &train_device)?;
+                let (mut m, c) =
+                    attach_adapter(pretrained.model, &c, None, self.seed, &train_device)?;
+                if let Some(dir) = &self.adapter_init_from {
+                    init_adapter_from(&mut m, &c, dir, &train_device)?;
+                }
                 (m, Some(c))
             }
             None => (full_fine_tuning(pretrained.model), None),
@@ -236,6 +240,36 @@ impl Recipe {
         };
         Ok((train, validation))
     }
+}
+
+/// Fills the attached adapter with the tensors of the PEFT adapter saved in `dir`
+/// (`adapter.init_from`), strictly: the method must be the same and every tensor must be there
+/// with its shape.
+fn init_adapter_from(
+    model: &mut AnyCausalLm,
+    config: &AdapterConfig,
+    dir: &Path,
+    device: &Device,
+) -> Result<()> {
+    let saved = kiln_peft::read_adapter_config(dir)?;
+    if saved.peft_type() != config.peft_type() {
+        return Err(kiln_peft::PeftError::InFile {
+            path: dir.join("adapter_config.json"),
+            source: Box::new(kiln_peft::PeftError::InvalidConfig {
+                field: "peft_type".into(),
+                reason: format!(
+                    "adapter.init_from holds a {} adapter, the recipe's [adapter] is {}",
+                    saved.peft_type(),
+                    config.peft_type()
+                ),
+            }),
+        }
+        .into());
+    }
+    let file = dir.join("adapter_model.safetensors");
+    let tensors = kiln_nn::safetensors::read_safetensors(&file)?;
+    kiln_peft::io::set_adapter_state(model, config, tensors, &file, device)?;
+    Ok(())
 }
 
 impl Recipe {

@@ -151,6 +151,12 @@ pub struct Recipe {
     /// every weight trains (full fine-tuning).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adapter: Option<AdapterConfig>,
+    /// `[adapter] init_from = "DIR"`: continue training the PEFT adapter saved in `DIR` (an
+    /// earlier SFT or preference run's `adapter/`), with a fresh optimizer: its tensors replace
+    /// the new adapter's initialization. With no other `[adapter]` key the method's settings
+    /// come from `DIR/adapter_config.json`; otherwise they must describe the same tensors.
+    #[serde(skip)]
+    pub adapter_init_from: Option<PathBuf>,
     /// Seed of the adapter initialization.
     #[serde(default)]
     pub seed: u64,
