@@ -16,8 +16,10 @@ pub enum DataCommand {
     /// Build the OBD-II question-answering dataset from the `obd` package's code list.
     ///
     /// Writes train.jsonl, validation.jsonl, test.jsonl (unseen codes, unseen phrasings) and
-    /// test_phrasing.jsonl (unseen phrasings of trained codes), split by code, and codes.jsonl:
-    /// every code as `{"code", "description", "text"}`, a corpus for `kiln index build`.
+    /// test_phrasing.jsonl (unseen phrasings of trained codes), split by code; codes.jsonl:
+    /// every code as `{"code", "description", "text"}`, a corpus for `kiln index build`; and
+    /// preference.jsonl: the training questions as `{"prompt", "chosen", "rejected"}` pairs (the
+    /// true answer over the code with another code's description) for `[task] kind = "dpo"`.
     ///
     /// Example:
     ///   kiln data obd --out runs/dtc-assistant/data
@@ -107,6 +109,10 @@ pub fn run(command: &DataCommand) -> Result<()> {
             ds.write_jsonl(out)?;
             // Every code (trained or not) as a retrieval corpus for `kiln index build`.
             obd::write_code_docs(&list, out.join("codes.jsonl"))?;
+            // The training questions as preference pairs (true answer over a hallucination),
+            // for `[task] kind = "dpo"` after supervised tuning.
+            let prefs = obd::preference_pairs(&ds.train, &list, *seed);
+            kiln::data::write_jsonl(out.join("preference.jsonl"), &prefs)?;
             println!("{ds}");
             println!("written to {}", out.display());
         }

@@ -789,6 +789,63 @@ impl ObdSample {
 }
 
 /// Writes `<name>.jsonl` for every set into `dir` (created if needed), each atomically.
+/// One preference pair of the diagnostics task, a line of `preference.jsonl` in TRL's plain
+/// preference format: the question, the true answer, and a hallucination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObdPreference {
+    /// The question.
+    pub prompt: String,
+    /// The true answer, `"CODE: description"`.
+    pub chosen: String,
+    /// The same code with another code's description (from the same subsystem when there is
+    /// one): the plausible invention a tuned model makes.
+    pub rejected: String,
+    /// The code asked about.
+    pub code: String,
+}
+
+/// Preference pairs from the forward questions of `examples` (reverse questions are skipped):
+/// chosen is the example's answer, rejected the code with the description of another code of
+/// `codes`, drawn with `seed`, from the same subsystem when it has another code.
+pub fn preference_pairs(examples: &[ObdExample], codes: &[Dtc], seed: u64) -> Vec<ObdPreference> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0dd5_1ec7);
+    let mut by_subsystem: BTreeMap<Subsystem, Vec<&Dtc>> = BTreeMap::new();
+    for c in codes {
+        by_subsystem
+            .entry(Subsystem::of(&c.code))
+            .or_default()
+            .push(c);
+    }
+    examples
+        .iter()
+        .filter(|e| e.direction == Direction::Forward)
+        .filter_map(|e| {
+            let own = e.completion.split_once(": ").map_or("", |(_, d)| d);
+            let others = |pool: &[&Dtc]| -> Vec<String> {
+                pool.iter()
+                    .filter(|c| c.code != e.code && c.description != own)
+                    .map(|c| c.description.clone())
+                    .collect()
+            };
+            let mut pool = others(
+                by_subsystem
+                    .get(&e.subsystem)
+                    .map_or(&[][..], Vec::as_slice),
+            );
+            if pool.is_empty() {
+                pool = others(&codes.iter().collect::<Vec<_>>());
+            }
+            let other = pool.choose(&mut rng)?;
+            Some(ObdPreference {
+                prompt: e.prompt.clone(),
+                chosen: e.completion.clone(),
+                rejected: format!("{}: {other}", e.code),
+                code: e.code.clone(),
+            })
+        })
+        .collect()
+}
+
 fn write_sets(dir: &Path, sets: &[(&str, &[ObdExample])]) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|source| DataError::Io {
         path: dir.to_path_buf(),

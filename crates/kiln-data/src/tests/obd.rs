@@ -331,3 +331,48 @@ fn widened_samples_add_variants_unknown_and_grounded_questions() {
     }
     assert_eq!(ds.sample_with(&codes, &config), wide, "deterministic");
 }
+
+/// Preference pairs: one per forward training question, the true answer over the same code with
+/// another code's description from its subsystem.
+#[test]
+fn preference_pairs_reject_another_codes_description() {
+    let codes = parse_codes(&fixture(), Path::new("codes.py")).unwrap();
+    let ds = build(&codes, &ObdConfig::default()).unwrap();
+    let pairs = preference_pairs(&ds.train, &codes, 0);
+    let forward = ds
+        .train
+        .iter()
+        .filter(|e| e.direction == Direction::Forward)
+        .count();
+    assert_eq!(pairs.len(), forward);
+    let description: HashMap<&str, &str> = codes
+        .iter()
+        .map(|c| (c.code.as_str(), c.description.as_str()))
+        .collect();
+    for p in &pairs {
+        assert_eq!(
+            p.chosen,
+            format!("{}: {}", p.code, description[p.code.as_str()])
+        );
+        let (code, other) = p.rejected.split_once(": ").unwrap();
+        assert_eq!(code, p.code);
+        assert_ne!(other, description[p.code.as_str()]);
+        let owner = codes.iter().find(|c| c.description == other).unwrap();
+        // From the same subsystem, unless it has no other description (P0700 and P0701
+        // share theirs).
+        let same_subsystem_exists = codes.iter().any(|c| {
+            Subsystem::of(&c.code) == Subsystem::of(&p.code)
+                && c.description != description[p.code.as_str()]
+        });
+        assert_eq!(
+            Subsystem::of(&owner.code) == Subsystem::of(&p.code),
+            same_subsystem_exists,
+            "{p:?}"
+        );
+    }
+    assert_eq!(
+        pairs,
+        preference_pairs(&ds.train, &codes, 0),
+        "deterministic"
+    );
+}
