@@ -245,7 +245,7 @@ fn pair_losses(
 
 fn check_pairs(batch: &TokenBatch) -> Result<usize> {
     let rows = batch.batch_size();
-    if rows == 0 || rows % 2 != 0 {
+    if rows == 0 || !rows.is_multiple_of(2) {
         return Err(TrainError::InvalidConfig {
             field: "batch".into(),
             reason: format!(

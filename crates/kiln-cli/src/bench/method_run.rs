@@ -225,6 +225,8 @@ mod tests {
                 .method
                 .map(|m| m.config(args.r, &["all-linear".to_string()]).unwrap())
                 .unwrap_or_default(),
+            adapter_init_from: None,
+            task: Default::default(),
             seed: args.seed,
             optimizer: OptimizerConfig {
                 lr: args.lr,
