@@ -78,8 +78,10 @@ pub struct PreferenceExample {
 }
 
 impl Formatter {
-    /// Formats a preference record (see the [module](self) docs for the two forms); the
-    /// formatter's prompt style applies to plain prompts.
+    /// Formats a preference record: plain (three strings; the formatter's prompt style renders
+    /// the prompt, like a prompt/completion record) or conversational (`prompt` a list of
+    /// messages, rendered with the chat template; the style's system message goes first when
+    /// the prompt has none).
     ///
     /// # Errors
     /// [`DataError::Field`] naming the file, line and field of a missing or mistyped field.
