@@ -362,9 +362,16 @@ impl Recipe {
                 ));
             }
         }
-        let preference = self.task.preference();
-        if let Some(p) = &preference {
-            p.validate().map_err(|e| format!("[task] {e}"))?;
+        // The [task] values are checked whatever the kind, so that every recipe that reads
+        // prints back to itself.
+        let checked = self.task.preference().unwrap_or(PreferenceConfig {
+            loss: PreferenceLoss::Sigmoid,
+            beta: self.task.beta,
+            label_smoothing: self.task.label_smoothing,
+            simpo_gamma: self.task.simpo_gamma,
+        });
+        checked.validate().map_err(|e| format!("[task] {e}"))?;
+        if let Some(p) = &self.task.preference() {
             if self.data.packing == Some(true) {
                 return Err(format!(
                     "data.packing = true does not work with task.kind = \"{}\": preference \

@@ -1,6 +1,6 @@
 //! Fuzzing of every reader that takes a user's file: the GGUF parser (with the model, config and
 //! tokenizer built from it), the safetensors reader, `adapter_config.json` (loaded onto a model),
-//! recipe TOML, and the JSONL and CSV data readers.
+//! recipe TOML, the JSONL and CSV data readers, and preference pairs (formatted and tokenized).
 //!
 //! Each target starts from its committed corpus (`fuzz/corpus/<target>/`, valid files that must
 //! read) and feeds the reader mutations of it: bit flips, random and "interesting" bytes and
@@ -439,7 +439,50 @@ fn read_source(path: &Path) -> Outcome {
     Outcome::Read
 }
 
-const TARGETS: [Target; 6] = [
+/// Preference pairs, formatted with a chat template and a system message, then tokenized.
+fn read_preference(path: &Path) -> Outcome {
+    use kiln::data::{
+        EncodeOptions, Encoder, Formatter, PreferenceFields, PromptStyle, RecordFormat, Truncation,
+        read_preference_pairs,
+    };
+    use kiln::tokenizer::{ChatTemplate, SpecialTokens, Tokenizer};
+    static TOKENIZER: OnceLock<Tokenizer> = OnceLock::new();
+    let tokenizer = TOKENIZER.get_or_init(|| {
+        Tokenizer::from_file(
+            root().join("crates/kiln-tokenizer/tests/fixtures/tiny_spm_hf/tokenizer.json"),
+        )
+        .unwrap()
+        .with_special_tokens(SpecialTokens {
+            bos_token: Some("<s>".into()),
+            eos_token: Some("</s>".into()),
+            unk_token: Some("<unk>".into()),
+            pad_token: None,
+        })
+        .with_chat_template(ChatTemplate::chatml())
+    });
+    let style = PromptStyle::ChatTemplate {
+        system: Some("You are a car diagnostics assistant.".into()),
+    };
+    let formatter = Formatter::new(RecordFormat::prompt_completion(), style).unwrap();
+    let encoder = Encoder::new(tokenizer, EncodeOptions::default());
+    let fields = PreferenceFields::default();
+    match read_preference_pairs(
+        path,
+        &formatter,
+        &encoder,
+        &fields,
+        Some(96),
+        Truncation::Left,
+    ) {
+        Ok(pairs) => {
+            assert!(pairs.iter().all(|p| p.len() <= 96 && !p.chosen.is_empty()));
+            Outcome::Read
+        }
+        Err(e) => refused(e),
+    }
+}
+
+const TARGETS: [Target; 7] = [
     Target {
         name: "gguf",
         file: "input.gguf",
@@ -476,6 +519,12 @@ const TARGETS: [Target; 6] = [
         text: true,
         read: read_source,
     },
+    Target {
+        name: "preference",
+        file: "input.jsonl",
+        text: true,
+        read: read_preference,
+    },
 ];
 
 fn run(name: &str) {
@@ -510,4 +559,9 @@ fn fuzz_jsonl() {
 #[test]
 fn fuzz_csv() {
     run("csv");
+}
+
+#[test]
+fn fuzz_preference() {
+    run("preference");
 }
