@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::{DataError, PromptStyle, PromptTemplate, Record, Result};
 
-fn prompt_field() -> String {
+pub(crate) fn prompt_field() -> String {
     "prompt".into()
 }
 fn completion_field() -> String {
@@ -27,10 +27,10 @@ fn output_field() -> String {
 fn text_field() -> String {
     "text".into()
 }
-fn chosen_field() -> String {
+pub(crate) fn chosen_field() -> String {
     "chosen".into()
 }
-fn rejected_field() -> String {
+pub(crate) fn rejected_field() -> String {
     "rejected".into()
 }
 

@@ -20,21 +20,11 @@ use kiln_tokenizer::ChatMessage;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::format::parse_messages;
+use crate::format::{chosen_field, parse_messages, prompt_field, rejected_field};
 use crate::{
     Content, DataError, Encoder, Example, Formatter, IGNORE_INDEX, PromptStyle, Record, Result,
     SourceKind, TokenBatch, TokenizedExample, Truncation, read_records,
 };
-
-fn prompt_field() -> String {
-    "prompt".into()
-}
-fn chosen_field() -> String {
-    "chosen".into()
-}
-fn rejected_field() -> String {
-    "rejected".into()
-}
 
 /// The field names of preference records (TRL's by default).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -46,18 +46,29 @@ pub(crate) fn check_positions<M: CausalLm>(
     examples: &[TokenizedExample],
     set: &str,
 ) -> Result<()> {
+    check_lengths(model, examples.iter().map(TokenizedExample::len), set)
+}
+
+/// [`check_positions`] over sequence lengths (a preference pair's is its longer side).
+pub(crate) fn check_lengths<M: CausalLm>(
+    model: &M,
+    lengths: impl Iterator<Item = usize>,
+    set: &str,
+) -> Result<()> {
     let Some(positions) = model.max_positions() else {
         return Ok(());
     };
-    match examples.iter().position(|e| e.len() > positions) {
-        Some(index) => Err(TrainError::TooLong {
-            set: set.into(),
-            index,
-            tokens: examples[index].len(),
-            positions,
-        }),
-        None => Ok(()),
+    for (index, tokens) in lengths.enumerate() {
+        if tokens > positions {
+            return Err(TrainError::TooLong {
+                set: set.into(),
+                index,
+                tokens,
+                positions,
+            });
+        }
     }
+    Ok(())
 }
 
 /// [`evaluate`] with the batches' examples laid out by `rows` (packed rows give the same loss).

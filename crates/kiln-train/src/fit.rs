@@ -18,7 +18,7 @@ use crate::checkpoint::{
     write_json,
 };
 use crate::data::{DataOrder, RowLayout, mix};
-use crate::eval::{EvalResult, check_positions, evaluate_rows};
+use crate::eval::{EvalResult, check_lengths, check_positions, evaluate_rows};
 use crate::logs::{LogRecord, MetricsLog, plot_curves, progress_bar};
 use crate::preference::{PreferenceConfig, PreferenceMicroBatch, evaluate_preference};
 use crate::trainer::trainable_params;
@@ -530,9 +530,9 @@ where
                         reason: "preference pairs are padded, not packed".into(),
                     });
                 }
-                check_pair_positions(&model, p.train, "training")?;
+                check_lengths(&model, p.train.iter().map(PreferencePair::len), "training")?;
                 if let Some(val) = p.val {
-                    check_pair_positions(&model, val, "validation")?;
+                    check_lengths(&model, val.iter().map(PreferencePair::len), "validation")?;
                 }
                 let lengths = cfg
                     .group_by_length
@@ -877,21 +877,5 @@ where
         // The fused step's buffers are reused across steps; the run is over, so free them.
         kiln_nn::kernels::pool::clear();
         Ok(FitOutput { model, summary })
-    }
-}
-
-/// Refuses pairs longer than the model's positions, naming the set and the pair.
-fn check_pair_positions<M: CausalLm>(model: &M, pairs: &[PreferencePair], set: &str) -> Result<()> {
-    let Some(positions) = model.max_positions() else {
-        return Ok(());
-    };
-    match pairs.iter().position(|p| p.len() > positions) {
-        Some(index) => Err(TrainError::TooLong {
-            set: set.into(),
-            index,
-            tokens: pairs[index].len(),
-            positions,
-        }),
-        None => Ok(()),
     }
 }
