@@ -25,8 +25,9 @@
 //!   (what a path is, and reading it into one architecture) and `auto.rs` ([`AnyCausalLm`],
 //!   [`load_model`], [`load_pretrained`], tokenizer lookup).
 //! - Writing checkpoints: `export.rs` ([`save_pretrained`], [`save_tokenizer`]).
-//! - Using models: [`generate`](mod@generate) (sampling with the KV cache) and [`retrieval`]
-//!   (cosine search over embeddings).
+//! - Using models: [`generate`](mod@generate) (sampling with the KV cache), [`retrieval`]
+//!   (cosine search over embeddings) and [`reward`] (a decoder with a scalar head that scores
+//!   sequences, as transformers' `*ForSequenceClassification` with one label).
 #![warn(missing_docs)]
 
 mod adapter;
@@ -51,6 +52,7 @@ mod llama_fused;
 mod mask;
 mod prompt;
 pub mod retrieval;
+pub mod reward;
 pub mod source;
 
 pub use auto::{
@@ -69,4 +71,5 @@ pub use generate::{FinishReason, Generation, GenerationConfig, Sampler, generate
 pub use gpt2::{Gpt2Config, Gpt2LMHeadModel};
 pub use llama::{KvCache, LlamaConfig, LlamaForCausalLM};
 pub use retrieval::{CosineIndex, Hit};
+pub use reward::RewardModel;
 pub use source::{GgufSource, SafetensorsDir, StrictLoader, TensorSource};

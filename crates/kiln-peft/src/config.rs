@@ -77,4 +77,14 @@ impl AdapterConfig {
             Self::PromptTuning(_) | Self::PrefixTuning(_) => None,
         }
     }
+
+    /// `modules_to_save`, mutably, for the methods that have it.
+    pub fn modules_to_save_mut(&mut self) -> Option<&mut Option<Vec<String>>> {
+        match self {
+            Self::Lora(c) => Some(&mut c.modules_to_save),
+            Self::Ia3(c) => Some(&mut c.modules_to_save),
+            Self::Bottleneck(c) => Some(&mut c.modules_to_save),
+            Self::PromptTuning(_) | Self::PrefixTuning(_) => None,
+        }
+    }
 }

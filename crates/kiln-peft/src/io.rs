@@ -417,6 +417,56 @@ fn check_finite(tensors: &BTreeMap<String, HostTensor>, file: &Path) -> Result<(
     Ok(())
 }
 
+/// [`load_adapter`] for an adapter saved with modules outside `model` (the head of a sequence
+/// classifier: PEFT's `SEQ_CLS` task saves `score.weight` next to the adapter): the names in
+/// `outside` are taken out of `modules_to_save` before the method is attached, and their
+/// tensors (`base_model.model.<name>.weight` / `.bias`) are returned instead of loaded. The
+/// configuration is returned as saved.
+///
+/// # Errors
+/// As [`load_adapter`].
+pub fn load_adapter_with<M: AdapterTarget + Module>(
+    model: M,
+    dir: &Path,
+    device: &Device,
+    outside: &[&str],
+) -> Result<(M, AdapterConfig, BTreeMap<String, HostTensor>)> {
+    let saved = read_adapter_config(dir)?;
+    let mut config = saved.clone();
+    if let Some(Some(modules)) = config.modules_to_save_mut() {
+        modules.retain(|m| !outside.contains(&m.as_str()));
+    }
+    if let Some(modules) = config.modules_to_save_mut()
+        && modules.as_ref().is_some_and(Vec::is_empty)
+    {
+        *modules = None;
+    }
+    if let AdapterConfig::PromptTuning(c) = &mut config {
+        c.prompt_tuning_init = PromptTuningInit::Random;
+    }
+    let (mut model, _) = attach_adapter(model, &config, None, 0, device).map_err(|e| match e {
+        e @ (PeftError::Io { .. } | PeftError::Json { .. }) => e,
+        e => PeftError::InFile {
+            path: dir.join(CONFIG_FILE),
+            source: Box::new(e),
+        },
+    })?;
+    let file = dir.join(WEIGHTS_FILE);
+    let mut tensors = read_safetensors(&file)?;
+    check_finite(&tensors, &file)?;
+    let mut taken = BTreeMap::new();
+    for name in outside {
+        for suffix in ["weight", "bias"] {
+            let key = format!("{KEY_PREFIX}{name}.{suffix}");
+            if let Some(t) = tensors.remove(&key) {
+                taken.insert(key, t);
+            }
+        }
+    }
+    set_adapter_state(&mut model, &config, tensors, &file, device)?;
+    Ok((model, saved, taken))
+}
+
 /// Loads a PEFT adapter folder into a model: reads the config, attaches the method, and fills
 /// its parameters strictly from `adapter_model.safetensors`.
 ///
@@ -455,7 +505,32 @@ pub fn load_adapter<M: AdapterTarget + Module>(
 /// # Errors
 /// I/O errors naming the file.
 pub fn save_adapter<M: AdapterTarget>(model: &M, config: &AdapterConfig, dir: &Path) -> Result<()> {
-    let tensors = adapter_state(model, config)?;
+    save_adapter_with(model, config, dir, BTreeMap::new())
+}
+
+/// [`save_adapter`] with more tensors in the weights file, under their own keys (a module
+/// outside `model` that `config.modules_to_save` names, such as a classifier's
+/// `base_model.model.score.weight`, in the checkpoint's layout).
+///
+/// # Errors
+/// I/O errors naming the file; [`PeftError::InvalidConfig`] when an extra key is also one of
+/// the adapter's.
+pub fn save_adapter_with<M: AdapterTarget>(
+    model: &M,
+    config: &AdapterConfig,
+    dir: &Path,
+    extra: BTreeMap<String, HostTensor>,
+) -> Result<()> {
+    let mut tensors = adapter_state(model, config)?;
+    for (key, t) in extra {
+        if tensors.contains_key(&key) {
+            return Err(PeftError::InvalidConfig {
+                field: "modules_to_save".into(),
+                reason: format!("`{key}` is both an adapter tensor and an extra tensor"),
+            });
+        }
+        tensors.insert(key, t);
+    }
     let mut config = saved_config(model, config);
     config.common_mut().inference_mode = true;
     let mut fan_in_fan_out = false;

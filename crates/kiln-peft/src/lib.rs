@@ -43,7 +43,8 @@ pub use config::AdapterConfig;
 pub use error::{PeftError, Result};
 pub use ia3::{Ia3Config, attach_ia3};
 pub use io::{
-    attach_adapter, check_adapter_tensors, load_adapter, read_adapter_config, save_adapter,
+    attach_adapter, check_adapter_tensors, load_adapter, load_adapter_with, read_adapter_config,
+    save_adapter, save_adapter_with,
 };
 pub use lora::{LoraConfig, attach_lora};
 pub use multi::{AdapterSet, Combination, combine_lora};

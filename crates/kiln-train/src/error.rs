@@ -136,6 +136,9 @@ pub enum TrainError {
     /// Batching the data failed.
     #[error(transparent)]
     Data(#[from] kiln_data::DataError),
+    /// Reading or writing an adapter failed.
+    #[error(transparent)]
+    Peft(#[from] kiln_peft::PeftError),
 }
 
 impl TrainError {

@@ -16,6 +16,9 @@
 //! - [`Trainer::preference_step`]: preference optimization on chosen/rejected pairs (DPO, IPO,
 //!   hinge, SimPO) against a reference ([`base_reference`]: the policy with its adapters
 //!   disabled), with TRL's metrics ([`PreferenceStats`]).
+//! - [`Trainer::reward_step`]: reward-model training with TRL's Bradley–Terry loss and metrics
+//!   ([`RewardStats`]) on a [`kiln_models::RewardModel`], saved and loaded in PEFT's `SEQ_CLS`
+//!   layout ([`save_reward_adapter`], [`load_reward_adapter`]).
 //! - [`search`]: random, grid and TPE hyper-parameter search with median pruning of bad trials.
 //!
 //! ```no_run
@@ -56,6 +59,7 @@ mod lock;
 mod logs;
 mod loss;
 mod preference;
+mod reward;
 mod schedule;
 pub mod search;
 pub mod text;
@@ -76,6 +80,10 @@ pub use loss::{LOSS_CHUNK, LossInput, masked_lm_loss, masked_lm_loss_sum};
 pub use preference::{
     PreferenceConfig, PreferenceLoss, PreferenceMicroBatch, PreferenceStats, base_reference,
     evaluate_preference, reference_logps,
+};
+pub use reward::{
+    HEAD_MODULES, RewardConfig, RewardFn, RewardMicroBatch, RewardStats, SEQ_CLS, batch_rewards,
+    evaluate_reward, load_reward_adapter, reward_adapter_config, save_reward_adapter,
 };
 pub use schedule::Schedule;
 pub use trainer::{LrGroup, OptimizerConfig, StepStats, Trainer, clip_grad_norm, trainable_params};
