@@ -19,6 +19,7 @@ mod inspect;
 mod merge;
 mod presets;
 mod score;
+mod score_rm;
 mod search;
 mod serve;
 mod train;
@@ -94,6 +95,15 @@ enum Command {
     ///   kiln eval --model assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --adapter runs/dtc-assistant/adapter --data runs/dtc-assistant/data/test_phrasing.jsonl --limit 32
     #[command(verbatim_doc_comment)]
     Eval(eval::EvalArgs),
+    /// Score preference pairs with a reward model trained by a `[task] kind = "reward"` recipe.
+    ///
+    /// Prints one JSON line per pair (`chosen` and `rejected` rewards, `margin`) and, on
+    /// stderr, the accuracy (chosen scored above rejected) and the mean margin.
+    ///
+    /// Example:
+    ///   kiln score-rm examples/dtc-assistant/reward.toml --data runs/dtc-assistant/data/preference-test.jsonl
+    #[command(verbatim_doc_comment)]
+    ScoreRm(score_rm::ScoreRmArgs),
     /// Score line-aligned texts: exact match, F1, BLEU, ROUGE-1/2/L/Lsum, vocabulary richness.
     ///
     /// Example:
@@ -208,6 +218,7 @@ fn main() -> Result<()> {
         Command::Search(args) => search::run(&cli.device, &args)?,
         Command::Eval(args) => eval::run(&cli.device, &args)?,
         Command::Score(args) => score::run(&args)?,
+        Command::ScoreRm(args) => score_rm::run(&cli.device, &args)?,
         Command::Merge(args) => merge::run(&cli.device, &args)?,
         Command::Inspect(args) => inspect::run(&cli.device, &args)?,
         Command::Data(command) => data::run(&command)?,

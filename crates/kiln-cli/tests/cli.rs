@@ -1495,3 +1495,142 @@ fn train_dpo_on_preference_pairs() {
         "{err}"
     );
 }
+
+/// A reward model from a recipe (`[task] kind = "reward"`): TRL's metrics in the log, the PEFT
+/// `SEQ_CLS` layout on disk, `kiln score-rm` scoring pairs with it, continuing it with
+/// `adapter.init_from` (the head included), and the refusals.
+#[test]
+fn train_reward_model_and_score_pairs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    tiny_model(dir);
+    let mut text = String::new();
+    for (t, template) in ["code {} means :", "{} means :", "code {} ?", "{} ?"]
+        .iter()
+        .enumerate()
+    {
+        for (i, (code, desc)) in PAIRS.iter().enumerate() {
+            let other = PAIRS[(i + 1) % PAIRS.len()].1;
+            let mut record = serde_json::json!({"prompt": template.replace("{}", code), "chosen": desc, "rejected": other});
+            if t % 2 == 1 {
+                record["margin"] = 0.5.into();
+            }
+            text.push_str(&format!("{record}\n"));
+        }
+    }
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::write(dir.join("data/prefs.jsonl"), &text).unwrap();
+    let reward = format!(
+        "{}\n[task]\nkind = \"reward\"\ncenter_rewards_coefficient = 0.01\n",
+        RECIPE
+            .replace("data/train.jsonl", "data/prefs.jsonl")
+            .replace("data/validation.jsonl", "data/prefs.jsonl")
+            .replace("epochs = 6", "epochs = 3")
+    );
+    std::fs::write(dir.join("reward.toml"), &reward).unwrap();
+    let report = ok(&["train", "reward.toml"], dir);
+    assert!(report.contains("reward loss"), "{report}");
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("run/adapter/adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["task_type"], "SEQ_CLS");
+    assert_eq!(
+        config["modules_to_save"],
+        serde_json::json!(["classifier", "score"])
+    );
+    let metrics = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        records[0]["extra"]["min_reward"].is_number(),
+        "{}",
+        records[0]
+    );
+    let last_eval = records.iter().rev().find(|r| r["kind"] == "eval").unwrap();
+    let accuracy = last_eval["extra"]["accuracy"].as_f64().unwrap();
+    assert!(accuracy > 0.9, "{last_eval}");
+
+    // score-rm: one line per pair; the accuracy it reports is the validation's (same pairs).
+    let out = kiln(
+        &["score-rm", "reward.toml", "--data", "data/prefs.jsonl"],
+        dir,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4 * PAIRS.len());
+    let wins = lines
+        .iter()
+        .filter(|l| l["chosen"].as_f64().unwrap() > l["rejected"].as_f64().unwrap())
+        .count();
+    assert!(
+        (wins as f64 / lines.len() as f64 - accuracy).abs() < 1e-9,
+        "{wins} of {} vs {accuracy}",
+        lines.len()
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{} pairs: accuracy", lines.len())),
+        "{stderr}"
+    );
+
+    // Continued with init_from: the head comes along, so the first step already ranks pairs.
+    std::fs::write(
+        dir.join("more.toml"),
+        reward
+            .replace("[adapter]\n", "[adapter]\ninit_from = \"run/adapter\"\n")
+            .replace("output_dir = \"run\"", "output_dir = \"run-more\""),
+    )
+    .unwrap();
+    ok(&["train", "more.toml"], dir);
+    let first: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(dir.join("run-more/metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        first["extra"]["accuracy"].as_f64().unwrap() > 0.9,
+        "{first}"
+    );
+
+    // DPO cannot start from a reward model; a reward model needs an adapter; score-rm needs a
+    // reward recipe.
+    std::fs::write(
+        dir.join("dpo.toml"),
+        reward
+            .replace("[adapter]\n", "[adapter]\ninit_from = \"run/adapter\"\n")
+            .replace("kind = \"reward\"", "kind = \"dpo\"")
+            .replace("center_rewards_coefficient = 0.01\n", "")
+            .replace("output_dir = \"run\"", "output_dir = \"run-dpo\""),
+    )
+    .unwrap();
+    let err = fails(&["train", "dpo.toml"], dir);
+    assert!(
+        err.contains("SEQ_CLS") && err.contains("adapter_config.json"),
+        "{err}"
+    );
+    let start = reward.find("[adapter]").unwrap();
+    let end = reward.find("[optimizer]").unwrap();
+    std::fs::write(
+        dir.join("full.toml"),
+        format!("{}{}", &reward[..start], &reward[end..]),
+    )
+    .unwrap();
+    let err = fails(&["train", "full.toml"], dir);
+    assert!(err.contains("needs an [adapter]"), "{err}");
+    let err = fails(&["score-rm", "dpo.toml", "--data", "data/prefs.jsonl"], dir);
+    assert!(err.contains("kind = \"reward\""), "{err}");
+}

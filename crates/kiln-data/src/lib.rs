@@ -35,7 +35,8 @@ pub use jsonl::JsonlReader;
 pub use mask::{EncodeOptions, Encoder};
 pub use pack::{PackedRow, pack, packed_token_batch};
 pub use preference::{
-    PreferenceExample, PreferenceFields, PreferencePair, preference_batch, read_preference_pairs,
+    MARGIN_FIELD, PreferenceExample, PreferenceFields, PreferencePair, preference_batch,
+    read_preference_pairs,
 };
 pub use prepare::{PrepareOptions, Prepared, prepare, prepare_path};
 pub use record::PromptCompletion;

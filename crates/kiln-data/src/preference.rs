@@ -166,12 +166,17 @@ impl Encoder<'_> {
             prompt: chosen.input_ids[..c].to_vec(),
             chosen: chosen.input_ids[c..].to_vec(),
             rejected: rejected.input_ids[c..].to_vec(),
+            margin: None,
         })
     }
 }
 
+/// The optional field of a preference record that says by how much the chosen completion should
+/// win (TRL's `margin`, used by reward-model training).
+pub const MARGIN_FIELD: &str = "margin";
+
 /// Reads the preference pairs of a data file (JSONL, JSON or CSV): each record formatted by
-/// `formatter` with `fields` and tokenized by `encoder`. A pair longer than `max_len` (prompt +
+/// `formatter` with `fields` and tokenized by `encoder`, with its [`MARGIN_FIELD`] when present. A pair longer than `max_len` (prompt +
 /// longer completion) follows `truncation`: an error naming the record, skipped, or cut
 /// (`right` drops the completions' ends, `left` the prompt's start).
 ///
@@ -191,6 +196,18 @@ pub fn read_preference_pairs(
     for record in read_records(path, SourceKind::from_path(path)?)? {
         let record = record?;
         let mut pair = encoder.encode_preference(&formatter.preference(&record, fields)?)?;
+        pair.margin = match record.get(MARGIN_FIELD) {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) if n.as_f64().is_some_and(f64::is_finite) => {
+                n.as_f64().map(|m| m as f32)
+            }
+            Some(other) => {
+                return Err(record.field_error(
+                    MARGIN_FIELD,
+                    format!("must be a finite number, found {other}"),
+                ));
+            }
+        };
         if let Some(max) = max_len
             && pair.len() > max
         {
@@ -240,7 +257,7 @@ pub fn read_preference_pairs(
 }
 
 /// One tokenized preference pair.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PreferencePair {
     /// The prompt's tokens (no loss).
     pub prompt: Vec<u32>,
@@ -248,6 +265,9 @@ pub struct PreferencePair {
     pub chosen: Vec<u32>,
     /// The other completion's tokens.
     pub rejected: Vec<u32>,
+    /// How much the chosen completion's reward should exceed the rejected one's (reward-model
+    /// training; TRL's `margin`), when the record says.
+    pub margin: Option<f32>,
 }
 
 impl PreferencePair {
@@ -405,11 +425,13 @@ mod tests {
                 prompt: vec![1, 2],
                 chosen: vec![3],
                 rejected: vec![4, 5],
+                margin: None,
             },
             PreferencePair {
                 prompt: vec![6],
                 chosen: vec![7, 8, 9],
                 rejected: vec![10],
+                margin: None,
             },
         ];
         let b = preference_batch(&pairs, 0).unwrap();

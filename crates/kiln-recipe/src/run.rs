@@ -13,12 +13,15 @@ use kiln_data::{
     TextMode, TokenBatch, TokenizedExample, prepare, prepare_path, read_preference_pairs,
     read_records,
 };
-use kiln_models::{AnyCausalLm, AnyConfig, load_pretrained, save_pretrained};
+use kiln_models::{
+    AnyCausalLm, AnyConfig, CausalLm, RewardModel, load_pretrained, save_pretrained,
+};
 use kiln_peft::{AdapterConfig, TrainableReport, attach_adapter, full_fine_tuning, save_adapter};
 use kiln_tokenizer::Tokenizer;
 use kiln_train::{
-    Callback, Fit, OutputLock, PeftExporter, ReferenceFn, RunSummary, Trainer, base_reference,
-    check_previous_run, reference_logps,
+    Callback, Fit, HEAD_MODULES, OutputLock, PeftExporter, ReferenceFn, RewardExporter, RunSummary,
+    Trainer, base_reference, batch_rewards, check_previous_run, reference_logps,
+    save_reward_adapter,
 };
 
 use crate::{Recipe, ReferenceKind, ReplaySection, Result};
@@ -80,31 +83,54 @@ impl Recipe {
         let load_secs = start.elapsed().as_secs_f64();
         let tokenizer = pretrained.tokenizer;
         let preference = self.task.preference();
-        let (train, validation) = match preference {
-            Some(_) => (Vec::new(), None),
-            None => self.prepare(&tokenizer)?,
+        let (train, validation) = match self.task.is_pairwise() {
+            true => (Vec::new(), None),
+            false => self.prepare(&tokenizer)?,
         };
-        let pairs = match preference {
-            Some(_) => Some(self.prepare_preference(&tokenizer)?),
-            None => None,
+        let pairs = match self.task.is_pairwise() {
+            true => Some(self.prepare_preference(&tokenizer)?),
+            false => None,
         };
         let pad_id = tokenizer.padding_id();
 
+        let mut head = None;
         let (model, adapter) = match &self.adapter {
             Some(c) => {
                 let mut c = c.clone();
                 c.common_mut().base_model_name_or_path =
                     Some(self.model.path.display().to_string());
+                // A reward model's head is outside the decoder the adapter attaches to (PEFT
+                // lists it in modules_to_save); the saved configuration names it again.
+                if let Some(Some(modules)) = c.modules_to_save_mut() {
+                    modules.retain(|m| !HEAD_MODULES.contains(&m.as_str()));
+                }
+                if let Some(modules) = c.modules_to_save_mut()
+                    && modules.as_ref().is_some_and(Vec::is_empty)
+                {
+                    *modules = None;
+                }
+                c.common_mut().task_type = Some("CAUSAL_LM".into());
                 let (mut m, c) =
                     attach_adapter(pretrained.model, &c, None, self.seed, &train_device)?;
                 if let Some(dir) = &self.adapter_init_from {
-                    init_adapter_from(&mut m, &c, dir, &train_device)?;
+                    head = init_adapter_from(&mut m, &c, dir, &train_device)?;
+                    if head.is_some() && self.task.reward().is_none() {
+                        return Err(crate::RecipeError::Invalid {
+                            origin: dir.join("adapter_config.json").display().to_string(),
+                            message: format!(
+                                "adapter.init_from holds a reward model (PEFT task type \
+                                 SEQ_CLS); continue it with [task] kind = \"reward\", or \
+                                 start {} from a causal-LM adapter",
+                                self.task.kind.name()
+                            ),
+                        });
+                    }
                 }
                 (m, Some(c))
             }
             None => (full_fine_tuning(pretrained.model), None),
         };
-        let trainable = TrainableReport::of(&model);
+        let mut trainable = TrainableReport::of(&model);
 
         let mut fit_config = self.fit_config();
         fit_config.pad_id = pad_id;
@@ -119,6 +145,54 @@ impl Recipe {
             self.schedule.schedule(total_steps),
             &train_device,
         )?;
+        if let (Some(objective), Some((train_pairs, val_pairs)), Some(config)) =
+            (self.task.reward(), &pairs, &adapter)
+        {
+            // The head: the one saved with `adapter.init_from` (a reward model), else drawn as
+            // transformers draws a new classifier head.
+            let model = match head.take() {
+                Some(h) => RewardModel::with_head(model, h),
+                None => RewardModel::new(model, REWARD_HEAD_STD, self.seed),
+            };
+            trainable.trainable += model.hidden_size();
+            trainable.total += model.hidden_size();
+            let rewards = move |m: &RewardModel<AnyCausalLm>, b: &TokenBatch| {
+                batch_rewards(m, b, Some(pad_id))
+            };
+            let exporter = RewardExporter {
+                config: config.clone(),
+            };
+            let mut fit =
+                Fit::reward(fit_config, train_pairs, objective, &rewards).exporter(&exporter);
+            if let Some(v) = val_pairs {
+                fit = fit.preference_validation(v);
+            }
+            if let Some(flag) = interrupt {
+                fit = fit.interrupt(flag);
+            }
+            if let Some(callback) = callback {
+                fit = fit.callback(callback);
+            }
+            let output = fit.run(model, &mut trainer)?;
+            let dir = out_dir.join("adapter");
+            save_reward_adapter(&output.model, config, &dir)?;
+            let reward_head = Some(output.model.head());
+            return self.finish(
+                output.model.model,
+                reward_head,
+                pretrained.config,
+                tokenizer,
+                adapter,
+                RunFacts {
+                    load_secs,
+                    num_train,
+                    num_validation,
+                    trainable,
+                    summary: output.summary,
+                    saved: dir,
+                },
+            );
+        }
         let exporter = adapter.clone().map(|config| PeftExporter { config });
         // The reference of a preference task: the policy with its adapter disabled, or the
         // model as it is now (a clone shares the frozen base weights).
@@ -176,24 +250,54 @@ impl Recipe {
                 dir
             }
         };
+        self.finish(
+            model,
+            None,
+            pretrained.config,
+            tokenizer,
+            adapter,
+            RunFacts {
+                load_secs,
+                num_train,
+                num_validation,
+                trainable,
+                summary: output.summary,
+                saved,
+            },
+        )
+    }
+
+    /// Writes `recipe.toml` and `report.md` beside the saved adapter or model, and returns the
+    /// run's output.
+    fn finish(
+        &self,
+        model: AnyCausalLm,
+        reward_head: Option<Vec<f32>>,
+        config: AnyConfig,
+        tokenizer: Tokenizer,
+        adapter: Option<AdapterConfig>,
+        facts: RunFacts,
+    ) -> Result<RecipeOutput> {
+        let out_dir = self.fit.output_dir.clone().expect("validated");
         // Written with the adapter, so that it describes the adapter beside it.
         kiln_nn::write_atomic(&out_dir.join("recipe.toml"), self.to_toml().as_bytes())?;
         let model = model.valid();
         let report = RunReport {
             recipe: self.clone(),
-            model_type: pretrained.config.model_type().to_string(),
-            load_secs,
-            train_examples: num_train,
-            validation_examples: num_validation,
-            trainable_params: trainable.trainable,
-            total_params: trainable.total,
-            summary: output.summary,
-            saved: saved.clone(),
+            model_type: config.model_type().to_string(),
+            load_secs: facts.load_secs,
+            train_examples: facts.num_train,
+            validation_examples: facts.num_validation,
+            trainable_params: facts.trainable.trainable,
+            total_params: facts.trainable.total,
+            summary: facts.summary,
+            saved: facts.saved,
         };
         kiln_nn::write_atomic(&out_dir.join("report.md"), report.to_markdown().as_bytes())?;
         Ok(RecipeOutput {
             model,
-            config: pretrained.config,
+            reward_head,
+            config,
             tokenizer,
             adapter,
             report,
@@ -217,7 +321,7 @@ impl Recipe {
             {
                 return Err(kiln_data::DataError::Config(format!(
                     "{}:{}: a preference record (`chosen` and `rejected`); train on it with \
-                     [task] kind = \"dpo\" (or ipo, hinge, simpo)",
+                     [task] kind = \"dpo\" (or ipo, hinge, simpo, reward)",
                     first.path.display(),
                     first.line
                 ))
@@ -242,15 +346,29 @@ impl Recipe {
     }
 }
 
+/// What a run measured, for its report.
+struct RunFacts {
+    load_secs: f64,
+    num_train: usize,
+    num_validation: usize,
+    trainable: TrainableReport,
+    summary: RunSummary,
+    saved: PathBuf,
+}
+
+/// The standard deviation of a new reward head (transformers' usual `initializer_range`).
+const REWARD_HEAD_STD: f32 = 0.02;
+
 /// Fills the attached adapter with the tensors of the PEFT adapter saved in `dir`
 /// (`adapter.init_from`), strictly: the method must be the same and every tensor must be there
-/// with its shape.
+/// with its shape. A reward model's head (`score.weight`, PEFT's `SEQ_CLS` layout) is returned
+/// rather than loaded.
 fn init_adapter_from(
     model: &mut AnyCausalLm,
     config: &AdapterConfig,
     dir: &Path,
     device: &Device,
-) -> Result<()> {
+) -> Result<Option<Vec<f32>>> {
     let saved = kiln_peft::read_adapter_config(dir)?;
     if saved.peft_type() != config.peft_type() {
         return Err(kiln_peft::PeftError::InFile {
@@ -267,9 +385,28 @@ fn init_adapter_from(
         .into());
     }
     let file = dir.join("adapter_model.safetensors");
-    let tensors = kiln_nn::safetensors::read_safetensors(&file)?;
+    let mut tensors = kiln_nn::safetensors::read_safetensors(&file)?;
+    let head = tensors
+        .remove("base_model.model.score.weight")
+        .map(|t| t.data);
+    if let Some(h) = &head
+        && h.len() != model.hidden_size()
+    {
+        return Err(kiln_peft::PeftError::InFile {
+            path: file,
+            source: Box::new(kiln_peft::PeftError::InvalidConfig {
+                field: "base_model.model.score.weight".into(),
+                reason: format!(
+                    "{} values; a reward head for this model holds {}",
+                    h.len(),
+                    model.hidden_size()
+                ),
+            }),
+        }
+        .into());
+    }
     kiln_peft::io::set_adapter_state(model, config, tensors, &file, device)?;
-    Ok(())
+    Ok(head)
 }
 
 impl Recipe {
@@ -364,8 +501,12 @@ impl Recipe {
 /// A trained model and what the run did.
 #[derive(Debug)]
 pub struct RecipeOutput {
-    /// The trained model on the inference device (no autodiff).
+    /// The trained model on the inference device (no autodiff); for a reward task, the decoder
+    /// under the head.
     pub model: AnyCausalLm,
+    /// A reward task's head (`score.weight`, `[1, hidden]`): with `model`, a
+    /// [`RewardModel::with_head`].
+    pub reward_head: Option<Vec<f32>>,
     /// Its configuration.
     pub config: AnyConfig,
     /// Its tokenizer.
@@ -446,10 +587,18 @@ impl RunReport {
             ));
         }
         if let Some(e) = &s.last_eval {
-            md.push_str(&format!(
-                "| validation | loss {:.4}, perplexity {:.3} |\n",
-                e.loss, e.perplexity
-            ));
+            if self.recipe.task.is_pairwise() {
+                md.push_str(&format!(
+                    "| validation | {} loss {:.4} |\n",
+                    self.recipe.task.kind.name(),
+                    e.loss
+                ));
+            } else {
+                md.push_str(&format!(
+                    "| validation | loss {:.4}, perplexity {:.3} |\n",
+                    e.loss, e.perplexity
+                ));
+            }
         }
         let curve = if self.recipe.fit.plot {
             "The curve is in `loss_curve.png`, every step in `metrics.jsonl`."

@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use kiln_data::{PrepareOptions, RecordFormat};
 use kiln_peft::AdapterConfig;
-use kiln_train::{FitConfig, OptimizerConfig, PreferenceConfig, PreferenceLoss, Schedule};
+use kiln_train::{
+    FitConfig, OptimizerConfig, PreferenceConfig, PreferenceLoss, RewardConfig, Schedule,
+};
 
 /// The base model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -169,7 +171,8 @@ pub struct Recipe {
     /// Batching, epochs, evaluation, early stopping, checkpoints and logs.
     #[serde(default)]
     pub fit: FitConfig,
-    /// What the run optimizes: supervised fine-tuning (the default) or a preference objective.
+    /// What the run optimizes: supervised fine-tuning (the default), a preference objective or
+    /// a reward model.
     #[serde(default)]
     pub task: TaskSection,
 }
@@ -178,15 +181,16 @@ pub struct Recipe {
 ///
 /// ```toml
 /// [task]
-/// kind = "dpo"          # sft (default), dpo, ipo, hinge or simpo
+/// kind = "dpo"          # sft (default), dpo, ipo, hinge, simpo or reward
 /// beta = 0.1
 /// label_smoothing = 0.0 # dpo and simpo
 /// reference = "base"   # base: the model with its adapter disabled; initial: the model before
 ///                       # training (an adapter loaded with `adapter.init_from`, or full FT)
 /// ```
 ///
-/// Preference tasks read `{"prompt", "chosen", "rejected"}` records (TRL's plain or
-/// conversational form; `data.format = { format = "preference", ... }` renames the fields).
+/// Preference tasks (and `reward`) read `{"prompt", "chosen", "rejected"}` records (TRL's plain
+/// or conversational form; `data.format = { format = "preference", ... }` renames the fields);
+/// a `reward` task also reads a record's optional `margin`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSection {
@@ -206,6 +210,10 @@ pub struct TaskSection {
     /// `initial` for full fine-tuning.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<ReferenceKind>,
+    /// `reward`: weight of `mean((r_c + r_r)²)`, which keeps rewards centred on zero (TRL's
+    /// `center_rewards_coefficient`; off when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub center_rewards_coefficient: Option<f64>,
 }
 
 fn default_beta() -> f64 {
@@ -224,15 +232,16 @@ impl Default for TaskSection {
             label_smoothing: 0.0,
             simpo_gamma: default_simpo_gamma(),
             reference: None,
+            center_rewards_coefficient: None,
         }
     }
 }
 
 impl TaskSection {
-    /// The preference objective, `None` for supervised fine-tuning.
+    /// The preference objective, `None` for supervised fine-tuning and reward models.
     pub fn preference(&self) -> Option<PreferenceConfig> {
         let loss = match self.kind {
-            TaskKind::Sft => return None,
+            TaskKind::Sft | TaskKind::Reward => return None,
             TaskKind::Dpo => PreferenceLoss::Sigmoid,
             TaskKind::Ipo => PreferenceLoss::Ipo,
             TaskKind::Hinge => PreferenceLoss::Hinge,
@@ -244,6 +253,18 @@ impl TaskSection {
             label_smoothing: self.label_smoothing,
             simpo_gamma: self.simpo_gamma,
         })
+    }
+
+    /// The reward-model objective, `None` for the other kinds.
+    pub fn reward(&self) -> Option<RewardConfig> {
+        (self.kind == TaskKind::Reward).then_some(RewardConfig {
+            center_rewards_coefficient: self.center_rewards_coefficient,
+        })
+    }
+
+    /// Whether the task trains on preference pairs (every kind but `sft`).
+    pub fn is_pairwise(&self) -> bool {
+        self.kind != TaskKind::Sft
     }
 }
 
@@ -262,6 +283,9 @@ pub enum TaskKind {
     Hinge,
     /// SimPO: reference-free, on average log-probabilities.
     Simpo,
+    /// A reward model: the decoder with a scalar head, trained with the Bradley–Terry loss
+    /// (TRL's `RewardTrainer`); saved in PEFT's `SEQ_CLS` layout.
+    Reward,
 }
 
 /// `task.reference`.
@@ -371,7 +395,19 @@ impl Recipe {
             simpo_gamma: self.task.simpo_gamma,
         });
         checked.validate().map_err(|e| format!("[task] {e}"))?;
-        if let Some(p) = &self.task.preference() {
+        RewardConfig {
+            center_rewards_coefficient: self.task.center_rewards_coefficient,
+        }
+        .validate()
+        .map_err(|e| format!("[task] {e}"))?;
+        if self.task.reward().is_some() && self.adapter.is_none() {
+            return Err(
+                "task.kind = \"reward\" needs an [adapter]: a reward model is saved as a PEFT \
+                 SEQ_CLS adapter (full fine-tuning of a reward model is not supported by recipes)"
+                    .into(),
+            );
+        }
+        if self.task.is_pairwise() {
             if self.data.packing == Some(true) {
                 return Err(format!(
                     "data.packing = true does not work with task.kind = \"{}\": preference \
@@ -386,7 +422,10 @@ impl Recipe {
                     self.task.kind.name()
                 ));
             }
-            if p.loss.uses_reference()
+            if self
+                .task
+                .preference()
+                .is_some_and(|p| p.loss.uses_reference())
                 && self.adapter.is_none()
                 && self.task.reference == Some(ReferenceKind::Base)
             {
@@ -400,7 +439,7 @@ impl Recipe {
         } else if matches!(self.data.prepare.format, RecordFormat::Preference { .. }) {
             return Err(
                 "data.format \"preference\" holds chosen/rejected pairs: set [task] \
-                        kind = \"dpo\" (or ipo, hinge, simpo)"
+                        kind = \"dpo\" (or ipo, hinge, simpo, reward)"
                     .into(),
             );
         }
@@ -428,6 +467,7 @@ impl TaskKind {
             TaskKind::Ipo => "ipo",
             TaskKind::Hinge => "hinge",
             TaskKind::Simpo => "simpo",
+            TaskKind::Reward => "reward",
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::data::{DataOrder, RowLayout, mix};
 use crate::eval::{EvalResult, check_lengths, check_positions, evaluate_rows};
 use crate::logs::{LogRecord, MetricsLog, plot_curves, progress_bar};
 use crate::preference::{PreferenceConfig, PreferenceMicroBatch, evaluate_preference};
+use crate::reward::{RewardConfig, RewardFn, RewardMicroBatch, evaluate_reward};
 use crate::trainer::trainable_params;
 use crate::{Result, StepStats, TrainError, Trainer};
 
@@ -335,45 +336,171 @@ pub struct Fit<'a, M> {
 /// disabled) or of a frozen copy taken before training.
 pub type ReferenceFn<'a, M> = dyn Fn(&M, &TokenBatch) -> Result<Vec<f32>> + 'a;
 
-/// What a preference run trains on.
+/// What a pairwise run optimizes.
+enum PairObjective<'a, M> {
+    /// A preference loss against a reference.
+    Preference {
+        config: PreferenceConfig,
+        reference: &'a ReferenceFn<'a, M>,
+    },
+    /// A reward model's Bradley–Terry loss.
+    Reward {
+        config: RewardConfig,
+        rewards: &'a RewardFn<'a, M>,
+    },
+}
+
+/// What a pairwise run (preference optimization or reward modelling) trains on.
 struct PreferenceData<'a, M> {
     train: &'a [PreferencePair],
     val: Option<&'a [PreferencePair]>,
-    config: PreferenceConfig,
-    reference: &'a ReferenceFn<'a, M>,
+    objective: PairObjective<'a, M>,
 }
 
-impl<M> PreferenceData<'_, M> {
-    /// The micro-batches of `pairs` (indices into `set`) with their reference log-probabilities.
+/// A batch of pairs with the reference's log-probabilities of its rows (preference losses
+/// that use one) or the pairs' margins (reward models, when the data has them).
+struct PairBatch {
+    batch: TokenBatch,
+    reference: Option<Vec<f32>>,
+    margins: Option<Vec<f32>>,
+}
+
+/// What one pairwise step or evaluation reports: its loss and metrics.
+struct PairOutcome {
+    loss: f32,
+    grad_norm: f64,
+    lr: f64,
+    metrics: BTreeMap<String, f64>,
+}
+
+impl<M: CausalLm + Module> PreferenceData<'_, M> {
+    /// The micro-batches of `pairs` (indices into `set`) with their reference log-probabilities
+    /// or margins.
     fn batches(
         &self,
         model: &M,
         set: &[PreferencePair],
         groups: &[Vec<usize>],
         pad_id: u32,
-    ) -> Result<Vec<(TokenBatch, Option<Vec<f32>>)>> {
+    ) -> Result<Vec<PairBatch>> {
         groups
             .iter()
             .map(|idx| {
                 let pairs: Vec<PreferencePair> = idx.iter().map(|&i| set[i].clone()).collect();
                 let batch = preference_batch(&pairs, pad_id)?;
-                let reference = if self.config.loss.uses_reference() {
-                    Some((self.reference)(model, &batch)?)
-                } else {
-                    None
+                let (reference, margins) = match &self.objective {
+                    PairObjective::Preference { config, reference } => (
+                        config
+                            .loss
+                            .uses_reference()
+                            .then(|| reference(model, &batch))
+                            .transpose()?,
+                        None,
+                    ),
+                    PairObjective::Reward { .. } => (
+                        None,
+                        pairs
+                            .iter()
+                            .any(|p| p.margin.is_some())
+                            .then(|| pairs.iter().map(|p| p.margin.unwrap_or(0.0)).collect()),
+                    ),
                 };
-                Ok((batch, reference))
+                Ok(PairBatch {
+                    batch,
+                    reference,
+                    margins,
+                })
             })
             .collect()
     }
+
+    /// One optimizer step on `micro`.
+    fn step(
+        &self,
+        trainer: &mut Trainer,
+        model: M,
+        micro: &[PairBatch],
+    ) -> Result<(M, PairOutcome)> {
+        match &self.objective {
+            PairObjective::Preference { config, .. } => {
+                let micro: Vec<PreferenceMicroBatch<'_>> = micro
+                    .iter()
+                    .map(|b| PreferenceMicroBatch {
+                        batch: &b.batch,
+                        reference: b.reference.as_deref(),
+                    })
+                    .collect();
+                let (m, s) = trainer.preference_step_accum(model, &micro, config)?;
+                let metrics = s.metrics();
+                Ok((
+                    m,
+                    PairOutcome {
+                        loss: s.loss,
+                        grad_norm: s.grad_norm,
+                        lr: s.lr,
+                        metrics,
+                    },
+                ))
+            }
+            PairObjective::Reward { config, rewards } => {
+                let micro = reward_micro(micro);
+                let (m, s) = trainer.reward_step_accum(model, &micro, config, *rewards)?;
+                let metrics = s.metrics();
+                Ok((
+                    m,
+                    PairOutcome {
+                        loss: s.loss,
+                        grad_norm: s.grad_norm,
+                        lr: s.lr,
+                        metrics,
+                    },
+                ))
+            }
+        }
+    }
+
+    /// The loss and metrics of `model` over `micro`, without a step.
+    fn evaluate(&self, model: &M, micro: &[PairBatch]) -> Result<PairOutcome> {
+        let (loss, metrics) = match &self.objective {
+            PairObjective::Preference { config, .. } => {
+                let micro: Vec<PreferenceMicroBatch<'_>> = micro
+                    .iter()
+                    .map(|b| PreferenceMicroBatch {
+                        batch: &b.batch,
+                        reference: b.reference.as_deref(),
+                    })
+                    .collect();
+                let s = evaluate_preference(model, &micro, config)?;
+                (s.loss, s.metrics())
+            }
+            PairObjective::Reward { config, rewards } => {
+                let s = evaluate_reward(model, &reward_micro(micro), config, *rewards)?;
+                (s.loss, s.metrics())
+            }
+        };
+        Ok(PairOutcome {
+            loss,
+            grad_norm: 0.0,
+            lr: 0.0,
+            metrics,
+        })
+    }
+
+    /// The accuracy metric that progress lines show.
+    fn accuracy_key(&self) -> &'static str {
+        match self.objective {
+            PairObjective::Preference { .. } => "rewards/accuracies",
+            PairObjective::Reward { .. } => "accuracy",
+        }
+    }
 }
 
-fn micro_of(batches: &[(TokenBatch, Option<Vec<f32>>)]) -> Vec<PreferenceMicroBatch<'_>> {
+fn reward_micro(batches: &[PairBatch]) -> Vec<RewardMicroBatch<'_>> {
     batches
         .iter()
-        .map(|(batch, reference)| PreferenceMicroBatch {
-            batch,
-            reference: reference.as_deref(),
+        .map(|b| RewardMicroBatch {
+            batch: &b.batch,
+            margins: b.margins.as_deref(),
         })
         .collect()
 }
@@ -444,13 +571,39 @@ where
         fit.preference = Some(PreferenceData {
             train,
             val: None,
-            config: objective,
-            reference,
+            objective: PairObjective::Preference {
+                config: objective,
+                reference,
+            },
         });
         fit
     }
 
-    /// Validation pairs of a [`Fit::preference`] run.
+    /// A reward-model run over `train` pairs with `config`: each step a
+    /// [`Trainer::reward_step_accum`] on the rewards `rewards` gives the batch's rows (for a
+    /// [`kiln_models::RewardModel`], [`crate::batch_rewards`]), with the pairs' margins when
+    /// the data has them. Steps and evaluations log TRL's metrics (`accuracy`, `margin`,
+    /// `min_reward`, `mean_reward`, `max_reward`); the validation loss is the mean
+    /// Bradley–Terry loss. Validation pairs come from [`Fit::preference_validation`].
+    pub fn reward(
+        config: FitConfig,
+        train: &'a [PreferencePair],
+        objective: RewardConfig,
+        rewards: &'a RewardFn<'a, M>,
+    ) -> Self {
+        let mut fit = Self::new(config, &[]);
+        fit.preference = Some(PreferenceData {
+            train,
+            val: None,
+            objective: PairObjective::Reward {
+                config: objective,
+                rewards,
+            },
+        });
+        fit
+    }
+
+    /// Validation pairs of a [`Fit::preference`] or [`Fit::reward`] run.
     pub fn preference_validation(mut self, val: &'a [PreferencePair]) -> Self {
         if let Some(p) = &mut self.preference {
             p.val = Some(val);
@@ -654,9 +807,8 @@ where
                 Some(p) => {
                     let micro = p.batches(&model, p.train, &batches, cfg.pad_id)?;
                     let (input_tokens, padding_tokens, loss_tokens) =
-                        token_counts(micro.iter().map(|(b, _)| b));
-                    let (m, ps) =
-                        trainer.preference_step_accum(model, &micro_of(&micro), &p.config)?;
+                        token_counts(micro.iter().map(|b| &b.batch));
+                    let (m, ps) = p.step(trainer, model, &micro)?;
                     let stats = StepStats {
                         loss: ps.loss,
                         grad_norm: ps.grad_norm,
@@ -666,7 +818,7 @@ where
                         padding_tokens,
                         micro_batches: micro.len(),
                     };
-                    (m, stats, ps.metrics())
+                    (m, stats, ps.metrics)
                 }
             };
             model = m;
@@ -718,13 +870,13 @@ where
                             .map(<[usize]>::to_vec)
                             .collect();
                         let micro = p.batches(&model, val, &groups, cfg.pad_id)?;
-                        let ps = evaluate_preference(&model, &micro_of(&micro), &p.config)?;
+                        let ps = p.evaluate(&model, &micro)?;
                         let result = EvalResult {
                             loss: f64::from(ps.loss),
                             perplexity: 0.0,
-                            tokens: token_counts(micro.iter().map(|(b, _)| b)).2,
+                            tokens: token_counts(micro.iter().map(|b| &b.batch)).2,
                         };
-                        (result, ps.metrics())
+                        (result, ps.metrics)
                     }
                     (None, Some(val)) => (
                         evaluate_rows(&model, val, eval_bs, cfg.pad_id, rows)?,
@@ -771,9 +923,13 @@ where
                 for cb in &mut self.callbacks {
                     cb.on_eval(&eval_log);
                 }
-                let detail = match eval_log.extra.get("rewards/accuracies") {
-                    Some(acc) if self.preference.is_some() => format!("reward accuracy {acc:.3}"),
-                    _ => format!("ppl {:.3}", eval_log.val_perplexity),
+                let accuracy = self
+                    .preference
+                    .as_ref()
+                    .and_then(|p| eval_log.extra.get(p.accuracy_key()));
+                let detail = match accuracy {
+                    Some(acc) => format!("reward accuracy {acc:.3}"),
+                    None => format!("ppl {:.3}", eval_log.val_perplexity),
                 };
                 bar.println(format!(
                     "step {}: val loss {:.4} {detail}{}",

@@ -82,8 +82,9 @@ pub use preference::{
     evaluate_preference, reference_logps,
 };
 pub use reward::{
-    HEAD_MODULES, RewardConfig, RewardFn, RewardMicroBatch, RewardStats, SEQ_CLS, batch_rewards,
-    evaluate_reward, load_reward_adapter, reward_adapter_config, save_reward_adapter,
+    HEAD_MODULES, RewardConfig, RewardExporter, RewardFn, RewardMicroBatch, RewardStats, SEQ_CLS,
+    batch_rewards, evaluate_reward, load_reward_adapter, reward_adapter_config,
+    save_reward_adapter,
 };
 pub use schedule::Schedule;
 pub use trainer::{LrGroup, OptimizerConfig, StepStats, Trainer, clip_grad_norm, trainable_params};

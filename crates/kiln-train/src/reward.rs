@@ -330,6 +330,28 @@ pub fn evaluate_reward<M: Module>(
     Ok(RewardStats::of(loss, &rewards, 0.0, 0.0))
 }
 
+/// Writes a reward model in PEFT's `SEQ_CLS` layout ([`save_reward_adapter`]) into every
+/// checkpoint.
+#[derive(Debug, Clone)]
+pub struct RewardExporter {
+    /// The decoder's adapter configuration (as returned by `kiln_peft::attach_adapter`).
+    pub config: AdapterConfig,
+}
+
+impl<M> crate::AdapterExporter<RewardModel<M>> for RewardExporter
+where
+    M: CausalLm + AdapterTarget + Module + ModuleDisplay,
+{
+    fn export(
+        &self,
+        model: &RewardModel<M>,
+        dir: &Path,
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        save_reward_adapter(model, &self.config, dir)?;
+        Ok(())
+    }
+}
+
 /// The configuration a reward model's adapter is saved with: `config` with PEFT's task type
 /// `SEQ_CLS` and the head names in `modules_to_save` (as PEFT's
 /// `PeftModelForSequenceClassification` writes it).

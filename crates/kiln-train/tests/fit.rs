@@ -736,6 +736,7 @@ fn counting_pairs(range: std::ops::Range<u32>) -> Vec<kiln_data::PreferencePair>
             prompt: vec![1, x],
             chosen: vec![x + 1, x + 2, 2],
             rejected: vec![x - 1, x - 2, 2],
+            margin: None,
         })
         .collect()
 }
@@ -823,6 +824,158 @@ fn dpo_fit_learns_preferences_logs_trl_metrics_and_resumes() {
     .preference_validation(&val)
     .run(model(0.0), &mut t)
     .unwrap();
+    let resumed: Vec<u32> = first
+        .summary
+        .losses
+        .iter()
+        .chain(&second.summary.losses)
+        .map(|l| l.to_bits())
+        .collect();
+    let straight_bits: Vec<u32> = losses.iter().map(|l| l.to_bits()).collect();
+    assert_eq!(resumed, straight_bits);
+}
+
+/// A reward-model run through `Fit::reward`: the Bradley–Terry loss falls from log 2 and the
+/// accuracy rises, steps and evaluations log TRL's metrics, margins from the data reach the
+/// loss, checkpoints hold the reward model in PEFT's `SEQ_CLS` layout (which loads back to the
+/// same rewards), and a run stopped half-way resumes to the same losses.
+#[test]
+fn reward_fit_learns_preferences_logs_trl_metrics_and_resumes() {
+    use kiln_models::RewardModel;
+    use kiln_train::{RewardConfig, RewardExporter, batch_rewards, load_reward_adapter};
+
+    let _rng = rng_lock();
+    // After `[1, x]`, a token of 10..18 is preferred to one of 20..28; every other pair asks
+    // for a margin of 1.
+    let with_margins = |range: std::ops::Range<u32>| -> Vec<kiln_data::PreferencePair> {
+        range
+            .map(|x| kiln_data::PreferencePair {
+                prompt: vec![1, x],
+                chosen: vec![10 + x % 8],
+                rejected: vec![20 + x % 8],
+                margin: (x % 2 == 0).then_some(1.0),
+            })
+            .collect()
+    };
+    let train = with_margins(4..20);
+    let val = with_margins(4..10);
+    let rewards = |m: &RewardModel<LlamaForCausalLM>, b: &TokenBatch| batch_rewards(m, b, Some(0));
+    let adapter = kiln_peft::AdapterConfig::Lora(LoraConfig {
+        r: 8,
+        lora_alpha: 16.0,
+        target_modules: ["q_proj", "v_proj", "o_proj", "down_proj", "lm_head"]
+            .map(String::from)
+            .to_vec(),
+        ..Default::default()
+    });
+    let exporter = RewardExporter {
+        config: adapter.clone(),
+    };
+    let config = |dir: &Path| FitConfig {
+        batch_size: 4,
+        epochs: 5,
+        checkpoint_every: Some(5),
+        eval_every: Some(10),
+        output_dir: Some(dir.into()),
+        progress: false,
+        plot: false,
+        seed: 4,
+        ..Default::default()
+    };
+    // A zero head: every reward starts at 0, so the loss starts at log 2 plus the margins'.
+    let reward_model = || RewardModel::with_head(model(0.0), vec![0.0; 32]);
+    let objective = RewardConfig::default();
+    const LR: f64 = 2e-2;
+    let straight_dir = tempfile::tempdir().unwrap();
+    let c = config(straight_dir.path());
+    let mut t = trainer(&c, train.len(), lr(LR));
+    let straight = Fit::reward(c, &train, objective.clone(), &rewards)
+        .preference_validation(&val)
+        .exporter(&exporter)
+        .run(reward_model(), &mut t)
+        .unwrap();
+    let losses = &straight.summary.losses;
+    // Every reward is 0 at first, so each pair's loss is −log σ(−m) = softplus(m): the first
+    // batch holds k pairs of margin 1 and 4 − k of margin 0.
+    let softplus = |x: f32| (1.0 + x.exp()).ln();
+    assert!(
+        (0..=4).any(|k| {
+            let k = k as f32;
+            (losses[0] - (k * softplus(1.0) + (4.0 - k) * softplus(0.0)) / 4.0).abs() < 1e-5
+        }),
+        "{losses:?}"
+    );
+    let late = losses[16..].iter().sum::<f32>() / 4.0;
+    assert!(late < 0.5 * losses[0], "{losses:?}");
+    let text = std::fs::read_to_string(straight_dir.path().join(files::METRICS)).unwrap();
+    let evals: Vec<_> = text
+        .lines()
+        .map(|l| serde_json::from_str::<LogRecord>(l).unwrap())
+        .filter_map(|r| match r {
+            LogRecord::Eval(e) => Some(e),
+            LogRecord::Step(s) => {
+                for key in [
+                    "accuracy",
+                    "margin",
+                    "min_reward",
+                    "mean_reward",
+                    "max_reward",
+                ] {
+                    assert!(s.extra.contains_key(key), "{s:?}");
+                }
+                None
+            }
+        })
+        .collect();
+    assert_eq!(evals.len(), 2);
+    assert!(evals[1].extra["accuracy"] >= 0.8, "{evals:?}");
+    assert!(evals[1].val_loss < evals[0].val_loss, "{evals:?}");
+
+    // The last checkpoint's export is the trained reward model.
+    let ckpt = CheckpointManager::new(straight_dir.path().join(files::CHECKPOINTS), None)
+        .unwrap()
+        .latest()
+        .unwrap()
+        .unwrap();
+    let base = LlamaConfig {
+        vocab_size: 32,
+        hidden_size: 32,
+        intermediate_size: 64,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: Some(2),
+        tie_word_embeddings: false,
+        ..Default::default()
+    }
+    .init(11, &device());
+    let (loaded, saved) = load_reward_adapter(base, &ckpt, &device()).unwrap();
+    assert_eq!(saved.common().task_type.as_deref(), Some("SEQ_CLS"));
+    let sequences = vec![vec![1, 5, 15], vec![1, 5, 25]];
+    let (a, b) = (
+        straight.model.score(&sequences, 0, 2),
+        loaded.score(&sequences, 0, 2),
+    );
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() < 1e-5, "{a:?} vs {b:?}");
+    }
+    assert!(a[0] > a[1], "the chosen kind of token should win: {a:?}");
+
+    // Stopped at step 10 and resumed: the same losses, bit for bit.
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(dir.path());
+    let mut t = trainer(&c, train.len(), lr(LR));
+    let mut stop = StopAt(10);
+    let first = Fit::reward(c.clone(), &train, objective.clone(), &rewards)
+        .preference_validation(&val)
+        .callback(&mut stop)
+        .run(reward_model(), &mut t)
+        .unwrap();
+    assert_eq!(first.summary.steps, 10);
+    let mut t = trainer(&c, train.len(), lr(LR));
+    let second = Fit::reward(FitConfig { resume: true, ..c }, &train, objective, &rewards)
+        .preference_validation(&val)
+        .run(reward_model(), &mut t)
+        .unwrap();
     let resumed: Vec<u32> = first
         .summary
         .losses

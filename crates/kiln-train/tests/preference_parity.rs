@@ -66,6 +66,7 @@ fn check(name: &str, loss: PreferenceLoss) {
             prompt: ids(&p["prompt_ids"]),
             chosen: ids(&p["chosen_ids"]),
             rejected: ids(&p["rejected_ids"]),
+            margin: None,
         })
         .collect();
     let order: Vec<usize> = reference["order"]

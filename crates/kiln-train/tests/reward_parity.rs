@@ -96,6 +96,7 @@ fn check(name: &str) {
             prompt: Vec::new(),
             chosen: ids(&p["chosen_ids"]),
             rejected: ids(&p["rejected_ids"]),
+            margin: None,
         })
         .collect();
     let order: Vec<usize> = reference["order"]
