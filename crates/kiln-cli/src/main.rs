@@ -98,10 +98,12 @@ enum Command {
     /// Score preference pairs with a reward model trained by a `[task] kind = "reward"` recipe.
     ///
     /// Prints one JSON line per pair (`chosen` and `rejected` rewards, `margin`) and, on
-    /// stderr, the accuracy (chosen scored above rejected) and the mean margin.
+    /// stderr, the accuracy (chosen scored above rejected) and the mean margin. The pairs are
+    /// read as the recipe reads its data (format, chat template, max_len with truncation, so
+    /// with `truncation = "skip"` a pair over max_len gets no line).
     ///
     /// Example:
-    ///   kiln score-rm examples/dtc-assistant/reward.toml --data runs/dtc-assistant/data/preference-test.jsonl
+    ///   kiln score-rm examples/dtc-assistant/reward.toml --data runs/dtc-assistant/reward-data/test.jsonl
     #[command(verbatim_doc_comment)]
     ScoreRm(score_rm::ScoreRmArgs),
     /// Score line-aligned texts: exact match, F1, BLEU, ROUGE-1/2/L/Lsum, vocabulary richness.

@@ -1584,6 +1584,66 @@ fn train_reward_model_and_score_pairs() {
         "{stderr}"
     );
 
+    // PPO on the codes' questions, scored by that reward model: every iteration logged with
+    // TRL's names, the policy saved as a causal-LM adapter.
+    let all = write_data(dir);
+    let ppo = format!(
+        "{}\n[task]\nkind = \"ppo\"\nreward_model = \"run/adapter\"\n\n[task.ppo]\n\
+         max_new_tokens = 4\nppo_epochs = 2\n",
+        RECIPE
+            .replace("data/train.jsonl", all.to_str().unwrap())
+            .replace("validation = \"data/validation.jsonl\"\n", "")
+            .replace("epochs = 6", "epochs = 1")
+            .replace("output_dir = \"run\"", "output_dir = \"run-ppo\"")
+    );
+    std::fs::write(dir.join("ppo.toml"), &ppo).unwrap();
+    let report = ok(&["train", "ppo.toml"], dir);
+    assert!(report.contains("20 train"), "{report}");
+    let steps: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("run-ppo/metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(steps.len(), 5);
+    for s in &steps {
+        for key in [
+            "objective/scores",
+            "objective/kl",
+            "loss/policy_avg",
+            "loss/value_avg",
+        ] {
+            assert!(s["extra"][key].is_number(), "{s}");
+        }
+        assert!(s["extra"]["response_len"].as_f64().unwrap() <= 4.0, "{s}");
+    }
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("run-ppo/adapter/adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["task_type"], "CAUSAL_LM");
+    let err = fails(
+        &[
+            "train",
+            "ppo.toml",
+            "--set",
+            "fit.output_dir=\"run-ppo-2\"",
+            "--set",
+            "data.validation=\"data/prefs.jsonl\"",
+        ],
+        dir,
+    );
+    assert!(
+        err.contains("data.validation") && err.contains("ppo"),
+        "{err}"
+    );
+    std::fs::write(
+        dir.join("ppo-no-rm.toml"),
+        ppo.replace("reward_model = \"run/adapter\"\n", ""),
+    )
+    .unwrap();
+    let err = fails(&["train", "ppo-no-rm.toml"], dir);
+    assert!(err.contains("task.reward_model"), "{err}");
+
     // Continued with init_from: the head comes along, so the first step already ranks pairs.
     std::fs::write(
         dir.join("more.toml"),

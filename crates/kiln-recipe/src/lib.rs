@@ -54,6 +54,7 @@ pub mod device;
 mod error;
 mod eval;
 mod load;
+mod ppo;
 mod run;
 mod schema;
 

@@ -139,6 +139,20 @@ impl Recipe {
             Some((_, v)) => v.as_ref().map_or(0, Vec::len),
             None => validation.as_ref().map_or(0, Vec::len),
         };
+        if let (Some(ppo), Some(config)) = (self.task.ppo_config(), &adapter) {
+            let run = crate::ppo::PpoRun {
+                model,
+                adapter: config.clone(),
+                fit: fit_config,
+                ppo,
+                config: pretrained.config,
+                tokenizer,
+                load_secs,
+                trainable,
+                device: device.clone(),
+            };
+            return self.run_ppo(run, &train, interrupt, callback);
+        }
         let total_steps = fit_config.total_steps(num_train);
         let mut trainer = Trainer::new(
             self.optimizer.clone(),
@@ -269,7 +283,7 @@ impl Recipe {
 
     /// Writes `recipe.toml` and `report.md` beside the saved adapter or model, and returns the
     /// run's output.
-    fn finish(
+    pub(crate) fn finish(
         &self,
         model: AnyCausalLm,
         reward_head: Option<Vec<f32>>,
@@ -347,13 +361,13 @@ impl Recipe {
 }
 
 /// What a run measured, for its report.
-struct RunFacts {
-    load_secs: f64,
-    num_train: usize,
-    num_validation: usize,
-    trainable: TrainableReport,
-    summary: RunSummary,
-    saved: PathBuf,
+pub(crate) struct RunFacts {
+    pub(crate) load_secs: f64,
+    pub(crate) num_train: usize,
+    pub(crate) num_validation: usize,
+    pub(crate) trainable: TrainableReport,
+    pub(crate) summary: RunSummary,
+    pub(crate) saved: PathBuf,
 }
 
 /// The standard deviation of a new reward head (transformers' usual `initializer_range`).

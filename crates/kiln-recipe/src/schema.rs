@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use kiln_data::{PrepareOptions, RecordFormat};
 use kiln_peft::AdapterConfig;
 use kiln_train::{
-    FitConfig, OptimizerConfig, PreferenceConfig, PreferenceLoss, RewardConfig, Schedule,
+    FitConfig, OptimizerConfig, PpoConfig, PreferenceConfig, PreferenceLoss, RewardConfig, Schedule,
 };
 
 /// The base model.
@@ -181,7 +181,7 @@ pub struct Recipe {
 ///
 /// ```toml
 /// [task]
-/// kind = "dpo"          # sft (default), dpo, ipo, hinge, simpo or reward
+/// kind = "dpo"          # sft (default), dpo, ipo, hinge, simpo, reward or ppo
 /// beta = 0.1
 /// label_smoothing = 0.0 # dpo and simpo
 /// reference = "base"   # base: the model with its adapter disabled; initial: the model before
@@ -214,6 +214,15 @@ pub struct TaskSection {
     /// `center_rewards_coefficient`; off when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub center_rewards_coefficient: Option<f64>,
+    /// `ppo`: the reward model, a reward task's saved adapter (PEFT `SEQ_CLS`, e.g.
+    /// `runs/rm/adapter`) on the recipe's base model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward_model: Option<PathBuf>,
+    /// `ppo`: PPO's settings (`[task.ppo]`: `kl_coef`, `gamma`, `lam`, `cliprange`,
+    /// `cliprange_value`, `vf_coef`, `ppo_epochs`, `minibatches`, `max_new_tokens`,
+    /// `temperature`; TRL's defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ppo: Option<PpoConfig>,
 }
 
 fn default_beta() -> f64 {
@@ -233,6 +242,8 @@ impl Default for TaskSection {
             simpo_gamma: default_simpo_gamma(),
             reference: None,
             center_rewards_coefficient: None,
+            reward_model: None,
+            ppo: None,
         }
     }
 }
@@ -241,7 +252,7 @@ impl TaskSection {
     /// The preference objective, `None` for supervised fine-tuning and reward models.
     pub fn preference(&self) -> Option<PreferenceConfig> {
         let loss = match self.kind {
-            TaskKind::Sft | TaskKind::Reward => return None,
+            TaskKind::Sft | TaskKind::Reward | TaskKind::Ppo => return None,
             TaskKind::Dpo => PreferenceLoss::Sigmoid,
             TaskKind::Ipo => PreferenceLoss::Ipo,
             TaskKind::Hinge => PreferenceLoss::Hinge,
@@ -262,9 +273,14 @@ impl TaskSection {
         })
     }
 
-    /// Whether the task trains on preference pairs (every kind but `sft`).
+    /// Whether the task trains on preference pairs (every kind but `sft` and `ppo`).
     pub fn is_pairwise(&self) -> bool {
-        self.kind != TaskKind::Sft
+        !matches!(self.kind, TaskKind::Sft | TaskKind::Ppo)
+    }
+
+    /// PPO's settings (`[task.ppo]`, else TRL's defaults), `None` for the other kinds.
+    pub fn ppo_config(&self) -> Option<PpoConfig> {
+        (self.kind == TaskKind::Ppo).then(|| self.ppo.clone().unwrap_or_default())
     }
 }
 
@@ -286,6 +302,9 @@ pub enum TaskKind {
     /// A reward model: the decoder with a scalar head, trained with the Bradley–Terry loss
     /// (TRL's `RewardTrainer`); saved in PEFT's `SEQ_CLS` layout.
     Reward,
+    /// RLHF with PPO: responses to the data's prompts sampled from the policy, scored by
+    /// `task.reward_model`, with a KL penalty to the base (the adapter disabled).
+    Ppo,
 }
 
 /// `task.reference`.
@@ -400,6 +419,41 @@ impl Recipe {
         }
         .validate()
         .map_err(|e| format!("[task] {e}"))?;
+        if let Some(ppo) = self.task.ppo_config() {
+            ppo.validate().map_err(|e| format!("[task.ppo] {e}"))?;
+            if self.task.reward_model.is_none() {
+                return Err(
+                    "task.kind = \"ppo\" needs task.reward_model, a reward task's \
+                            saved adapter (e.g. \"runs/rm/adapter\")"
+                        .into(),
+                );
+            }
+            if self.adapter.is_none() {
+                return Err(
+                    "task.kind = \"ppo\" needs an [adapter]: the reference is the \
+                            model with its adapter disabled"
+                        .into(),
+                );
+            }
+            for (set, key) in [
+                (self.data.replay.is_some(), "data.replay"),
+                (self.data.packing == Some(true), "data.packing = true"),
+                (self.data.validation.is_some(), "data.validation"),
+                (self.fit.resume, "fit.resume"),
+            ] {
+                if set {
+                    return Err(format!(
+                        "{key} does not work with task.kind = \"ppo\" (PPO samples its \
+                         responses to the training prompts; runs are not resumable)"
+                    ));
+                }
+            }
+        } else if self.task.ppo.is_some() || self.task.reward_model.is_some() {
+            return Err(format!(
+                "[task.ppo] and task.reward_model are for task.kind = \"ppo\", not \"{}\"",
+                self.task.kind.name()
+            ));
+        }
         if self.task.reward().is_some() && self.adapter.is_none() {
             return Err(
                 "task.kind = \"reward\" needs an [adapter]: a reward model is saved as a PEFT \
@@ -468,6 +522,7 @@ impl TaskKind {
             TaskKind::Hinge => "hinge",
             TaskKind::Simpo => "simpo",
             TaskKind::Reward => "reward",
+            TaskKind::Ppo => "ppo",
         }
     }
 }

@@ -19,6 +19,8 @@
 //! - [`Trainer::reward_step`]: reward-model training with TRL's Bradley–Terry loss and metrics
 //!   ([`RewardStats`]) on a [`kiln_models::RewardModel`], saved and loaded in PEFT's `SEQ_CLS`
 //!   layout ([`save_reward_adapter`], [`load_reward_adapter`]).
+//! - [`Trainer::ppo_step`]: RLHF with PPO (generation in the loop, a score per response, a
+//!   per-token KL penalty to a reference, a value head, GAE, clipped policy and value losses).
 //! - [`search`]: random, grid and TPE hyper-parameter search with median pruning of bad trials.
 //!
 //! ```no_run
@@ -58,6 +60,7 @@ pub mod harness;
 mod lock;
 mod logs;
 mod loss;
+mod ppo;
 mod preference;
 mod reward;
 mod schedule;
@@ -77,6 +80,10 @@ pub use fit::{
 pub use lock::{LOCK_FILE, OutputLock};
 pub use logs::{LogRecord, MetricsLog, plot_curves};
 pub use loss::{LOSS_CHUNK, LossInput, masked_lm_loss, masked_lm_loss_sum};
+pub use ppo::{
+    PpoConfig, PpoLoss, PpoStats, Rollout, ScoreFn, TokenReferenceFn, gae, ppo_losses, rollout,
+    token_logps, token_rewards, whiten,
+};
 pub use preference::{
     PreferenceConfig, PreferenceLoss, PreferenceMicroBatch, PreferenceStats, base_reference,
     evaluate_preference, reference_logps,
