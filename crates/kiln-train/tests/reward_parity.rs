@@ -180,6 +180,57 @@ fn check(name: &str) {
         &reloaded.score(&sequences, pad, 8),
         &want,
     );
+    python_peft_scores_as_kiln(
+        out.path(),
+        &reference,
+        &sequences,
+        &model.score(&sequences, pad, 8),
+    );
+}
+
+/// With `KILN_PEFT_PYTHON` (scripts/python-reference.sh), Python PEFT loads the reward model
+/// kiln saved in `dir` onto transformers' `LlamaForSequenceClassification` and must give kiln's
+/// rewards (`scripts/fixtures/gen_reward_fixtures.py --check`).
+fn python_peft_scores_as_kiln(
+    dir: &Path,
+    reference: &serde_json::Value,
+    sequences: &[Vec<u32>],
+    rewards: &[f32],
+) {
+    let Some(python) = std::env::var_os("KILN_PEFT_PYTHON") else {
+        eprintln!("skipping the PEFT check: set KILN_PEFT_PYTHON (scripts/python-reference.sh)");
+        return;
+    };
+    let scores: Vec<serde_json::Value> = sequences
+        .iter()
+        .zip(rewards)
+        .map(|(ids, r)| serde_json::json!({"ids": ids, "reward": r}))
+        .collect();
+    let saved = serde_json::json!({
+        "base": reference["base"],
+        "pad_id": reference["pad_id"],
+        "scores": scores,
+    });
+    std::fs::write(dir.join("kiln_scores.json"), saved.to_string()).unwrap();
+    let out = std::process::Command::new(python)
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../scripts/fixtures/gen_reward_fixtures.py"),
+        )
+        .arg("--check")
+        .arg(dir)
+        .output()
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.lines().any(|l| l.ends_with(" ok")),
+        "PEFT did not score kiln's reward model as kiln does:\n{report}"
+    );
+    eprintln!("{report}");
 }
 
 #[test]
