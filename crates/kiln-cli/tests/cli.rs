@@ -1621,6 +1621,33 @@ fn train_reward_model_and_score_pairs() {
     )
     .unwrap();
     assert_eq!(config["task_type"], "CAUSAL_LM");
+    // Stopped after 3 iterations with checkpoints, then resumed: the same 5 iterations.
+    let set = |k: &str| vec!["--set".to_string(), k.to_string()];
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a = vec!["train".to_string(), "ppo.toml".to_string()];
+        a.extend(set("fit.output_dir=\"run-ppo-resumed\""));
+        a.extend(set("fit.checkpoint_every=1"));
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let first = args(&["--set", "fit.max_steps=3"]);
+    ok(&first.iter().map(String::as_str).collect::<Vec<_>>(), dir);
+    let second = args(&["--resume"]);
+    ok(&second.iter().map(String::as_str).collect::<Vec<_>>(), dir);
+    let losses = |run: &str| -> Vec<String> {
+        std::fs::read_to_string(dir.join(run).join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                format!(
+                    "{} {} {}",
+                    v["step"], v["loss"], v["extra"]["objective/scores"]
+                )
+            })
+            .collect()
+    };
+    assert_eq!(losses("run-ppo-resumed"), losses("run-ppo"));
     let err = fails(
         &[
             "train",

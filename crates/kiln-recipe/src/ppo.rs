@@ -10,9 +10,11 @@ use kiln_data::{TokenBatch, TokenizedExample};
 use kiln_models::{AnyCausalLm, AnyConfig, CausalLm, RewardModel, load_pretrained};
 use kiln_peft::{AdapterConfig, TrainableReport, save_adapter};
 use kiln_tokenizer::Tokenizer;
+use kiln_train::checkpoint::DataLayout;
 use kiln_train::{
-    Callback, FitConfig, LogRecord, MetricsLog, PpoConfig, RunSummary, StepLog, StopReason,
-    Trainer, base_reference, files, load_reward_adapter, plot_curves, token_logps,
+    AdapterExporter, Callback, CheckpointManager, FitConfig, LogRecord, MetricsLog, PpoConfig,
+    RunSummary, StepLog, StopReason, TrainError, Trainer, TrainerState, base_reference, files,
+    load_reward_adapter, plot_curves, token_logps,
 };
 
 use crate::run::RunFacts;
@@ -40,6 +42,22 @@ pub(crate) struct PpoRun {
     pub device: Device,
 }
 
+/// Writes the policy's adapter (not the value head) into every checkpoint.
+struct PolicyExporter {
+    config: AdapterConfig,
+}
+
+impl AdapterExporter<RewardModel<AnyCausalLm>> for PolicyExporter {
+    fn export(
+        &self,
+        model: &RewardModel<AnyCausalLm>,
+        dir: &std::path::Path,
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        save_adapter(&model.model, &self.config, dir)?;
+        Ok(())
+    }
+}
+
 /// The tokens before an example's first label: its prompt.
 fn prompt_of(example: &TokenizedExample) -> Vec<u32> {
     let first = example
@@ -54,7 +72,10 @@ impl Recipe {
     /// The PPO loop: one iteration per batch of `fit.batch_size` prompts (in the seeded order
     /// of the data over `fit.epochs`, or `fit.max_steps` iterations), each a
     /// [`kiln_train::Trainer::ppo_step`]; every iteration is logged to `metrics.jsonl` with
-    /// TRL's metric names. The policy's adapter is saved as a causal-LM PEFT adapter (the value
+    /// TRL's metric names. Checkpoints (every `fit.checkpoint_every` iterations, at the end and
+    /// on interruption) hold the adapter, the value head and the optimizer; `fit.resume`
+    /// continues from the newest one with the same rollouts (each iteration's sampling seed is
+    /// a function of the seed and the iteration). The policy's adapter is saved as a causal-LM PEFT adapter (the value
     /// head only serves training). Each example's prompt (the tokens before its first label)
     /// is used; `interrupt` stops the run after the iteration in progress, and `callback` sees
     /// every iteration.
@@ -116,13 +137,70 @@ impl Recipe {
             path: out_dir.clone(),
             source: e,
         })?;
-        let (mut log, _) = MetricsLog::open(&out_dir.join(files::METRICS), None)?;
-        let mut history = Vec::new();
+        let layout = DataLayout {
+            num_examples: train.len(),
+            batch_size: fit.batch_size,
+            grad_accum_steps: fit.grad_accum_steps,
+            shuffle: fit.shuffle,
+            group_by_length: fit.group_by_length,
+        };
+        let mut state = TrainerState {
+            step: 0,
+            epoch: 0,
+            seed: fit.seed,
+            optimizer: trainer.config().clone(),
+            schedule: *trainer.schedule(),
+            data: layout,
+            best: None,
+            evals_without_improvement: 0,
+            loss_tokens_seen: 0,
+            input_tokens_seen: 0,
+            padding_tokens_seen: 0,
+            elapsed_secs: 0.0,
+            last_loss: None,
+        };
+        let ckpt = if fit.checkpoint_every.is_some() || fit.resume {
+            Some(CheckpointManager::new(
+                out_dir.join(files::CHECKPOINTS),
+                fit.save_total_limit,
+            )?)
+        } else {
+            None
+        };
+        let mut resumed_from = None;
+        if fit.resume
+            && let Some(ckpt) = &ckpt
+            && let Some(latest) = ckpt.latest()?
+        {
+            let saved = CheckpointManager::read_state(&latest)?;
+            if saved.data != layout || saved.seed != fit.seed {
+                return Err(TrainError::ResumeMismatch {
+                    path: latest,
+                    reason: format!(
+                        "data order differs: checkpoint {:?} seed {}, run {:?} seed {}",
+                        saved.data, saved.seed, layout, fit.seed
+                    ),
+                }
+                .into());
+            }
+            let (p, saved) = CheckpointManager::restore(&latest, policy, &mut trainer)?;
+            policy = p;
+            state = saved;
+            resumed_from = Some(latest);
+        }
+        let first = state.step / updates.max(1);
+        let keep = resumed_from.as_ref().map(|_| first);
+        let (mut log, mut history) = MetricsLog::open(&out_dir.join(files::METRICS), keep)?;
+        let exporter = PolicyExporter {
+            config: adapter.clone(),
+        };
         let start = Instant::now();
-        let (mut losses, mut input_tokens, mut response_tokens) = (Vec::new(), 0u64, 0u64);
+        let elapsed_before = state.elapsed_secs;
+        let mut losses = Vec::new();
         let mut stop_reason = StopReason::Completed;
-        let mut done = 0;
-        for iteration in 0..iterations {
+        let mut done = first;
+        let mut last_checkpoint = None;
+        for iteration in first..iterations {
             let (epoch, groups) = order.step_batches(iteration);
             let batch: Vec<Vec<u32>> = groups
                 .iter()
@@ -140,16 +218,19 @@ impl Recipe {
                 &ppo,
                 pad_id,
                 &eos,
-                self.seed ^ (iteration as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                fit.seed ^ (iteration as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
             )?;
             policy = p;
             done = iteration + 1;
             let loss = (stats.policy_loss + ppo.vf_coef * stats.value_loss) as f32;
             losses.push(loss);
-            let tokens = (stats.response_len * batch.len() as f64) as u64;
-            response_tokens += tokens;
-            input_tokens += tokens + batch.iter().map(|p| p.len() as u64).sum::<u64>();
-            let elapsed = start.elapsed().as_secs_f64();
+            let tokens = (stats.response_len * batch.len() as f64).round() as u64;
+            state.step = trainer.step_count();
+            state.epoch = order.epoch_of(done);
+            state.loss_tokens_seen += tokens;
+            state.input_tokens_seen += tokens + batch.iter().map(|p| p.len() as u64).sum::<u64>();
+            state.elapsed_secs = elapsed_before + start.elapsed().as_secs_f64();
+            state.last_loss = Some(loss);
             let step_log = StepLog {
                 step: done,
                 epoch,
@@ -157,8 +238,8 @@ impl Recipe {
                 lr,
                 grad_norm: 0.0,
                 loss_tokens: tokens as usize,
-                tokens_per_sec: input_tokens as f64 / elapsed.max(1e-9),
-                elapsed_secs: elapsed,
+                tokens_per_sec: state.input_tokens_seen as f64 / state.elapsed_secs.max(1e-9),
+                elapsed_secs: state.elapsed_secs,
                 extra: stats.metrics(),
             };
             if fit.progress {
@@ -174,15 +255,27 @@ impl Recipe {
             let record = LogRecord::Step(step_log);
             log.write(&record)?;
             history.push(record);
+            let mut stop = false;
             if callback
                 .as_deref_mut()
                 .is_some_and(|cb| cb.should_stop(done))
             {
                 stop_reason = StopReason::Callback;
-                break;
+                stop = true;
             }
             if interrupt.is_some_and(|f| f.load(Ordering::SeqCst)) {
                 stop_reason = StopReason::Interrupted;
+                stop = true;
+            }
+            if let Some(ckpt) = &ckpt
+                && (stop
+                    || done == iterations
+                    || fit.checkpoint_every.is_some_and(|n| done.is_multiple_of(n)))
+            {
+                last_checkpoint =
+                    Some(ckpt.save(&policy, &trainer, &state, Some(&exporter), None)?);
+            }
+            if stop {
                 break;
             }
         }
@@ -191,25 +284,24 @@ impl Recipe {
         }
         let dir = out_dir.join("adapter");
         save_adapter(&policy.model, &adapter, &dir)?;
-        let elapsed = start.elapsed().as_secs_f64();
         let steps_per_epoch = order.steps_per_epoch().max(1);
         let summary = RunSummary {
             steps: done,
             total_steps: iterations,
             epochs: done as f64 / steps_per_epoch as f64,
-            loss_tokens: response_tokens,
-            input_tokens,
+            loss_tokens: state.loss_tokens_seen,
+            input_tokens: state.input_tokens_seen,
             padding_tokens: 0,
-            elapsed_secs: elapsed,
-            tokens_per_sec: input_tokens as f64 / elapsed.max(1e-9),
-            final_loss: losses.last().copied(),
+            elapsed_secs: state.elapsed_secs,
+            tokens_per_sec: state.input_tokens_seen as f64 / state.elapsed_secs.max(1e-9),
+            final_loss: state.last_loss,
             losses,
             last_eval: None,
             best: None,
             restored_best: false,
             stop_reason,
-            resumed_from: None,
-            last_checkpoint: None,
+            resumed_from,
+            last_checkpoint,
         };
         kiln_nn::write_atomic(
             &out_dir.join(files::SUMMARY),

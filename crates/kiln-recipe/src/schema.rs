@@ -439,12 +439,11 @@ impl Recipe {
                 (self.data.replay.is_some(), "data.replay"),
                 (self.data.packing == Some(true), "data.packing = true"),
                 (self.data.validation.is_some(), "data.validation"),
-                (self.fit.resume, "fit.resume"),
             ] {
                 if set {
                     return Err(format!(
                         "{key} does not work with task.kind = \"ppo\" (PPO samples its \
-                         responses to the training prompts; runs are not resumable)"
+                         responses to the training prompts)"
                     ));
                 }
             }
