@@ -1385,6 +1385,42 @@ fn train_dpo_on_preference_pairs() {
     // The resolved recipe keeps the task.
     let saved = std::fs::read_to_string(dir.join("run/recipe.toml")).unwrap();
     assert!(saved.contains("kind = \"dpo\""), "{saved}");
+    // The reference's log-probabilities precomputed before training: the same run.
+    ok(
+        &[
+            "train",
+            "dpo.toml",
+            "--set",
+            "task.precompute_ref_log_probs=true",
+            "--set",
+            "fit.output_dir=\"run-precomputed\"",
+        ],
+        dir,
+    );
+    let losses = |run: &str| -> Vec<f64> {
+        std::fs::read_to_string(dir.join(run).join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64())
+            .collect()
+    };
+    let (a, b) = (losses("run"), losses("run-precomputed"));
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "{a:?} vs {b:?}");
+    }
+    let err = fails(
+        &[
+            "train",
+            "dpo.toml",
+            "--set",
+            "task.precompute_ref_log_probs=true",
+            "--set",
+            "task.kind=\"simpo\"",
+        ],
+        dir,
+    );
+    assert!(err.contains("precompute_ref_log_probs"), "{err}");
 
     // Continual: an SFT adapter (on the same codes' descriptions) continued by DPO with
     // `adapter.init_from`. Against the base, the SFT adapter already prefers the chosen answers

@@ -19,9 +19,9 @@ use kiln_models::{
 use kiln_peft::{AdapterConfig, TrainableReport, attach_adapter, full_fine_tuning, save_adapter};
 use kiln_tokenizer::Tokenizer;
 use kiln_train::{
-    Callback, Fit, HEAD_MODULES, OutputLock, PeftExporter, ReferenceFn, RewardExporter, RunSummary,
-    Trainer, base_reference, batch_rewards, check_previous_run, reference_logps,
-    save_reward_adapter,
+    Callback, Fit, HEAD_MODULES, OutputLock, PeftExporter, ReferenceFn, ReferenceTable,
+    RewardExporter, RunSummary, Trainer, base_reference, batch_rewards, check_previous_run,
+    reference_logps, save_reward_adapter,
 };
 
 use crate::{Recipe, ReferenceKind, ReplaySection, Result};
@@ -210,12 +210,28 @@ impl Recipe {
         let exporter = adapter.clone().map(|config| PeftExporter { config });
         // The reference of a preference task: the policy with its adapter disabled, or the
         // model as it is now (a clone shares the frozen base weights).
-        let initial = model.clone();
-        let reference: Box<ReferenceFn<'_, AnyCausalLm>> = match self.reference() {
-            ReferenceKind::Base => {
+        let reference: Box<ReferenceFn<'_, AnyCausalLm>> = match (&pairs, self.reference()) {
+            // Once, before training: the reference as it is now (the base, or the model itself
+            // before its first step).
+            (Some((train_pairs, val_pairs)), kind) if self.task.precompute_ref_log_probs => {
+                let mut sets: Vec<&[PreferencePair]> = vec![train_pairs];
+                if let Some(v) = val_pairs {
+                    sets.push(v);
+                }
+                let bs = fit_config.eval_batch_size.unwrap_or(fit_config.batch_size);
+                let table = match kind {
+                    ReferenceKind::Base => {
+                        ReferenceTable::compute(&base_reference(&model), &sets, pad_id, bs)?
+                    }
+                    ReferenceKind::Initial => ReferenceTable::compute(&model, &sets, pad_id, bs)?,
+                };
+                Box::new(move |_: &AnyCausalLm, b: &TokenBatch| table.logps(b))
+            }
+            (_, ReferenceKind::Base) => {
                 Box::new(|m: &AnyCausalLm, b: &TokenBatch| reference_logps(&base_reference(m), b))
             }
-            ReferenceKind::Initial => {
+            (_, ReferenceKind::Initial) => {
+                let initial = model.clone();
                 Box::new(move |_: &AnyCausalLm, b: &TokenBatch| reference_logps(&initial, b))
             }
         };

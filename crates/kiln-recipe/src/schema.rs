@@ -214,6 +214,11 @@ pub struct TaskSection {
     /// `center_rewards_coefficient`; off when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub center_rewards_coefficient: Option<f64>,
+    /// `dpo`, `ipo` and `hinge`: compute the reference's log-probabilities of every pair once,
+    /// before training (TRL's `precompute_ref_log_probs`), instead of a reference forward pass
+    /// per step.
+    #[serde(default)]
+    pub precompute_ref_log_probs: bool,
     /// `ppo`: the reward model, a reward task's saved adapter (PEFT `SEQ_CLS`, e.g.
     /// `runs/rm/adapter`) on the recipe's base model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -242,6 +247,7 @@ impl Default for TaskSection {
             simpo_gamma: default_simpo_gamma(),
             reference: None,
             center_rewards_coefficient: None,
+            precompute_ref_log_probs: false,
             reward_model: None,
             ppo: None,
         }
@@ -450,6 +456,18 @@ impl Recipe {
         } else if self.task.ppo.is_some() || self.task.reward_model.is_some() {
             return Err(format!(
                 "[task.ppo] and task.reward_model are for task.kind = \"ppo\", not \"{}\"",
+                self.task.kind.name()
+            ));
+        }
+        if self.task.precompute_ref_log_probs
+            && !self
+                .task
+                .preference()
+                .is_some_and(|p| p.loss.uses_reference())
+        {
+            return Err(format!(
+                "task.precompute_ref_log_probs is for the losses with a reference (dpo, ipo, \
+                 hinge), not \"{}\"",
                 self.task.kind.name()
             ));
         }

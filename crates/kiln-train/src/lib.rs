@@ -85,8 +85,8 @@ pub use ppo::{
     token_logps, token_rewards, whiten,
 };
 pub use preference::{
-    PreferenceConfig, PreferenceLoss, PreferenceMicroBatch, PreferenceStats, base_reference,
-    evaluate_preference, reference_logps,
+    PreferenceConfig, PreferenceLoss, PreferenceMicroBatch, PreferenceStats, ReferenceTable,
+    base_reference, evaluate_preference, reference_logps,
 };
 pub use reward::{
     HEAD_MODULES, RewardConfig, RewardExporter, RewardFn, RewardMicroBatch, RewardStats, SEQ_CLS,

@@ -279,6 +279,87 @@ where
         .expect("f32 log-probabilities"))
 }
 
+/// The reference's log-probabilities of every row of a set of preference pairs, computed once
+/// before training (TRL's `precompute_ref_log_probs`): training then runs no reference forward
+/// pass, and the reference model need not stay in memory. Rows are found by their tokens and
+/// the start of their completion.
+#[derive(Debug, Clone, Default)]
+pub struct ReferenceTable {
+    rows: std::collections::HashMap<(Vec<u32>, usize), f32>,
+}
+
+/// A row's key: its real tokens and where its labels start.
+fn row_keys(batch: &TokenBatch) -> Vec<(Vec<u32>, usize)> {
+    batch
+        .input_ids
+        .iter()
+        .zip(&batch.attention_mask)
+        .zip(&batch.labels)
+        .map(|((ids, mask), labels)| {
+            let len = mask.iter().filter(|&&m| m != 0).count();
+            let start = labels
+                .iter()
+                .position(|&l| l != kiln_data::IGNORE_INDEX)
+                .unwrap_or(len);
+            (ids[..len].to_vec(), start)
+        })
+        .collect()
+}
+
+impl ReferenceTable {
+    /// Computes `reference`'s log-probabilities of both rows of every pair of each set,
+    /// `batch_size` pairs per forward pass (no gradients).
+    ///
+    /// # Errors
+    /// As [`reference_logps`].
+    pub fn compute<M: CausalLm + Module>(
+        reference: &M,
+        sets: &[&[kiln_data::PreferencePair]],
+        pad_id: u32,
+        batch_size: usize,
+    ) -> Result<Self> {
+        let mut rows = std::collections::HashMap::new();
+        for set in sets {
+            for chunk in set.chunks(batch_size.max(1)) {
+                let batch = kiln_data::preference_batch(chunk, pad_id)?;
+                let logps = reference_logps(reference, &batch)?;
+                rows.extend(row_keys(&batch).into_iter().zip(logps));
+            }
+        }
+        Ok(Self { rows })
+    }
+
+    /// Rows held.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether the table holds no row.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The log-probabilities of `batch`'s rows, as [`reference_logps`] returns them.
+    ///
+    /// # Errors
+    /// [`TrainError::InvalidConfig`] for a row the table was not computed for.
+    pub fn logps(&self, batch: &TokenBatch) -> Result<Vec<f32>> {
+        row_keys(batch)
+            .into_iter()
+            .enumerate()
+            .map(|(i, key)| {
+                self.rows
+                    .get(&key)
+                    .copied()
+                    .ok_or_else(|| TrainError::InvalidConfig {
+                        field: "reference".into(),
+                        reason: format!("row {i} of the batch is not in the precomputed table"),
+                    })
+            })
+            .collect()
+    }
+}
+
 /// One micro-batch of a preference step: a batch from [`kiln_data::preference_batch`] and the
 /// reference's log-probabilities of its rows (from [`reference_logps`]; `None` for SimPO).
 #[derive(Debug, Clone, Copy)]

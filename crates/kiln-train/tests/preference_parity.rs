@@ -9,8 +9,8 @@ use burn::tensor::Device;
 use kiln_data::{PreferencePair, preference_batch};
 use kiln_peft::LoraConfig;
 use kiln_train::{
-    OptimizerConfig, PreferenceConfig, PreferenceLoss, Schedule, Trainer, base_reference,
-    reference_logps,
+    OptimizerConfig, PreferenceConfig, PreferenceLoss, ReferenceTable, Schedule, Trainer,
+    base_reference, reference_logps,
 };
 
 fn ids(v: &serde_json::Value) -> Vec<u32> {
@@ -21,8 +21,15 @@ fn ids(v: &serde_json::Value) -> Vec<u32> {
         .collect()
 }
 
-/// Runs the fixture's steps with kiln and compares each step's loss and metrics with TRL's.
+/// Runs the fixture's steps with kiln and compares each step's loss and metrics with TRL's,
+/// with the reference's log-probabilities computed at each step, then precomputed for every
+/// pair before training ([`ReferenceTable`]).
 fn check(name: &str, loss: PreferenceLoss) {
+    check_with(name, loss, false);
+    check_with(name, loss, true);
+}
+
+fn check_with(name: &str, loss: PreferenceLoss, precompute: bool) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name);
@@ -77,6 +84,7 @@ fn check(name: &str, loss: PreferenceLoss) {
         .collect();
     let batch_size = reference["batch_size"].as_u64().unwrap() as usize;
     let pad = reference["pad_id"].as_u64().unwrap() as u32;
+    let table = precompute.then(|| ReferenceTable::compute(&frozen, &[&pairs], pad, 3).unwrap());
     let opt = &reference["optimizer"];
     let opt = OptimizerConfig {
         lr: opt["lr"].as_f64().unwrap(),
@@ -96,7 +104,10 @@ fn check(name: &str, loss: PreferenceLoss) {
             .map(|&i| pairs[i].clone())
             .collect();
         let batch = preference_batch(&batch_pairs, pad).unwrap();
-        let ref_logps = reference_logps(&frozen, &batch).unwrap();
+        let ref_logps = match &table {
+            Some(t) => t.logps(&batch).unwrap(),
+            None => reference_logps(&frozen, &batch).unwrap(),
+        };
         let (m, stats) = trainer
             .preference_step(model, &batch, Some(&ref_logps), &config)
             .unwrap();
@@ -110,7 +121,7 @@ fn check(name: &str, loss: PreferenceLoss) {
             ("logps/chosen", stats.logps_chosen),
             ("logps/rejected", stats.logps_rejected),
         ];
-        println!("{name} step {step}: kiln {got:?}");
+        println!("{name} step {step} (precomputed: {precompute}): kiln {got:?}");
         for (key, value) in got {
             let want = expected[key].as_f64().unwrap();
             // Relative 1e-4 on the loss and log-probabilities; rewards are small differences
