@@ -94,25 +94,29 @@ impl<M: CausalLm + Module + ModuleDisplay> RewardModel<M> {
         let device = model.model.device();
         let mut out = Vec::with_capacity(sequences.len());
         for chunk in sequences.chunks(batch_size.max(1)) {
-            let len = chunk.iter().map(Vec::len).max().unwrap_or(0).max(1);
-            let mut ids = Vec::with_capacity(chunk.len() * len);
-            let mut mask = Vec::with_capacity(chunk.len() * len);
-            let mut rows = Vec::with_capacity(chunk.len());
-            for s in chunk {
-                let mut row = s.clone();
-                row.resize(len, pad_id);
-                ids.extend(row.iter().map(|&x| i64::from(x)));
-                mask.extend((0..len).map(|i| i64::from(i < s.len())));
-                rows.push(row);
-            }
+            let (b, len) = (
+                chunk.len(),
+                chunk.iter().map(Vec::len).max().unwrap_or(0).max(1),
+            );
+            let rows: Vec<Vec<u32>> = chunk
+                .iter()
+                .map(|s| {
+                    s.iter()
+                        .copied()
+                        .chain(std::iter::repeat(pad_id))
+                        .take(len)
+                        .collect()
+                })
+                .collect();
             let masks: Vec<Vec<u8>> = chunk
                 .iter()
                 .map(|s| (0..len).map(|i| u8::from(i < s.len())).collect())
                 .collect();
             let pool = pool_positions(&rows, &masks, Some(pad_id));
-            let b = chunk.len();
-            let input = LmInput::new(Tensor::from_data(TensorData::new(ids, [b, len]), &device))
-                .with_attention_mask(Tensor::from_data(TensorData::new(mask, [b, len]), &device));
+            let flat = |v: Vec<i64>| Tensor::from_data(TensorData::new(v, [b, len]), &device);
+            let ids = rows.iter().flatten().map(|&x| i64::from(x)).collect();
+            let mask = masks.iter().flatten().map(|&x| i64::from(x)).collect();
+            let input = LmInput::new(flat(ids)).with_attention_mask(flat(mask));
             let r = model.rewards(&input, &pool);
             out.extend(
                 r.into_data()

@@ -78,6 +78,19 @@ impl AdapterConfig {
         }
     }
 
+    /// Takes `names` out of `modules_to_save` (`None` when nothing is left): modules that live
+    /// outside the model the adapter attaches to, such as a classifier's head.
+    pub fn remove_modules_to_save(&mut self, names: &[&str]) {
+        if let Some(modules) = self.modules_to_save_mut() {
+            if let Some(list) = modules {
+                list.retain(|m| !names.contains(&m.as_str()));
+            }
+            if modules.as_ref().is_some_and(Vec::is_empty) {
+                *modules = None;
+            }
+        }
+    }
+
     /// `modules_to_save`, mutably, for the methods that have it.
     pub fn modules_to_save_mut(&mut self) -> Option<&mut Option<Vec<String>>> {
         match self {

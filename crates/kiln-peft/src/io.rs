@@ -433,14 +433,7 @@ pub fn load_adapter_with<M: AdapterTarget + Module>(
 ) -> Result<(M, AdapterConfig, BTreeMap<String, HostTensor>)> {
     let saved = read_adapter_config(dir)?;
     let mut config = saved.clone();
-    if let Some(Some(modules)) = config.modules_to_save_mut() {
-        modules.retain(|m| !outside.contains(&m.as_str()));
-    }
-    if let Some(modules) = config.modules_to_save_mut()
-        && modules.as_ref().is_some_and(Vec::is_empty)
-    {
-        *modules = None;
-    }
+    config.remove_modules_to_save(outside);
     if let AdapterConfig::PromptTuning(c) = &mut config {
         c.prompt_tuning_init = PromptTuningInit::Random;
     }

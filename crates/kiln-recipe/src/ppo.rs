@@ -13,7 +13,7 @@ use kiln_tokenizer::Tokenizer;
 use kiln_train::checkpoint::DataLayout;
 use kiln_train::{
     AdapterExporter, Callback, CheckpointManager, FitConfig, LogRecord, MetricsLog, PpoConfig,
-    RunSummary, StepLog, StopReason, TrainError, Trainer, TrainerState, base_reference, files,
+    RunSummary, StepLog, StopReason, Trainer, TrainerState, base_reference, files,
     load_reward_adapter, plot_curves, token_logps,
 };
 
@@ -172,17 +172,7 @@ impl Recipe {
             && let Some(ckpt) = &ckpt
             && let Some(latest) = ckpt.latest()?
         {
-            let saved = CheckpointManager::read_state(&latest)?;
-            if saved.data != layout || saved.seed != fit.seed {
-                return Err(TrainError::ResumeMismatch {
-                    path: latest,
-                    reason: format!(
-                        "data order differs: checkpoint {:?} seed {}, run {:?} seed {}",
-                        saved.data, saved.seed, layout, fit.seed
-                    ),
-                }
-                .into());
-            }
+            CheckpointManager::read_state(&latest)?.check_resume(&latest, layout, fit.seed)?;
             let (p, saved) = CheckpointManager::restore(&latest, policy, &mut trainer)?;
             policy = p;
             state = saved;

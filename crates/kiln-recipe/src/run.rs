@@ -101,14 +101,7 @@ impl Recipe {
                     Some(self.model.path.display().to_string());
                 // A reward model's head is outside the decoder the adapter attaches to (PEFT
                 // lists it in modules_to_save); the saved configuration names it again.
-                if let Some(Some(modules)) = c.modules_to_save_mut() {
-                    modules.retain(|m| !HEAD_MODULES.contains(&m.as_str()));
-                }
-                if let Some(modules) = c.modules_to_save_mut()
-                    && modules.as_ref().is_some_and(Vec::is_empty)
-                {
-                    *modules = None;
-                }
+                c.remove_modules_to_save(&HEAD_MODULES);
                 c.common_mut().task_type = Some("CAUSAL_LM".into());
                 let (mut m, c) =
                     attach_adapter(pretrained.model, &c, None, self.seed, &train_device)?;

@@ -136,6 +136,26 @@ pub struct TrainerState {
     pub last_loss: Option<f32>,
 }
 
+impl TrainerState {
+    /// Fails when a run batching its data as `layout` with `seed` cannot continue from this
+    /// state, read from the checkpoint `path`: it would see the data in another order.
+    ///
+    /// # Errors
+    /// [`TrainError::ResumeMismatch`] naming the checkpoint and both orders.
+    pub fn check_resume(&self, path: &Path, layout: DataLayout, seed: u64) -> Result<()> {
+        if self.data != layout || self.seed != seed {
+            return Err(TrainError::ResumeMismatch {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "data order differs: checkpoint {:?} seed {}, run {:?} seed {}",
+                    self.data, self.seed, layout, seed
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Writes, lists, rotates and restores checkpoints in one directory.
 #[derive(Debug, Clone)]
 pub struct CheckpointManager {

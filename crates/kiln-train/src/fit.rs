@@ -423,14 +423,8 @@ impl<M: CausalLm + Module> PreferenceData<'_, M> {
     ) -> Result<(M, PairOutcome)> {
         match &self.objective {
             PairObjective::Preference { config, .. } => {
-                let micro: Vec<PreferenceMicroBatch<'_>> = micro
-                    .iter()
-                    .map(|b| PreferenceMicroBatch {
-                        batch: &b.batch,
-                        reference: b.reference.as_deref(),
-                    })
-                    .collect();
-                let (m, s) = trainer.preference_step_accum(model, &micro, config)?;
+                let (m, s) =
+                    trainer.preference_step_accum(model, &preference_micro(micro), config)?;
                 let metrics = s.metrics();
                 Ok((
                     m,
@@ -463,14 +457,7 @@ impl<M: CausalLm + Module> PreferenceData<'_, M> {
     fn evaluate(&self, model: &M, micro: &[PairBatch]) -> Result<PairOutcome> {
         let (loss, metrics) = match &self.objective {
             PairObjective::Preference { config, .. } => {
-                let micro: Vec<PreferenceMicroBatch<'_>> = micro
-                    .iter()
-                    .map(|b| PreferenceMicroBatch {
-                        batch: &b.batch,
-                        reference: b.reference.as_deref(),
-                    })
-                    .collect();
-                let s = evaluate_preference(model, &micro, config)?;
+                let s = evaluate_preference(model, &preference_micro(micro), config)?;
                 (s.loss, s.metrics())
             }
             PairObjective::Reward { config, rewards } => {
@@ -493,6 +480,16 @@ impl<M: CausalLm + Module> PreferenceData<'_, M> {
             PairObjective::Reward { .. } => "accuracy",
         }
     }
+}
+
+fn preference_micro(batches: &[PairBatch]) -> Vec<PreferenceMicroBatch<'_>> {
+    batches
+        .iter()
+        .map(|b| PreferenceMicroBatch {
+            batch: &b.batch,
+            reference: b.reference.as_deref(),
+        })
+        .collect()
 }
 
 fn reward_micro(batches: &[PairBatch]) -> Vec<RewardMicroBatch<'_>> {
@@ -567,16 +564,14 @@ where
         objective: PreferenceConfig,
         reference: &'a ReferenceFn<'a, M>,
     ) -> Self {
-        let mut fit = Self::new(config, &[]);
-        fit.preference = Some(PreferenceData {
+        Self::pairwise(
+            config,
             train,
-            val: None,
-            objective: PairObjective::Preference {
+            PairObjective::Preference {
                 config: objective,
                 reference,
             },
-        });
-        fit
+        )
     }
 
     /// A reward-model run over `train` pairs with `config`: each step a
@@ -591,14 +586,26 @@ where
         objective: RewardConfig,
         rewards: &'a RewardFn<'a, M>,
     ) -> Self {
+        Self::pairwise(
+            config,
+            train,
+            PairObjective::Reward {
+                config: objective,
+                rewards,
+            },
+        )
+    }
+
+    fn pairwise(
+        config: FitConfig,
+        train: &'a [PreferencePair],
+        objective: PairObjective<'a, M>,
+    ) -> Self {
         let mut fit = Self::new(config, &[]);
         fit.preference = Some(PreferenceData {
             train,
             val: None,
-            objective: PairObjective::Reward {
-                config: objective,
-                rewards,
-            },
+            objective,
         });
         fit
     }
@@ -735,16 +742,7 @@ where
             && let Some(ckpt) = &ckpt
             && let Some(latest) = ckpt.latest()?
         {
-            let saved = CheckpointManager::read_state(&latest)?;
-            if saved.data != layout || saved.seed != cfg.seed {
-                return Err(TrainError::ResumeMismatch {
-                    path: latest,
-                    reason: format!(
-                        "data order differs: checkpoint {:?} seed {}, run {:?} seed {}",
-                        saved.data, saved.seed, layout, cfg.seed
-                    ),
-                });
-            }
+            CheckpointManager::read_state(&latest)?.check_resume(&latest, layout, cfg.seed)?;
             let (m, saved) = CheckpointManager::restore(&latest, model, trainer)?;
             model = m;
             let best_path = latest.join(BEST_PARAMS_FILE);

@@ -28,7 +28,6 @@ impl LossInput {
     /// # Errors
     /// [`TrainError::NoLabels`] when no position carries a label.
     pub fn from_batch(batch: &TokenBatch, device: &Device) -> Result<Self> {
-        let (b, t) = (batch.batch_size(), batch.seq_len());
         // The host form holds each position's next-token label (negative: none).
         let host = host_batch(batch);
         let (positions, targets): (Vec<i64>, Vec<i64>) = host
@@ -42,36 +41,34 @@ impl LossInput {
             return Err(TrainError::NoLabels);
         }
         let n = positions.len();
-        let ids: Vec<i64> = batch
-            .input_ids
-            .iter()
-            .flatten()
-            .map(|&x| i64::from(x))
-            .collect();
-        let mask: Vec<i64> = batch
-            .attention_mask
-            .iter()
-            .flatten()
-            .map(|&x| i64::from(x))
-            .collect();
-        let mut input = LmInput::new(Tensor::from_data(TensorData::new(ids, [b, t]), device))
-            .with_attention_mask(Tensor::from_data(TensorData::new(mask, [b, t]), device));
-        if let Some(seg) = &batch.segment_ids {
-            let seg: Vec<i64> = seg.iter().flatten().map(|&x| i64::from(x)).collect();
-            input = input.with_segment_ids(Tensor::from_data(TensorData::new(seg, [b, t]), device));
-        }
-        if let Some(pos) = &batch.position_ids {
-            let pos: Vec<i64> = pos.iter().flatten().map(|&x| x as i64).collect();
-            input =
-                input.with_position_ids(Tensor::from_data(TensorData::new(pos, [b, t]), device));
-        }
         Ok(Self {
-            input,
+            input: lm_input(batch, device),
             positions: Tensor::from_data(TensorData::new(positions, [n]), device),
             targets: Tensor::from_data(TensorData::new(targets, [n]), device),
             num_targets: n,
         })
     }
+}
+
+/// The model inputs of a host batch: ids, padding mask, and the packed rows' segments and
+/// positions when it has them.
+pub(crate) fn lm_input(batch: &TokenBatch, device: &Device) -> LmInput {
+    let (b, t) = (batch.batch_size(), batch.seq_len());
+    let upload = |rows: Vec<i64>| Tensor::from_data(TensorData::new(rows, [b, t]), device);
+    let ids = batch.input_ids.iter().flatten().map(|&x| i64::from(x));
+    let mask = batch.attention_mask.iter().flatten().map(|&x| i64::from(x));
+    let mut input = LmInput::new(upload(ids.collect())).with_attention_mask(upload(mask.collect()));
+    if let Some(seg) = &batch.segment_ids {
+        input = input.with_segment_ids(upload(
+            seg.iter().flatten().map(|&x| i64::from(x)).collect(),
+        ));
+    }
+    if let Some(pos) = &batch.position_ids {
+        input = input.with_position_ids(upload(
+            pos.iter().flatten().map(|&x| i64::from(x)).collect(),
+        ));
+    }
+    input
 }
 
 /// The host form of a batch for a model's fused training step
@@ -152,6 +149,29 @@ pub(crate) fn labelled_hidden<M: CausalLm>(model: &M, batch: &LossInput) -> Tens
     hidden
         .reshape([b * t, d])
         .select(0, batch.positions.clone()) // [n, d]
+}
+
+/// The log-probability of each labelled token (`[n]`, tracked when `model` is) from the hidden
+/// states it is predicted from (`picked`, `[n, d]`, from [`labelled_hidden`]), logits divided by
+/// `temperature`, the vocabulary projected [`LOSS_CHUNK`] rows at a time.
+pub(crate) fn labelled_logps<M: CausalLm>(
+    model: &M,
+    picked: Tensor<2>,
+    batch: &LossInput,
+    temperature: f32,
+) -> Tensor<1> {
+    let per_token: Vec<Tensor<1>> = loss_slices(batch.num_targets)
+        .map(|range| {
+            let c = range.len();
+            let targets = batch.targets.clone().slice(range.clone()).reshape([c, 1]);
+            let mut logits = model.logits(picked.clone().slice(range)); // [c, vocab]
+            if temperature != 1.0 {
+                logits = logits.div_scalar(temperature);
+            }
+            log_softmax(logits, 1).gather(1, targets).reshape([c])
+        })
+        .collect();
+    Tensor::cat(per_token, 0)
 }
 
 /// The ranges of labelled rows, [`LOSS_CHUNK`] at a time, that cover `n` rows.

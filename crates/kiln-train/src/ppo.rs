@@ -29,14 +29,13 @@ use std::collections::BTreeMap;
 
 use burn::module::{Module, ModuleDisplay};
 use burn::optim::GradientsParams;
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use kiln_data::{TokenBatch, TokenizedExample};
 use kiln_models::{CachedCausalLm, CausalLm, GenerationConfig, RewardModel, generate};
 
-use crate::loss::{LossInput, labelled_hidden, loss_slices};
+use crate::loss::{LossInput, labelled_hidden, labelled_logps};
 use crate::{Result, TrainError, Trainer, clip_grad_norm};
 
 /// PPO settings; the defaults are TRL's `PPOConfig`'s.
@@ -350,17 +349,10 @@ fn logps_and_hidden<M: CausalLm>(
     temperature: f32,
 ) -> (Tensor<1>, Tensor<2>) {
     let picked = labelled_hidden(model, input); // [n, d]
-    let per_token: Vec<Tensor<1>> = loss_slices(input.num_targets)
-        .map(|range| {
-            let c = range.len();
-            let targets = input.targets.clone().slice(range.clone()).reshape([c, 1]);
-            let logits = model
-                .logits(picked.clone().slice(range))
-                .div_scalar(temperature);
-            log_softmax(logits, 1).gather(1, targets).reshape([c])
-        })
-        .collect();
-    (Tensor::cat(per_token, 0), picked)
+    (
+        labelled_logps(model, picked.clone(), input, temperature),
+        picked,
+    )
 }
 
 /// The log-probability of each labelled token of `batch` under `model` (rows in order, tokens in

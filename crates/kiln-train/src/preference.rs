@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
-use burn::tensor::activation::{log_sigmoid, log_softmax, relu};
+use burn::tensor::activation::{log_sigmoid, relu};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -35,7 +35,7 @@ use kiln_data::TokenBatch;
 use kiln_models::CausalLm;
 use kiln_nn::AdapterTarget;
 
-use crate::loss::{LossInput, host_batch, labelled_hidden, loss_slices};
+use crate::loss::{LossInput, host_batch, labelled_hidden, labelled_logps};
 use crate::{Result, TrainError, Trainer, clip_grad_norm};
 
 /// The preference loss.
@@ -195,15 +195,7 @@ fn sequence_logps<M: CausalLm>(
 ) -> Tensor<1> {
     let n = input.num_targets;
     let picked = labelled_hidden(model, input); // [n, d]
-    let per_token: Vec<Tensor<1>> = loss_slices(n)
-        .map(|range| {
-            let c = range.len();
-            let targets = input.targets.clone().slice(range.clone()).reshape([c, 1]);
-            let logp = log_softmax(model.logits(picked.clone().slice(range)), 1); // [c, vocab]
-            logp.gather(1, targets).reshape([c])
-        })
-        .collect();
-    let per_token = Tensor::cat(per_token, 0); // [n]
+    let per_token = labelled_logps(model, picked, input, 1.0); // [n]
     // One-hot [rows, n] row membership: the sums per row as one product.
     let mut onehot = vec![0.0f32; rows * n];
     for (j, &r) in row_of.iter().enumerate() {
@@ -243,7 +235,7 @@ fn pair_losses(
     }
 }
 
-fn check_pairs(batch: &TokenBatch) -> Result<usize> {
+pub(crate) fn check_pairs(batch: &TokenBatch) -> Result<usize> {
     let rows = batch.batch_size();
     if rows == 0 || !rows.is_multiple_of(2) {
         return Err(TrainError::InvalidConfig {

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use kiln_data::TokenBatch;
 use kiln_models::reward::pool_positions;
-use kiln_models::{CausalLm, LmInput, RewardModel};
+use kiln_models::{CausalLm, RewardModel};
 use kiln_nn::AdapterTarget;
 use kiln_nn::safetensors::HostTensor;
 use kiln_peft::AdapterConfig;
@@ -150,47 +150,22 @@ where
             reason: "no sequence to score".into(),
         });
     }
-    let device = model.device();
-    let flat = |rows: &[Vec<u32>]| -> Vec<i64> {
-        rows.iter()
-            .flatten()
-            .map(|&x| i64::from(x))
-            .collect::<Vec<_>>()
-    };
-    let mask: Vec<i64> = batch
-        .attention_mask
-        .iter()
-        .flatten()
-        .map(|&x| i64::from(x))
-        .collect();
-    let input = LmInput::new(Tensor::from_data(
-        TensorData::new(flat(&batch.input_ids), [b, t]),
-        &device,
-    ))
-    .with_attention_mask(Tensor::from_data(TensorData::new(mask, [b, t]), &device));
+    let input = crate::loss::lm_input(batch, &model.device());
     let pool = pool_positions(&batch.input_ids, &batch.attention_mask, pad_id);
     Ok(model.rewards(&input, &pool))
 }
 
 fn check_pairs(batch: &TokenBatch, margins: Option<&[f32]>) -> Result<usize> {
-    let rows = batch.batch_size();
-    if rows == 0 || !rows.is_multiple_of(2) {
-        return Err(TrainError::InvalidConfig {
-            field: "batch".into(),
-            reason: format!(
-                "a preference batch has the chosen rows, then the rejected rows: {rows} rows"
-            ),
-        });
-    }
+    let pairs = crate::preference::check_pairs(batch)?;
     if let Some(m) = margins
-        && m.len() != rows / 2
+        && m.len() != pairs
     {
         return Err(TrainError::InvalidConfig {
             field: "margin".into(),
-            reason: format!("{} margins for {} pairs", m.len(), rows / 2),
+            reason: format!("{} margins for {pairs} pairs", m.len()),
         });
     }
-    Ok(rows / 2)
+    Ok(pairs)
 }
 
 /// A micro-batch's summed loss terms (`[1]`, tracked when the model is) and each pair's
