@@ -13,6 +13,7 @@ use kiln::tokenizer::ChatMessage;
 mod bench;
 mod chart;
 mod data;
+mod dist;
 mod eval;
 mod index;
 mod inspect;
@@ -63,8 +64,21 @@ enum Command {
     ///   kiln train examples/dtc-assistant/recipe.toml
     ///   kiln train recipe.toml --set optimizer.lr=1e-4 --set fit.epochs=3
     ///   kiln train recipe.toml --print-config
+    ///   kiln train recipe.toml --nodes 2 --node-rank 0 --coordinator 10.0.0.1:29517   (on node 0)
+    ///   kiln train recipe.toml --nodes 2 --node-rank 1 --coordinator 10.0.0.1:29517   (on node 1)
     #[command(verbatim_doc_comment)]
     Train(train::TrainArgs),
+    /// Gather the nodes of a data-parallel `kiln train` and sum their gradients.
+    ///
+    /// Node 0 of `kiln train --nodes N` runs one itself; start this one instead (and pass
+    /// --external-coordinator to every node) to keep it apart from the training nodes. It
+    /// exits when every node has left, and fails, telling the others, when one dies, hangs
+    /// past --peer-timeout or disagrees.
+    ///
+    /// Example:
+    ///   kiln coordinator --nodes 2 --listen 0.0.0.0:29517
+    #[command(verbatim_doc_comment)]
+    Coordinator(dist::CoordinatorArgs),
     /// Search hyper-parameters: train the recipe once per trial with sampled values.
     ///
     /// Each --param is a recipe key and a range: a comma list (one of these values),
@@ -217,6 +231,7 @@ fn main() -> Result<()> {
         Command::Generate(args) => run_generate(&cli.device, &args)?,
         Command::Bench(command) => bench::run(&cli.device, &command)?,
         Command::Train(args) => train::run(&cli.device, &args)?,
+        Command::Coordinator(args) => dist::run_coordinator(&args)?,
         Command::Search(args) => search::run(&cli.device, &args)?,
         Command::Eval(args) => eval::run(&cli.device, &args)?,
         Command::Score(args) => score::run(&args)?,

@@ -6,6 +6,7 @@ use anyhow::{Context, Result, bail};
 use kiln::recipe::{Recipe, RecipeError};
 use kiln::train::{StopReason, TrainError};
 
+use crate::dist::NodeArgs;
 use crate::util::{DeviceArg, interrupt_flag};
 
 /// Arguments of `kiln train`.
@@ -36,6 +37,9 @@ pub struct TrainArgs {
     /// Delete the checkpoints an earlier run left in `fit.output_dir` and start over.
     #[arg(long)]
     pub overwrite: bool,
+    /// Data-parallel training across nodes.
+    #[command(flatten)]
+    pub node: NodeArgs,
 }
 
 impl TrainArgs {
@@ -78,7 +82,19 @@ pub fn run(device: &DeviceArg, args: &TrainArgs) -> Result<()> {
     // The first SIGINT/SIGTERM raises the flag: the step in progress finishes, a checkpoint is
     // written and the run ends; a second one exits at once.
     let interrupt = interrupt_flag()?;
-    let out = match recipe.run_interruptible(&device, Some(&interrupt)) {
+    let node = args.node.join()?;
+    let result = match &node {
+        Some(n) => recipe.run_data_parallel(&device, Some(&interrupt), n.group.clone()),
+        None => recipe.run_interruptible(&device, Some(&interrupt)),
+    };
+    // Leave the group first: a failed node tells the others by leaving.
+    if let Some(n) = node {
+        let finished = n.finish();
+        if result.is_ok() {
+            finished?;
+        }
+    }
+    let out = match result {
         Ok(out) => out,
         Err(RecipeError::Train(TrainError::PreviousRun { path, step })) => bail!(
             "{} holds checkpoints of an earlier run (newest: step {step}); pass --resume to \
@@ -102,6 +118,14 @@ pub fn run(device: &DeviceArg, args: &TrainArgs) -> Result<()> {
             args.recipe.display()
         );
         std::process::exit(130);
+    }
+    if args.node.node_rank > 0 {
+        eprintln!(
+            "node {} done; node 0 wrote {}",
+            args.node.node_rank,
+            out.report.saved.display()
+        );
+        return Ok(());
     }
     print!("{}", out.report.to_markdown());
     Ok(())

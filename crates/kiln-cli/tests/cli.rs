@@ -1325,6 +1325,8 @@ fn index_build_query_and_generate_with_rag() {
 
 #[path = "cli/bad_input.rs"]
 mod bad_input;
+#[path = "cli/dist.rs"]
+mod dist;
 #[path = "cli/serve.rs"]
 mod serve;
 

@@ -312,6 +312,7 @@ impl Recipe {
                 trainable,
                 summary,
                 saved: dir,
+                write: true,
             },
         )
     }

@@ -1,6 +1,7 @@
 //! Running a recipe: load, prepare, attach, train, save and report.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
@@ -18,6 +19,7 @@ use kiln_models::{
 };
 use kiln_peft::{AdapterConfig, TrainableReport, attach_adapter, full_fine_tuning, save_adapter};
 use kiln_tokenizer::Tokenizer;
+use kiln_train::dist::Collective;
 use kiln_train::{
     Callback, Fit, HEAD_MODULES, OutputLock, PeftExporter, ReferenceFn, ReferenceTable,
     RewardExporter, RunSummary, Trainer, base_reference, batch_rewards, check_previous_run,
@@ -73,9 +75,54 @@ impl Recipe {
         interrupt: Option<&AtomicBool>,
         callback: Option<&mut dyn Callback>,
     ) -> Result<RecipeOutput> {
+        self.run_inner(device, interrupt, callback, None)
+    }
+
+    /// [`Recipe::run_interruptible`] as one replica of a data-parallel group (see
+    /// [`kiln_train::dist`]): every replica runs the same recipe, takes its share of each
+    /// step's micro-batches and the same optimizer steps. Rank 0 alone holds the output
+    /// directory and writes the adapter, report, logs and checkpoints; the others read its
+    /// checkpoints to resume, so on several machines `fit.output_dir` must be one shared
+    /// directory. Supervised tasks only (`kind = "sft"`).
+    ///
+    /// # Errors
+    /// As [`Recipe::run`]; a pairwise or PPO task; a group failure (a peer missing, dead or
+    /// disagreeing), naming the peer.
+    pub fn run_data_parallel(
+        &self,
+        device: &Device,
+        interrupt: Option<&AtomicBool>,
+        group: Arc<dyn Collective>,
+    ) -> Result<RecipeOutput> {
+        if self.task.is_pairwise() || self.task.ppo_config().is_some() {
+            return Err(crate::RecipeError::Invalid {
+                origin: "[task]".into(),
+                message: format!(
+                    "kind = \"{}\" runs in one process; data-parallel training takes \
+                     supervised recipes (kind = \"sft\")",
+                    self.task.kind.name()
+                ),
+            });
+        }
+        self.run_inner(device, interrupt, None, Some(group))
+    }
+
+    fn run_inner(
+        &self,
+        device: &Device,
+        interrupt: Option<&AtomicBool>,
+        callback: Option<&mut dyn Callback>,
+        group: Option<Arc<dyn Collective>>,
+    ) -> Result<RecipeOutput> {
         let out_dir = self.fit.output_dir.clone().expect("validated");
-        let _lock = OutputLock::acquire(&out_dir)?;
-        check_previous_run(&out_dir, self.fit.resume, self.fit.overwrite)?;
+        let writer = group.as_ref().is_none_or(|g| g.rank() == 0);
+        let _lock = match writer {
+            true => Some(OutputLock::acquire(&out_dir)?),
+            false => None,
+        };
+        if writer {
+            check_previous_run(&out_dir, self.fit.resume, self.fit.overwrite)?;
+        }
 
         let train_device = device.clone().autodiff();
         let start = Instant::now();
@@ -152,6 +199,9 @@ impl Recipe {
             self.schedule.schedule(total_steps),
             &train_device,
         )?;
+        if let Some(g) = group {
+            trainer.set_collective(g);
+        }
         if let (Some(objective), Some((train_pairs, val_pairs)), Some(config)) =
             (self.task.reward(), &pairs, &adapter)
         {
@@ -197,6 +247,7 @@ impl Recipe {
                     trainable,
                     summary: output.summary,
                     saved: dir,
+                    write: true,
                 },
             );
         }
@@ -257,6 +308,8 @@ impl Recipe {
         let model = output.model;
 
         let saved = match &adapter {
+            Some(_) if !writer => out_dir.join("adapter"),
+            None if !writer => out_dir.join("model"),
             Some(c) => {
                 let dir = out_dir.join("adapter");
                 save_adapter(&model, c, &dir)?;
@@ -286,6 +339,7 @@ impl Recipe {
                 trainable,
                 summary: output.summary,
                 saved,
+                write: writer,
             },
         )
     }
@@ -303,7 +357,9 @@ impl Recipe {
     ) -> Result<RecipeOutput> {
         let out_dir = self.fit.output_dir.clone().expect("validated");
         // Written with the adapter, so that it describes the adapter beside it.
-        kiln_nn::write_atomic(&out_dir.join("recipe.toml"), self.to_toml().as_bytes())?;
+        if facts.write {
+            kiln_nn::write_atomic(&out_dir.join("recipe.toml"), self.to_toml().as_bytes())?;
+        }
         let model = model.valid();
         let report = RunReport {
             recipe: self.clone(),
@@ -316,7 +372,9 @@ impl Recipe {
             summary: facts.summary,
             saved: facts.saved,
         };
-        kiln_nn::write_atomic(&out_dir.join("report.md"), report.to_markdown().as_bytes())?;
+        if facts.write {
+            kiln_nn::write_atomic(&out_dir.join("report.md"), report.to_markdown().as_bytes())?;
+        }
         Ok(RecipeOutput {
             model,
             reward_head,
@@ -377,6 +435,8 @@ pub(crate) struct RunFacts {
     pub(crate) trainable: TrainableReport,
     pub(crate) summary: RunSummary,
     pub(crate) saved: PathBuf,
+    /// Whether this process writes the run's files (false on data-parallel ranks above 0).
+    pub(crate) write: bool,
 }
 
 /// The standard deviation of a new reward head (transformers' usual `initializer_range`).

@@ -139,6 +139,16 @@ pub enum TrainError {
     /// Reading or writing an adapter failed.
     #[error(transparent)]
     Peft(#[from] kiln_peft::PeftError),
+    /// A data-parallel group failed: a peer is missing, died, timed out or disagrees.
+    #[error("data-parallel replica {rank} of {world}: {message}")]
+    Distributed {
+        /// This replica's rank.
+        rank: usize,
+        /// The group's size.
+        world: usize,
+        /// What went wrong, naming the peer or the address.
+        message: String,
+    },
 }
 
 impl TrainError {

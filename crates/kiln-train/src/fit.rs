@@ -670,6 +670,33 @@ where
                 reason: "no training example".into(),
             });
         }
+        let group = trainer.collective().cloned();
+        let (rank, world) = group
+            .as_ref()
+            .map_or((0, 1), |g| (g.rank(), g.world_size()));
+        // Rank 0 alone writes the run's files; every replica reads checkpoints to resume.
+        let writer = rank == 0;
+        if group.is_some() {
+            if self.preference.is_some() {
+                return Err(TrainError::InvalidConfig {
+                    field: "distributed".into(),
+                    reason: "data-parallel runs train on examples; preference and reward runs \
+                             take one process"
+                        .into(),
+                });
+            }
+            if cfg.grad_accum_steps < world {
+                return Err(TrainError::InvalidConfig {
+                    field: "grad_accum_steps".into(),
+                    reason: format!(
+                        "{} micro-batches per step cannot be shared out among {world} replicas; \
+                         set it to at least {world} (a multiple of {world} keeps every replica \
+                         equally busy)",
+                        cfg.grad_accum_steps
+                    ),
+                });
+            }
+        }
         let rows = cfg.row_layout();
         let order = match &self.preference {
             None => {
@@ -711,11 +738,13 @@ where
         let watch = cfg.early_stopping.clone().unwrap_or_default();
         let device = trainer.device().clone();
 
-        if let Some(dir) = &cfg.output_dir {
+        if let Some(dir) = &cfg.output_dir
+            && writer
+        {
             check_previous_run(dir, cfg.resume, cfg.overwrite)?;
         }
         let mut ckpt = match &cfg.output_dir {
-            Some(dir) if cfg.checkpoint_every.is_some() || cfg.resume => Some(
+            Some(dir) if (writer && cfg.checkpoint_every.is_some()) || cfg.resume => Some(
                 CheckpointManager::new(dir.join(files::CHECKPOINTS), cfg.save_total_limit)?,
             ),
             _ => None,
@@ -753,15 +782,31 @@ where
             state = saved;
             resumed_from = Some(latest);
         }
+        if let Some(g) = &group {
+            crate::dist::check_agreement(
+                g.as_ref(),
+                &[
+                    ("the step to start from", state.step as f64),
+                    (
+                        "the number of trainable values",
+                        crate::dist::trainable_len(&model) as f64,
+                    ),
+                    ("the number of training examples", num_examples as f64),
+                    ("the number of steps", total as f64),
+                    ("the seed", cfg.seed as f64),
+                ],
+            )?;
+            model = crate::dist::sync_trainable(model, g.as_ref())?;
+        }
 
         let (mut log, mut history) = match &cfg.output_dir {
-            Some(dir) => {
+            Some(dir) if writer => {
                 std::fs::create_dir_all(dir).map_err(TrainError::io(dir))?;
                 let keep = resumed_from.as_ref().map(|_| state.step);
                 let (log, kept) = MetricsLog::open(&dir.join(files::METRICS), keep)?;
                 (Some(log), kept)
             }
-            None => (None, Vec::new()),
+            _ => (None, Vec::new()),
         };
 
         let bar = progress_bar(
@@ -791,16 +836,34 @@ where
             device.seed(mix(cfg.seed, state.step as u64));
             let (m, stats, extra) = match &self.preference {
                 None => {
+                    // This replica's share: micro-batch i goes to replica i mod world.
                     let micro = batches
                         .iter()
-                        .map(|idx| {
+                        .enumerate()
+                        .filter(|(i, _)| i % world == rank)
+                        .map(|(_, idx)| {
                             let examples: Vec<TokenizedExample> =
                                 idx.iter().map(|&i| self.train[i].clone()).collect();
                             rows.batch(&examples, cfg.pad_id)
                         })
                         .collect::<Result<Vec<_>>>()?;
+                    let before = group.as_ref().map(|g| g.traffic());
                     let (m, stats) = trainer.train_step_accum(model, &micro)?;
-                    (m, stats, BTreeMap::new())
+                    let mut extra = BTreeMap::new();
+                    if let (Some(g), Some(before)) = (&group, before) {
+                        // What this step's exchanges cost this replica (waiting for the
+                        // slowest replica included).
+                        let after = g.traffic();
+                        extra.insert(
+                            "allreduce_secs".to_string(),
+                            (after.micros - before.micros) as f64 * 1e-6,
+                        );
+                        extra.insert(
+                            "allreduce_bytes_sent".to_string(),
+                            (after.sent - before.sent) as f64,
+                        );
+                    }
+                    (m, stats, extra)
                 }
                 Some(p) => {
                     let micro = p.batches(&model, p.train, &batches, cfg.pad_id)?;
@@ -951,12 +1014,24 @@ where
                     }
                 }
             }
-            let interrupted =
+            let mut interrupted =
                 !last && !stop && self.interrupt.is_some_and(|f| f.load(Ordering::SeqCst));
+            if let Some(g) = &group {
+                // One replica's interrupt or callback stop stops them all at the same step.
+                let mut flags = [f64::from(u8::from(stop)), f64::from(u8::from(interrupted))];
+                g.all_reduce_f64(&mut flags)?;
+                if flags[1] > 0.0 && !interrupted && !last && !stop {
+                    interrupted = true;
+                } else if flags[0] > 0.0 && !stop {
+                    stop = true;
+                    stop_reason = StopReason::Callback;
+                }
+            }
             if interrupted {
                 stop = true;
                 stop_reason = StopReason::Interrupted;
                 if ckpt.is_none()
+                    && writer
                     && let Some(dir) = &cfg.output_dir
                 {
                     ckpt = Some(CheckpointManager::new(
@@ -967,6 +1042,7 @@ where
             }
 
             if let Some(ckpt) = &ckpt
+                && writer
                 && (interrupted
                     || cfg
                         .checkpoint_every
@@ -1021,7 +1097,9 @@ where
             resumed_from,
             last_checkpoint,
         };
-        if let Some(dir) = &cfg.output_dir {
+        if let Some(dir) = &cfg.output_dir
+            && writer
+        {
             if cfg.plot && !history.is_empty() {
                 let name = dir.file_name().map(|n| n.to_string_lossy());
                 plot_curves(&dir.join(files::CURVES), &history, name.as_deref())?;

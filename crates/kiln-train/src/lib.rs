@@ -22,6 +22,9 @@
 //! - [`Trainer::ppo_step`]: RLHF with PPO (generation in the loop, a score per response, a
 //!   per-token KL penalty to a reference, a value head, GAE, clipped policy and value losses).
 //! - [`search`]: random, grid and TPE hyper-parameter search with median pruning of bad trials.
+//! - [`dist`]: data parallelism: replicas in threads ([`dist::LocalGroup`]) or in processes on
+//!   several machines ([`dist::TcpPeer`] and a [`dist::Coordinator`]) sum their trainable
+//!   gradients before every step ([`Trainer::set_collective`]).
 //!
 //! ```no_run
 //! use kiln_data::TokenizedExample;
@@ -53,6 +56,7 @@
 mod callback;
 pub mod checkpoint;
 mod data;
+pub mod dist;
 mod error;
 mod eval;
 mod fit;

@@ -1,4 +1,5 @@
 use std::path::Path;
+use std::sync::Arc;
 
 use burn::module::{Module, ModuleVisitor, Param, ParamGroup, ParamId};
 use burn::optim::lr_scheduler::module_lr_scheduler::{ModuleLearningRate, ModuleLrScheduler};
@@ -9,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use kiln_data::TokenBatch;
 use kiln_models::{CausalLm, FusedStep};
 
+use crate::dist::{Collective, all_reduce_grads};
 use crate::loss::{LossInput, host_batch, labelled_hidden, loss_slices, slice_nll};
 use crate::{Result, Schedule, TrainError};
 
@@ -159,6 +161,9 @@ pub struct Trainer {
     device: Device,
     fused: bool,
     gradient_checkpointing: bool,
+    collective: Option<Arc<dyn Collective>>,
+    /// The flattened gradients of a data-parallel step, kept from step to step.
+    flat_grads: Vec<f32>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -186,6 +191,8 @@ impl Trainer {
             device: device.clone().autodiff(),
             fused: true,
             gradient_checkpointing: false,
+            collective: None,
+            flat_grads: Vec::new(),
         })
     }
 
@@ -200,6 +207,19 @@ impl Trainer {
     /// The Burn graph path keeps every activation either way.
     pub fn set_gradient_checkpointing(&mut self, on: bool) {
         self.gradient_checkpointing = on;
+    }
+
+    /// Makes every step of [`Trainer::train_step_accum`] data-parallel across `group` (see
+    /// [`crate::dist`]): labelled-token counts, losses and trainable gradients are summed across
+    /// the replicas before the clip and the AdamW step, so every replica takes the same step.
+    /// Each replica passes its own share of the step's micro-batches.
+    pub fn set_collective(&mut self, group: Arc<dyn Collective>) {
+        self.collective = Some(group);
+    }
+
+    /// The data-parallel group, when there is one.
+    pub fn collective(&self) -> Option<&Arc<dyn Collective>> {
+        self.collective.as_ref()
     }
 
     /// See [`Trainer::set_fused_kernels`].
@@ -275,7 +295,13 @@ impl Trainer {
                 hosts.push((batch, host));
             }
         }
-        let total: usize = hosts.iter().map(|(_, h)| h.num_targets()).sum();
+        let mut total: usize = hosts.iter().map(|(_, h)| h.num_targets()).sum();
+        if let Some(group) = &self.collective {
+            // The step's counts over every replica: each scales its loss by the whole total.
+            let mut counts = [total as f64, input_tokens as f64, slots as f64];
+            group.all_reduce_f64(&mut counts)?;
+            [total, input_tokens, slots] = counts.map(|c| c as usize);
+        }
         if total == 0 {
             return Err(TrainError::NoLabels);
         }
@@ -301,7 +327,7 @@ impl Trainer {
                     backward_in_chunks(&model, &input, total as f32, &mut accum)
                 }
             };
-            if !value.is_finite() {
+            if !value.is_finite() && self.collective.is_none() {
                 return Err(TrainError::NonFiniteLoss {
                     step: self.step,
                     value: value as f32,
@@ -310,6 +336,21 @@ impl Trainer {
             loss_sum += value;
         }
         let mut grads = accum.grads();
+        let mut micro_batches = hosts.len();
+        if let Some(group) = &self.collective {
+            let mut sums = [loss_sum, micro_batches as f64];
+            group.all_reduce_f64(&mut sums)?;
+            loss_sum = sums[0];
+            micro_batches = sums[1] as usize;
+            if !loss_sum.is_finite() {
+                return Err(TrainError::NonFiniteLoss {
+                    step: self.step,
+                    value: loss_sum as f32,
+                });
+            }
+            let inner = self.device.clone().inner();
+            grads = all_reduce_grads(&model, grads, group.as_ref(), &inner, &mut self.flat_grads)?;
+        }
         let grad_norm = clip_grad_norm(&model, &mut grads, self.config.max_grad_norm);
         let lr = self.current_lr();
         let model = self.optim.step(self.lr_policy(lr), model, grads);
@@ -323,7 +364,7 @@ impl Trainer {
                 loss_tokens: total,
                 input_tokens,
                 padding_tokens: slots - input_tokens,
-                micro_batches: hosts.len(),
+                micro_batches,
             },
         ))
     }
