@@ -223,6 +223,41 @@ fn two_nodes_over_loopback_train_as_one_and_a_dead_node_stops_the_other() {
         "node 0 took {took:?} to fail"
     );
 
+    // Node 0 (and its coordinator) dies instead: node 1 stops with a message.
+    let port = free_port();
+    let set = [
+        "--set",
+        "fit.output_dir=\"coordinator-killed\"",
+        "--set",
+        "fit.max_steps=2000",
+    ];
+    let second = node(dir, 1, port, &set);
+    let mut first = node(dir, 0, port, &set);
+    let ckpt = dir.join("coordinator-killed/checkpoints/checkpoint-2");
+    let start = Instant::now();
+    while !ckpt.is_dir() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint-2"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    first.kill().unwrap();
+    let killed_at = Instant::now();
+    let (ok1, _, err1) = finish(second);
+    let took = killed_at.elapsed();
+    let _ = first.wait();
+    println!("node 1 after node 0 died ({took:?}):\n{err1}");
+    assert!(!ok1, "node 1 must fail when node 0 dies");
+    assert!(
+        err1.contains("coordinator at 127.0.0.1") && err1.contains("closed the connection"),
+        "{err1}"
+    );
+    assert!(
+        took < Duration::from_secs(30),
+        "node 1 took {took:?} to fail"
+    );
+
     // The last checkpoint resumes, in one process.
     let newest = std::fs::read_dir(&ckpts)
         .unwrap()

@@ -721,6 +721,41 @@ mod tests {
     }
 
     #[test]
+    fn a_silent_peer_times_out_and_the_others_hear_why() {
+        let (addr, coordinator) = start(2, Duration::from_millis(800));
+        let a = addr.clone();
+        let silent = std::thread::spawn(move || {
+            let p = TcpPeer::connect(&a, 1, 2, Duration::from_secs(20), Duration::from_secs(20))
+                .unwrap();
+            let mut v = [1.0f32];
+            p.all_reduce_f32(&mut v).unwrap();
+            // Alive but silent (a hung process): the connection stays open.
+            std::thread::sleep(Duration::from_secs(3));
+            p
+        });
+        let p = TcpPeer::connect(
+            &addr,
+            0,
+            2,
+            Duration::from_secs(20),
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        let mut v = [1.0f32];
+        p.all_reduce_f32(&mut v).unwrap();
+        let start = Instant::now();
+        let err = p.all_reduce_f32(&mut v).unwrap_err().to_string();
+        assert!(err.contains("node 1 sent nothing for 1 s"), "{err}");
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(coordinator.join().unwrap().is_err());
+        drop(silent.join().unwrap());
+    }
+
+    #[test]
     fn refusals_name_the_problem() {
         // No coordinator at all.
         let free = TcpListener::bind("127.0.0.1:0")
