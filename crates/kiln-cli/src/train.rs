@@ -111,10 +111,11 @@ pub fn run(device: &DeviceArg, args: &TrainArgs) -> Result<()> {
             "interrupted at step {} of {}: checkpoint {}; continue with `kiln train {} --resume`",
             summary.steps,
             summary.total_steps,
-            summary
-                .last_checkpoint
-                .as_ref()
-                .map_or_else(|| "none".into(), |p| p.display().to_string()),
+            match (&summary.last_checkpoint, args.node.node_rank) {
+                (Some(p), _) => p.display().to_string(),
+                (None, 0) => "none".into(),
+                (None, _) => "written by node 0".into(),
+            },
             args.recipe.display()
         );
         std::process::exit(130);

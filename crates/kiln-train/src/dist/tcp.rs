@@ -119,6 +119,36 @@ fn encode_sum<T: Elem>(parts: &[&[u8]], acc: &mut Vec<T>, out: &mut Vec<u8>) {
     encode(acc, out);
 }
 
+/// Sends `message` as an `ERROR` to each peer, then lets them read it before the sockets
+/// close: a socket closed with unread input is reset, and a reset can discard the message
+/// before the peer reads it. So the write side is shut and what the peers still send is read
+/// and dropped until they hang up (at most 2 s in all).
+fn tell_and_close<'a>(peers: impl Iterator<Item = &'a mut TcpStream>, message: &str) {
+    let mut body = vec![ERROR];
+    body.extend_from_slice(message.as_bytes());
+    let mut told = Vec::new();
+    for p in peers {
+        if write_frame(p, &body).is_ok() {
+            let _ = p.shutdown(std::net::Shutdown::Write);
+            told.push(p);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut sink = vec![0u8; 1 << 16];
+    for p in told {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || p.set_read_timeout(Some(left)).is_err() {
+                break;
+            }
+            match p.read(&mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
 fn describe(e: &std::io::Error, timeout: Duration) -> String {
     match e.kind() {
         ErrorKind::WouldBlock | ErrorKind::TimedOut => {
@@ -313,13 +343,12 @@ impl Coordinator {
             }
             let (rank, why) = problem.expect("a problem ends the loop");
             let message = format!("node {rank} {why}");
-            let mut body = vec![ERROR];
-            body.extend_from_slice(message.as_bytes());
-            for (r, p) in peers.iter_mut().enumerate() {
-                if r != rank {
-                    let _ = write_frame(p, &body);
-                }
-            }
+            let others = peers
+                .iter_mut()
+                .enumerate()
+                .filter(|(r, _)| *r != rank)
+                .map(|(_, p)| p);
+            tell_and_close(others, &message);
             return Err(self.fail(message));
         }
     }
@@ -335,15 +364,11 @@ impl Coordinator {
             let now = Instant::now();
             if now >= deadline {
                 let missing: Vec<usize> = (0..self.world).filter(|&r| peers[r].is_none()).collect();
-                let mut body = vec![ERROR];
                 let message = format!(
                     "nodes {missing:?} did not join within {:.0} s",
                     join_timeout.as_secs_f64()
                 );
-                body.extend_from_slice(message.as_bytes());
-                for p in peers.iter_mut().flatten() {
-                    let _ = write_frame(p, &body);
-                }
+                tell_and_close(peers.iter_mut().flatten(), &message);
                 return Err(self.fail(message));
             }
             let (mut stream, from) = match self.listener.accept() {
@@ -525,13 +550,24 @@ impl TcpPeer {
         let mut guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         let Conn { stream, out, input } = &mut *guard;
         encode(values, out);
-        let n = write_frame(stream, out).map_err(|e| {
-            self.fail(format!(
-                "sending to the coordinator at {}: it {}",
-                self.addr,
-                describe(&e, self.timeout)
-            ))
-        })?;
+        let n = match write_frame(stream, out) {
+            Ok(n) => n,
+            Err(e) => {
+                // The coordinator may have said why before it closed.
+                let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+                if read_frame_into(stream, input).is_ok() && input[0] == ERROR {
+                    return Err(self.fail(format!(
+                        "the run stopped: {}",
+                        String::from_utf8_lossy(&input[1..])
+                    )));
+                }
+                return Err(self.fail(format!(
+                    "sending to the coordinator at {}: it {}",
+                    self.addr,
+                    describe(&e, self.timeout)
+                )));
+            }
+        };
         self.sent.fetch_add(n, Ordering::Relaxed);
         read_frame_into(stream, input).map_err(|e| {
             self.fail(format!(
