@@ -1,6 +1,7 @@
 """Greedy continuations of a few prompts from three implementations of the same GGUF: kiln
-(`kiln generate`), llama.cpp (llama-cpp-python, 8-bit activations) and transformers (the
-dequantized weights in f32, a greedy loop over full forward passes), and which agree.
+(`kiln generate`, with its default 16-bit inputs and with `--quant-inputs q8`), llama.cpp
+(llama-cpp-python, 8-bit activations) and transformers (the dequantized weights in f32, a greedy
+loop over full forward passes), and which agree.
 
     python benches/reference/greedy_text.py --model assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 """
@@ -42,15 +43,18 @@ def main():
         ref = tok.decode(ids[0, n:], skip_special_tokens=True).strip()
         cpp = llm(prompt, max_tokens=args.new_tokens, temperature=0.0, top_k=1,
                   repeat_penalty=1.0)["choices"][0]["text"].strip()
-        kiln = subprocess.run(
-            [args.kiln, "generate", "--model", args.model, "--prompt", prompt,
-             "--max-new-tokens", str(args.new_tokens)],
-            capture_output=True, text=True, check=True).stdout.strip()
-        print(f"{prompt!r}: kiln {'=' if kiln == ref else '!='} transformers, "
-              f"llama.cpp {'=' if cpp == ref else '!='} transformers")
-        for name, text in [("transformers", ref), ("kiln", kiln), ("llama.cpp", cpp)]:
+        def kiln(inputs):
+            return subprocess.run(
+                [args.kiln, "generate", "--model", args.model, "--prompt", prompt,
+                 "--max-new-tokens", str(args.new_tokens), "--quant-inputs", inputs],
+                capture_output=True, text=True, check=True).stdout.strip()
+        k16, k8 = kiln("q16"), kiln("q8")
+        eq = lambda a, b: "=" if a == b else "!="
+        print(f"{prompt!r}: kiln q16 {eq(k16, ref)} transformers, kiln q8 {eq(k8, ref)} "
+              f"transformers, kiln q8 {eq(k8, cpp)} llama.cpp, llama.cpp {eq(cpp, ref)} transformers")
+        for name, text in [("transformers", ref), ("kiln q16", k16), ("kiln q8", k8),
+                           ("llama.cpp", cpp)]:
             print(f"  {name:>12}: {text[:200]!r}")
-
 
 if __name__ == "__main__":
     main()

@@ -10,7 +10,7 @@ use kiln::prelude::*;
 use kiln::recipe::{answer_config, eval_cases, general_text};
 use kiln::train::harness::{compare_models, generate_answers, score_answers};
 
-use crate::util::{DeviceArg, Truncate, truncate_prompts};
+use crate::util::{DeviceArg, QuantInputs, Truncate, truncate_prompts};
 
 /// Arguments of `kiln eval`.
 #[derive(Debug, clap::Args)]
@@ -49,6 +49,11 @@ pub struct EvalArgs {
     /// its last tokens. Without it such a prompt is an error that names both numbers.
     #[arg(long, value_enum)]
     pub truncate: Option<Truncate>,
+    /// How a GGUF model's quantized matrices treat their input rows: `q16` (default; greedy
+    /// text equal to the unquantized product's on the checkpoints tested) or `q8` (8-bit
+    /// activations as llama.cpp computes them: faster, text can differ at near-ties).
+    #[arg(long, value_enum, default_value_t)]
+    pub quant_inputs: QuantInputs,
 }
 
 /// A `usize` argument of at least 1.
@@ -66,8 +71,9 @@ pub fn run(device: &DeviceArg, args: &EvalArgs) -> Result<()> {
         );
     }
     let device = device.open()?;
-    let p = load_pretrained(&args.model, &device)
+    let mut p = load_pretrained(&args.model, &device)
         .with_context(|| format!("loading {}", args.model.display()))?;
+    args.quant_inputs.apply(&mut p.model);
     let tok = &p.tokenizer;
     let mut style = PromptStyle::builtin(&args.style)?;
     if let PromptStyle::ChatTemplate { system } = &mut style {

@@ -127,6 +127,32 @@ mod tests {
     }
 }
 
+/// How a GGUF model's block-quantized matrices treat their input rows (`--quant-inputs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum QuantInputs {
+    /// 16 bits per 32-value block: greedy text equal to the unquantized product's on the
+    /// checkpoints tested.
+    #[default]
+    Q16,
+    /// 8 bits per block, as llama.cpp quantizes activations: the fastest kernels.
+    Q8,
+    /// Kept in `f32` (the slowest kernels).
+    F32,
+}
+
+impl QuantInputs {
+    /// Applies the choice to every block-quantized matrix of `model` (a no-op for models
+    /// without any).
+    pub fn apply(self, model: &mut impl kiln::nn::AdapterTarget) {
+        let inputs = match self {
+            Self::Q16 => kiln::nn::Inputs::Q16,
+            Self::Q8 => kiln::nn::Inputs::Q8,
+            Self::F32 => kiln::nn::Inputs::F32,
+        };
+        model.set_quant_inputs(inputs);
+    }
+}
+
 /// Which end of a too-long prompt to cut (`--truncate`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Truncate {

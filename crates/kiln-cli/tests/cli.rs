@@ -777,6 +777,45 @@ fn bench_methods_quick_on_the_assets() {
     assert!(out.join("data/test.jsonl").exists());
 }
 
+/// `kiln bench decode` on a block-quantized GGUF, with 16-bit and with 8-bit inputs: both
+/// decode through the host decoder and report their rates (kiln-models' `tests/smollm2.rs`
+/// checks the 8-bit path's tokens against llama.cpp's, `tests/parity_llama.rs` its logits
+/// against transformers').
+#[test]
+fn bench_decode_with_either_input_rounding() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gguf = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../kiln-models/tests/fixtures/gguf/tiny-llama-quant.gguf");
+    for inputs in ["q16", "q8"] {
+        let out = kiln(
+            &[
+                "bench",
+                "decode",
+                "--model",
+                gguf.to_str().unwrap(),
+                "--prompt-tokens",
+                "5",
+                "--new-tokens",
+                "4",
+                "--runs",
+                "1",
+                "--quant-inputs",
+                inputs,
+            ],
+            tmp.path(),
+        );
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "{inputs}: {stderr}");
+        assert!(
+            stdout.contains("decode_tokens_per_s=") && stderr.contains("path: host decoder"),
+            "{inputs}: {stdout}{stderr}"
+        );
+    }
+}
+
 /// `kiln merge --format gguf` on the fetched SmolLM2 GGUF (skipped without it): a LoRA on the
 /// query, key and value projections, trained for three steps, merges into a GGUF file that keeps
 /// the base's metadata (tokenizer, chat template) and that kiln answers from exactly as from the

@@ -360,4 +360,8 @@ impl AdapterTarget for AnyCausalLm {
     fn clear_quantized(&mut self) {
         delegate!(self, m => m.clear_quantized())
     }
+
+    fn set_quant_inputs(&mut self, inputs: kiln_nn::Inputs) {
+        delegate!(self, m => m.set_quant_inputs(inputs))
+    }
 }

@@ -296,11 +296,27 @@ fn quantized_gguf_matches_transformers_on_blocks_and_dense_weights() {
     let mut exact = load_llama(fixture("gguf/tiny-llama-quant.gguf"), &device)
         .unwrap()
         .1;
-    with_inputs(&mut exact, kiln_nn::Inputs::F32);
+    exact.set_quant_inputs(kiln_nn::Inputs::F32);
     check_quantized_reference(&exact, "block kernels, f32 inputs", 1e-4);
     // The default 16-bit inputs round each input to 1.5e-5 of its block's largest value; this
     // random model (weights of std 0.5) amplifies that to a few 1e-4 on logits of size 3.5.
     check_quantized_reference(&model, "block kernels, 16-bit inputs", 2e-3);
+    // llama.cpp's 8-bit inputs: every matrix, the tied head too, switches; their rounding
+    // (0.4% of a block's largest value, 256 times the 16-bit step) moves these logits by 0.06.
+    let mut q8 = model.clone();
+    q8.set_quant_inputs(kiln_nn::Inputs::Q8);
+    q8.visit_linears(&mut |path, l| {
+        assert_eq!(
+            l.quantized().map(|q| q.inputs()),
+            Some(kiln_nn::Inputs::Q8),
+            "{path}"
+        );
+    });
+    assert_eq!(
+        q8.quantized_head.as_ref().map(|q| q.inputs()),
+        Some(kiln_nn::Inputs::Q8)
+    );
+    check_quantized_reference(&q8, "block kernels, 8-bit inputs", 0.1);
     model.clear_quantized();
     assert!(model.quantized_head.is_none());
     model.visit_linears(&mut |path, l| assert!(l.quantized().is_none(), "{path}"));
@@ -372,13 +388,14 @@ fn quantized_weights_never_stand_for_a_changed_base_weight() {
 #[test]
 fn host_decoder_matches_the_graph_with_lora() {
     use kiln_models::CachedCausalLm;
+    use kiln_nn::AdapterTarget;
     use kiln_peft::lora::InitLoraWeights;
     use kiln_peft::{LoraConfig, attach_lora};
     let device = Device::flex();
     let (_, mut base) = load_llama(fixture("gguf/tiny-llama-quant.gguf"), &device).unwrap();
     // Exact block products, so that the two paths differ only by float sums (long runs take
     // the dense weights, short ones the blocks).
-    with_inputs(&mut base, kiln_nn::Inputs::F32);
+    base.set_quant_inputs(kiln_nn::Inputs::F32);
     let config = LoraConfig {
         r: 4,
         lora_alpha: 8.0,
@@ -430,16 +447,6 @@ fn host_decoder_matches_the_graph_with_lora() {
             feed[s] = vec![next];
         }
     }
-}
-
-/// Sets how every block-quantized matrix of `model` treats its inputs.
-fn with_inputs(model: &mut kiln_models::LlamaForCausalLM, inputs: kiln_nn::Inputs) {
-    use kiln_nn::AdapterTarget;
-    model.visit_linears_mut(&mut |_, l| {
-        let q = l.quantized().cloned().map(|q| q.with_inputs(inputs));
-        l.set_quantized(q).unwrap();
-    });
-    model.quantized_head = model.quantized_head.take().map(|q| q.with_inputs(inputs));
 }
 
 /// One decoder holding two LoRA adapters resident: sequences of the base and of each adapter

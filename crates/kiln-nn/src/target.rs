@@ -66,6 +66,18 @@ pub trait AdapterTarget {
         });
     }
 
+    /// Sets how every block-quantized matrix treats its input rows (see
+    /// [`QuantizedMatrix::with_inputs`](crate::QuantizedMatrix::with_inputs)): 16-bit inputs
+    /// by default, or 8-bit ones as llama.cpp computes. Models that keep other quantized tables
+    /// (a tied output head) set those too.
+    fn set_quant_inputs(&mut self, inputs: crate::Inputs) {
+        self.visit_linears_mut(&mut |_, l| {
+            let q = l.quantized().cloned().map(|q| q.with_inputs(inputs));
+            l.set_quantized(q)
+                .expect("the same matrix with other input handling keeps its shape");
+        });
+    }
+
     /// The paths of all projections, in checkpoint order.
     fn linear_paths(&self) -> Vec<String> {
         let mut out = Vec::new();

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use kiln::models::{CachedCausalLm, load_model};
 use kiln::prelude::*;
 
-use crate::util::{DeviceArg, peak_rss_mib};
+use crate::util::{DeviceArg, QuantInputs, peak_rss_mib};
 
 /// Arguments of `kiln bench decode`.
 #[derive(Debug, clap::Args)]
@@ -30,6 +30,9 @@ pub struct DecodeArgs {
     /// Measured runs (the rates are their medians).
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
+    /// How the quantized matrices treat their input rows.
+    #[arg(long, value_enum, default_value_t)]
+    pub quant_inputs: QuantInputs,
 }
 
 /// Runs `kiln bench decode`.
@@ -54,6 +57,7 @@ pub fn run(device: &DeviceArg, args: &DecodeArgs) -> Result<()> {
             if args.merge { "merged" } else { "unmerged" }
         );
     }
+    args.quant_inputs.apply(&mut model);
     let vocab = model.vocab_size() as u64;
     let prompt: Vec<u32> = (0..args.prompt_tokens as u64)
         .map(|i| ((7919 * i + 13) % vocab) as u32)

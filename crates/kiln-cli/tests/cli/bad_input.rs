@@ -172,6 +172,18 @@ fn bad_input_fails_naming_the_fault_and_changes_nothing() {
             s(&["--batch-size"]),
         ),
         (eval(&["--out", "eval-out.txt"]), s(&["eval-out.txt"])),
+        (
+            s(&[
+                "generate",
+                "--model",
+                "tiny-model",
+                "--prompt",
+                "code",
+                "--quant-inputs",
+                "q4",
+            ]),
+            s(&["--quant-inputs", "q4", "q16, q8, f32"]),
+        ),
         (s(&["inspect", "wrong-r"]), s(&["`r`", "lora_A.weight"])),
         (s(&["inspect", "no-config"]), s(&["adapter_config.json"])),
         (s(&["inspect", "nan"]), s(&[&nan_tensor, "non-finite"])),

@@ -146,13 +146,8 @@ impl QuantizedMatrix {
         #[cfg(target_arch = "x86_64")]
         if avx2::available() {
             match self.format {
-                QuantFormat::Q4_0 | QuantFormat::Q4_1 | QuantFormat::Q8_0 => {
+                QuantFormat::Q4_0 | QuantFormat::Q4_1 | QuantFormat::Q5_0 | QuantFormat::Q8_0 => {
                     avx2::rows_dot(self, first, xq, out);
-                }
-                QuantFormat::Q5_0 => {
-                    for (i, o) in out.chunks_exact_mut(xq.n).enumerate() {
-                        self.row_dot_scalar(first + i, xq, o);
-                    }
                 }
                 QuantFormat::Q4_K | QuantFormat::Q5_K | QuantFormat::Q6_K => {
                     k_avx2::rows_dot(self, first, xq, out);

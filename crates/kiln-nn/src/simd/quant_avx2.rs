@@ -1,6 +1,6 @@
 //! AVX2 + FMA + F16C kernels for the 32-value block formats: integer dot products of each weight
 //! block with the input block quantized to 8 bits (llama.cpp's `ggml_vec_dot_q4_0_q8_0`,
-//! `q4_1_q8_1` and `q8_0_q8_0` formulas).
+//! `q4_1_q8_1`, `q5_0_q8_0` and `q8_0_q8_0` formulas).
 //!
 //! The safe functions of [`crate::quant`] call these kernels only after [`available`] confirmed
 //! the CPU features, and the kernels assert the lengths of their slices before reading them.
@@ -43,7 +43,8 @@ pub(crate) fn rows_dot(m: &QuantizedMatrix, first: usize, xq: &Q8Input, out: &mu
             QuantFormat::Q4_0 => rows::<0>(data, nb, xq, out),
             QuantFormat::Q4_1 => rows::<1>(data, nb, xq, out),
             QuantFormat::Q8_0 => rows::<2>(data, nb, xq, out),
-            QuantFormat::Q5_0 | QuantFormat::Q4_K | QuantFormat::Q5_K | QuantFormat::Q6_K => {
+            QuantFormat::Q5_0 => rows::<3>(data, nb, xq, out),
+            QuantFormat::Q4_K | QuantFormat::Q5_K | QuantFormat::Q6_K => {
                 unreachable!("the k-quants have their own kernels")
             }
         }
@@ -85,26 +86,58 @@ pub(super) unsafe fn header(p: *const u8) -> __m128 {
 }
 
 /// The 32 quantized values of a weight block of format `F` as bytes in value order: unsigned
-/// `0..=15` for Q4_1, signed for Q4_0 (`q - 8`) and Q8_0.
+/// `0..=15` for Q4_1, signed for Q4_0 (`q - 8`), Q5_0 (`q - 16`) and Q8_0.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn weights<const F: u8>(p: *const u8) -> __m256i {
     // SAFETY: the caller passes a pointer to a whole block.
     unsafe {
         if F == 2 {
-            _mm256_loadu_si256(p.add(2).cast())
-        } else {
-            // Byte i holds value i (low nibble) and value i + 16 (high nibble).
-            let q = _mm_loadu_si128(p.add(if F == 1 { 4 } else { 2 }).cast());
-            let both = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
-            let v = _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
-            if F == 0 {
-                _mm256_sub_epi8(v, _mm256_set1_epi8(8))
-            } else {
-                v
-            }
+            return _mm256_loadu_si256(p.add(2).cast());
+        }
+        // Byte i holds value i (low nibble) and value i + 16 (high nibble).
+        let q = _mm_loadu_si128(
+            p.add(match F {
+                1 => 4,
+                3 => 6,
+                _ => 2,
+            })
+            .cast(),
+        );
+        let both = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
+        let v = _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+        match F {
+            0 => _mm256_sub_epi8(v, _mm256_set1_epi8(8)),
+            // Q5_0: bit i of `qh` is value i's fifth bit; `q - 16` is the nibble with 0xF0
+            // set where that bit is clear.
+            3 => _mm256_or_si256(
+                v,
+                _mm256_andnot_si256(fifth_bits(p.add(2)), _mm256_set1_epi8(-16)),
+            ),
+            _ => v,
         }
     }
+}
+
+/// Byte i is all ones where bit i of the little-endian `u32` at `p` is set (llama.cpp's
+/// `bytes_from_bits_32`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn fifth_bits(p: *const u8) -> __m256i {
+    // SAFETY: the caller passes a pointer to 4 readable bytes.
+    let bits = unsafe { p.cast::<i32>().read_unaligned() };
+    let spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(bits),
+        _mm256_set_epi64x(
+            0x0303_0303_0303_0303,
+            0x0202_0202_0202_0202,
+            0x0101_0101_0101_0101,
+            0,
+        ),
+    );
+    // Each byte keeps its own bit; all others are set, so the byte is all ones iff its bit is.
+    let own = _mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe));
+    _mm256_cmpeq_epi8(own, _mm256_set1_epi64x(-1))
 }
 
 /// `Σ w·y` of the 32 byte pairs, as 8 lanes of partial sums converted to `f32` (exact: each
