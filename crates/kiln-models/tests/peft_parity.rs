@@ -616,8 +616,9 @@ fn merged_models_export_as_hf_directories() {
 
 /// A model from a GGUF base with a merged rsLoRA on every projection saves as a GGUF file in the
 /// base's layout: without an adapter, the exported attention weights equal the base file's
-/// (llama.cpp's q/k row order restored); with one, kiln loads the export with the merged model's
-/// logits (exactly in f32, closely in f16 and Q8_0).
+/// (llama.cpp's q/k row order restored); with one, an f32 export holds the merged weights
+/// exactly and kiln loads every export with the merged model's logits (in f32 up to float
+/// rounding, 1.1e-4 of logits up to 3.6 on flex; closely in f16 and Q8_0).
 #[test]
 fn merged_models_export_as_gguf() {
     let device = Device::default();
@@ -660,7 +661,7 @@ fn merged_models_export_as_gguf() {
     let want = logits(&model, &ids());
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
     for (ty, tolerance) in [
-        (GgmlType::F32, 1e-5),
+        (GgmlType::F32, 1e-4),
         (GgmlType::F16, 1e-2),
         (GgmlType::Q8_0, 5e-2),
     ] {
@@ -674,6 +675,18 @@ fn merged_models_export_as_gguf() {
             file.tensor_info("blk.0.ffn_up.weight").unwrap().ggml_type(),
             ty
         );
+        if ty == GgmlType::F32 {
+            // The merged weight itself is written exactly (`[out, in]` rows in the file).
+            let mut merged = Vec::new();
+            model.visit_linears(&mut |path, l| {
+                if path == "model.layers.0.mlp.up_proj" {
+                    let w = l.weight.val().transpose().into_data();
+                    merged = w.iter::<f32>().collect();
+                }
+            });
+            let (written, _) = file.tensor_f32("blk.0.ffn_up.weight").unwrap();
+            assert_eq!(written, merged, "blk.0.ffn_up.weight");
+        }
         assert_eq!(
             file.tensor_info("blk.0.attn_norm.weight")
                 .unwrap()
