@@ -1,9 +1,11 @@
 //! Prefill and decode throughput of SmolLM2-135M-Instruct (Q4_1 GGUF).
 //!
-//! Decoding is measured twice: with the checkpoint's Q4_1/Q8_0 blocks (kiln's default for a GGUF
-//! on the `flex` CPU device: at most 16 rows per projection go through the block kernels) and
-//! with the dequantized `f32` weights only (`clear_quantized`). Prefill of 128 tokens always
-//! uses the dense `f32` weights.
+//! Decoding is measured three times: with the checkpoint's Q4_1/Q8_0 blocks and inputs rounded
+//! to 16 bits (kiln's default for a GGUF on the `flex` CPU device: at most 16 rows per
+//! projection go through the block kernels), with the blocks and 8-bit inputs as llama.cpp
+//! computes (`set_quant_inputs(Inputs::Q8)`, `--quant-inputs q8`), and with the dequantized
+//! `f32` weights only (`clear_quantized`). Prefill of 128 tokens always uses the dense `f32`
+//! weights.
 //!
 //! `cargo bench -p kiln-benches --bench generation` (set `KILN_DEVICE` to pick a backend).
 //! Prints a skip notice when the asset is absent.
@@ -26,6 +28,8 @@ fn bench(c: &mut Criterion) {
     let (_cfg, model) = load_llama(&path, &device).expect("load SmolLM2");
     let mut dense = model.clone();
     dense.clear_quantized();
+    let mut q8 = model.clone();
+    q8.set_quant_inputs(kiln::nn::Inputs::Q8);
     // A fixed, realistic-looking prompt of PREFILL tokens.
     let prompt: Vec<u32> = (0..PREFILL as u32).map(|i| 100 + (i * 37) % 5000).collect();
 
@@ -51,7 +55,11 @@ fn bench(c: &mut Criterion) {
         ..Default::default()
     };
     let short = prompt[..8].to_vec();
-    for (label, m) in [("Q4_1 blocks", &model), ("f32 weights", &dense)] {
+    for (label, m) in [
+        ("Q4_1 blocks", &model),
+        ("Q4_1 blocks, 8-bit inputs", &q8),
+        ("f32 weights", &dense),
+    ] {
         group.bench_function(
             format!("decode {DECODE} tokens (greedy, 8-token prompt, {label})"),
             |b| {
