@@ -580,6 +580,95 @@ fn q16_kernels_agree_on_one_input_row() {
     }
 }
 
+/// The 8-bit kernels' VNNI variants (`vpdpbusd`) sum the same four products per lane as the
+/// AVX2 one (`maddubs` + `madd`), so they return the same bits, for one and for several input
+/// rows, on every 32-value format. Variants this CPU lacks are skipped (and said so).
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn vnni_kernels_return_the_avx2_kernel_bits() {
+    use crate::simd::quant_avx2::{Dot, rows_dot_with};
+    if !Dot::Avx2.available() {
+        eprintln!("no AVX2: the portable kernel is the dispatch");
+        return;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    for format in [
+        QuantFormat::Q4_0,
+        QuantFormat::Q4_1,
+        QuantFormat::Q5_0,
+        QuantFormat::Q8_0,
+    ] {
+        let (rows, cols) = (37, 128);
+        let data = random_blocks(format, rows * cols / 32, &mut rng);
+        let m = QuantizedMatrix::from_gguf_blocks(format, rows, cols, &data)
+            .unwrap()
+            .with_inputs(Inputs::Q8);
+        for n in [1, 3, 5] {
+            let x: Vec<f32> = (0..n * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let xq = Q8Input::quantize(&x, n, cols, QUANT_BLOCK);
+            let mut want = vec![0.0f32; rows * n];
+            rows_dot_with(Dot::Avx2, &m, 0, &xq, &mut want);
+            for dot in [Dot::AvxVnni, Dot::Avx512Vnni] {
+                if !dot.available() {
+                    eprintln!("{dot:?}: not on this CPU");
+                    continue;
+                }
+                let mut got = vec![0.0f32; rows * n];
+                rows_dot_with(dot, &m, 0, &xq, &mut got);
+                assert_eq!(
+                    got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "{format:?} n={n} {dot:?}"
+                );
+            }
+        }
+    }
+}
+
+/// Times the 8-bit kernels' AVX2 and VNNI products on one input row, interleaved, one thread
+/// (`cargo test -p kiln-nn --release q8_dot_timings -- --ignored --nocapture`).
+#[test]
+#[ignore = "prints timings"]
+#[cfg(target_arch = "x86_64")]
+fn q8_dot_timings() {
+    use crate::simd::quant_avx2::{Dot, rows_dot_with};
+    let best = Dot::best();
+    if best == Dot::Avx2 {
+        eprintln!("no VNNI on this CPU");
+        return;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for (format, rows, cols) in [
+        (QuantFormat::Q5_0, 1536, 576),
+        (QuantFormat::Q8_0, 1536, 576),
+        (QuantFormat::Q4_1, 1536, 576),
+        (QuantFormat::Q8_0, 49152, 576),
+    ] {
+        let data = random_blocks(format, rows * cols / 32, &mut rng);
+        let m = QuantizedMatrix::from_gguf_blocks(format, rows, cols, &data).unwrap();
+        let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let xq = Q8Input::quantize(&x, 1, cols, QUANT_BLOCK);
+        let mut out = vec![0.0f32; rows];
+        let mut times = [Vec::new(), Vec::new()];
+        for _ in 0..5 {
+            for (t, dot) in times.iter_mut().zip([Dot::Avx2, best]) {
+                let start = std::time::Instant::now();
+                for _ in 0..20 {
+                    rows_dot_with(dot, &m, 0, &xq, &mut out);
+                }
+                t.push(start.elapsed().as_secs_f64() / 20.0 * 1e6);
+            }
+        }
+        for t in &mut times {
+            t.sort_by(f64::total_cmp);
+        }
+        eprintln!(
+            "{format:?} [{rows}, {cols}]: AVX2 {:.1}–{:.1} µs, {best:?} {:.1}–{:.1} µs",
+            times[0][0], times[0][4], times[1][0], times[1][4]
+        );
+    }
+}
+
 /// Times the AVX2 and AVX-512 16-bit-input kernels on one input row, interleaved, one thread
 /// (`cargo test -p kiln-nn --release q16_kernel_timings -- --ignored --nocapture`).
 #[test]

@@ -2,6 +2,10 @@
 //! block with the input block quantized to 8 bits (llama.cpp's `ggml_vec_dot_q4_0_q8_0`,
 //! `q4_1_q8_1`, `q5_0_q8_0` and `q8_0_q8_0` formulas).
 //!
+//! Where the CPU has VNNI (AVX-VNNI, or AVX-512 VNNI with VL) the 8-bit products go through
+//! `vpdpbusd`, one instruction in place of `maddubs` + `madd`; it sums the same four products
+//! per lane, exactly, so every variant returns the same bits ([`Dot`]).
+//!
 //! The safe functions of [`crate::quant`] call these kernels only after [`available`] confirmed
 //! the CPU features, and the kernels assert the lengths of their slices before reading them.
 //! The block layout helpers (`block_bytes`, `header`) and `hsum` serve the `f32`-input
@@ -22,31 +26,90 @@ pub(crate) fn available() -> bool {
     })
 }
 
+/// The instruction that multiplies the 8-bit weights by the 8-bit inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dot {
+    /// `vpmaddubsw` then `vpmaddwd` against ones (AVX2).
+    Avx2,
+    /// `vpdpbusd`, VEX-encoded (AVX-VNNI).
+    AvxVnni,
+    /// `vpdpbusd` on 256-bit registers, EVEX-encoded (AVX-512 VNNI + VL).
+    Avx512Vnni,
+}
+
+impl Dot {
+    /// Whether this CPU can run the variant (besides AVX2, FMA and F16C).
+    pub(crate) fn available(self) -> bool {
+        available()
+            && match self {
+                Self::Avx2 => true,
+                Self::AvxVnni => is_x86_feature_detected!("avxvnni"),
+                Self::Avx512Vnni => {
+                    is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl")
+                }
+            }
+    }
+
+    /// The fastest variant this CPU runs (checked once).
+    pub(crate) fn best() -> Self {
+        static BEST: OnceLock<Dot> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            [Self::AvxVnni, Self::Avx512Vnni]
+                .into_iter()
+                .find(|d| d.available())
+                .unwrap_or(Self::Avx2)
+        })
+    }
+}
+
 /// `out[i·n + j] = W[first + i] · x[j]` for the `out.len() / n` rows from `first`, with the
 /// `n` input rows quantized in 32-value blocks in `xq`.
 pub(crate) fn rows_dot(m: &QuantizedMatrix, first: usize, xq: &Q8Input, out: &mut [f32]) {
+    rows_dot_with(Dot::best(), m, first, xq, out);
+}
+
+/// [`rows_dot`] through the products of `dot`.
+///
+/// # Panics
+/// When the CPU cannot run `dot`, or the lengths do not match.
+pub(crate) fn rows_dot_with(
+    dot: Dot,
+    m: &QuantizedMatrix,
+    first: usize,
+    xq: &Q8Input,
+    out: &mut [f32],
+) {
     let n = xq.n;
     let (data, nb, count) = row_blocks(m, first, n, out.len());
     assert!(
-        available()
+        dot.available()
             && xq.block == QUANT_BLOCK
             && xq.qs.len() == n * m.cols
             && xq.d.len() == n * nb
             && xq.s.len() == n * nb
             && out.len() == count * n
     );
-    // SAFETY: `available()` confirmed AVX2, FMA and F16C; `data` holds exactly `count · nb`
-    // blocks of the format, `xq` holds `n` rows of `nb` quantized blocks, and every load below
-    // stays inside them.
-    unsafe {
-        match m.format {
-            QuantFormat::Q4_0 => rows::<0>(data, nb, xq, out),
-            QuantFormat::Q4_1 => rows::<1>(data, nb, xq, out),
-            QuantFormat::Q8_0 => rows::<2>(data, nb, xq, out),
-            QuantFormat::Q5_0 => rows::<3>(data, nb, xq, out),
-            QuantFormat::Q4_K | QuantFormat::Q5_K | QuantFormat::Q6_K => {
-                unreachable!("the k-quants have their own kernels")
+    macro_rules! by_format {
+        ($rows:ident) => {
+            match m.format {
+                QuantFormat::Q4_0 => $rows::<0>(data, nb, xq, out),
+                QuantFormat::Q4_1 => $rows::<1>(data, nb, xq, out),
+                QuantFormat::Q8_0 => $rows::<2>(data, nb, xq, out),
+                QuantFormat::Q5_0 => $rows::<3>(data, nb, xq, out),
+                QuantFormat::Q4_K | QuantFormat::Q5_K | QuantFormat::Q6_K => {
+                    unreachable!("the k-quants have their own kernels")
+                }
             }
+        };
+    }
+    // SAFETY: `dot.available()` confirmed AVX2, FMA, F16C and the variant's VNNI features;
+    // `data` holds exactly `count · nb` blocks of the format, `xq` holds `n` rows of `nb`
+    // quantized blocks, and every load below stays inside them.
+    unsafe {
+        match dot {
+            Dot::Avx2 => by_format!(rows_avx2),
+            Dot::AvxVnni => by_format!(rows_avx_vnni),
+            Dot::Avx512Vnni => by_format!(rows_avx512_vnni),
         }
     }
 }
@@ -154,6 +217,32 @@ fn products<const F: u8>(w: __m256i, y: __m256i) -> __m256 {
     _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)))
 }
 
+/// [`products`] through `vpdpbusd` (AVX-VNNI): the same four products summed per lane.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+fn products_avx_vnni<const F: u8>(w: __m256i, y: __m256i) -> __m256 {
+    let zero = _mm256_setzero_si256();
+    let p = if F == 1 {
+        _mm256_dpbusd_avx_epi32(zero, w, y)
+    } else {
+        _mm256_dpbusd_avx_epi32(zero, _mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w))
+    };
+    _mm256_cvtepi32_ps(p)
+}
+
+/// [`products`] through `vpdpbusd` (AVX-512 VNNI on 256-bit registers).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+fn products_avx512_vnni<const F: u8>(w: __m256i, y: __m256i) -> __m256 {
+    let zero = _mm256_setzero_si256();
+    let p = if F == 1 {
+        _mm256_dpbusd_epi32(zero, w, y)
+    } else {
+        _mm256_dpbusd_epi32(zero, _mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w))
+    };
+    _mm256_cvtepi32_ps(p)
+}
+
 /// The sum of the 8 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -166,71 +255,88 @@ pub(super) fn hsum(t: __m256) -> f32 {
 /// Input rows handled together, sharing each unpacked weight block.
 const GROUP: usize = 4;
 
-/// `Σ_blocks d_w·d_x·Σ q_w·q_x (+ m_w·s_x)` for each weight row and input row.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows<const F: u8>(data: &[u8], nb: usize, xq: &Q8Input, out: &mut [f32]) {
-    let n = xq.n;
-    let count = out.len() / n;
-    let bb = block_bytes(F);
-    let dp = data.as_ptr();
-    let qp = xq.qs.as_ptr();
-    let mut r = 0;
-    // One input row: two weight rows at a time share each load of `x`.
-    while n == 1 && r + 2 <= count {
-        let (mut t0, mut t1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let (mut m0, mut m1) = (0.0f32, 0.0f32);
-        for b in 0..nb {
-            // SAFETY: blocks `b` of rows `r` and `r + 1` exist; `xq` has `nb` blocks.
-            unsafe {
-                let a0 = dp.add((r * nb + b) * bb);
-                let a1 = dp.add(((r + 1) * nb + b) * bb);
-                let y = _mm256_loadu_si256(qp.add(b * QUANT_BLOCK).cast());
-                let (dx, sx) = (*xq.d.get_unchecked(b), *xq.s.get_unchecked(b));
-                let (h0, h1) = (header(a0), header(a1));
-                let p0 = products::<F>(weights::<F>(a0), y);
-                let p1 = products::<F>(weights::<F>(a1), y);
-                t0 = _mm256_fmadd_ps(_mm256_set1_ps(_mm_cvtss_f32(h0) * dx), p0, t0);
-                t1 = _mm256_fmadd_ps(_mm256_set1_ps(_mm_cvtss_f32(h1) * dx), p1, t1);
-                if F == 1 {
-                    m0 += _mm_cvtss_f32(_mm_movehdup_ps(h0)) * sx;
-                    m1 += _mm_cvtss_f32(_mm_movehdup_ps(h1)) * sx;
-                }
-            }
-        }
-        out[r] = hsum(t0) + m0;
-        out[r + 1] = hsum(t1) + m1;
-        r += 2;
-    }
-    // Otherwise one weight row at a time against up to GROUP input rows.
-    while r < count {
-        let mut j = 0;
-        while j < n {
-            let g = (n - j).min(GROUP);
-            let mut t = [_mm256_setzero_ps(); GROUP];
-            let mut m = [0.0f32; GROUP];
-            for b in 0..nb {
-                // SAFETY: block `b` of row `r` exists; input rows `j..j + g` exist.
-                unsafe {
-                    let a = dp.add((r * nb + b) * bb);
-                    let h = header(a);
-                    let (dw, mw) = (_mm_cvtss_f32(h), _mm_cvtss_f32(_mm_movehdup_ps(h)));
-                    let w = weights::<F>(a);
-                    for (i, (ti, mi)) in t.iter_mut().zip(&mut m).take(g).enumerate() {
-                        let k = (j + i) * nb + b;
-                        let y = _mm256_loadu_si256(qp.add(k * QUANT_BLOCK).cast());
-                        let p = products::<F>(w, y);
-                        *ti = _mm256_fmadd_ps(_mm256_set1_ps(dw * *xq.d.get_unchecked(k)), p, *ti);
+/// Defines `$name`: `Σ_blocks d_w·d_x·Σ q_w·q_x (+ m_w·s_x)` for each weight row and input
+/// row, its 8-bit products from `$products`, compiled for `$features`.
+macro_rules! rows_kernel {
+    ($name:ident, $features:literal, $products:ident) => {
+        #[target_feature(enable = $features)]
+        unsafe fn $name<const F: u8>(data: &[u8], nb: usize, xq: &Q8Input, out: &mut [f32]) {
+            let n = xq.n;
+            let count = out.len() / n;
+            let bb = block_bytes(F);
+            let dp = data.as_ptr();
+            let qp = xq.qs.as_ptr();
+            let mut r = 0;
+            // One input row: two weight rows at a time share each load of `x`.
+            while n == 1 && r + 2 <= count {
+                let (mut t0, mut t1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                let (mut m0, mut m1) = (0.0f32, 0.0f32);
+                for b in 0..nb {
+                    // SAFETY: blocks `b` of rows `r` and `r + 1` exist; `xq` has `nb` blocks.
+                    unsafe {
+                        let a0 = dp.add((r * nb + b) * bb);
+                        let a1 = dp.add(((r + 1) * nb + b) * bb);
+                        let y = _mm256_loadu_si256(qp.add(b * QUANT_BLOCK).cast());
+                        let (dx, sx) = (*xq.d.get_unchecked(b), *xq.s.get_unchecked(b));
+                        let (h0, h1) = (header(a0), header(a1));
+                        let p0 = $products::<F>(weights::<F>(a0), y);
+                        let p1 = $products::<F>(weights::<F>(a1), y);
+                        t0 = _mm256_fmadd_ps(_mm256_set1_ps(_mm_cvtss_f32(h0) * dx), p0, t0);
+                        t1 = _mm256_fmadd_ps(_mm256_set1_ps(_mm_cvtss_f32(h1) * dx), p1, t1);
                         if F == 1 {
-                            *mi += mw * *xq.s.get_unchecked(k);
+                            m0 += _mm_cvtss_f32(_mm_movehdup_ps(h0)) * sx;
+                            m1 += _mm_cvtss_f32(_mm_movehdup_ps(h1)) * sx;
                         }
                     }
                 }
+                out[r] = hsum(t0) + m0;
+                out[r + 1] = hsum(t1) + m1;
+                r += 2;
             }
-            for i in 0..g {
-                out[r * n + j + i] = hsum(t[i]) + m[i];
+            // Otherwise one weight row at a time against up to GROUP input rows.
+            while r < count {
+                let mut j = 0;
+                while j < n {
+                    let g = (n - j).min(GROUP);
+                    let mut t = [_mm256_setzero_ps(); GROUP];
+                    let mut m = [0.0f32; GROUP];
+                    for b in 0..nb {
+                        // SAFETY: block `b` of row `r` exists; input rows `j..j + g` exist.
+                        unsafe {
+                            let a = dp.add((r * nb + b) * bb);
+                            let h = header(a);
+                            let (dw, mw) = (_mm_cvtss_f32(h), _mm_cvtss_f32(_mm_movehdup_ps(h)));
+                            let w = weights::<F>(a);
+                            for (i, (ti, mi)) in t.iter_mut().zip(&mut m).take(g).enumerate() {
+                                let k = (j + i) * nb + b;
+                                let y = _mm256_loadu_si256(qp.add(k * QUANT_BLOCK).cast());
+                                let p = $products::<F>(w, y);
+                                *ti = _mm256_fmadd_ps(
+                                    _mm256_set1_ps(dw * *xq.d.get_unchecked(k)),
+                                    p,
+                                    *ti,
+                                );
+                                if F == 1 {
+                                    *mi += mw * *xq.s.get_unchecked(k);
+                                }
+                            }
+                        }
+                    }
+                    for i in 0..g {
+                        out[r * n + j + i] = hsum(t[i]) + m[i];
+                    }
+                    j += g;
+                }
+                r += 1;
             }
-            j += g;
         }
-        r += 1;
-    }
+    };
 }
+
+rows_kernel!(rows_avx2, "avx2,fma,f16c", products);
+rows_kernel!(rows_avx_vnni, "avx2,fma,f16c,avxvnni", products_avx_vnni);
+rows_kernel!(
+    rows_avx512_vnni,
+    "avx2,fma,f16c,avx512vnni,avx512vl",
+    products_avx512_vnni
+);
