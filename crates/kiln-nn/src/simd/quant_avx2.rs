@@ -1,10 +1,13 @@
 //! AVX2 + FMA + F16C kernels for the 32-value block formats: integer dot products of each weight
-//! block with the input block quantized to 8 bits (llama.cpp's `ggml_vec_dot_q4_0_q8_0`,
-//! `q4_1_q8_1`, `q5_0_q8_0` and `q8_0_q8_0` formulas).
+//! block with the input block quantized to 8 bits. Q8_0's values are read signed (llama.cpp's
+//! `q8_0_q8_0`); Q4_0, Q4_1 and Q5_0 unsigned, with each block's offset (`-8·d`, the stored
+//! minimum, `-16·d`) times the input block's `d·Σq` added after (llama.cpp's `q4_1_q8_1` form),
+//! which spares the sign juggling of signed bytes.
 //!
-//! Where the CPU has VNNI (AVX-VNNI, or AVX-512 VNNI with VL) the 8-bit products go through
-//! `vpdpbusd`, one instruction in place of `maddubs` + `madd`; it sums the same four products
-//! per lane, exactly, so every variant returns the same bits ([`Dot`]).
+//! Where the CPU has VNNI (AVX-512 VNNI with VL and BW, or AVX-VNNI) the 8-bit products go
+//! through `vpdpbusd`, one instruction in place of `maddubs` + `madd`; it sums the same four
+//! products per lane, exactly, so every variant returns the same bits ([`Dot`]). With AVX-512 BW
+//! Q5_0's fifth bits are placed by one masked byte move.
 //!
 //! The safe functions of [`crate::quant`] call these kernels only after [`available`] confirmed
 //! the CPU features, and the kernels assert the lengths of their slices before reading them.
@@ -33,7 +36,8 @@ pub(crate) enum Dot {
     Avx2,
     /// `vpdpbusd`, VEX-encoded (AVX-VNNI).
     AvxVnni,
-    /// `vpdpbusd` on 256-bit registers, EVEX-encoded (AVX-512 VNNI + VL).
+    /// `vpdpbusd` on 256-bit registers, EVEX-encoded (AVX-512 VNNI + VL), and Q5_0's fifth
+    /// bits placed by a masked byte move (AVX-512 BW).
     Avx512Vnni,
 }
 
@@ -45,7 +49,9 @@ impl Dot {
                 Self::Avx2 => true,
                 Self::AvxVnni => is_x86_feature_detected!("avxvnni"),
                 Self::Avx512Vnni => {
-                    is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl")
+                    is_x86_feature_detected!("avx512vnni")
+                        && is_x86_feature_detected!("avx512vl")
+                        && is_x86_feature_detected!("avx512bw")
                 }
             }
     }
@@ -54,7 +60,7 @@ impl Dot {
     pub(crate) fn best() -> Self {
         static BEST: OnceLock<Dot> = OnceLock::new();
         *BEST.get_or_init(|| {
-            [Self::AvxVnni, Self::Avx512Vnni]
+            [Self::Avx512Vnni, Self::AvxVnni]
                 .into_iter()
                 .find(|d| d.available())
                 .unwrap_or(Self::Avx2)
@@ -149,7 +155,8 @@ pub(super) unsafe fn header(p: *const u8) -> __m128 {
 }
 
 /// The 32 quantized values of a weight block of format `F` as bytes in value order: unsigned
-/// `0..=15` for Q4_1, signed for Q4_0 (`q - 8`), Q5_0 (`q - 16`) and Q8_0.
+/// for Q4_0 and Q4_1 (`0..=15`) and Q5_0 (`0..=31`), whose offsets (`-8`, the stored minimum,
+/// `-16`) [`offset`] applies per block; signed for Q8_0.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn weights<const F: u8>(p: *const u8) -> __m256i {
@@ -169,16 +176,33 @@ unsafe fn weights<const F: u8>(p: *const u8) -> __m256i {
         );
         let both = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
         let v = _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
-        match F {
-            0 => _mm256_sub_epi8(v, _mm256_set1_epi8(8)),
-            // Q5_0: bit i of `qh` is value i's fifth bit; `q - 16` is the nibble with 0xF0
-            // set where that bit is clear.
-            3 => _mm256_or_si256(
+        if F == 3 {
+            // Q5_0: bit i of `qh` is value i's fifth bit.
+            _mm256_or_si256(
                 v,
-                _mm256_andnot_si256(fifth_bits(p.add(2)), _mm256_set1_epi8(-16)),
-            ),
-            _ => v,
+                _mm256_and_si256(fifth_bits(p.add(2)), _mm256_set1_epi8(0x10)),
+            )
+        } else {
+            v
         }
+    }
+}
+
+/// [`weights`], with Q5_0's fifth bits placed by one masked byte move: bit i of `qh` selects
+/// byte i.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512bw,avx512vl")]
+unsafe fn weights_avx512<const F: u8>(p: *const u8) -> __m256i {
+    // SAFETY: the caller passes a pointer to a whole block.
+    unsafe {
+        if F != 3 {
+            return weights::<F>(p);
+        }
+        let q = _mm_loadu_si128(p.add(6).cast());
+        let both = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
+        let v = _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+        let bits = p.add(2).cast::<u32>().read_unaligned();
+        _mm256_mask_mov_epi8(v, bits, _mm256_or_si256(v, _mm256_set1_epi8(0x10)))
     }
 }
 
@@ -203,13 +227,27 @@ unsafe fn fifth_bits(p: *const u8) -> __m256i {
     _mm256_cmpeq_epi8(own, _mm256_set1_epi64x(-1))
 }
 
+/// The weight of `d_x·Σq_x` in a block's product when its values are read unsigned
+/// (`Σ w·x = d_w·d_x·Σ u·q_x + offset·d_x·Σq_x`): Q4_1's stored minimum, `-8·d` for Q4_0,
+/// `-16·d` for Q5_0; Q8_0 is read signed and has none.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn offset<const F: u8>(h: __m128) -> f32 {
+    match F {
+        0 => -8.0 * _mm_cvtss_f32(h),
+        1 => _mm_cvtss_f32(_mm_movehdup_ps(h)),
+        3 => -16.0 * _mm_cvtss_f32(h),
+        _ => 0.0,
+    }
+}
+
 /// `Σ w·y` of the 32 byte pairs, as 8 lanes of partial sums converted to `f32` (exact: each
 /// lane is at most 4 · 128 · 127 in magnitude).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn products<const F: u8>(w: __m256i, y: __m256i) -> __m256 {
     // `maddubs` multiplies unsigned by signed bytes; signed weights lend their sign to `y`.
-    let p16 = if F == 1 {
+    let p16 = if F != 2 {
         _mm256_maddubs_epi16(w, y)
     } else {
         _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w))
@@ -222,7 +260,7 @@ fn products<const F: u8>(w: __m256i, y: __m256i) -> __m256 {
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
 fn products_avx_vnni<const F: u8>(w: __m256i, y: __m256i) -> __m256 {
     let zero = _mm256_setzero_si256();
-    let p = if F == 1 {
+    let p = if F != 2 {
         _mm256_dpbusd_avx_epi32(zero, w, y)
     } else {
         _mm256_dpbusd_avx_epi32(zero, _mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w))
@@ -235,7 +273,7 @@ fn products_avx_vnni<const F: u8>(w: __m256i, y: __m256i) -> __m256 {
 #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
 fn products_avx512_vnni<const F: u8>(w: __m256i, y: __m256i) -> __m256 {
     let zero = _mm256_setzero_si256();
-    let p = if F == 1 {
+    let p = if F != 2 {
         _mm256_dpbusd_epi32(zero, w, y)
     } else {
         _mm256_dpbusd_epi32(zero, _mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w))
@@ -256,9 +294,10 @@ pub(super) fn hsum(t: __m256) -> f32 {
 const GROUP: usize = 4;
 
 /// Defines `$name`: `Σ_blocks d_w·d_x·Σ q_w·q_x (+ m_w·s_x)` for each weight row and input
-/// row, its 8-bit products from `$products`, compiled for `$features`.
+/// row, its weight bytes from `$weights` and 8-bit products from `$products`, compiled for
+/// `$features`.
 macro_rules! rows_kernel {
-    ($name:ident, $features:literal, $products:ident) => {
+    ($name:ident, $features:literal, $products:ident, $weights:ident) => {
         #[target_feature(enable = $features)]
         unsafe fn $name<const F: u8>(data: &[u8], nb: usize, xq: &Q8Input, out: &mut [f32]) {
             let n = xq.n;
@@ -279,13 +318,13 @@ macro_rules! rows_kernel {
                         let y = _mm256_loadu_si256(qp.add(b * QUANT_BLOCK).cast());
                         let (dx, sx) = (*xq.d.get_unchecked(b), *xq.s.get_unchecked(b));
                         let (h0, h1) = (header(a0), header(a1));
-                        let p0 = $products::<F>(weights::<F>(a0), y);
-                        let p1 = $products::<F>(weights::<F>(a1), y);
+                        let p0 = $products::<F>($weights::<F>(a0), y);
+                        let p1 = $products::<F>($weights::<F>(a1), y);
                         t0 = _mm256_fmadd_ps(_mm256_set1_ps(_mm_cvtss_f32(h0) * dx), p0, t0);
                         t1 = _mm256_fmadd_ps(_mm256_set1_ps(_mm_cvtss_f32(h1) * dx), p1, t1);
-                        if F == 1 {
-                            m0 += _mm_cvtss_f32(_mm_movehdup_ps(h0)) * sx;
-                            m1 += _mm_cvtss_f32(_mm_movehdup_ps(h1)) * sx;
+                        if F != 2 {
+                            m0 += offset::<F>(h0) * sx;
+                            m1 += offset::<F>(h1) * sx;
                         }
                     }
                 }
@@ -305,8 +344,8 @@ macro_rules! rows_kernel {
                         unsafe {
                             let a = dp.add((r * nb + b) * bb);
                             let h = header(a);
-                            let (dw, mw) = (_mm_cvtss_f32(h), _mm_cvtss_f32(_mm_movehdup_ps(h)));
-                            let w = weights::<F>(a);
+                            let (dw, mw) = (_mm_cvtss_f32(h), offset::<F>(h));
+                            let w = $weights::<F>(a);
                             for (i, (ti, mi)) in t.iter_mut().zip(&mut m).take(g).enumerate() {
                                 let k = (j + i) * nb + b;
                                 let y = _mm256_loadu_si256(qp.add(k * QUANT_BLOCK).cast());
@@ -316,7 +355,7 @@ macro_rules! rows_kernel {
                                     p,
                                     *ti,
                                 );
-                                if F == 1 {
+                                if F != 2 {
                                     *mi += mw * *xq.s.get_unchecked(k);
                                 }
                             }
@@ -333,10 +372,16 @@ macro_rules! rows_kernel {
     };
 }
 
-rows_kernel!(rows_avx2, "avx2,fma,f16c", products);
-rows_kernel!(rows_avx_vnni, "avx2,fma,f16c,avxvnni", products_avx_vnni);
+rows_kernel!(rows_avx2, "avx2,fma,f16c", products, weights);
+rows_kernel!(
+    rows_avx_vnni,
+    "avx2,fma,f16c,avxvnni",
+    products_avx_vnni,
+    weights
+);
 rows_kernel!(
     rows_avx512_vnni,
-    "avx2,fma,f16c,avx512vnni,avx512vl",
-    products_avx512_vnni
+    "avx2,fma,f16c,avx512vnni,avx512vl,avx512bw",
+    products_avx512_vnni,
+    weights_avx512
 );
