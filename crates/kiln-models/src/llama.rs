@@ -610,11 +610,7 @@ impl AdapterTarget for LlamaForCausalLM {
     }
 
     fn set_quant_inputs(&mut self, inputs: kiln_nn::Inputs) {
-        self.visit_linears_mut(&mut |_, l| {
-            let q = l.quantized().cloned().map(|q| q.with_inputs(inputs));
-            l.set_quantized(q)
-                .expect("the same matrix with other input handling keeps its shape");
-        });
+        self.visit_linears_mut(&mut |_, l| l.set_quant_inputs(inputs));
         self.quantized_head = self.quantized_head.take().map(|q| q.with_inputs(inputs));
     }
 

@@ -147,6 +147,12 @@ impl AdaptableLinear {
         Ok(())
     }
 
+    /// Sets how the attached block-quantized copy, if any, treats its input rows (see
+    /// [`QuantizedMatrix::with_inputs`]).
+    pub fn set_quant_inputs(&mut self, inputs: crate::Inputs) {
+        self.quantized = self.quantized.take().map(|q| q.with_inputs(inputs));
+    }
+
     /// The attached block-quantized copy of the base weight, if any.
     pub fn quantized(&self) -> Option<&QuantizedMatrix> {
         self.quantized.as_ref()

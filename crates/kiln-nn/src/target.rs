@@ -71,11 +71,7 @@ pub trait AdapterTarget {
     /// by default, or 8-bit ones as llama.cpp computes. Models that keep other quantized tables
     /// (a tied output head) set those too.
     fn set_quant_inputs(&mut self, inputs: crate::Inputs) {
-        self.visit_linears_mut(&mut |_, l| {
-            let q = l.quantized().cloned().map(|q| q.with_inputs(inputs));
-            l.set_quantized(q)
-                .expect("the same matrix with other input handling keeps its shape");
-        });
+        self.visit_linears_mut(&mut |_, l| l.set_quant_inputs(inputs));
     }
 
     /// The paths of all projections, in checkpoint order.
