@@ -84,6 +84,26 @@ fn finish(child: Child) -> (bool, String, String) {
 }
 
 /// Every tensor of a safetensors file, as `f32` values.
+/// Waits (at most 120 s) for the folder `checkpoint`, kills `victim` and returns how
+/// `survivor` ended: whether it succeeded, its stderr, and how long after the kill it stopped.
+fn kill_after(checkpoint: &Path, victim: &mut Child, survivor: Child) -> (bool, String, Duration) {
+    let start = Instant::now();
+    while !checkpoint.is_dir() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no {}",
+            checkpoint.display()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    victim.kill().unwrap();
+    let killed_at = Instant::now();
+    let (ok, _, err) = finish(survivor);
+    let took = killed_at.elapsed();
+    let _ = victim.wait();
+    (ok, err, took)
+}
+
 fn tensors(path: &Path) -> BTreeMap<String, Vec<f32>> {
     let bytes = std::fs::read(path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -202,19 +222,7 @@ fn two_nodes_over_loopback_train_as_one_and_a_dead_node_stops_the_other() {
     let mut second = node(dir, 1, port, &set);
     let first = node(dir, 0, port, &set);
     let ckpts = dir.join("killed/checkpoints");
-    let start = Instant::now();
-    while !ckpts.join("checkpoint-4").is_dir() {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no checkpoint-4"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    second.kill().unwrap();
-    let killed_at = Instant::now();
-    let (ok0, _, err0) = finish(first);
-    let took = killed_at.elapsed();
-    let _ = second.wait();
+    let (ok0, err0, took) = kill_after(&ckpts.join("checkpoint-4"), &mut second, first);
     println!("node 0 after node 1 died ({took:?}):\n{err0}");
     assert!(!ok0, "node 0 must fail when node 1 dies");
     assert!(err0.contains("node 1 closed the connection"), "{err0}");
@@ -234,19 +242,7 @@ fn two_nodes_over_loopback_train_as_one_and_a_dead_node_stops_the_other() {
     let second = node(dir, 1, port, &set);
     let mut first = node(dir, 0, port, &set);
     let ckpt = dir.join("coordinator-killed/checkpoints/checkpoint-2");
-    let start = Instant::now();
-    while !ckpt.is_dir() {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no checkpoint-2"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    first.kill().unwrap();
-    let killed_at = Instant::now();
-    let (ok1, _, err1) = finish(second);
-    let took = killed_at.elapsed();
-    let _ = first.wait();
+    let (ok1, err1, took) = kill_after(&ckpt, &mut first, second);
     println!("node 1 after node 0 died ({took:?}):\n{err1}");
     assert!(!ok1, "node 1 must fail when node 0 dies");
     assert!(

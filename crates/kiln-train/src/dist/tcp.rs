@@ -650,31 +650,38 @@ mod tests {
         (addr, h)
     }
 
+    /// Rank `rank` of `world`, joined within 20 s, waiting at most `timeout` per exchange.
+    fn peer(addr: &str, rank: usize, world: usize, timeout: Duration) -> TcpPeer {
+        TcpPeer::connect(addr, rank, world, Duration::from_secs(20), timeout).unwrap()
+    }
+
+    /// Runs `f` with each rank's peer in its own thread; the results in rank order.
+    fn on_every_rank<T: Send + 'static>(
+        addr: &str,
+        world: usize,
+        timeout: Duration,
+        f: fn(TcpPeer, usize) -> T,
+    ) -> Vec<T> {
+        let threads: Vec<_> = (0..world)
+            .map(|rank| {
+                let addr = addr.to_string();
+                std::thread::spawn(move || f(peer(&addr, rank, world, timeout), rank))
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    }
+
     #[test]
     fn peers_sum_over_loopback_in_rank_order() {
         let (addr, coordinator) = start(3, Duration::from_secs(20));
-        let peers: Vec<_> = (0..3)
-            .map(|rank| {
-                let addr = addr.clone();
-                std::thread::spawn(move || {
-                    let p = TcpPeer::connect(
-                        &addr,
-                        rank,
-                        3,
-                        Duration::from_secs(20),
-                        Duration::from_secs(20),
-                    )
-                    .unwrap();
-                    let mut v = vec![(rank + 1) as f32 * 0.1; 5];
-                    p.all_reduce_f32(&mut v).unwrap();
-                    let mut c = [rank as f64, 1.0];
-                    p.all_reduce_f64(&mut c).unwrap();
-                    (v, c, p.traffic())
-                })
-            })
-            .collect();
-        for p in peers {
-            let (v, c, traffic) = p.join().unwrap();
+        let results = on_every_rank(&addr, 3, Duration::from_secs(20), |p, rank| {
+            let mut v = vec![(rank + 1) as f32 * 0.1; 5];
+            p.all_reduce_f32(&mut v).unwrap();
+            let mut c = [rank as f64, 1.0];
+            p.all_reduce_f64(&mut c).unwrap();
+            (v, c, p.traffic())
+        });
+        for (v, c, traffic) in results {
             assert_eq!(v[0].to_bits(), (0.1f32 + 0.2f32 + 0.3f32).to_bits());
             assert_eq!(c, [3.0, 3.0]);
             assert_eq!(traffic.calls, 2);
@@ -687,27 +694,13 @@ mod tests {
     #[test]
     fn buffers_longer_than_a_round_go_in_several() {
         let (addr, coordinator) = start(2, Duration::from_secs(60));
-        let peers: Vec<_> = (0..2)
-            .map(|rank| {
-                let addr = addr.clone();
-                std::thread::spawn(move || {
-                    let p = TcpPeer::connect(
-                        &addr,
-                        rank,
-                        2,
-                        Duration::from_secs(20),
-                        Duration::from_secs(60),
-                    )
-                    .unwrap();
-                    let mut v: Vec<f32> = (0..CHUNK + 5).map(|i| (i % 1000) as f32).collect();
-                    v[CHUNK + 4] = rank as f32 + 0.5;
-                    p.all_reduce_f32(&mut v).unwrap();
-                    (v, p.traffic().calls)
-                })
-            })
-            .collect();
-        for p in peers {
-            let (v, calls) = p.join().unwrap();
+        let results = on_every_rank(&addr, 2, Duration::from_secs(60), |p, rank| {
+            let mut v: Vec<f32> = (0..CHUNK + 5).map(|i| (i % 1000) as f32).collect();
+            v[CHUNK + 4] = rank as f32 + 0.5;
+            p.all_reduce_f32(&mut v).unwrap();
+            (v, p.traffic().calls)
+        });
+        for (v, calls) in results {
             assert_eq!(calls, 2);
             assert_eq!(v[CHUNK + 4], 2.0);
             assert!(
@@ -725,8 +718,7 @@ mod tests {
         let (addr, coordinator) = start(2, Duration::from_secs(60));
         let a = addr.clone();
         let first = std::thread::spawn(move || {
-            let p = TcpPeer::connect(&a, 0, 2, Duration::from_secs(20), Duration::from_secs(60))
-                .unwrap();
+            let p = peer(&a, 0, 2, Duration::from_secs(60));
             let mut v = [1.0f32];
             p.all_reduce_f32(&mut v).unwrap();
             let start = Instant::now();
@@ -734,14 +726,7 @@ mod tests {
             (err, start.elapsed())
         });
         {
-            let p = TcpPeer::connect(
-                &addr,
-                1,
-                2,
-                Duration::from_secs(20),
-                Duration::from_secs(60),
-            )
-            .unwrap();
+            let p = peer(&addr, 1, 2, Duration::from_secs(60));
             let mut v = [1.0f32];
             p.all_reduce_f32(&mut v).unwrap();
             // Dies without a word: the socket closes under it.
@@ -761,22 +746,14 @@ mod tests {
         let (addr, coordinator) = start(2, Duration::from_millis(800));
         let a = addr.clone();
         let silent = std::thread::spawn(move || {
-            let p = TcpPeer::connect(&a, 1, 2, Duration::from_secs(20), Duration::from_secs(20))
-                .unwrap();
+            let p = peer(&a, 1, 2, Duration::from_secs(20));
             let mut v = [1.0f32];
             p.all_reduce_f32(&mut v).unwrap();
             // Alive but silent (a hung process): the connection stays open.
             std::thread::sleep(Duration::from_secs(3));
             p
         });
-        let p = TcpPeer::connect(
-            &addr,
-            0,
-            2,
-            Duration::from_secs(20),
-            Duration::from_secs(20),
-        )
-        .unwrap();
+        let p = peer(&addr, 0, 2, Duration::from_secs(20));
         let mut v = [1.0f32];
         p.all_reduce_f32(&mut v).unwrap();
         let start = Instant::now();
