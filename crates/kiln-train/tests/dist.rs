@@ -1,13 +1,15 @@
 //! Data-parallel training: replicas in threads (in-process group) and over loopback TCP give
 //! the trainable parameters of one replica running every micro-batch.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use burn::tensor::Device;
 use kiln_data::TokenizedExample;
-use kiln_models::{LlamaConfig, LlamaForCausalLM};
+use kiln_models::LlamaForCausalLM;
 use kiln_peft::{LoraConfig, attach_lora, full_fine_tuning};
 use kiln_train::dist::{Collective, Coordinator, LocalGroup, TcpPeer, trainable_values};
 use kiln_train::{
@@ -26,16 +28,7 @@ enum Method {
 
 fn model(method: Method) -> LlamaForCausalLM {
     let device = device();
-    let config = LlamaConfig {
-        vocab_size: 32,
-        hidden_size: 32,
-        intermediate_size: 64,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        num_key_value_heads: Some(2),
-        tie_word_embeddings: false,
-        ..Default::default()
-    };
+    let config = common::tiny_llama();
     let model = config.init(11, &device);
     match method {
         Method::Lora => {

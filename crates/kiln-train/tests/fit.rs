@@ -1,11 +1,13 @@
 //! End-to-end behaviour of training runs on a tiny Llama with LoRA, on the flex CPU backend.
 
+mod common;
+
 use std::path::Path;
 
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
 use kiln_data::{TokenBatch, TokenizedExample};
-use kiln_models::{GenerationConfig, LlamaConfig, LlamaForCausalLM};
+use kiln_models::{GenerationConfig, LlamaForCausalLM};
 use kiln_nn::AdapterTarget;
 use kiln_peft::{LoraConfig, attach_lora};
 use kiln_train::harness::{EvalCase, HarnessConfig, compare_models, generation_metrics};
@@ -28,16 +30,7 @@ fn device() -> Device {
 
 fn model(dropout: f64) -> LlamaForCausalLM {
     let device = device();
-    let config = LlamaConfig {
-        vocab_size: 32,
-        hidden_size: 32,
-        intermediate_size: 64,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        num_key_value_heads: Some(2),
-        tie_word_embeddings: false,
-        ..Default::default()
-    };
+    let config = common::tiny_llama();
     let model = config.init(11, &device);
     let lora = LoraConfig {
         r: 8,
@@ -679,17 +672,7 @@ fn search_tunes_lora_runs_and_prunes_bad_trials() {
     };
     let report = search(&space, &config, |p, pruner| {
         let device = device();
-        let base = LlamaConfig {
-            vocab_size: 32,
-            hidden_size: 32,
-            intermediate_size: 64,
-            num_hidden_layers: 2,
-            num_attention_heads: 4,
-            num_key_value_heads: Some(2),
-            tie_word_embeddings: false,
-            ..Default::default()
-        }
-        .init(11, &device);
+        let base = common::tiny_llama().init(11, &device);
         let lora = LoraConfig {
             r: p["r"] as usize,
             lora_alpha: 2.0 * p["r"],
@@ -937,17 +920,7 @@ fn reward_fit_learns_preferences_logs_trl_metrics_and_resumes() {
         .latest()
         .unwrap()
         .unwrap();
-    let base = LlamaConfig {
-        vocab_size: 32,
-        hidden_size: 32,
-        intermediate_size: 64,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        num_key_value_heads: Some(2),
-        tie_word_embeddings: false,
-        ..Default::default()
-    }
-    .init(11, &device());
+    let base = common::tiny_llama().init(11, &device());
     let (loaded, saved) = load_reward_adapter(base, &ckpt, &device()).unwrap();
     assert_eq!(saved.common().task_type.as_deref(), Some("SEQ_CLS"));
     let sequences = vec![vec![1, 5, 15], vec![1, 5, 25]];

@@ -2,6 +2,8 @@
 //! `Fit` loop, and its checkpoints carry an adapter in the PEFT layout that loads back with the
 //! trained outputs.
 
+mod common;
+
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use kiln_data::TokenizedExample;
 use kiln_models::{CausalLm, LlamaConfig, LlamaForCausalLM, LmInput};
@@ -15,18 +17,11 @@ static RNG_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn base(device: &Device) -> LlamaForCausalLM {
     LlamaConfig {
-        vocab_size: 32,
-        hidden_size: 32,
-        intermediate_size: 64,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        num_key_value_heads: Some(2),
-        tie_word_embeddings: false,
         // Larger than HF's 0.02 so that the output head can express confident predictions
         // without being trained (prompt and prefix tuning and bottleneck adapters leave it
         // frozen; with std 0.02 the logits of a 32-wide model span less than one nat).
         initializer_range: 0.3,
-        ..Default::default()
+        ..common::tiny_llama()
     }
     .init(11, device)
 }

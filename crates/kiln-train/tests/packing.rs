@@ -1,6 +1,8 @@
 //! Packing several examples into one row (positions restarting per example, attention kept
 //! within each example) gives the same loss as padding them into separate rows.
 
+mod common;
+
 use burn::tensor::Device;
 use kiln_data::{TokenBatch, TokenizedExample, pack, packed_token_batch};
 use kiln_models::{LlamaConfig, load_model};
@@ -110,13 +112,7 @@ mod fit {
         let device = device();
         let config = LlamaConfig {
             vocab_size: 48,
-            hidden_size: 32,
-            intermediate_size: 64,
-            num_hidden_layers: 2,
-            num_attention_heads: 4,
-            num_key_value_heads: Some(2),
-            tie_word_embeddings: false,
-            ..Default::default()
+            ..crate::common::tiny_llama()
         };
         let lora = LoraConfig {
             r: 4,

@@ -3,23 +3,16 @@
 //! mean score rises while the KL to the reference (the model with its adapter disabled) stays
 //! bounded by the penalty.
 
+mod common;
+
 use burn::tensor::Device;
 use kiln_data::TokenBatch;
-use kiln_models::{LlamaConfig, LlamaForCausalLM, RewardModel};
+use kiln_models::{LlamaForCausalLM, RewardModel};
 use kiln_peft::{LoraConfig, attach_lora};
 use kiln_train::{OptimizerConfig, PpoConfig, Schedule, Trainer, base_reference, token_logps};
 
 fn policy(device: &Device) -> RewardModel<LlamaForCausalLM> {
-    let config = LlamaConfig {
-        vocab_size: 32,
-        hidden_size: 32,
-        intermediate_size: 64,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        num_key_value_heads: Some(2),
-        tie_word_embeddings: false,
-        ..Default::default()
-    };
+    let config = common::tiny_llama();
     let lora = LoraConfig {
         r: 8,
         lora_alpha: 16.0,
