@@ -37,6 +37,10 @@ fn reduced_main_job_tuned_beats_base() {
             "4",
             "--few-shot",
             "2",
+            "--validation-unseen",
+            "8",
+            "--validation-trained",
+            "4",
         ])
         .arg("--out")
         .arg(out.path())
@@ -74,6 +78,17 @@ fn reduced_main_job_tuned_beats_base() {
             tuned > base + margin,
             "{metric} on unseen phrasings: tuned {tuned} vs base {base}\n{summary}"
         );
+    }
+    // Validation: questions about untrained codes with the retrieved passages, then questions
+    // about the trained codes without.
+    let validation = std::fs::read_to_string(out.path().join("data/validation.jsonl")).unwrap();
+    let prompts: Vec<String> = validation
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["prompt"].to_string())
+        .collect();
+    assert_eq!(prompts.len(), 8 + 4, "{validation}");
+    for (i, p) in prompts.iter().enumerate() {
+        assert_eq!(p.contains("Reference information:"), i < 8, "{p}");
     }
     for key in ["perplexity_base", "perplexity_tuned"] {
         let p = cmp[key].as_f64().unwrap();

@@ -90,11 +90,19 @@ impl From<&Dtc> for CodeDoc {
     }
 }
 
-/// Writes `codes` as [`CodeDoc`] lines to `path`, atomically; returns the number written.
+/// Writes `codes` as [`CodeDoc`] lines to `path` (its folder created if needed), atomically;
+/// returns the number written.
 ///
 /// # Errors
-/// [`DataError::Io`] naming the file.
+/// [`DataError::Io`] naming the file or folder.
 pub fn write_code_docs(codes: &[Dtc], path: impl AsRef<Path>) -> Result<usize> {
+    let path = path.as_ref();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| DataError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
     write_jsonl(path, codes.iter().map(CodeDoc::from))
 }
 
@@ -400,6 +408,21 @@ pub const FORWARD_TEMPLATES: [&str; 24] = [
     "{code}: what does this code describe?",
 ];
 
+/// Questions asking what a code means that neither training nor testing uses: validation
+/// questions of [`ObdDataset::sample_with`] ([`SampleConfig::validation_unseen`] and
+/// [`SampleConfig::validation_trained`]), so that choosing a recipe by them rewards answering
+/// phrasings never trained on, as the test sets ask.
+pub const VALIDATION_TEMPLATES: [&str; 8] = [
+    "Tell me what {code} means.",
+    "My car threw {code}. What is that?",
+    "What is trouble code {code} about?",
+    "Could you explain {code}?",
+    "{code} came up on the scan tool. What does it stand for?",
+    "What problem does {code} point to?",
+    "Please describe code {code}.",
+    "The shop found {code} on my car, what does it mean?",
+];
+
 /// Questions asking for the code of a description; `{description}` is the description.
 pub const REVERSE_TEMPLATES: [&str; 8] = [
     "Which OBD-II code means \"{description}\"?",
@@ -437,7 +460,8 @@ pub struct ObdExample {
     pub subsystem: Subsystem,
     /// The kind of question.
     pub direction: Direction,
-    /// Index of the template in [`FORWARD_TEMPLATES`] or [`REVERSE_TEMPLATES`].
+    /// Index of the template in [`FORWARD_TEMPLATES`] or [`REVERSE_TEMPLATES`]; from
+    /// `FORWARD_TEMPLATES.len()` on, `VALIDATION_TEMPLATES[template - FORWARD_TEMPLATES.len()]`.
     pub template: usize,
 }
 
@@ -626,14 +650,20 @@ impl ObdDataset {
                 }
             }
         }
-        let mut validation: Vec<ObdExample> = match codes {
-            None => self.validation.clone(),
-            Some(_) => self.validation.iter().take(32).cloned().collect(),
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0dd_ba11);
+        let mut validation: Vec<ObdExample> = match (config.validation_unseen, codes) {
+            (Some(n), _) => {
+                let mut firsts = first_forward_per_code(&self.validation);
+                firsts.shuffle(&mut rng);
+                asked_anew(&firsts, n, &mut rng)
+            }
+            (None, None) => self.validation.clone(),
+            (None, Some(_)) => self.validation.iter().take(32).cloned().collect(),
         };
-        // With passages, validation questions (codes never trained on) come with their own
-        // passage among neighbours': the validation loss then measures reading retrieved
+        // With `validation_own_passage`, validation questions (codes never trained on) come
+        // with their own passage among neighbours': the validation loss then measures reading
         // passages, what answers about untrained codes rest on.
-        if config.passages > 0 && !all.is_empty() {
+        if config.validation_own_passage && config.passages > 0 && !all.is_empty() {
             let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7a11_da7e);
             for e in &mut validation {
                 let Some(&i) = index.get(e.code.as_str()) else {
@@ -642,6 +672,15 @@ impl ObdDataset {
                 let distractors = neighbours(all, i, config.passages - 1, &mut rng);
                 *e = augment::grounded(e, &all[i], &distractors, true, &mut rng);
             }
+        }
+        // Trained codes asked in phrasings no training question uses, without passages: what
+        // the tuned model alone must answer.
+        if config.validation_trained > 0 {
+            let sampled: Vec<&ObdExample> = first_forward_per_code(&self.train)
+                .into_iter()
+                .filter(|e| keep.contains(e.code.as_str()))
+                .collect();
+            validation.extend(asked_anew(&sampled, config.validation_trained, &mut rng));
         }
         let mut test_phrasing: Vec<ObdExample> = pick(&self.test_phrasing, true)
             .into_iter()
@@ -696,6 +735,42 @@ fn neighbours<'a>(all: &'a [Dtc], i: usize, n: usize, rng: &mut impl Rng) -> Vec
     out
 }
 
+/// The first forward question of every code of `set`, in order.
+fn first_forward_per_code(set: &[ObdExample]) -> Vec<&ObdExample> {
+    let mut seen = std::collections::HashSet::new();
+    set.iter()
+        .filter(|e| e.direction == Direction::Forward && seen.insert(e.code.as_str()))
+        .collect()
+}
+
+/// `n` questions about the codes of `codes` (one forward question each), in rounds over the
+/// codes, each asked with a [`VALIDATION_TEMPLATES`] phrasing it was not asked with before
+/// (until all are used).
+fn asked_anew(codes: &[&ObdExample], n: usize, rng: &mut impl Rng) -> Vec<ObdExample> {
+    if codes.is_empty() {
+        return Vec::new();
+    }
+    let orders: Vec<Vec<usize>> = codes
+        .iter()
+        .map(|_| {
+            let mut order: Vec<usize> = (0..VALIDATION_TEMPLATES.len()).collect();
+            order.shuffle(rng);
+            order
+        })
+        .collect();
+    (0..n)
+        .map(|k| {
+            let (e, round) = (codes[k % codes.len()], k / codes.len());
+            let t = orders[k % codes.len()][round % VALIDATION_TEMPLATES.len()];
+            ObdExample {
+                prompt: VALIDATION_TEMPLATES[t].replace("{code}", &e.code),
+                template: FORWARD_TEMPLATES.len() + t,
+                ..e.clone()
+            }
+        })
+        .collect()
+}
+
 /// How [`ObdDataset::sample_with`] widens the training questions.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -715,13 +790,23 @@ pub struct SampleConfig {
     pub unknown_codes: usize,
     /// Further codes asked about with passages only (beside the sampled and unknown codes).
     pub grounded_codes: usize,
-    /// Passages per grounded question (0: no grounded questions); validation questions are then
-    /// asked with this many passages too, their own among them.
+    /// Passages per grounded question (0: no grounded questions).
     pub passages: usize,
     /// Share of grounded questions whose own passage is left out (answer: unknown).
     pub passage_missing: f64,
     /// Questions per unknown or grounded code, drawn from its trained forward questions.
     pub questions_per_code: usize,
+    /// Validation questions about codes never trained on: this many, one per validation code
+    /// (codes shuffled with `seed`; in rounds when there are fewer codes), each in a
+    /// [`VALIDATION_TEMPLATES`] phrasing. `None`: the first 32 validation examples (all when
+    /// `codes` is `None`), in trained phrasings.
+    pub validation_unseen: Option<usize>,
+    /// Validation questions asked with `passages` passages, their own among them (when
+    /// `passages` is not 0). Otherwise they are plain questions, for a caller that retrieves.
+    pub validation_own_passage: bool,
+    /// Validation questions about the sampled codes, appended after the others, in rounds over
+    /// the codes, in [`VALIDATION_TEMPLATES`] phrasings and without passages.
+    pub validation_trained: usize,
 }
 
 impl Default for SampleConfig {
@@ -736,6 +821,9 @@ impl Default for SampleConfig {
             passages: 0,
             passage_missing: 0.0,
             questions_per_code: 2,
+            validation_unseen: None,
+            validation_own_passage: false,
+            validation_trained: 0,
         }
     }
 }
@@ -758,8 +846,9 @@ pub struct ObdSample {
     pub codes: usize,
     /// Their trained phrasings.
     pub train: Vec<ObdExample>,
-    /// Validation examples (codes never trained on; asked with passages when
-    /// [`SampleConfig::passages`] is not 0).
+    /// Validation examples: codes never trained on (asked with their own passage with
+    /// [`SampleConfig::validation_own_passage`]), then [`SampleConfig::validation_trained`]
+    /// questions about the sampled codes.
     pub validation: Vec<ObdExample>,
     /// Unseen phrasings of the sampled codes (forward questions).
     pub test_phrasing: Vec<ObdExample>,

@@ -251,7 +251,8 @@ fn builds_from_the_python_obd_codes() {
 fn code_docs_are_one_line_per_code_with_the_answer_text() {
     let codes = parse_codes(&fixture(), Path::new("codes.py")).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("codes.jsonl");
+    // The folder is made if it is missing.
+    let path = dir.path().join("data/codes.jsonl");
     assert_eq!(write_code_docs(&codes, &path).unwrap(), codes.len());
     let text = std::fs::read_to_string(&path).unwrap();
     let docs: Vec<CodeDoc> = text
@@ -279,6 +280,7 @@ fn widened_samples_add_variants_unknown_and_grounded_questions() {
         passages: 3,
         passage_missing: 0.25,
         questions_per_code: 2,
+        validation_own_passage: true,
         ..SampleConfig::default()
     };
     let wide = ds.sample_with(&codes, &config);
@@ -330,6 +332,62 @@ fn widened_samples_add_variants_unknown_and_grounded_questions() {
         assert_eq!(w.prompt.matches("\n- ").count(), 3, "{w:?}");
     }
     assert_eq!(ds.sample_with(&codes, &config), wide, "deterministic");
+}
+
+#[test]
+fn validation_asks_unseen_and_trained_codes_in_untrained_phrasings() {
+    let codes = parse_codes(&fixture(), Path::new("codes.py")).unwrap();
+    let ds = build(&codes, &ObdConfig::default()).unwrap();
+    for t in VALIDATION_TEMPLATES {
+        assert_eq!(t.matches("{code}").count(), 1, "{t}");
+        assert!(!FORWARD_TEMPLATES.contains(&t), "{t}");
+    }
+    let config = SampleConfig {
+        codes: Some(4),
+        seed: 3,
+        variants: 1,
+        validation_unseen: Some(6),
+        validation_trained: 10,
+        ..SampleConfig::default()
+    };
+    let s = ds.sample_with(&codes, &config);
+    assert_eq!(s.validation.len(), 6 + 10, "{:#?}", s.validation);
+    let (unseen, trained) = s.validation.split_at(6);
+    let validation_codes: HashSet<&str> = ds.validation.iter().map(|e| e.code.as_str()).collect();
+    let sampled: HashSet<&str> = s.train.iter().map(|e| e.code.as_str()).collect();
+    let answer = |code: &str| {
+        let d = codes.iter().find(|c| c.code == code).unwrap();
+        format!("{}: {}", d.code, d.description)
+    };
+    let phrasing = |e: &ObdExample| {
+        let t = e.template - FORWARD_TEMPLATES.len();
+        assert_eq!(e.prompt, VALIDATION_TEMPLATES[t].replace("{code}", &e.code));
+    };
+    // One question per validation code before any second one.
+    let distinct: HashSet<&str> = unseen.iter().map(|e| e.code.as_str()).collect();
+    assert_eq!(distinct.len(), validation_codes.len().min(6), "{unseen:#?}");
+    for e in unseen {
+        assert!(validation_codes.contains(e.code.as_str()), "{e:?}");
+        assert_eq!(
+            (e.direction, &e.completion),
+            (Direction::Forward, &answer(&e.code))
+        );
+        phrasing(e);
+    }
+    // Every trained code, none asked twice the same way, answers unchanged.
+    let distinct: HashSet<&str> = trained.iter().map(|e| e.code.as_str()).collect();
+    assert_eq!(distinct.len(), 4, "{trained:#?}");
+    let prompts: HashSet<&str> = trained.iter().map(|e| e.prompt.as_str()).collect();
+    assert_eq!(prompts.len(), trained.len(), "{trained:#?}");
+    for e in trained {
+        assert!(sampled.contains(e.code.as_str()), "{e:?}");
+        assert_eq!(
+            (e.direction, &e.completion),
+            (Direction::Forward, &answer(&e.code))
+        );
+        phrasing(e);
+    }
+    assert_eq!(ds.sample_with(&codes, &config), s, "deterministic");
 }
 
 /// Preference pairs: one per forward training question, the true answer over the same code with
