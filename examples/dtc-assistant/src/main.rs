@@ -129,7 +129,7 @@ fn main() -> Result<()> {
     let codes = obd::read_codes(&codes_py)?;
     let dataset = obd::build(&codes, &ObdConfig::default())?;
     eprintln!("dataset: {dataset}");
-    let sample = dataset.sample_with(
+    let mut sample = dataset.sample_with(
         &codes,
         &SampleConfig {
             codes: (!args.full).then_some(args.codes),
@@ -168,17 +168,12 @@ fn main() -> Result<()> {
     // asked with the passages the index retrieves, trained codes without passages.
     let trained_codes: std::collections::HashSet<&str> =
         sample.train.iter().map(|e| e.code.as_str()).collect();
-    let mut validation = sample.validation.clone();
-    for e in &mut validation {
+    for e in &mut sample.validation {
         if !trained_codes.contains(e.code.as_str()) {
             let hits = index.query(&e.prompt, args.rag_top_k)?;
             e.prompt = kiln::rag::rag_prompt(&e.prompt, &hits);
         }
     }
-    let sample = obd::ObdSample {
-        validation,
-        ..sample
-    };
     sample.write_jsonl(&data_dir)?;
     eprintln!(
         "training on {} codes: {} questions ({} surface variants, {} unknown-code, {} with \

@@ -98,12 +98,17 @@ impl From<&Dtc> for CodeDoc {
 pub fn write_code_docs(codes: &[Dtc], path: impl AsRef<Path>) -> Result<usize> {
     let path = path.as_ref();
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| DataError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        create_dir(dir)?;
     }
     write_jsonl(path, codes.iter().map(CodeDoc::from))
+}
+
+/// `dir` and its parents, created if missing.
+fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| DataError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })
 }
 
 /// The code family, from the first letter.
@@ -936,10 +941,7 @@ pub fn preference_pairs(examples: &[ObdExample], codes: &[Dtc], seed: u64) -> Ve
 }
 
 fn write_sets(dir: &Path, sets: &[(&str, &[ObdExample])]) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|source| DataError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    create_dir(dir)?;
     for (name, set) in sets {
         write_jsonl(dir.join(format!("{name}.jsonl")), *set)?;
     }
